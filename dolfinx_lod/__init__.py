@@ -1,0 +1,34 @@
+"""dolfinx_lod: localized orthogonal decomposition (LOD) for DOLFINx.
+
+Numerical homogenization of -div(a grad u) = f (and its parabolic counterpart) on a coarse
+quadrilateral mesh T_H with fine-scale correctors computed on a nested fine mesh T_h.
+"""
+
+import dolfinx_solver  # noqa: F401  (must be imported before dolfinx and petsc4py)
+
+from importlib.metadata import PackageNotFoundError, version
+
+from dolfinx_lod.basis import MultiscaleBasis
+from dolfinx_lod.coefficients import coefficient_function
+from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
+from dolfinx_lod.grids import NestedGrids, create_nested_grids, nested_grids_from_mesh
+from dolfinx_lod.lod import EllipticSolution, FineSystem, solve_elliptic
+
+try:
+    __version__ = version("dolfinx_lod")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ClassicalCorrectors",
+    "CorrectorProvider",
+    "EllipticSolution",
+    "FineSystem",
+    "MultiscaleBasis",
+    "NestedGrids",
+    "__version__",
+    "coefficient_function",
+    "create_nested_grids",
+    "nested_grids_from_mesh",
+    "solve_elliptic",
+]

@@ -1,0 +1,173 @@
+"""The multiscale basis B = P - sum_T C_T^l (paper (8)), whatever produces the correctors.
+
+:class:`MultiscaleBasis` is the one place that turns a coefficient into the distributed
+PETSc matrix B (fine x coarse, columns = corrected basis functions Lambda~_j). Each rank
+computes the correctors of the patches it owns (:func:`dolfinx_lod.patches.owned_cells`),
+fetching only the coefficient values on those patches, with a
+:class:`~dolfinx_lod.correctors.CorrectorProvider` (classical patch solves by default, or a
+learned provider), and keeps them so that a later update may recompute only some patches.
+
+Columns of coarse vertices on the domain boundary are the uncorrected hat functions; the coarse
+Dirichlet condition eliminates them (see :mod:`dolfinx_lod.lod`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from petsc4py import PETSc
+from tqdm import tqdm
+
+from dolfinx_lod.coefficients import CoefficientLike, owned_coefficient_values
+from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
+from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.interpolation import local_projection
+from dolfinx_lod.parallel import fetch, validate
+from dolfinx_lod.patches import make_patch, owned_cells, validate_layers
+
+
+def boundary_vertex_mask(coarse: int) -> npt.NDArray[np.bool_]:
+    """True for coarse vertex keys on the domain boundary."""
+    mask = np.ones((coarse + 1, coarse + 1), dtype=bool)
+    mask[1:-1, 1:-1] = False
+    return mask.ravel()
+
+
+def corrector_row_counts(grids: NestedGrids, layers: int) -> npt.NDArray[np.int32]:
+    """Number of coarse columns of B that can be non-zero in each owned fine row."""
+    r, NH = grids.r, grids.coarse
+    counts = []
+    for j in (grids.fine_dof_keys % (grids.fine + 1), grids.fine_dof_keys // (grids.fine + 1)):
+        c_lo = np.maximum(-(-j // r) - 1, 0)  # coarse cells containing the vertex
+        c_hi = np.minimum(j // r, NH - 1)
+        T_lo = np.maximum(c_lo - layers, 0)  # coarse cells whose patch contains it
+        T_hi = np.minimum(c_hi + layers, NH - 1)
+        counts.append(T_hi - T_lo + 2)
+    return (counts[0] * counts[1]).astype(np.int32)
+
+
+def _concatenate(arrays: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
+    return np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64)
+
+
+def _split_like(values: np.ndarray, parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Split ``values`` into consecutive pieces as long as the arrays in ``parts``."""
+    return np.split(values, np.cumsum([p.size for p in parts])[:-1]) if parts else []
+
+
+class MultiscaleBasis:
+    """Corrected basis B = P - sum_T C_T^l of V_H^ms for a coefficient a. Collective methods.
+
+    Args:
+        grids: Nested meshes.
+        layers: l >= 1, coarse layers of each patch N^l(T).
+        provider: Producer of element correctors; default classical patch solves.
+        progress: Show a progress bar (rank 0) while correctors are computed.
+    """
+
+    def __init__(
+        self,
+        grids: NestedGrids,
+        layers: int,
+        provider: CorrectorProvider | None = None,
+        progress: bool = False,
+    ):
+        validate(grids.comm, lambda: validate_layers(layers))
+        self.grids, self.layers, self.progress = grids, layers, progress
+        self.Pi = local_projection(grids)
+        self._owns_provider = provider is None
+        self.provider = provider if provider is not None else ClassicalCorrectors(grids, self.Pi)
+        NH, n = grids.coarse, grids.fine
+        self.patches = [make_patch(int(T), NH, layers) for T in owned_cells(grids)]
+        # Global fine rows and coarse columns of every owned patch, looked up once.
+        vkeys = [p.fine_vertex_keys(grids) for p in self.patches]
+        unique, inverse = np.unique(_concatenate(vkeys), return_inverse=True)
+        dofs = grids.fine_dof_global(unique)[inverse].astype(PETSc.IntType)
+        self._rows = _split_like(dofs, vkeys)
+        corners = [p.element_vertex_keys(NH) for p in self.patches]
+        self._cols = [grids.coarse_dof_global[c].astype(PETSc.IntType) for c in corners]
+        on_boundary = boundary_vertex_mask(NH)
+        self._interior = [~on_boundary[c] for c in corners]
+        ckeys = [p.fine_cell_keys(grids) for p in self.patches]
+        self._cell_keys, cell_inverse = np.unique(_concatenate(ckeys), return_inverse=True)
+        self._cell_index = _split_like(cell_inverse, ckeys)
+        self.correctors: list[npt.NDArray[np.float64] | None] = [None] * len(self.patches)
+        self.P = grids.prolongation()
+        self.B = self._create_matrix()
+        self.timings: dict[str, float] = {}
+
+    def _create_matrix(self) -> PETSc.Mat:
+        g = self.grids
+        (nl, N), (ml, Mg) = self.P.getSizes()
+        nnz = corrector_row_counts(g, self.layers)
+        B = PETSc.Mat().create(comm=g.comm)
+        B.setSizes(((nl, N), (ml, Mg)))
+        B.setType(PETSc.Mat.Type.AIJ)
+        B.setPreallocationNNZ((np.minimum(nnz, ml), np.minimum(nnz, Mg - ml)))
+        B.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
+        B.setUp()
+        return B
+
+    def local_coefficient(self, a: CoefficientLike, p: Any = None) -> npt.NDArray[np.float64]:
+        """Coefficient values on the fine cells of all owned patches (validated). Collective."""
+        g = self.grids
+        values = owned_coefficient_values(g, a, p)
+        return fetch(g.comm, g.fine**2, g.fine_cell_keys, values, self._cell_keys)
+
+    def update(
+        self,
+        a: CoefficientLike,
+        p: Any = None,
+        patches: npt.NDArray[np.bool_] | None = None,
+    ) -> PETSc.Mat:
+        """Recompute correctors for coefficient ``a`` (and parameter ``p`` of a callable a) and
+        reassemble B. Collective.
+
+        Args:
+            a: Coefficient (array, callable a(x, p) or DG0 Function on T_h).
+            p: Parameter passed to a callable coefficient.
+            patches: Which owned patches to recompute (mask over ``self.patches``); default
+                all. Patches never computed before are always computed.
+
+        Returns:
+            B, the same matrix object after every update.
+        """
+        t0 = time.perf_counter()
+        a_local = self.local_coefficient(a, p)
+        t1 = time.perf_counter()
+        todo = np.ones(len(self.patches), dtype=bool) if patches is None else np.array(patches)
+        todo |= np.array([c is None for c in self.correctors], dtype=bool)
+        show = self.progress and self.grids.comm.rank == 0
+        for i in tqdm(np.flatnonzero(todo), desc="correctors", disable=not show, unit="patch"):
+            self.correctors[i] = self.provider.correctors(
+                self.patches[i], a_local[self._cell_index[i]]
+            )
+        t2 = time.perf_counter()
+        self._assemble()
+        t3 = time.perf_counter()
+        self.timings = {"fetch": t1 - t0, "correctors": t2 - t1, "assemble_basis": t3 - t2}
+        self.num_recomputed = int(self.grids.comm.allreduce(int(todo.sum())))
+        return self.B
+
+    def _assemble(self) -> None:
+        """B = P - sum_T C_T from the stored correctors. Collective."""
+        B = self.B
+        B.zeroEntries()
+        add = PETSc.InsertMode.ADD_VALUES
+        for rows, cols, interior, C in zip(
+            self._rows, self._cols, self._interior, self.correctors, strict=True
+        ):
+            # Boundary-vertex columns get explicit zeros so that P's pattern is a subset.
+            B.setValues(rows, cols, np.where(interior[None, :], -C, 0.0), addv=add)
+        B.assemble()
+        B.axpy(1.0, self.P, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
+
+    def destroy(self) -> None:
+        """Free PETSc objects owned by the basis (and by a classical provider it created)."""
+        self.B.destroy()
+        self.P.destroy()
+        if self._owns_provider:
+            self.provider.destroy()

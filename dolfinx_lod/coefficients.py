@@ -37,6 +37,19 @@ def _check_values(values: npt.NDArray, name: str) -> None:
         raise ValueError(f"{name} must be > 0 on every fine cell; minimum is {values.min():g}")
 
 
+def validate_array_shape(arr: npt.NDArray, name: str = "coefficient") -> None:
+    """Raise ``ValueError`` unless ``arr`` is a square 2D array of fine-cell values."""
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
+        raise ValueError(f"{name} array must be square 2D of shape (n, n); got shape {arr.shape}")
+
+
+def random_coefficient(
+    n: int, low: float = 0.01, high: float = 1.0, seed: int = 0
+) -> npt.NDArray[np.float64]:
+    """Rough coefficient: independent uniform values in [low, high] on each of n x n cells."""
+    return np.random.default_rng(seed).uniform(low, high, size=(n, n))
+
+
 def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[np.float64]:
     """Values of ``a`` on the owned fine cells (local, no communication)."""
     n = grids.fine
@@ -57,8 +70,7 @@ def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[
             )
         return values
     arr = np.asarray(a)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"{name} array must be square 2D of shape (n, n); got shape {arr.shape}")
+    validate_array_shape(arr, name)
     if arr.shape != (n, n):
         raise ValueError(f"{name} array must have shape ({n}, {n}) (fine cells); got {arr.shape}")
     return np.asarray(arr.reshape(-1)[grids.fine_cell_keys], dtype=np.float64)

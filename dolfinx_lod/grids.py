@@ -224,8 +224,10 @@ def nested_grids_from_mesh(fine_mesh: dolfinx.mesh.Mesh, coarse: int) -> NestedG
 
     validate(comm, check_type)
     x = fine_mesh.geometry.x[:, :2]
-    lo = comm.allreduce(x.min(axis=0) if x.size else np.full(2, np.inf), op=MPI.MIN)
-    hi = comm.allreduce(x.max(axis=0) if x.size else np.full(2, -np.inf), op=MPI.MAX)
+    lo = x.min(axis=0, initial=np.inf)
+    hi = x.max(axis=0, initial=-np.inf)
+    comm.Allreduce(MPI.IN_PLACE, lo, op=MPI.MIN)
+    comm.Allreduce(MPI.IN_PLACE, hi, op=MPI.MAX)
     ncells = fine_mesh.topology.index_map(2).size_global
     n = int(round(np.sqrt(ncells)))
     domain: Domain = ((float(lo[0]), float(lo[1])), (float(hi[0]), float(hi[1])))

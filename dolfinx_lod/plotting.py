@@ -1,0 +1,71 @@
+"""Figures with pyvista (off screen). Rank-local: call on the rank holding gathered arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from dolfinx_lod.io import write_atomic
+
+
+def _grid(values: npt.NDArray[np.float64], domain, cell_data: bool):
+    import pyvista
+
+    (x0, y0), (x1, y1) = domain
+    nx = values.shape[1] + (1 if cell_data else 0)
+    ny = values.shape[0] + (1 if cell_data else 0)
+    grid = pyvista.ImageData(
+        dimensions=(nx, ny, 1),
+        spacing=((x1 - x0) / (nx - 1), (y1 - y0) / (ny - 1), 1.0),
+        origin=(x0, y0, 0.0),
+    )
+    data = grid.cell_data if cell_data else grid.point_data
+    data["values"] = np.ascontiguousarray(values).ravel()
+    return grid
+
+
+def plot_fields(
+    path: str | Path,
+    panels: Sequence[tuple[str, npt.NDArray[np.float64], bool]],
+    domain,
+    log_scale: Sequence[bool] | None = None,
+) -> Path:
+    """Save a row of 2D colour plots as PNG (atomically).
+
+    Args:
+        path: Output PNG file.
+        panels: (title, array, is_cell_data): (n, n) cell arrays or (n+1, n+1) vertex arrays,
+            row = y index from the bottom.
+        domain: ((x0, y0), (x1, y1)).
+        log_scale: Per panel, whether to use a logarithmic colour scale.
+    """
+    import pyvista
+
+    pyvista.OFF_SCREEN = True
+    log_scale = log_scale or [False] * len(panels)
+    plotter = pyvista.Plotter(shape=(1, len(panels)), off_screen=True, window_size=(520 * len(panels), 520))
+    for k, ((title, values, cells), log) in enumerate(zip(panels, log_scale, strict=True)):
+        plotter.subplot(0, k)
+        plotter.add_text(title, font_size=11)
+        plotter.add_mesh(
+            _grid(values, domain, cells),
+            scalars="values",
+            cmap="viridis",
+            log_scale=log,
+            show_scalar_bar=True,
+            scalar_bar_args={"title": title, "vertical": False, "n_labels": 3, "fmt": "%.2g"},
+        )
+        plotter.view_xy()
+        plotter.camera.zoom(1.1)
+    image = plotter.screenshot(return_img=True)
+    plotter.close()
+
+    def write(f) -> None:
+        import matplotlib.image
+
+        matplotlib.image.imsave(f, image, format="png")
+
+    return write_atomic(path, write)

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+from conftest import rough_coefficient
+from test_grids import dense
+
+import dolfinx_lod as dl
+from dolfinx_lod.basis import boundary_vertex_mask
+from dolfinx_lod.interpolation import patch_constraints, quasi_interpolation
+from dolfinx_lod.patches import make_patch
+
+pytestmark = pytest.mark.mpi
+
+
+@pytest.fixture(scope="module")
+def small(comm):
+    """NH = 4, n = 16, l = 1 on a rough coefficient."""
+    g = dl.create_nested_grids(comm, 4, 16)
+    A = rough_coefficient(16)
+    basis = dl.MultiscaleBasis(g, 1)
+    basis.update(A)
+    return g, A, basis
+
+
+def test_constraint_residual_on_every_patch(small):
+    g, _, basis = small
+    for patch, C in zip(basis.patches, basis.correctors, strict=True):
+        Bp = patch_constraints(patch.configuration, g.r, basis.Pi)
+        assert np.abs(Bp @ C).max() <= 1e-10
+        assert np.abs(C).max() > 1e-3  # a non-trivial correction
+
+
+def test_global_quasi_interpolation_of_basis_is_identity(small, comm):
+    g, _, basis = small
+    IHB = dense(quasi_interpolation(g, basis.Pi).matMult(basis.B))
+    interior = ~boundary_vertex_mask(g.coarse)
+    # Coarse dof numbers of the interior vertices (global numbering).
+    dofs = g.coarse_dof_global[interior]
+    block = IHB[np.ix_(dofs, dofs)]
+    assert np.abs(block - np.eye(dofs.size)).max() <= 1e-10
+
+
+def test_correctors_vanish_outside_patches(small):
+    g, _, basis = small
+    C = dense(basis.P) - dense(basis.B)  # sum_T C_T Lambda_z in column z
+    NH, r, n = g.coarse, g.r, g.fine
+    fine_global = g.fine_dof_global(np.arange((n + 1) ** 2))
+    inside = np.zeros_like(C, dtype=bool)
+    for T in range(NH * NH):
+        patch = make_patch(T, NH, 1)
+        rows = fine_global[patch.fine_vertex_keys(g)]
+        cols = g.coarse_dof_global[patch.element_vertex_keys(NH)]
+        inside[np.ix_(rows, cols)] = True
+    assert np.abs(C[~inside]).max(initial=0.0) == 0.0
+    assert np.abs(C[inside]).max() > 1e-3
+
+
+def test_patch_solve_matches_dense_kkt(comm):
+    """The MUMPS saddle-point solve against numpy on the dense KKT system of one patch."""
+    g = dl.create_nested_grids(comm.Split(comm.rank), 4, 16)
+    basis = dl.MultiscaleBasis(g, 1)
+    A = rough_coefficient(16, seed=3)
+    patch = make_patch(5, 4, 1)  # an interior cell: 3 x 3 patch
+    problem = basis.provider.problem(patch.configuration)
+    a_patch = A.ravel()[patch.fine_cell_keys(g)]
+    C = problem.solve(a_patch)
+    S = problem.S.to_dense()
+    F = problem.rhs.getDenseArray()[: problem.num_dofs].copy()
+    B = patch_constraints(patch.configuration, g.r, basis.Pi)[:, problem.dof_vertex]
+    m = B.shape[0]
+    KKT = np.block([[S, B.T], [B, np.zeros((m, m))]])
+    X = np.linalg.solve(KKT, np.vstack([F, np.zeros((m, 4))]))[: problem.num_dofs]
+    expected = np.empty_like(X)
+    expected[problem.dof_vertex] = X
+    assert np.abs(C - expected).max() <= 1e-10 * np.abs(expected).max()
+    basis.destroy()
+
+
+def test_exponential_decay_in_layers(comm):
+    """||(B_l - B_ideal) e_z||_S / ||B_ideal e_z||_S decays geometrically in l."""
+    g = dl.create_nested_grids(comm, 8, 64)
+    A = rough_coefficient(64, seed=2)
+    fine = dl.FineSystem(g, dl.coefficient_function(g, A))
+    z = g.coarse_dof_global[4 * 9 + 4]  # the centre vertex
+    columns = {}
+    for layers in (1, 2, 3, 8):
+        basis = dl.MultiscaleBasis(g, layers)
+        B = basis.update(A)
+        e = B.createVecRight()
+        e.setValue(z, 1.0)
+        e.assemble()
+        columns[layers] = B.createVecLeft()
+        B.mult(e, columns[layers])
+        basis.destroy()
+
+    def energy(v):
+        w = fine.S.createVecLeft()
+        fine.S.mult(v, w)
+        return np.sqrt(w.dot(v))
+
+    err = [energy(columns[l] - columns[8]) / energy(columns[8]) for l in (1, 2, 3)]
+    assert err[0] > err[1] > err[2]
+    assert err[1] / err[0] < 0.3 and err[2] / err[1] < 0.3, err

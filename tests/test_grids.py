@@ -1,0 +1,74 @@
+import dolfinx.mesh
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import dolfinx_lod as dl
+from dolfinx_lod.interpolation import local_projection, quasi_interpolation
+
+pytestmark = pytest.mark.mpi
+
+
+def dense(A):
+    """Whole PETSc matrix as a numpy array on every rank (small test matrices only)."""
+    comm = A.getComm().tompi4py()
+    rows = A.getOwnershipRange()
+    local = A.getValues(range(*rows), range(A.getSize()[1])) if rows[1] > rows[0] else None
+    parts = comm.allgather(local)
+    return np.vstack([p for p in parts if p is not None])
+
+
+def test_keys_cover_everything(comm):
+    g = dl.create_nested_grids(comm, 3, 12, ((0.0, -1.0), (2.0, 0.5)))
+    for keys, total in ((g.fine_cell_keys, 144), (g.fine_dof_keys, 169), (g.coarse_dof_keys, 16)):
+        allkeys = np.sort(np.concatenate(comm.allgather(keys)))
+        assert np.array_equal(allkeys, np.arange(total))
+    assert g.r == 4 and np.allclose(g.H, [2 / 3, 0.5]) and np.allclose(g.h, [1 / 6, 0.125])
+
+
+def test_prolongation_interpolates_coarse_functions(comm):
+    g = dl.create_nested_grids(comm, 4, 16, ((0.0, 0.0), (2.0, 1.0)))
+    P = g.prolongation()
+    # A bilinear function x*y + 2x - y is in V_H; P must reproduce it at the fine vertices.
+    f = lambda x: x[0] * x[1] + 2 * x[0] - x[1]  # noqa: E731
+    uH = dolfinx.fem.Function(g.V_H)
+    uH.interpolate(f)
+    uh = dolfinx.fem.Function(g.V_h)
+    P.mult(uH.x.petsc_vec, uh.x.petsc_vec)
+    x = g.V_h.tabulate_dof_coordinates()[: g.V_h.dofmap.index_map.size_local]
+    assert np.allclose(uh.x.array[: x.shape[0]], f(x.T), atol=1e-13)
+
+
+def test_quasi_interpolation_is_projection(comm):
+    g = dl.create_nested_grids(comm, 4, 24)
+    Pi = local_projection(g)
+    # Pi_K reproduces Q1 on K: Pi_K Phi = I.
+    r = g.r
+    s = np.stack(np.meshgrid(np.arange(r + 1), np.arange(r + 1)), -1).reshape(-1, 2) / r
+    assert np.allclose(Pi @ dl.grids.bilinear_weights(s), np.eye(4), atol=1e-12)
+    IH, P = quasi_interpolation(g, Pi), g.prolongation()
+    IHP = dense(IH.matMult(P))
+    assert np.abs(IHP - np.eye(25)).max() < 1e-12
+    # Row sums of I_H are 1 (constants are reproduced).
+    assert np.allclose(dense(IH).sum(axis=1), 1.0)
+
+
+def test_user_mesh_is_wrapped(comm):
+    mesh = dolfinx.mesh.create_rectangle(
+        comm, ((1.0, 1.0), (3.0, 2.0)), (12, 12), dolfinx.mesh.CellType.quadrilateral
+    )
+    g = dl.nested_grids_from_mesh(mesh, 3)
+    assert g.fine == 12 and g.r == 4 and g.domain == ((1.0, 1.0), (3.0, 2.0))
+    assert g.fine_mesh is mesh
+
+
+def test_bad_grids_raise_everywhere(comm):
+    with pytest.raises(ValueError, match=r"NH \(5\) must divide .* n \(12\)"):
+        dl.create_nested_grids(comm, 5, 12)
+    with pytest.raises(ValueError, match="coarse cells per direction"):
+        dl.create_nested_grids(comm, 0, 12)
+    with pytest.raises(ValueError, match="domain"):
+        dl.create_nested_grids(comm, 2, 4, ((0.0, 0.0), (0.0, 1.0)))
+    tri = dolfinx.mesh.create_unit_square(comm, 4, 4)
+    with pytest.raises(ValueError, match="quadrilateral"):
+        dl.nested_grids_from_mesh(tri, 2)

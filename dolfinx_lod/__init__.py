@@ -4,9 +4,9 @@ Numerical homogenization of -div(a grad u) = f (and its parabolic counterpart) o
 quadrilateral mesh T_H with fine-scale correctors computed on a nested fine mesh T_h.
 """
 
-import dolfinx_solver  # noqa: F401  (must be imported before dolfinx and petsc4py)
-
 from importlib.metadata import PackageNotFoundError, version
+
+import dolfinx_solver  # noqa: F401  (must be imported before dolfinx and petsc4py)
 
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import coefficient_function

@@ -80,7 +80,7 @@ class MultiscaleBasis:
         self.Pi = local_projection(grids)
         self._owns_provider = provider is None
         self.provider = provider if provider is not None else ClassicalCorrectors(grids, self.Pi)
-        NH, n = grids.coarse, grids.fine
+        NH = grids.coarse
         self.patches = [make_patch(int(T), NH, layers) for T in owned_cells(grids)]
         # Global fine rows and coarse columns of every owned patch, looked up once.
         vkeys = [p.fine_vertex_keys(grids) for p in self.patches]

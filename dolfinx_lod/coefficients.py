@@ -56,9 +56,7 @@ def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[
     if isinstance(a, dolfinx.fem.Function):
         element = a.function_space.element
         if a.function_space.mesh is not grids.fine_mesh or element.space_dimension != 1:
-            raise ValueError(
-                f"{name} as a Function must live in a DG0 space on the fine mesh T_h"
-            )
+            raise ValueError(f"{name} as a Function must live in a DG0 space on the fine mesh T_h")
         cell_dofs = a.function_space.dofmap.list[: grids.fine_cell_keys.size, 0]
         return np.asarray(a.x.array[cell_dofs], dtype=np.float64)
     if callable(a):

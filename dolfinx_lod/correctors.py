@@ -41,9 +41,7 @@ PATCH_SOLVER_OPTIONS = {
 class CorrectorProvider(Protocol):
     """Anything that produces the element correctors of a patch for a coefficient."""
 
-    def correctors(
-        self, patch: Patch, a_patch: npt.NDArray[np.float64]
-    ) -> npt.NDArray[np.float64]:
+    def correctors(self, patch: Patch, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Correctors C_T Lambda_j on the patch's fine vertices.
 
         Args:
@@ -186,9 +184,7 @@ class ClassicalCorrectors:
             self._problems[config] = PatchProblem(config, self.grids, self.Pi)
         return self._problems[config]
 
-    def correctors(
-        self, patch: Patch, a_patch: npt.NDArray[np.float64]
-    ) -> npt.NDArray[np.float64]:
+    def correctors(self, patch: Patch, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         return self.problem(patch.configuration).solve(a_patch)
 
     def destroy(self) -> None:

@@ -18,13 +18,17 @@ def stiffness_form(V: dolfinx.fem.FunctionSpace, a: dolfinx.fem.Function) -> dol
     return dolfinx.fem.form(a * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)
 
 
-def mass_form(V: dolfinx.fem.FunctionSpace, c: dolfinx.fem.Function | float = 1.0) -> dolfinx.fem.Form:
+def mass_form(
+    V: dolfinx.fem.FunctionSpace, c: dolfinx.fem.Function | float = 1.0
+) -> dolfinx.fem.Form:
     """Compiled form of M: int c u v dx."""
     u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
     return dolfinx.fem.form(c * u * v * ufl.dx)
 
 
-def load_form(V: dolfinx.fem.FunctionSpace, f: dolfinx.fem.Function | dolfinx.fem.Constant) -> dolfinx.fem.Form:
+def load_form(
+    V: dolfinx.fem.FunctionSpace, f: dolfinx.fem.Function | dolfinx.fem.Constant
+) -> dolfinx.fem.Form:
     """Compiled form of F: int f v dx."""
     return dolfinx.fem.form(f * ufl.TestFunction(V) * ufl.dx)
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import dolfinx_solver  # noqa: F401  (must precede dolfinx/petsc4py)
 import dolfinx
 import dolfinx.fem
 import dolfinx.mesh
+import dolfinx_solver  # noqa: F401  (must precede dolfinx/petsc4py)
 import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
@@ -130,9 +130,7 @@ class NestedGrids:
         """Global (PETSc) V_h dof numbers of fine vertices given by key. Collective."""
         imap = self.V_h.dofmap.index_map
         owned_global = imap.local_range[0] + np.arange(imap.size_local, dtype=np.int64)
-        return fetch(
-            self.comm, (self.fine + 1) ** 2, self.fine_dof_keys, owned_global, vertex_keys
-        )
+        return fetch(self.comm, (self.fine + 1) ** 2, self.fine_dof_keys, owned_global, vertex_keys)
 
     def prolongation(self) -> PETSc.Mat:
         """Prolongation P: V_H -> V_h (nodal interpolation of Q1 into the nested Q1 space).
@@ -242,7 +240,10 @@ def nested_grids_from_mesh(fine_mesh: dolfinx.mesh.Mesh, coarse: int) -> NestedG
 
     validate(comm, check_lattice)
     coarse_mesh = dolfinx.mesh.create_rectangle(
-        comm, domain, (coarse, coarse), dolfinx.mesh.CellType.quadrilateral,
+        comm,
+        domain,
+        (coarse, coarse),
+        dolfinx.mesh.CellType.quadrilateral,
         ghost_mode=dolfinx.mesh.GhostMode.none,
     )
     return NestedGrids(comm, domain, coarse, n, coarse_mesh, fine_mesh)

@@ -72,7 +72,9 @@ def quasi_interpolation(grids: NestedGrids, Pi: npt.NDArray[np.float64]) -> PETS
     values = Pi[None, :, :] / vertex_valence(NH)[corners][:, :, None]
     rows = np.broadcast_to(grids.coarse_dof_global[corners][:, :, None], values.shape)
     cols = np.broadcast_to(fine_dofs, values.shape)
-    return coo_matrix(grids.comm, (grids.V_H, grids.V_h), rows.ravel(), cols.ravel(), values.ravel())
+    return coo_matrix(
+        grids.comm, (grids.V_H, grids.V_h), rows.ravel(), cols.ravel(), values.ravel()
+    )
 
 
 def patch_constraints(

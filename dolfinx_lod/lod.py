@@ -110,12 +110,13 @@ def coarse_boundary_rows(grids: NestedGrids) -> npt.NDArray[np.int32]:
 def coarse_matrix(
     grids: NestedGrids, A: PETSc.Mat, trial: PETSc.Mat, test: PETSc.Mat | None = None
 ) -> PETSc.Mat:
-    """K = test^T A trial (test = trial if None, via PtAP), with identity rows/columns at the
-    boundary coarse vertices. Collective."""
-    if test is None:
-        K = A.PtAP(trial)
-    else:
-        K = test.transposeMatMult(A.matMult(trial))
+    """K = test^T A trial (test = trial if None), with identity rows/columns at the boundary
+    coarse vertices. Collective.
+
+    Computed as test^T (A trial): measured twice as fast as PETSc's default PtAP here."""
+    AB = A.matMult(trial)
+    K = (trial if test is None else test).transposeMatMult(AB)
+    AB.destroy()
     K.zeroRowsColumns(coarse_boundary_rows(grids), diag=1.0)
     return K
 
@@ -147,7 +148,10 @@ def solve_coarse(K: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
 def relative_errors(u: PETSc.Vec, u_ref: PETSc.Vec, M: PETSc.Mat, S: PETSc.Mat) -> dict[str, float]:
     """Relative L2 (via M) and energy (via S) errors of u against u_ref. Collective."""
     e = u - u_ref
-    out = {name: float(np.sqrt(_norm2(A, e) / _norm2(A, u_ref))) for name, A in (("l2", M), ("energy", S))}
+    out = {
+        name: float(np.sqrt(_norm2(A, e) / _norm2(A, u_ref)))
+        for name, A in (("l2", M), ("energy", S))
+    }
     e.destroy()
     return out
 
@@ -182,7 +186,9 @@ def galerkin_solution(
 @dataclass
 class EllipticSolution:
     """Result of :func:`solve_elliptic`: coarse coefficients U, fine reconstruction u_ms = B U,
-    fine FEM reference u_h, coarse matrix K~, errors and wall times per phase."""
+    fine FEM reference u_h, coarse matrix K~, wall times per phase and relative errors against
+    u_h: ``l2``, ``energy`` of u_ms, ``coarse_fem_l2``, ``coarse_fem_energy`` of the plain Q1
+    FEM on T_H."""
 
     U: dolfinx.fem.Function
     u_ms: dolfinx.fem.Function
@@ -241,6 +247,13 @@ def solve_elliptic(
     u_h = fine.solve(fine.S, fine.F)
     timings["fine_solve"] = time.perf_counter() - t
     errors = relative_errors(u_ms, u_h, fine.M, fine.S)
+    # Plain Q1 FEM on T_H (trial = test = P) for comparison.
+    U_fem, u_fem, K_fem = galerkin_solution(grids, fine, basis.P)
+    errors.update(
+        {f"coarse_fem_{k}": v for k, v in relative_errors(u_fem, u_h, fine.M, fine.S).items()}
+    )
+    for obj in (U_fem, u_fem, K_fem):
+        obj.destroy()
     result = EllipticSolution(
         U=_function(grids.V_H, U, "U"),
         u_ms=_function(grids.V_h, u_ms, "u_ms"),

@@ -45,9 +45,7 @@ def _exchange(comm: MPI.Comm, dest: npt.NDArray[np.int64], *arrays: np.ndarray) 
     order = np.argsort(dest, kind="stable")
     counts = np.bincount(dest, minlength=comm.size)
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    sends = [
-        [a[order][bounds[q] : bounds[q + 1]] for a in arrays] for q in range(comm.size)
-    ]
+    sends = [[a[order][bounds[q] : bounds[q + 1]] for a in arrays] for q in range(comm.size)]
     return comm.alltoall(sends)
 
 
@@ -69,7 +67,9 @@ def fetch(
     wanted_keys = np.asarray(wanted_keys, dtype=np.int64)
     owned_values = np.asarray(owned_values)
     # 1. Owners post their (key, value) pairs to the directory ranks.
-    received = _exchange(comm, _directory_rank(owned_keys, nkeys, comm.size), owned_keys, owned_values)
+    received = _exchange(
+        comm, _directory_rank(owned_keys, nkeys, comm.size), owned_keys, owned_values
+    )
     lo = (comm.rank * nkeys + comm.size - 1) // comm.size
     hi = ((comm.rank + 1) * nkeys + comm.size - 1) // comm.size
     table = np.zeros((hi - lo, *owned_values.shape[1:]), dtype=owned_values.dtype)

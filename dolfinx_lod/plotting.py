@@ -43,10 +43,14 @@ def plot_fields(
         log_scale: Per panel, whether to use a logarithmic colour scale.
     """
     import pyvista
+    from vtkmodules.vtkCommonCore import vtkLogger
 
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)  # no "bad X server" warning
     pyvista.OFF_SCREEN = True
     log_scale = log_scale or [False] * len(panels)
-    plotter = pyvista.Plotter(shape=(1, len(panels)), off_screen=True, window_size=(520 * len(panels), 520))
+    plotter = pyvista.Plotter(
+        shape=(1, len(panels)), off_screen=True, window_size=(520 * len(panels), 520)
+    )
     for k, ((title, values, cells), log) in enumerate(zip(panels, log_scale, strict=True)):
         plotter.subplot(0, k)
         plotter.add_text(title, font_size=11)

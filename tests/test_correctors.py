@@ -42,7 +42,7 @@ def test_global_quasi_interpolation_of_basis_is_identity(small, comm):
 def test_correctors_vanish_outside_patches(small):
     g, _, basis = small
     C = dense(basis.P) - dense(basis.B)  # sum_T C_T Lambda_z in column z
-    NH, r, n = g.coarse, g.r, g.fine
+    NH, n = g.coarse, g.fine
     fine_global = g.fine_dof_global(np.arange((n + 1) ** 2))
     inside = np.zeros_like(C, dtype=bool)
     for T in range(NH * NH):
@@ -97,6 +97,6 @@ def test_exponential_decay_in_layers(comm):
         fine.S.mult(v, w)
         return np.sqrt(w.dot(v))
 
-    err = [energy(columns[l] - columns[8]) / energy(columns[8]) for l in (1, 2, 3)]
+    err = [energy(columns[layers] - columns[8]) / energy(columns[8]) for layers in (1, 2, 3)]
     assert err[0] > err[1] > err[2]
     assert err[1] / err[0] < 0.3 and err[2] / err[1] < 0.3, err

@@ -1,7 +1,6 @@
 import dolfinx.mesh
 import numpy as np
 import pytest
-from mpi4py import MPI
 
 import dolfinx_lod as dl
 from dolfinx_lod.interpolation import local_projection, quasi_interpolation

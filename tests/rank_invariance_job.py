@@ -1,0 +1,41 @@
+"""Helper run by test_rank_invariance.py under ``mpirun -n N``: writes the coarse matrix,
+the coarse solution and the fine reconstruction (gathered, global numbering by keys)."""
+
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+import dolfinx_lod as dl
+from dolfinx_lod.io import gather_vertex_array
+
+comm = MPI.COMM_WORLD
+NH, n, layers, method, out = (
+    int(sys.argv[1]),
+    int(sys.argv[2]),
+    int(sys.argv[3]),
+    sys.argv[4],
+    sys.argv[5],
+)
+g = dl.create_nested_grids(comm, NH, n)
+A = dl.coefficients.random_coefficient(n, 0.01, 1.0, seed=7)
+sol = dl.solve_elliptic(g, A, layers, method=method)
+# Coarse matrix in the structured (key) numbering, independent of the partition.
+K = sol.K
+r0, r1 = K.getOwnershipRange()
+key_of_dof = np.empty((NH + 1) ** 2, dtype=np.int64)
+key_of_dof[g.coarse_dof_global] = np.arange((NH + 1) ** 2)
+local = (
+    K.getValues(range(r0, r1), range(K.getSize()[1])) if r1 > r0 else np.zeros((0, (NH + 1) ** 2))
+)
+parts = comm.gather((np.arange(r0, r1), local), root=0)
+U = np.concatenate(comm.gather(sol.U.x.array[: g.V_H.dofmap.index_map.size_local], root=0) or [[]])
+keys = np.concatenate(comm.gather(g.coarse_dof_keys, root=0) or [[]])
+u_ms = gather_vertex_array(g, sol.u_ms)
+if comm.rank == 0:
+    Kd = np.zeros(((NH + 1) ** 2,) * 2)
+    for rows, vals in parts:
+        Kd[np.ix_(key_of_dof[rows], key_of_dof[np.arange(Kd.shape[0])])] = vals
+    Us = np.empty_like(U)
+    Us[keys.astype(np.int64)] = U
+    np.savez(out, K=Kd, U=Us, u_ms=u_ms, errors=[sol.errors["l2"], sol.errors["energy"]])

@@ -1,0 +1,104 @@
+"""The `dolfinx-lod elliptic` command line, serial and under mpirun."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_rank_invariance import mpirun
+
+CLI = [sys.executable, "-m", "dolfinx_lod.cli"]
+
+
+def run(args, ranks=None, check=True):
+    cmd = ([mpirun(), "-n", str(ranks)] if ranks else []) + CLI + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=check)
+
+
+@pytest.fixture(scope="module")
+def coefficient(tmp_path_factory):
+    path = tmp_path_factory.mktemp("coef") / "A.npy"
+    A = np.random.default_rng(3).uniform(0.05, 1.0, (32, 32))
+    A[:16, :] *= 10  # lower half (small y) ten times larger: checks the orientation
+    np.save(path, A)
+    return path
+
+
+def test_elliptic_writes_results(tmp_path, coefficient):
+    out = tmp_path / "out"
+    run(["elliptic", "--coefficient", coefficient, "--coarse", 4, "--layers", 2, "--out", out])
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("method", "n", "NH", "l", "ranks", "rel_l2_error", "rel_energy_error", "timings"):
+        assert key in summary
+    assert (summary["method"], summary["n"], summary["NH"], summary["l"]) == ("galerkin", 32, 4, 2)
+    assert 0 < summary["rel_l2_error"] < 0.2
+    assert {"basis", "coarse_solve", "fine_solve", "wall"} <= set(summary["timings"])
+    assert summary["coarse_fem_rel_l2_error"] > 2 * summary["rel_l2_error"]
+    u, ref = np.load(out / "solution.npy"), np.load(out / "reference.npy")
+    assert u.shape == ref.shape == (33, 33)
+    assert np.abs(u[[0, -1], :]).max() == 0 and np.abs(u[:, [0, -1]]).max() == 0
+    # The bottom half conducts ten times better: the solution is smaller there.
+    assert ref[:16].max() < ref[17:].max()
+    rel = np.sqrt(((u - ref) ** 2).sum() / (ref**2).sum())
+    assert rel == pytest.approx(summary["rel_l2_error"], rel=0.3)
+    assert (out / "elliptic.png").stat().st_size > 10_000
+
+
+def test_elliptic_under_mpirun_matches_serial(tmp_path, coefficient):
+    common = [
+        "elliptic",
+        "--coefficient",
+        coefficient,
+        "--coarse",
+        4,
+        "--layers",
+        1,
+        "--method",
+        "petrov-galerkin",
+        "--source",
+        2.5,
+        "--no-plot",
+    ]
+    run(common + ["--out", tmp_path / "s"])
+    run(common + ["--out", tmp_path / "p"], ranks=2)
+    s = json.loads((tmp_path / "s" / "summary.json").read_text())
+    p = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert (s["ranks"], p["ranks"], p["method"]) == (1, 2, "petrov-galerkin")
+    us, up = np.load(tmp_path / "s" / "solution.npy"), np.load(tmp_path / "p" / "solution.npy")
+    assert np.abs(us - up).max() <= 1e-10 and np.abs(us).max() > 0.1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--coarse", 5, "--layers", 1], r"NH \(5\) must divide"),
+        (["--coarse", 4, "--layers", 0], "layers l must be an integer >= 1"),
+    ],
+)
+def test_elliptic_bad_input(tmp_path, coefficient, args, message):
+    import re
+
+    res = run(
+        ["elliptic", "--coefficient", coefficient, *args, "--out", tmp_path], ranks=2, check=False
+    )
+    assert res.returncode != 0
+    assert re.search(message, res.stderr), res.stderr
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_elliptic_bad_array(tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.ones((4, 6)))
+    res = run(
+        ["elliptic", "--coefficient", bad, "--coarse", 2, "--layers", 1, "--out", tmp_path],
+        check=False,
+    )
+    assert res.returncode == 2 and "square 2D" in res.stderr
+    neg = tmp_path / "neg.npy"
+    np.save(neg, -np.ones((4, 4)))
+    res = run(
+        ["elliptic", "--coefficient", neg, "--coarse", 2, "--layers", 1, "--out", tmp_path],
+        check=False,
+    )
+    assert res.returncode == 2 and "must be > 0" in res.stderr

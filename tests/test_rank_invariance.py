@@ -1,0 +1,48 @@
+"""`mpirun -n 1`, `-n 2` and `-n 3` give the same coarse matrices and solutions to 1e-10."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def mpirun() -> str:
+    local = Path(sys.executable).parent / "mpirun"
+    return str(local) if local.exists() else shutil.which("mpirun")
+
+
+def run_job(ranks: int, out: Path, method: str) -> dict:
+    cmd = [
+        mpirun(),
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "mpi4py",
+        str(HERE / "rank_invariance_job.py"),
+        "6",
+        "48",
+        "2",
+        method,
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, timeout=300, cwd=HERE)
+    return dict(np.load(out))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["galerkin", "petrov-galerkin"])
+def test_same_results_on_1_2_3_ranks(tmp_path, method):
+    results = [run_job(n, tmp_path / f"r{n}.npz", method) for n in (1, 2, 3)]
+    ref = results[0]
+    assert np.abs(ref["K"]).max() > 1.0 and np.abs(ref["U"]).max() > 1e-3
+    for res in results[1:]:
+        assert np.abs(res["K"] - ref["K"]).max() <= 1e-10
+        assert np.abs(res["U"] - ref["U"]).max() <= 1e-10
+        assert np.abs(res["u_ms"] - ref["u_ms"]).max() <= 1e-10
+        assert np.allclose(res["errors"], ref["errors"], rtol=1e-8)

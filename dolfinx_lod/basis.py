@@ -14,10 +14,12 @@ Dirichlet condition eliminates them (see :mod:`dolfinx_lod.lod`).
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from mpi4py import MPI
 from petsc4py import PETSc
 from tqdm import tqdm
 
@@ -58,6 +60,53 @@ def _split_like(values: np.ndarray, parts: list[np.ndarray]) -> list[np.ndarray]
     return np.split(values, np.cumsum([p.size for p in parts])[:-1]) if parts else []
 
 
+class UpdateStrategy(Protocol):
+    """Chooses the owned patches whose correctors a basis update recomputes."""
+
+    def select(
+        self, basis: MultiscaleBasis, a_patches: list[npt.NDArray[np.float64]]
+    ) -> npt.NDArray[np.bool_]:
+        """Mask over ``basis.patches`` (collective)."""
+        ...
+
+
+class FullUpdate:
+    """Recompute every corrector whenever the coefficient changed anywhere (the reference)."""
+
+    def select(self, basis: MultiscaleBasis, a_patches) -> npt.NDArray[np.bool_]:
+        changed = bool(basis.changed(a_patches).any())
+        changed = basis.grids.comm.allreduce(changed, op=MPI.LOR)
+        return np.full(len(basis.patches), changed, dtype=bool)
+
+
+@dataclass
+class SelectiveUpdate:
+    """Recompute only patches whose error indicator e_T exceeds ``tol``.
+
+    e_T is the Hellman–Målqvist indicator of the stored correctors for the new coefficient
+    (:meth:`dolfinx_lod.correctors.PatchProblem.indicator`); it is 0 without computation where
+    the coefficient did not change on the patch. ``tol = 0`` recomputes exactly the patches
+    where the coefficient changed.
+    """
+
+    tol: float
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.tol) and self.tol >= 0):
+            raise ValueError(f"selective update tolerance tol must be >= 0, got {self.tol}")
+
+    def select(self, basis: MultiscaleBasis, a_patches) -> npt.NDArray[np.bool_]:
+        changed = basis.changed(a_patches)
+        basis.indicators = np.zeros(len(basis.patches))
+        for i in np.flatnonzero(changed):
+            if basis.correctors[i] is not None:
+                problem = basis.patch_problems.problem(basis.patches[i].configuration)
+                basis.indicators[i] = problem.indicator(
+                    a_patches[i], basis.reference[i], basis.correctors[i]
+                )
+        return changed & ((basis.indicators > self.tol) | (self.tol == 0))
+
+
 class MultiscaleBasis:
     """Corrected basis B = P - sum_T C_T^l of V_H^ms for a coefficient a. Collective methods.
 
@@ -78,8 +127,9 @@ class MultiscaleBasis:
         validate(grids.comm, lambda: validate_layers(layers))
         self.grids, self.layers, self.progress = grids, layers, progress
         self.Pi = local_projection(grids)
-        self._owns_provider = provider is None
-        self.provider = provider if provider is not None else ClassicalCorrectors(grids, self.Pi)
+        #: Classical patch problems: the default provider, and the error indicators.
+        self.patch_problems = ClassicalCorrectors(grids, self.Pi)
+        self.provider = provider if provider is not None else self.patch_problems
         NH = grids.coarse
         self.patches = [make_patch(int(T), NH, layers) for T in owned_cells(grids)]
         # Global fine rows and coarse columns of every owned patch, looked up once.
@@ -95,6 +145,11 @@ class MultiscaleBasis:
         self._cell_keys, cell_inverse = np.unique(_concatenate(ckeys), return_inverse=True)
         self._cell_index = _split_like(cell_inverse, ckeys)
         self.correctors: list[npt.NDArray[np.float64] | None] = [None] * len(self.patches)
+        #: Coefficient on each patch when its correctors were computed (a_ref).
+        self.reference: list[npt.NDArray[np.float64] | None] = [None] * len(self.patches)
+        #: Error indicators e_T of the last selective update (0 where a did not change).
+        self.indicators = np.zeros(len(self.patches))
+        self.num_recomputed = 0
         self.P = grids.prolongation()
         self.B = self._create_matrix()
         self.timings: dict[str, float] = {}
@@ -118,39 +173,49 @@ class MultiscaleBasis:
         return fetch(g.comm, g.fine**2, g.fine_cell_keys, values, self._cell_keys)
 
     def update(
-        self,
-        a: CoefficientLike,
-        p: Any = None,
-        patches: npt.NDArray[np.bool_] | None = None,
+        self, a: CoefficientLike, p: Any = None, strategy: UpdateStrategy | None = None
     ) -> PETSc.Mat:
-        """Recompute correctors for coefficient ``a`` (and parameter ``p`` of a callable a) and
-        reassemble B. Collective.
+        """Bring the correctors up to date with coefficient ``a`` and reassemble B if any
+        changed. Collective.
 
         Args:
             a: Coefficient (array, callable a(x, p) or DG0 Function on T_h).
             p: Parameter passed to a callable coefficient.
-            patches: Which owned patches to recompute (mask over ``self.patches``); default
-                all. Patches never computed before are always computed.
+            strategy: Which patches to recompute (:class:`FullUpdate`, the default, or
+                :class:`SelectiveUpdate`); patches never computed are always computed.
 
         Returns:
-            B, the same matrix object after every update.
+            B, the same matrix object after every update. ``num_recomputed`` (global) and
+            ``timings`` describe the update.
         """
         t0 = time.perf_counter()
         a_local = self.local_coefficient(a, p)
+        a_patches = [a_local[index] for index in self._cell_index]
         t1 = time.perf_counter()
-        todo = np.ones(len(self.patches), dtype=bool) if patches is None else np.array(patches)
+        todo = (strategy or FullUpdate()).select(self, a_patches)
         todo |= np.array([c is None for c in self.correctors], dtype=bool)
+        t2 = time.perf_counter()
         show = self.progress and self.grids.comm.rank == 0
         for i in tqdm(np.flatnonzero(todo), desc="correctors", disable=not show, unit="patch"):
-            self.correctors[i] = self.provider.correctors(
-                self.patches[i], a_local[self._cell_index[i]]
-            )
-        t2 = time.perf_counter()
-        self._assemble()
+            self.correctors[i] = self.provider.correctors(self.patches[i], a_patches[i])
+            self.reference[i] = a_patches[i]
         t3 = time.perf_counter()
-        self.timings = {"fetch": t1 - t0, "correctors": t2 - t1, "assemble_basis": t3 - t2}
         self.num_recomputed = int(self.grids.comm.allreduce(int(todo.sum())))
+        if self.num_recomputed:
+            self._assemble()
+        t4 = time.perf_counter()
+        self.timings = {
+            "fetch": t1 - t0,
+            "indicators": t2 - t1,
+            "correctors": t3 - t2,
+            "assemble_basis": t4 - t3,
+        }
         return self.B
+
+    def changed(self, a_patches: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.bool_]:
+        """Rank-local mask of owned patches whose coefficient differs from a_ref."""
+        pairs = zip(self.reference, a_patches, strict=True)
+        return np.array([ref is None or not np.array_equal(ref, a) for ref, a in pairs], dtype=bool)
 
     def _assemble(self) -> None:
         """B = P - sum_T C_T from the stored correctors. Collective."""
@@ -169,5 +234,4 @@ class MultiscaleBasis:
         """Free PETSc objects owned by the basis (and by a classical provider it created)."""
         self.B.destroy()
         self.P.destroy()
-        if self._owns_provider:
-            self.provider.destroy()
+        self.patch_problems.destroy()

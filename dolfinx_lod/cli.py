@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -13,9 +14,10 @@ from mpi4py import MPI
 import dolfinx_lod
 from dolfinx_lod.coefficients import random_coefficient, validate_array_shape
 from dolfinx_lod.grids import create_nested_grids
-from dolfinx_lod.io import gather_vertex_array, write_json, write_npy
+from dolfinx_lod.io import gather_cell_array, gather_vertex_array, write_json, write_npy
 from dolfinx_lod.lod import METHODS, solve_elliptic
 from dolfinx_lod.parallel import validate
+from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,30 +44,64 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
     e.add_argument("--out", type=Path, required=True, help="output folder")
     e.add_argument("--no-plot", action="store_true", help="skip the PNG figure")
+
+    q = sub.add_parser(
+        "parabolic",
+        help="backward Euler for c d_t u - div(a(t) grad u) = f with the LOD and the fine FEM",
+    )
+    q.add_argument(
+        "--coefficients",
+        type=Path,
+        required=True,
+        help="(M, n, n) .npy stack: coefficient of step m = 1..M (orientation as for elliptic)",
+    )
+    q.add_argument("--coarse", type=int, required=True, help="N_H, coarse cells per direction")
+    q.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
+    q.add_argument("--T", type=float, required=True, help="final time T > 0")
+    q.add_argument("--steps", type=int, required=True, help="M, number of time steps")
+    q.add_argument("--update", choices=UPDATES, default="full", help="basis update strategy")
+    q.add_argument("--tol", type=float, default=0.0, help="tolerance of --update selective (0)")
+    q.add_argument("--capacity", type=Path, help="(n, n) .npy array of c > 0 (default 1)")
+    q.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
+    q.add_argument("--method", choices=METHODS, default="galerkin")
+    q.add_argument(
+        "--snapshots", type=int, nargs="*", help="steps with PNG snapshots (default: 1, M/2, M)"
+    )
+    q.add_argument("--out", type=Path, required=True, help="output folder")
+    q.add_argument("--no-plot", action="store_true", help="skip PNG snapshots")
     return parser
 
 
-def _load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
-    """The coefficient array: memory-mapped from --coefficient, or the built-in default."""
+def _load_array(path: Path, option: str, comm: MPI.Comm, ndim: int) -> np.ndarray:
+    """Memory-map a .npy file (each rank reads only what it needs); collective validation."""
     out: list[np.ndarray] = []
 
     def load() -> None:
-        if args.coefficient is None:
-            if args.fine < 1:
-                raise ValueError(f"--fine must be >= 1, got {args.fine}")
-            out.append(random_coefficient(args.fine, seed=args.seed))
-            return
         try:
-            arr = np.load(args.coefficient, mmap_mode="r", allow_pickle=False)
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise ValueError(
-                f"--coefficient {args.coefficient}: cannot read a .npy array ({e})"
-            ) from e
-        validate_array_shape(arr, "--coefficient")
+            raise ValueError(f"{option} {path}: cannot read a .npy array ({e})") from e
+        if arr.ndim != ndim:
+            shape = "(n, n)" if ndim == 2 else "(M, n, n)"
+            raise ValueError(f"{option} array must have shape {shape}; got {arr.shape}")
+        validate_array_shape(arr if ndim == 2 else arr[0], option)
         out.append(arr)
 
     validate(comm, load)
     return out[0]
+
+
+def _load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
+    """The coefficient array: memory-mapped from --coefficient, or the built-in default."""
+    if args.coefficient is not None:
+        return _load_array(args.coefficient, "--coefficient", comm, 2)
+    validate(comm, lambda: _check_positive_int(args.fine, "--fine"))
+    return random_coefficient(args.fine, seed=args.seed)
+
+
+def _check_positive_int(value: int, option: str) -> None:
+    if value < 1:
+        raise ValueError(f"{option} must be >= 1, got {value}")
 
 
 def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
@@ -105,7 +141,7 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
                 [
                     ("coefficient a", np.asarray(A), True),
                     ("LOD solution u_ms", u_ms, False),
-                    ("|u_ms - u_h|", np.abs(u_ms - u_h), False),
+                    ("abs(u_ms - u_h)", np.abs(u_ms - u_h), False),
                 ],
                 grids.domain,
                 log_scale=[True, False, False],
@@ -118,17 +154,139 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     return summary
 
 
+def _snapshot(path: Path, grids, a_fun, u_ms, u_h, t: float) -> None:
+    """PNG of coefficient, LOD, FEM and |error| at time t (collective; rank 0 plots)."""
+    owned = grids.fine_cell_keys.size
+    a = gather_cell_array(grids, a_fun.x.array[a_fun.function_space.dofmap.list[:owned, 0]])
+    lod, fem = gather_vertex_array(grids, u_ms), gather_vertex_array(grids, u_h)
+    if grids.comm.rank == 0:
+        from dolfinx_lod.plotting import plot_fields
+
+        plot_fields(
+            path,
+            [
+                (f"coefficient a, t = {t:.3g}", a, True),
+                ("LOD u_ms", lod, False),
+                ("FEM u_h", fem, False),
+                ("abs(u_ms - u_h)", np.abs(lod - fem), False),
+            ],
+            grids.domain,
+            log_scale=[True, False, False, False],
+        )
+
+
+def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
+    """Run the parabolic LOD against the fine FEM; write summary.json, final arrays, VTX time
+    series (lod.bp: u_ms, u_h, error; coefficient.bp: a) and PNG snapshots."""
+    import dolfinx.fem
+    import dolfinx.io
+
+    t0 = time.perf_counter()
+    stack = _load_array(args.coefficients, "--coefficients", comm, 3)
+    n = stack.shape[1]
+    capacity = 1.0 if args.capacity is None else _load_array(args.capacity, "--capacity", comm, 2)
+    grids = create_nested_grids(comm, args.coarse, n)
+    schedule = CoefficientSchedule.from_stack(stack)
+    snapshots = set(
+        args.snapshots if args.snapshots is not None else {1, max(args.steps // 2, 1), args.steps}
+    )
+    tmp = {name: args.out / f".{name}.partial" for name in ("lod.bp", "coefficient.bp")}
+    error = dolfinx.fem.Function(grids.V_h, name="error")
+    writers: dict = {}
+    files: dict[str, str] = {
+        "solution_final": "solution_final.npy",
+        "reference_final": "reference_final.npy",
+    }
+
+    def observe(m: int, t: float, result, a_fun) -> None:
+        if not writers:
+            writers["lod"] = dolfinx.io.VTXWriter(
+                comm, tmp["lod.bp"], [result.u_ms, result.u_h, error]
+            )
+            writers["a"] = dolfinx.io.VTXWriter(comm, tmp["coefficient.bp"], [a_fun])
+        error.x.array[:] = np.abs(result.u_ms.x.array - result.u_h.x.array)
+        for writer in writers.values():
+            writer.write(t)
+        if m in snapshots and not args.no_plot:
+            name = f"snapshot_step{m:04d}.png"
+            _snapshot(args.out / name, grids, a_fun, result.u_ms, result.u_h, t)
+            files[f"snapshot_step{m}"] = name
+
+    if comm.rank == 0:
+        args.out.mkdir(parents=True, exist_ok=True)
+    comm.Barrier()
+    result = run_parabolic(
+        grids,
+        schedule,
+        args.T,
+        args.steps,
+        args.layers,
+        method=args.method,
+        update=args.update,
+        tol=args.tol,
+        capacity=capacity,
+        source=args.source,
+        observer=observe,
+        progress=True,
+    )
+    for writer in writers.values():
+        writer.close()
+    u_ms, u_h = gather_vertex_array(grids, result.u_ms), gather_vertex_array(grids, result.u_h)
+    records = result.records
+    phases = records[0]["timings"].keys()
+    summary = {
+        "command": "parabolic",
+        **result.settings,
+        "n": n,
+        "NH": args.coarse,
+        "l": args.layers,
+        "ranks": comm.size,
+        "source": args.source,
+        "coefficients": str(args.coefficients),
+        "capacity": str(args.capacity) if args.capacity else 1.0,
+        "rel_l2_error_final": result.final_errors["l2"],
+        "rel_energy_error_final": result.final_errors["energy"],
+        "recomputed_patches_total": sum(r["recomputed_patches"] for r in records),
+        "mean_step_seconds": {
+            k: float(np.mean([r["timings"][k] for r in records])) for k in phases
+        },
+        "steps_record": records,
+        "files": files,
+        "version": dolfinx_lod.__version__,
+    }
+    if comm.rank == 0:
+        for name, path in tmp.items():
+            final = args.out / name
+            if final.exists():
+                shutil.rmtree(final)
+            path.rename(final)
+            files[name.split(".")[0] + "_vtx"] = name
+        write_npy(args.out / "solution_final.npy", u_ms)
+        write_npy(args.out / "reference_final.npy", u_h)
+        summary["wall_seconds"] = time.perf_counter() - t0
+        write_json(args.out / "summary.json", summary)
+    result.basis.destroy()
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dolfinx-lod`` command."""
     args = _parser().parse_args(argv)
     comm = MPI.COMM_WORLD
     try:
-        summary = {"elliptic": elliptic}[args.command](args, comm)
+        summary = {"elliptic": elliptic, "parabolic": parabolic}[args.command](args, comm)
     except ValueError as e:  # raised on every rank by the collective validation
         if comm.rank == 0:
             print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
         return 2
-    if comm.rank == 0:
+    if comm.rank == 0 and args.command == "parabolic":
+        print(
+            f"parabolic: n={summary['n']} NH={summary['NH']} l={summary['l']} M={summary['steps']} "
+            f"ranks={comm.size}: relative L2 error at T {summary['rel_l2_error_final']:.3e}, "
+            f"energy {summary['rel_energy_error_final']:.3e}; "
+            f"{summary['recomputed_patches_total']} patch solves; results in {args.out}/"
+        )
+    elif comm.rank == 0:
         print(
             f"{args.command}: n={summary['n']} NH={summary['NH']} l={summary['l']} "
             f"ranks={comm.size}: relative L2 error {summary['rel_l2_error']:.3e}, energy error "

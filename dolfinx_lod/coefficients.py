@@ -30,10 +30,10 @@ def fine_cell_midpoints(grids: NestedGrids) -> npt.NDArray[np.float64]:
     return grids.origin[:, None] + (ij + 0.5) * grids.h[:, None]
 
 
-def _check_values(values: npt.NDArray, name: str) -> None:
+def _check_values(values: npt.NDArray, name: str, positive: bool) -> None:
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{name} must be finite; found NaN or infinite values")
-    if values.size and values.min() <= 0.0:
+    if positive and values.size and values.min() <= 0.0:
         raise ValueError(f"{name} must be > 0 on every fine cell; minimum is {values.min():g}")
 
 
@@ -75,9 +75,14 @@ def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[
 
 
 def owned_coefficient_values(
-    grids: NestedGrids, a: CoefficientLike, p: Any = None, name: str = "coefficient"
+    grids: NestedGrids,
+    a: CoefficientLike,
+    p: Any = None,
+    name: str = "coefficient",
+    positive: bool = True,
 ) -> npt.NDArray[np.float64]:
-    """Validated values of ``a`` on the owned fine cells, in ``grids.fine_cell_keys`` order.
+    """Validated values of ``a`` on the owned fine cells, in ``grids.fine_cell_keys`` order:
+    finite, and > 0 if ``positive``.
 
     Collective: a bad value on any rank raises ``ValueError`` on every rank.
     """
@@ -85,7 +90,7 @@ def owned_coefficient_values(
 
     def check() -> None:
         values = _owned_values(grids, a, p, name)
-        _check_values(values, name)
+        _check_values(values, name, positive)
         out.append(values)
 
     validate(grids.comm, check)
@@ -93,11 +98,20 @@ def owned_coefficient_values(
 
 
 def coefficient_function(
-    grids: NestedGrids, a: CoefficientLike, p: Any = None, name: str = "coefficient"
+    grids: NestedGrids,
+    a: CoefficientLike,
+    p: Any = None,
+    name: str = "coefficient",
+    positive: bool = True,
 ) -> dolfinx.fem.Function:
     """The coefficient as a DG0 Function on T_h (validated, collective)."""
-    values = owned_coefficient_values(grids, a, p, name)
     f = dolfinx.fem.Function(grids.Q_h, name=name)
-    f.x.array[grids.Q_h.dofmap.list[: values.size, 0]] = values
-    f.x.scatter_forward()
+    set_cell_values(f, owned_coefficient_values(grids, a, p, name, positive))
     return f
+
+
+def set_cell_values(f: dolfinx.fem.Function, values: npt.NDArray[np.float64]) -> None:
+    """Set a DG0 Function on T_h from owned fine-cell values (``fine_cell_keys`` order)."""
+    V = f.function_space
+    f.x.array[V.dofmap.list[: values.size, 0]] = values
+    f.x.scatter_forward()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import dolfinx.fem
+import dolfinx.la
 import dolfinx.mesh
 import numpy as np
 import numpy.typing as npt
@@ -89,10 +90,11 @@ class PatchProblem:
         self.S_form = stiffness_form(V, self.a)
         self.S = dolfinx.fem.assemble_matrix(self.S_form, [self.bc])
 
-        # Right-hand sides: int_T a grad Lambda_j . grad v, T tagged 1.
+        # Right-hand sides: int_T a grad Lambda_j . grad v; cells of T tagged 1, others 2.
         in_T = (cij[:, 0] // r == tx) & (cij[:, 1] // r == ty)
-        T_cells = np.flatnonzero(in_T).astype(np.int32)
-        tags = dolfinx.mesh.meshtags(mesh, 2, T_cells, np.ones(T_cells.size, dtype=np.int32))
+        tags = dolfinx.mesh.meshtags(
+            mesh, 2, np.arange(ncells, dtype=np.int32), np.where(in_T, 1, 2).astype(np.int32)
+        )
         X = ij / r  # dof positions in coarse-cell units
         self.hats = []
         for cx, cy in ((0, 0), (1, 0), (0, 1), (1, 1)):
@@ -101,7 +103,15 @@ class PatchProblem:
                 0, 1 - np.abs(X[:, 1] - ty - cy)
             )
             self.hats.append(hat)
-        self.load_forms = [element_load_form(V, self.a, hat, tags) for hat in self.hats]
+        self.load_forms = [element_load_form(V, self.a, hat, tags, 1) for hat in self.hats]
+        # Error indicator: weighted stiffness on T and on the rest of the patch, a-energy on T.
+        self.weight = dolfinx.fem.Function(Q)
+        self._indicator_forms = [
+            stiffness_form(V, self.weight, tags, 1),
+            stiffness_form(V, self.weight, tags, 2),
+            stiffness_form(V, self.a, tags, 1),
+        ]
+        self._indicator_matrices = [dolfinx.fem.assemble_matrix(f) for f in self._indicator_forms]
 
         # Saddle-point matrix [[S, B^T], [B, 0]] in CSR with a fixed pattern.
         B = patch_constraints(config, r, Pi)[:, self.dof_vertex]  # columns in dof order
@@ -164,10 +174,49 @@ class PatchProblem:
         C[self.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
         return C
 
+    def indicator(
+        self,
+        a_new: npt.NDArray[np.float64],
+        a_ref: npt.NDArray[np.float64],
+        C_ref: npt.NDArray[np.float64],
+    ) -> float:
+        """Error indicator e_T of the correctors ``C_ref`` (computed for ``a_ref``) when the
+        coefficient becomes ``a_new`` (Hellman & Målqvist, Numerical homogenization of
+        elliptic PDEs with similar coefficients, MMS 2019):
+
+            e_T = max_{w in Q1(T)} ||(a - a_ref) a^{-1/2} (chi_T grad w - grad C_ref w)||
+                                   / ||a^{1/2} grad w||_{L2(T)},
+
+        the L2 norm over the patch. Zero when the coefficient did not change on the patch.
+        """
+        self.weight.x.array[self.cell_dofs] = ((a_ref - a_new) ** 2 / a_new)[self.cell_lattice]
+        self.a.x.array[self.cell_dofs] = a_new[self.cell_lattice]
+        Phi = np.stack([hat.x.array for hat in self.hats], axis=1)  # dof order
+        C = C_ref[self.dof_vertex]
+        W_T, W_rest, S_T = self._indicator_matrices
+        for A, form in zip(self._indicator_matrices, self._indicator_forms, strict=True):
+            A.data[:] = 0.0
+            dolfinx.fem.assemble_matrix(A, form)
+        N = _quadratic(W_T, Phi - C) + _quadratic(W_rest, C)
+        D = _quadratic(S_T, Phi)
+        # Q1(T) modulo constants (both forms vanish on constants).
+        Q = np.linalg.qr(np.vstack([np.ones(4), np.eye(4)[:3]]).T)[0][:, 1:]
+        L = np.linalg.cholesky(Q.T @ D @ Q)
+        Linv = np.linalg.inv(L)
+        return float(np.sqrt(max(np.linalg.eigvalsh(Linv @ (Q.T @ N @ Q) @ Linv.T).max(), 0.0)))
+
     def destroy(self) -> None:
         """Free the PETSc objects."""
         for obj in (self.ksp, self.K, self.rhs, self.sol):
             obj.destroy()
+
+
+def _quadratic(A: dolfinx.la.MatrixCSR, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """X^T A X for a rank-local CSR matrix A and a dense block X."""
+    rows = np.repeat(np.arange(A.indptr.size - 1), np.diff(A.indptr))
+    n = X.shape[0]
+    AX = np.stack([np.bincount(rows, A.data * X[A.indices, k], n) for k in range(X.shape[1])], 1)
+    return X.T @ AX
 
 
 class ClassicalCorrectors:

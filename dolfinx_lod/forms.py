@@ -12,10 +12,22 @@ import dolfinx.mesh
 import ufl
 
 
-def stiffness_form(V: dolfinx.fem.FunctionSpace, a: dolfinx.fem.Function) -> dolfinx.fem.Form:
-    """Compiled form of S: int a grad u . grad v dx."""
+def _dx(mesh: dolfinx.mesh.Mesh, cells: dolfinx.mesh.MeshTags | None, tag: int | None):
+    """dx over the whole mesh, or over the cells of ``cells`` tagged ``tag``."""
+    if cells is None:
+        return ufl.dx(domain=mesh)
+    return ufl.Measure("dx", domain=mesh, subdomain_data=cells)(tag)
+
+
+def stiffness_form(
+    V: dolfinx.fem.FunctionSpace,
+    a: dolfinx.fem.Function,
+    cells: dolfinx.mesh.MeshTags | None = None,
+    tag: int | None = None,
+) -> dolfinx.fem.Form:
+    """Compiled form of S: int a grad u . grad v dx (over the cells tagged ``tag`` if given)."""
     u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
-    return dolfinx.fem.form(a * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)
+    return dolfinx.fem.form(a * ufl.inner(ufl.grad(u), ufl.grad(v)) * _dx(V.mesh, cells, tag))
 
 
 def mass_form(
@@ -38,9 +50,9 @@ def element_load_form(
     a: dolfinx.fem.Function,
     phi: dolfinx.fem.Function,
     cells: dolfinx.mesh.MeshTags,
+    tag: int,
 ) -> dolfinx.fem.Form:
     """Compiled right-hand side of the element corrector problem (7):
-    v -> int_T a grad(Lambda_j) . grad v dx, T = the cells tagged 1 in ``cells``."""
+    v -> int_T a grad(Lambda_j) . grad v dx, T = the cells tagged ``tag`` in ``cells``."""
     v = ufl.TestFunction(V)
-    dx_T = ufl.Measure("dx", domain=V.mesh, subdomain_data=cells)(1)
-    return dolfinx.fem.form(a * ufl.inner(ufl.grad(phi), ufl.grad(v)) * dx_T)
+    return dolfinx.fem.form(a * ufl.inner(ufl.grad(phi), ufl.grad(v)) * _dx(V.mesh, cells, tag))

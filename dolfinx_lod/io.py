@@ -58,3 +58,17 @@ def gather_vertex_array(
     for keys, values in parts:
         out[keys] = values
     return out.reshape(grids.fine + 1, grids.fine + 1)
+
+
+def gather_cell_array(
+    grids: NestedGrids, values: npt.NDArray[np.float64], root: int = 0
+) -> npt.NDArray[np.float64] | None:
+    """Owned fine-cell values (``grids.fine_cell_keys`` order) as an (n, n) array on ``root``
+    (None on other ranks). Collective; output only."""
+    parts = grids.comm.gather((grids.fine_cell_keys, np.asarray(values)), root=root)
+    if parts is None:
+        return None
+    out = np.empty(grids.fine**2)
+    for keys, vals in parts:
+        out[keys] = vals
+    return out.reshape(grids.fine, grids.fine)

@@ -40,9 +40,13 @@ def validate_source(f: float) -> None:
 
 
 class FineSystem:
-    """Fine-scale operators on V_h: S (stiffness, Dirichlet rows/columns = identity), M (mass)
-    and F (load, zero on the boundary). Forms are compiled once; :meth:`assemble_stiffness`
-    reassembles S after the coefficient Function ``a`` changed. Collective.
+    """Fine-scale operators on V_h. Forms are compiled once; :meth:`assemble_stiffness` and
+    :meth:`assemble_load` reassemble after the Functions ``a`` or ``f`` changed. Collective.
+
+    - S: stiffness int a grad u . grad v, Dirichlet rows/columns = identity;
+    - M: L2 mass int u v (no boundary condition; error norms);
+    - Mc: capacity-weighted mass int c u v, Dirichlet rows/columns zero (time stepping);
+    - F: load int f v, zero on the boundary.
     """
 
     def __init__(
@@ -60,16 +64,25 @@ class FineSystem:
         dofs = dolfinx.fem.locate_dofs_topological(V, mesh.topology.dim - 1, facets)
         self.bc = dolfinx.fem.dirichletbc(0.0, dofs, V)
         self.S_form = stiffness_form(V, a)
-        self.M_form = mass_form(V, c)
         source = f if isinstance(f, dolfinx.fem.Function) else dolfinx.fem.Constant(mesh, float(f))
         self.F_form = load_form(V, source)
         self.S = dolfinx.fem.petsc.assemble_matrix(self.S_form, bcs=[self.bc])
         self.S.assemble()
-        self.M = dolfinx.fem.petsc.assemble_matrix(self.M_form)
+        self.M = dolfinx.fem.petsc.assemble_matrix(mass_form(V))
         self.M.assemble()
-        self.F = dolfinx.fem.petsc.assemble_vector(self.F_form)
+        self.Mc = dolfinx.fem.petsc.assemble_matrix(mass_form(V, c), bcs=[self.bc], diag=0.0)
+        self.Mc.assemble()
+        self.F = dolfinx.fem.petsc.create_vector(V)
+        self.assemble_load()
+
+    def assemble_load(self) -> PETSc.Vec:
+        """Reassemble F in place for the current source."""
+        with self.F.localForm() as local:
+            local.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(self.F, self.F_form)
         self.F.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
         dolfinx.fem.petsc.set_bc(self.F, [self.bc])
+        return self.F
 
     def assemble_stiffness(self) -> PETSc.Mat:
         """Reassemble S in place for the current values of ``a``."""
@@ -78,25 +91,17 @@ class FineSystem:
         self.S.assemble()
         return self.S
 
-    def solve(self, A: PETSc.Mat, b: PETSc.Vec, rtol: float = 1e-12) -> PETSc.Vec:
-        """Solve A x = b on V_h with CG + GAMG (A symmetric positive definite)."""
-        ksp = PETSc.KSP().create(self.grids.comm)
-        ksp.setOptionsPrefix("lod_fine_")
-        ksp.setOperators(A)
-        ksp.setType("cg")
-        ksp.getPC().setType("gamg")
-        ksp.setTolerances(rtol=rtol, atol=0.0, max_it=10000)
-        ksp.setFromOptions()
+    def solve(self, A: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
+        """Solve A x = b on V_h (A symmetric positive definite) with :func:`fine_solver`."""
+        ksp = fine_solver(A)
         x = A.createVecRight()
-        ksp.solve(b, x)
-        if ksp.getConvergedReason() <= 0:
-            raise RuntimeError(f"fine solver did not converge (reason {ksp.getConvergedReason()})")
+        solve_checked(ksp, b, x)
         ksp.destroy()
         return x
 
     def destroy(self) -> None:
         """Free the PETSc objects."""
-        for obj in (self.S, self.M, self.F):
+        for obj in (self.S, self.M, self.Mc, self.F):
             obj.destroy()
 
 
@@ -130,8 +135,21 @@ def coarse_rhs(grids: NestedGrids, test: PETSc.Mat, F: PETSc.Vec) -> PETSc.Vec:
     return b
 
 
-def solve_coarse(K: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
-    """Solve the (small) coarse system K U = b with a direct solver (MUMPS). Collective."""
+def fine_solver(A: PETSc.Mat, rtol: float = 1e-12) -> PETSc.KSP:
+    """CG + GAMG for an SPD fine matrix (PETSc options prefix ``lod_fine_``). Collective."""
+    ksp = PETSc.KSP().create(A.getComm())
+    ksp.setOptionsPrefix("lod_fine_")
+    ksp.setOperators(A)
+    ksp.setType("cg")
+    ksp.getPC().setType("gamg")
+    ksp.setTolerances(rtol=rtol, atol=0.0, max_it=10000)
+    ksp.setFromOptions()
+    return ksp
+
+
+def coarse_solver(K: PETSc.Mat) -> PETSc.KSP:
+    """Direct solver (MUMPS LU) for the small coarse matrix (options prefix ``lod_coarse_``).
+    Collective."""
     ksp = PETSc.KSP().create(K.getComm())
     ksp.setOptionsPrefix("lod_coarse_")
     ksp.setOperators(K)
@@ -139,8 +157,23 @@ def solve_coarse(K: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
     ksp.getPC().setType("lu")
     ksp.getPC().setFactorSolverType("mumps")
     ksp.setFromOptions()
+    return ksp
+
+
+def solve_checked(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
+    """ksp.solve(b, x), raising RuntimeError (on all ranks) if it did not converge."""
+    ksp.solve(b, x)
+    if ksp.getConvergedReason() <= 0:
+        raise RuntimeError(
+            f"{ksp.getOptionsPrefix()} solver did not converge (reason {ksp.getConvergedReason()})"
+        )
+
+
+def solve_coarse(K: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
+    """Solve the coarse system K U = b with :func:`coarse_solver`. Collective."""
+    ksp = coarse_solver(K)
     U = K.createVecRight()
-    ksp.solve(b, U)
+    solve_checked(ksp, b, U)
     ksp.destroy()
     return U
 
@@ -199,9 +232,16 @@ class EllipticSolution:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _function(V: dolfinx.fem.FunctionSpace, x: PETSc.Vec, name: str) -> dolfinx.fem.Function:
-    u = dolfinx.fem.Function(V, name=name)
-    u.x.array[: x.getLocalSize()] = x.getArray()
+def to_function(
+    V: dolfinx.fem.FunctionSpace,
+    x: PETSc.Vec,
+    name: str = "",
+    out: dolfinx.fem.Function | None = None,
+) -> dolfinx.fem.Function:
+    """Copy the owned entries of a PETSc vector into a (new or given) Function on V and update
+    its ghosts. Collective."""
+    u = dolfinx.fem.Function(V, name=name) if out is None else out
+    u.x.array[: x.getLocalSize()] = x.getArray(readonly=True)
     u.x.scatter_forward()
     return u
 
@@ -255,9 +295,9 @@ def solve_elliptic(
     for obj in (U_fem, u_fem, K_fem):
         obj.destroy()
     result = EllipticSolution(
-        U=_function(grids.V_H, U, "U"),
-        u_ms=_function(grids.V_h, u_ms, "u_ms"),
-        u_h=_function(grids.V_h, u_h, "u_h"),
+        U=to_function(grids.V_H, U, "U"),
+        u_ms=to_function(grids.V_h, u_ms, "u_ms"),
+        u_h=to_function(grids.V_h, u_h, "u_h"),
         K=K,
         basis=basis,
         errors=errors,

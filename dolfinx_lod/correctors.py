@@ -56,46 +56,92 @@ class CorrectorProvider(Protocol):
         ...
 
 
-class PatchProblem:
-    """The saddle-point problem of one patch configuration, set up once, solved per patch."""
+class PatchSpace:
+    """The fine Q1 space of a patch shape (wx x wy coarse cells), shared by all configurations
+    of that shape: mesh, spaces, coefficient Functions, stiffness form and matrices.
 
-    prefix = "lod_patch_"
+    DOLFINx meshes, spaces and matrices each hold MPI communicators (a few per object, and MPI
+    allows about 2000), so they are created once per shape, not per configuration.
+    """
 
-    def __init__(self, config: Configuration, grids: NestedGrids, Pi: npt.NDArray[np.float64]):
+    def __init__(self, shape: tuple[int, int], grids: NestedGrids):
         r = grids.r
-        wx, wy = config.shape
-        tx, ty = config.element
-        mesh = dolfinx.mesh.create_rectangle(
+        wx, wy = shape
+        self.mesh = dolfinx.mesh.create_rectangle(
             MPI.COMM_SELF,
             ((0.0, 0.0), (wx * grids.H[0], wy * grids.H[1])),
             (wx * r, wy * r),
             dolfinx.mesh.CellType.quadrilateral,
         )
-        V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
-        Q = dolfinx.fem.functionspace(mesh, ("DG", 0))
-        ncells = mesh.topology.index_map(2).size_local
+        self.V = dolfinx.fem.functionspace(self.mesh, ("Lagrange", 1))
+        Q = dolfinx.fem.functionspace(self.mesh, ("DG", 0))
+        self.num_cells = self.mesh.topology.index_map(2).size_local
         # Maps between DOLFINx numbering and the patch's lattice numbering.
-        ij = lattice_index(V.tabulate_dof_coordinates(), (0.0, 0.0), grids.h)
-        self.dof_vertex = ij[:, 1] * (wx * r + 1) + ij[:, 0]
-        mid = dolfinx.mesh.compute_midpoints(mesh, 2, np.arange(ncells, dtype=np.int32))
-        cij = np.floor(mid[:, :2] / grids.h).astype(np.int64)
+        self.dof_lattice = lattice_index(self.V.tabulate_dof_coordinates(), (0.0, 0.0), grids.h)
+        self.dof_vertex = self.dof_lattice[:, 1] * (wx * r + 1) + self.dof_lattice[:, 0]
+        cells = np.arange(self.num_cells, dtype=np.int32)
+        mid = dolfinx.mesh.compute_midpoints(self.mesh, 2, cells)
+        self.cell_lattice_ij = np.floor(mid[:, :2] / grids.h).astype(np.int64)
         self.cell_dofs = Q.dofmap.list[:, 0]
-        self.cell_lattice = cij[:, 1] * (wx * r) + cij[:, 0]
-        self.a = dolfinx.fem.Function(Q)
+        self.cell_lattice = self.cell_lattice_ij[:, 1] * (wx * r) + self.cell_lattice_ij[:, 0]
+        self.a = dolfinx.fem.Function(Q)  # a on the patch
+        self.weight = dolfinx.fem.Function(Q)  # (a - a_ref)^2 / a, for the error indicator
 
-        mesh.topology.create_connectivity(1, 2)
-        facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-        self.boundary_dofs = dolfinx.fem.locate_dofs_topological(V, 1, facets)
-        self.bc = dolfinx.fem.dirichletbc(0.0, self.boundary_dofs, V)
-        self.S_form = stiffness_form(V, self.a)
+        self.mesh.topology.create_connectivity(1, 2)
+        facets = dolfinx.mesh.exterior_facet_indices(self.mesh.topology)
+        self.boundary_dofs = dolfinx.fem.locate_dofs_topological(self.V, 1, facets)
+        self.bc = dolfinx.fem.dirichletbc(0.0, self.boundary_dofs, self.V)
+        self.S_form = stiffness_form(self.V, self.a)
         self.S = dolfinx.fem.assemble_matrix(self.S_form, [self.bc])
+        self._work: dolfinx.la.MatrixCSR | None = None
 
+    def set_cells(self, f: dolfinx.fem.Function, values: npt.NDArray[np.float64]) -> None:
+        """Set a DG0 Function from values in local patch cell order."""
+        f.x.array[self.cell_dofs] = values[self.cell_lattice]
+
+    def quadratic(
+        self, form: dolfinx.fem.Form, X: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """X^T A X for the matrix A of a bilinear ``form`` on this space (X in dof order),
+        assembled into a work matrix with the full patch sparsity."""
+        if self._work is None:
+            self._work = dolfinx.fem.assemble_matrix(self.S_form)
+        A = self._work
+        A.data[:] = 0.0
+        dolfinx.fem.assemble_matrix(A, form)
+        rows = np.repeat(np.arange(A.indptr.size - 1), np.diff(A.indptr))
+        n = X.shape[0]
+        AX = np.stack(
+            [np.bincount(rows, A.data * X[A.indices, k], n) for k in range(X.shape[1])], 1
+        )
+        return X.T @ AX
+
+
+class PatchProblem:
+    """The saddle-point problem of one patch configuration, set up once, solved per patch."""
+
+    prefix = "lod_patch_"
+
+    def __init__(
+        self,
+        config: Configuration,
+        space: PatchSpace,
+        r: int,
+        Pi: npt.NDArray[np.float64],
+    ):
+        self.space = space
+        tx, ty = config.element
+        V = space.V
         # Right-hand sides: int_T a grad Lambda_j . grad v; cells of T tagged 1, others 2.
+        cij = space.cell_lattice_ij
         in_T = (cij[:, 0] // r == tx) & (cij[:, 1] // r == ty)
         tags = dolfinx.mesh.meshtags(
-            mesh, 2, np.arange(ncells, dtype=np.int32), np.where(in_T, 1, 2).astype(np.int32)
+            space.mesh,
+            2,
+            np.arange(space.num_cells, dtype=np.int32),
+            np.where(in_T, 1, 2).astype(np.int32),
         )
-        X = ij / r  # dof positions in coarse-cell units
+        X = space.dof_lattice / r  # dof positions in coarse-cell units
         self.hats = []
         for cx, cy in ((0, 0), (1, 0), (0, 1), (1, 1)):
             hat = dolfinx.fem.Function(V)
@@ -103,29 +149,27 @@ class PatchProblem:
                 0, 1 - np.abs(X[:, 1] - ty - cy)
             )
             self.hats.append(hat)
-        self.load_forms = [element_load_form(V, self.a, hat, tags, 1) for hat in self.hats]
+        self.load_forms = [element_load_form(V, space.a, hat, tags, 1) for hat in self.hats]
         # Error indicator: weighted stiffness on T and on the rest of the patch, a-energy on T.
-        self.weight = dolfinx.fem.Function(Q)
-        self._indicator_forms = [
-            stiffness_form(V, self.weight, tags, 1),
-            stiffness_form(V, self.weight, tags, 2),
-            stiffness_form(V, self.a, tags, 1),
-        ]
-        self._indicator_matrices = [dolfinx.fem.assemble_matrix(f) for f in self._indicator_forms]
+        self._indicator_forms = (
+            stiffness_form(V, space.weight, tags, 1),
+            stiffness_form(V, space.weight, tags, 2),
+            stiffness_form(V, space.a, tags, 1),
+        )
 
         # Saddle-point matrix [[S, B^T], [B, 0]] in CSR with a fixed pattern.
-        B = patch_constraints(config, r, Pi)[:, self.dof_vertex]  # columns in dof order
-        self.num_dofs, self.num_constraints = self.dof_vertex.size, B.shape[0]
+        B = patch_constraints(config, r, Pi)[:, space.dof_vertex]  # columns in dof order
+        self.num_dofs, self.num_constraints = space.dof_vertex.size, B.shape[0]
         self._setup_saddle(B)
         self._setup_solver()
 
     def _setup_saddle(self, B: npt.NDArray[np.float64]) -> None:
-        N = self.num_dofs
-        S_rows = np.repeat(np.arange(N), np.diff(self.S.indptr))
+        N, S = self.num_dofs, self.space.S
+        S_rows = np.repeat(np.arange(N), np.diff(S.indptr))
         b_rows, b_cols = np.nonzero(B)
         b_vals = B[b_rows, b_cols]
         rows = np.concatenate([S_rows, b_cols, N + b_rows])
-        cols = np.concatenate([self.S.indices, N + b_rows, b_cols])
+        cols = np.concatenate([S.indices, N + b_rows, b_cols])
         vals = np.concatenate([np.zeros(S_rows.size), b_vals, b_vals])
         order = np.lexsort((cols, rows))
         self._S_position = np.argsort(order)[: S_rows.size]  # where S.data goes
@@ -157,21 +201,22 @@ class PatchProblem:
 
     def solve(self, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Correctors (n_vertices, 4) for coefficient values ``a_patch`` (local cell order)."""
-        self.a.x.array[self.cell_dofs] = a_patch[self.cell_lattice]
-        self.S.data[:] = 0.0
-        dolfinx.fem.assemble_matrix(self.S, self.S_form, [self.bc])
-        self._values[self._S_position] = self.S.data
+        space = self.space
+        space.set_cells(space.a, a_patch)
+        space.S.data[:] = 0.0
+        dolfinx.fem.assemble_matrix(space.S, space.S_form, [space.bc])
+        self._values[self._S_position] = space.S.data
         self.K.setValuesCSR(self._indptr, self._indices, self._values)
         self.K.assemble()
         F = self.rhs.getDenseArray()
         F[:] = 0.0
         for j, L in enumerate(self.load_forms):
             dolfinx.fem.assemble_vector(F[: self.num_dofs, j], L)
-        F[self.boundary_dofs] = 0.0
+        F[space.boundary_dofs] = 0.0
         self.rhs.assemble()
         self.ksp.matSolve(self.rhs, self.sol)
         C = np.empty((self.num_dofs, 4))
-        C[self.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
+        C[space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
         return C
 
     def indicator(
@@ -189,16 +234,14 @@ class PatchProblem:
 
         the L2 norm over the patch. Zero when the coefficient did not change on the patch.
         """
-        self.weight.x.array[self.cell_dofs] = ((a_ref - a_new) ** 2 / a_new)[self.cell_lattice]
-        self.a.x.array[self.cell_dofs] = a_new[self.cell_lattice]
+        space = self.space
+        space.set_cells(space.weight, (a_ref - a_new) ** 2 / a_new)
+        space.set_cells(space.a, a_new)
         Phi = np.stack([hat.x.array for hat in self.hats], axis=1)  # dof order
-        C = C_ref[self.dof_vertex]
-        W_T, W_rest, S_T = self._indicator_matrices
-        for A, form in zip(self._indicator_matrices, self._indicator_forms, strict=True):
-            A.data[:] = 0.0
-            dolfinx.fem.assemble_matrix(A, form)
-        N = _quadratic(W_T, Phi - C) + _quadratic(W_rest, C)
-        D = _quadratic(S_T, Phi)
+        C = C_ref[space.dof_vertex]
+        W_T, W_rest, S_T = self._indicator_forms
+        N = space.quadratic(W_T, Phi - C) + space.quadratic(W_rest, C)
+        D = space.quadratic(S_T, Phi)
         # Q1(T) modulo constants (both forms vanish on constants).
         Q = np.linalg.qr(np.vstack([np.ones(4), np.eye(4)[:3]]).T)[0][:, 1:]
         L = np.linalg.cholesky(Q.T @ D @ Q)
@@ -211,26 +254,22 @@ class PatchProblem:
             obj.destroy()
 
 
-def _quadratic(A: dolfinx.la.MatrixCSR, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """X^T A X for a rank-local CSR matrix A and a dense block X."""
-    rows = np.repeat(np.arange(A.indptr.size - 1), np.diff(A.indptr))
-    n = X.shape[0]
-    AX = np.stack([np.bincount(rows, A.data * X[A.indices, k], n) for k in range(X.shape[1])], 1)
-    return X.T @ AX
-
-
 class ClassicalCorrectors:
     """The classical corrector provider: patch saddle-point solves, one PatchProblem per
     configuration (created on first use and kept)."""
 
     def __init__(self, grids: NestedGrids, Pi: npt.NDArray[np.float64]):
         self.grids, self.Pi = grids, Pi
+        self._spaces: dict[tuple[int, int], PatchSpace] = {}
         self._problems: dict[Configuration, PatchProblem] = {}
 
     def problem(self, config: Configuration) -> PatchProblem:
         """The (cached) PatchProblem of a configuration."""
         if config not in self._problems:
-            self._problems[config] = PatchProblem(config, self.grids, self.Pi)
+            if config.shape not in self._spaces:
+                self._spaces[config.shape] = PatchSpace(config.shape, self.grids)
+            space = self._spaces[config.shape]
+            self._problems[config] = PatchProblem(config, space, self.grids.r, self.Pi)
         return self._problems[config]
 
     def correctors(self, patch: Patch, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -241,3 +280,4 @@ class ClassicalCorrectors:
         for problem in self._problems.values():
             problem.destroy()
         self._problems.clear()
+        self._spaces.clear()

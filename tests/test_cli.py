@@ -102,3 +102,151 @@ def test_elliptic_bad_array(tmp_path):
         check=False,
     )
     assert res.returncode == 2 and "must be > 0" in res.stderr
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """(M, n, n) = (4, 32, 32): rough, changing every step in the lower-left 8 x 8 cells."""
+    from test_parabolic import corner_stack
+
+    path = tmp_path_factory.mktemp("stack") / "stack.npy"
+    np.save(path, corner_stack(32, 4, 8, seed=5))
+    return path
+
+
+@pytest.mark.slow
+def test_parabolic_same_on_1_2_3_ranks(tmp_path, stack):
+    common = [
+        "parabolic",
+        "--coefficients",
+        stack,
+        "--coarse",
+        4,
+        "--layers",
+        1,
+        "--T",
+        0.5,
+        "--steps",
+        4,
+        "--update",
+        "selective",
+        "--no-plot",
+    ]
+    runs = []
+    for ranks in (1, 2, 3):
+        run(common + ["--out", tmp_path / str(ranks)], ranks=ranks)
+        summary = json.loads((tmp_path / str(ranks) / "summary.json").read_text())
+        runs.append((summary, np.load(tmp_path / str(ranks) / "solution_final.npy")))
+    ref_summary, ref = runs[0]
+    assert np.abs(ref).max() > 0.05
+    for summary, u in runs[1:]:
+        assert np.abs(u - ref).max() <= 1e-10
+        for a, b in zip(summary["steps_record"], ref_summary["steps_record"], strict=True):
+            assert a["recomputed_patches"] == b["recomputed_patches"]
+            assert a["rel_l2_error"] == pytest.approx(b["rel_l2_error"], rel=1e-8)
+
+
+def test_parabolic_writes_results(tmp_path, stack):
+    out = tmp_path / "out"
+    capacity = tmp_path / "c.npy"
+    np.save(capacity, np.full((32, 32), 2.0))
+    run(
+        [
+            "parabolic",
+            "--coefficients",
+            stack,
+            "--coarse",
+            4,
+            "--layers",
+            1,
+            "--T",
+            1.0,
+            "--steps",
+            4,
+            "--capacity",
+            capacity,
+            "--source",
+            2.0,
+            "--snapshots",
+            2,
+            4,
+            "--out",
+            out,
+        ],
+        ranks=2,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["steps"], summary["n"], summary["NH"], summary["l"], summary["ranks"]) == (
+        4,
+        32,
+        4,
+        1,
+        2,
+    )
+    assert len(summary["steps_record"]) == 4
+    step = summary["steps_record"][-1]
+    assert step["t"] == pytest.approx(1.0)
+    assert {"basis_update", "coarse_assembly", "coarse_solve", "fine_solve"} <= set(step["timings"])
+    assert summary["rel_l2_error_final"] == step["rel_l2_error"] < 0.2
+    u, ref = np.load(out / "solution_final.npy"), np.load(out / "reference_final.npy")
+    assert u.shape == ref.shape == (33, 33)
+    rel = np.sqrt(((u - ref) ** 2).sum() / (ref**2).sum())
+    assert rel == pytest.approx(summary["rel_l2_error_final"], rel=0.3)
+    for name in ("snapshot_step0002.png", "snapshot_step0004.png"):
+        assert (out / name).stat().st_size > 10_000
+    assert not (out / "snapshot_step0001.png").exists()
+    for name in ("lod.bp", "coefficient.bp"):
+        assert (out / name).is_dir() and any((out / name).iterdir())
+    assert not list(out.glob(".*partial"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--T", 0.0, "--steps", 4], "final time T must be > 0"),
+        (["--T", 1.0, "--steps", 5], "coefficient stack has 4 entries but steps M = 5"),
+    ],
+)
+def test_parabolic_bad_input(tmp_path, stack, args, message):
+    res = run(
+        [
+            "parabolic",
+            "--coefficients",
+            stack,
+            "--coarse",
+            4,
+            "--layers",
+            1,
+            *args,
+            "--out",
+            tmp_path / "o",
+        ],
+        ranks=2,
+        check=False,
+    )
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_parabolic_bad_stack(tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.ones((8, 8)))
+    res = run(
+        [
+            "parabolic",
+            "--coefficients",
+            bad,
+            "--coarse",
+            2,
+            "--layers",
+            1,
+            "--T",
+            1,
+            "--steps",
+            1,
+            "--out",
+            tmp_path / "o",
+        ],
+        check=False,
+    )
+    assert res.returncode == 2 and "--coefficients array must have shape (M, n, n)" in res.stderr

@@ -63,14 +63,14 @@ def test_patch_solve_matches_dense_kkt(comm):
     problem = basis.provider.problem(patch.configuration)
     a_patch = A.ravel()[patch.fine_cell_keys(g)]
     C = problem.solve(a_patch)
-    S = problem.S.to_dense()
+    S = problem.space.S.to_dense()
     F = problem.rhs.getDenseArray()[: problem.num_dofs].copy()
-    B = patch_constraints(patch.configuration, g.r, basis.Pi)[:, problem.dof_vertex]
+    B = patch_constraints(patch.configuration, g.r, basis.Pi)[:, problem.space.dof_vertex]
     m = B.shape[0]
     KKT = np.block([[S, B.T], [B, np.zeros((m, m))]])
     X = np.linalg.solve(KKT, np.vstack([F, np.zeros((m, 4))]))[: problem.num_dofs]
     expected = np.empty_like(X)
-    expected[problem.dof_vertex] = X
+    expected[problem.space.dof_vertex] = X
     assert np.abs(C - expected).max() <= 1e-10 * np.abs(expected).max()
     basis.destroy()
 

@@ -86,7 +86,8 @@ class SelectiveUpdate:
     e_T is the Hellman–Målqvist indicator of the stored correctors for the new coefficient
     (:meth:`dolfinx_lod.correctors.PatchProblem.indicator`); it is 0 without computation where
     the coefficient did not change on the patch. ``tol = 0`` recomputes exactly the patches
-    where the coefficient changed.
+    where the coefficient changed, without computing indicators (they cost about as much as a
+    patch solve), and reports them as 0.
     """
 
     tol: float
@@ -98,13 +99,15 @@ class SelectiveUpdate:
     def select(self, basis: MultiscaleBasis, a_patches) -> npt.NDArray[np.bool_]:
         changed = basis.changed(a_patches)
         basis.indicators = np.zeros(len(basis.patches))
+        if self.tol == 0:
+            return changed
         for i in np.flatnonzero(changed):
             if basis.correctors[i] is not None:
                 problem = basis.patch_problems.problem(basis.patches[i].configuration)
                 basis.indicators[i] = problem.indicator(
                     a_patches[i], basis.reference[i], basis.correctors[i]
                 )
-        return changed & ((basis.indicators > self.tol) | (self.tol == 0))
+        return changed & (basis.indicators > self.tol)
 
 
 class MultiscaleBasis:

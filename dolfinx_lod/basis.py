@@ -21,7 +21,6 @@ import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
 from petsc4py import PETSc
-from tqdm import tqdm
 
 from dolfinx_lod.coefficients import CoefficientLike, owned_coefficient_values
 from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
@@ -199,9 +198,12 @@ class MultiscaleBasis:
         todo |= np.array([c is None for c in self.correctors], dtype=bool)
         t2 = time.perf_counter()
         show = self.progress and self.grids.comm.rank == 0
-        for i in tqdm(np.flatnonzero(todo), desc="correctors", disable=not show, unit="patch"):
-            self.correctors[i] = self.provider.correctors(self.patches[i], a_patches[i])
-            self.reference[i] = a_patches[i]
+        index = np.flatnonzero(todo)
+        new = self.provider.correctors(
+            [self.patches[i] for i in index], [a_patches[i] for i in index], p, progress=show
+        )
+        for i, C in zip(index, new, strict=True):
+            self.correctors[i], self.reference[i] = C, a_patches[i]
         t3 = time.perf_counter()
         self.num_recomputed = int(self.grids.comm.allreduce(int(todo.sum())))
         if self.num_recomputed:

@@ -10,6 +10,7 @@ A coefficient can be given as
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dolfinx.fem
@@ -115,3 +116,149 @@ def set_cell_values(f: dolfinx.fem.Function, values: npt.NDArray[np.float64]) ->
     V = f.function_space
     f.x.array[V.dofmap.list[: values.size, 0]] = values
     f.x.scatter_forward()
+
+
+@dataclass(frozen=True)
+class Family:
+    """A parametrized coefficient family a(x, p), p in the box [low, high] (one entry per
+    parameter). ``a(x, p)`` takes fine-cell midpoints x (shape (2, N)) and returns N values.
+    """
+
+    name: str
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    a: Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]], npt.NDArray[np.float64]]
+    description: str = ""
+
+    @property
+    def num_params(self) -> int:
+        """N_p, the dimension of p."""
+        return len(self.low)
+
+    def training_parameters(self, count: int) -> npt.NDArray[np.float64]:
+        """``count`` parameters spread over the range: a uniform grid for N_p = 1, a scrambled
+        low-discrepancy (Halton) sequence otherwise. Shape (count, N_p)."""
+        if self.num_params == 1:
+            t = np.linspace(0.0, 1.0, count)[:, None]
+        else:
+            t = _halton(count, self.num_params)
+        return np.asarray(self.low) + t * (np.asarray(self.high) - np.asarray(self.low))
+
+    def test_parameters(self, count: int, seed: int = 12345) -> npt.NDArray[np.float64]:
+        """``count`` random parameters in the range (held out: drawn independently)."""
+        t = np.random.default_rng(seed).uniform(size=(count, self.num_params))
+        return np.asarray(self.low) + t * (np.asarray(self.high) - np.asarray(self.low))
+
+    def check(self, p: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """p as an array of shape (N_p,), raising ``ValueError`` outside the range."""
+        p = np.atleast_1d(np.asarray(p, dtype=np.float64))
+        if p.shape != (self.num_params,) or np.any(p < self.low) or np.any(p > self.high):
+            raise ValueError(
+                f"parameter p of family {self.name!r} must have {self.num_params} entries in "
+                f"[{list(self.low)}, {list(self.high)}]; got {p.tolist()}"
+            )
+        return p
+
+
+def _halton(count: int, dim: int) -> npt.NDArray[np.float64]:
+    primes = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29][:dim]
+    out = np.zeros((count, dim))
+    for d, b in enumerate(primes):
+        for i in range(count):
+            f, k, x = 1.0, i + 1, 0.0
+            while k > 0:
+                f /= b
+                x += f * (k % b)
+                k //= b
+            out[i, d] = x
+    return out
+
+
+def cont_family(n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
+    """The oscillatory family of the paper's Example 1 (its published code), on n x n cells:
+
+    a_p = 0.01 + 0.99 s, s the min-max rescaling to [0, 1] over the fine-cell midpoints of
+    g(x, y) = cos(N x^2 y - 2 N x^2) sin(N/2 y^3 x + N x^2) + cos(N x^3 - 2 N y^2), N = 100 / p,
+    p in [0.01, 1].
+    """
+    (x0, y0), (x1, y1) = domain
+    mx = x0 + (np.arange(n) + 0.5) * (x1 - x0) / n
+    my = y0 + (np.arange(n) + 0.5) * (y1 - y0) / n
+    X, Y = np.meshgrid(mx, my)
+
+    def g(x, y, p):
+        N = 100.0 / p
+        return np.cos(N * x**2 * y - 2 * N * x**2) * np.sin(N / 2 * y**3 * x + N * x**2) + np.cos(
+            N * x**3 - 2 * N * y**2
+        )
+
+    def a(x, p):
+        p = float(np.atleast_1d(p)[0])
+        G = g(X, Y, p)  # all midpoints: the rescaling is global
+        s = (g(x[0], x[1], p) - G.min()) / (G.max() - G.min())
+        return 0.01 + 0.99 * s
+
+    return Family("cont", (0.01,), (1.0,), a, "paper Example 1: a in [0.01, 1], N = 100 / p")
+
+
+#: Thermal data of the battery cell (paper Table 1): density rho, heat capacity c_p,
+#: conductivity lambda for anode collector (AC), cathode collector (CC), active material (AM).
+BATTERY_MATERIALS = {
+    "AC": {"rho": 8710.2, "c_p": 384.65, "lambda": 398.65},
+    "CC": {"rho": 2706.77, "c_p": 897.8, "lambda": 236.3},
+    "AM": {"rho": 2094.302, "c_p": 1010.119, "lambda": (1.0, 5.0)},
+}
+#: Layer sequence of one period (bottom to top) in fine cells: CC | AM | AC | AM.
+BATTERY_PERIOD = (("CC", 2), ("AM", 8), ("AC", 2), ("AM", 8))
+
+
+def battery_layers(y_index: npt.NDArray[np.int64]) -> npt.NDArray[np.str_]:
+    """Material name of the fine-cell rows ``y_index`` (layers aligned with the fine mesh)."""
+    names = np.concatenate([[name] * k for name, k in BATTERY_PERIOD])
+    return names[np.asarray(y_index) % names.size]
+
+
+def battery_family(n: int, num_params: int = 4, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
+    """Conductivity lambda of a layered battery cell (paper Example 2): collectors with the
+    constants of Table 1, active material lambda_AM(x, p) in [1, 5] a smooth random field
+
+        lambda_AM = 3 + 2 tanh(sum_k p_k phi_k(x)),  p in [-1, 1]^N_p,
+
+    phi_k fixed Fourier modes (seeded) of wave numbers 1..4 per direction.
+    """
+    (x0, y0), (x1, y1) = domain
+    h = (y1 - y0) / n
+    rng = np.random.default_rng(2024)
+    kx, ky = rng.integers(1, 5, num_params), rng.integers(1, 5, num_params)
+    phase = rng.uniform(0, 2 * np.pi, (num_params, 2))
+
+    def a(x, p):
+        p = np.atleast_1d(np.asarray(p, dtype=np.float64))
+        xs, ys = (x[0] - x0) / (x1 - x0), (x[1] - y0) / (y1 - y0)
+        field = sum(
+            p[k]
+            * np.sin(2 * np.pi * kx[k] * xs + phase[k, 0])
+            * np.sin(2 * np.pi * ky[k] * ys + phase[k, 1])
+            for k in range(num_params)
+        )
+        out = 3.0 + 2.0 * np.tanh(field)
+        layer = battery_layers(np.floor((x[1] - y0) / h).astype(np.int64))
+        for name in ("AC", "CC"):
+            out = np.where(layer == name, BATTERY_MATERIALS[name]["lambda"], out)
+        return out
+
+    return Family(
+        "battery",
+        (-1.0,) * num_params,
+        (1.0,) * num_params,
+        a,
+        "paper Example 2: layered CC/AM/AC, lambda_AM in [1, 5]",
+    )
+
+
+def family(name: str, n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
+    """The coefficient family ``name`` ("cont" or "battery") on n x n fine cells."""
+    makers = {"cont": cont_family, "battery": battery_family}
+    if name not in makers:
+        raise ValueError(f"family must be one of {sorted(makers)}, got {name!r}")
+    return makers[name](n, domain=domain)

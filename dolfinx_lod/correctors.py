@@ -14,7 +14,8 @@ Rank-local: no communication.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import dolfinx.fem
 import dolfinx.la
@@ -23,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
 from petsc4py import PETSc
+from tqdm import tqdm
 
 from dolfinx_lod.forms import element_load_form, stiffness_form
 from dolfinx_lod.grids import NestedGrids, lattice_index
@@ -40,18 +42,26 @@ PATCH_SOLVER_OPTIONS = {
 
 
 class CorrectorProvider(Protocol):
-    """Anything that produces the element correctors of a patch for a coefficient."""
+    """Anything that produces the element correctors of patches for a coefficient."""
 
-    def correctors(self, patch: Patch, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Correctors C_T Lambda_j on the patch's fine vertices.
+    def correctors(
+        self,
+        patches: Sequence[Patch],
+        a_patches: Sequence[npt.NDArray[np.float64]],
+        p: Any = None,
+        progress: bool = False,
+    ) -> list[npt.NDArray[np.float64]]:
+        """Correctors C_T Lambda_j on each patch's fine vertices. Rank-local.
 
         Args:
-            patch: N^l(T).
-            a_patch: Coefficient on the patch's fine cells (local patch order).
+            patches: The patches N^l(T).
+            a_patches: Coefficient on each patch's fine cells (local patch order).
+            p: Parameter of the coefficient family, if any (learned providers use it).
+            progress: Show a progress bar.
 
         Returns:
-            Array (n_vertices, 4): column j is C_T Lambda_j for T's corner j in the order
-            (0,0), (1,0), (0,1), (1,1); rows follow the patch's local vertex order.
+            Per patch an array (n_vertices, 4): column j is C_T Lambda_j for T's corner j in
+            the order (0,0), (1,0), (0,1), (1,1); rows follow the patch's local vertex order.
         """
         ...
 
@@ -199,24 +209,34 @@ class PatchProblem:
         self.rhs.assemble()
         self.sol = self.rhs.duplicate()
 
-    def solve(self, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Correctors (n_vertices, 4) for coefficient values ``a_patch`` (local cell order)."""
+    def assemble(self, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Assemble S (into ``space.S``, dof order, Dirichlet rows = identity) and the four
+        right-hand sides F_j for coefficient values ``a_patch`` (local cell order).
+
+        Returns F (n_dofs, 4) in dof order, zero on the patch boundary. This is the one place
+        patch matrices are assembled: the classical solve and the torch export use it.
+        """
         space = self.space
         space.set_cells(space.a, a_patch)
         space.S.data[:] = 0.0
         dolfinx.fem.assemble_matrix(space.S, space.S_form, [space.bc])
-        self._values[self._S_position] = space.S.data
-        self.K.setValuesCSR(self._indptr, self._indices, self._values)
-        self.K.assemble()
         F = self.rhs.getDenseArray()
         F[:] = 0.0
         for j, L in enumerate(self.load_forms):
             dolfinx.fem.assemble_vector(F[: self.num_dofs, j], L)
         F[space.boundary_dofs] = 0.0
+        return F[: self.num_dofs]
+
+    def solve(self, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Correctors (n_vertices, 4) for coefficient values ``a_patch`` (local cell order)."""
+        self.assemble(a_patch)
+        self._values[self._S_position] = self.space.S.data
+        self.K.setValuesCSR(self._indptr, self._indices, self._values)
+        self.K.assemble()
         self.rhs.assemble()
         self.ksp.matSolve(self.rhs, self.sol)
         C = np.empty((self.num_dofs, 4))
-        C[space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
+        C[self.space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
         return C
 
     def indicator(
@@ -272,8 +292,10 @@ class ClassicalCorrectors:
             self._problems[config] = PatchProblem(config, space, self.grids.r, self.Pi)
         return self._problems[config]
 
-    def correctors(self, patch: Patch, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return self.problem(patch.configuration).solve(a_patch)
+    def correctors(self, patches, a_patches, p=None, progress=False):
+        pairs = zip(patches, a_patches, strict=True)
+        bar = tqdm(pairs, total=len(patches), desc="correctors", unit="patch", disable=not progress)
+        return [self.problem(patch.configuration).solve(a) for patch, a in bar]
 
     def destroy(self) -> None:
         """Free all patch solvers."""

@@ -208,7 +208,7 @@ def run_parabolic(
         u0_fun.interpolate(u0)
         u0_fun.x.petsc_vec.copy(u_h)
         fine.Mc.mult(u_h, work)
-        B = basis.update(a_fun)
+        B = basis.update(a_fun, p_first)
         M_ms = coarse_matrix(grids, fine.Mc, B)
         b = coarse_rhs(grids, B, work)
         U = solve_coarse(M_ms, b)
@@ -238,7 +238,7 @@ def run_parabolic(
         previous = values
         set_cell_values(a_fun, values)
         load_changed = f.update(t)
-        B = basis.update(a_fun, strategy=strategy[0])
+        B = basis.update(a_fun, p_m, strategy=strategy[0])
         timings["basis_update"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

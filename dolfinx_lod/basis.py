@@ -145,7 +145,7 @@ class MultiscaleBasis:
         self._interior = [~on_boundary[c] for c in corners]
         ckeys = [p.fine_cell_keys(grids) for p in self.patches]
         self._cell_keys, cell_inverse = np.unique(_concatenate(ckeys), return_inverse=True)
-        self._cell_index = _split_like(cell_inverse, ckeys)
+        self.cell_index = _split_like(cell_inverse, ckeys)
         self.correctors: list[npt.NDArray[np.float64] | None] = [None] * len(self.patches)
         #: Coefficient on each patch when its correctors were computed (a_ref).
         self.reference: list[npt.NDArray[np.float64] | None] = [None] * len(self.patches)
@@ -192,7 +192,7 @@ class MultiscaleBasis:
         """
         t0 = time.perf_counter()
         a_local = self.local_coefficient(a, p)
-        a_patches = [a_local[index] for index in self._cell_index]
+        a_patches = [a_local[index] for index in self.cell_index]
         t1 = time.perf_counter()
         todo = (strategy or FullUpdate()).select(self, a_patches)
         todo |= np.array([c is None for c in self.correctors], dtype=bool)
@@ -240,3 +240,26 @@ class MultiscaleBasis:
         self.B.destroy()
         self.P.destroy()
         self.patch_problems.destroy()
+
+
+def basis_errors(
+    grids: NestedGrids, B_hat: PETSc.Mat, B_ref: PETSc.Mat, S: PETSc.Mat
+) -> npt.NDArray[np.float64]:
+    """Mean over interior coarse vertices j of the relative errors of the basis functions
+    (columns) of ``B_hat`` against ``B_ref``: [energy ||.||_S, Euclidean nodal]. Collective."""
+    D = B_hat.copy()
+    D.axpy(-1.0, B_ref, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
+    interior = ~boundary_vertex_mask(grids.coarse)[grids.coarse_dof_keys]
+    out = []
+    for A in (S, None):
+        ratios = []
+        for X in (D, B_ref):
+            AX = X if A is None else A.matMult(X)
+            G = X.transposeMatMult(AX)
+            ratios.append(G.getDiagonal().getArray()[interior].copy())
+            for obj in (G, AX) if A is not None else (G,):
+                obj.destroy()
+        local = np.sqrt(ratios[0] / ratios[1]).sum()
+        out.append(grids.comm.allreduce(local) / grids.comm.allreduce(int(interior.sum())))
+    D.destroy()
+    return np.array(out)

@@ -14,6 +14,7 @@ Rank-local: no communication.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -104,6 +105,19 @@ class PatchSpace:
         self.S_form = stiffness_form(self.V, self.a)
         self.S = dolfinx.fem.assemble_matrix(self.S_form, [self.bc])
         self._work: dolfinx.la.MatrixCSR | None = None
+
+    @functools.cached_property
+    def vertex_csr(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The pattern of S in local vertex order: (row offsets, columns, positions in
+        ``S.data``), rows and columns sorted."""
+        S, v = self.S, self.dof_vertex
+        rows = v[np.repeat(np.arange(S.indptr.size - 1), np.diff(S.indptr))]
+        cols = v[S.indices]
+        order = np.lexsort((cols, rows))
+        crow = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=v.size))])
+        return crow, cols[order], order
 
     def set_cells(self, f: dolfinx.fem.Function, values: npt.NDArray[np.float64]) -> None:
         """Set a DG0 Function from values in local patch cell order."""

@@ -1,0 +1,227 @@
+"""Export of the patch problems to torch: exactly the matrices the classical solver uses.
+
+For the G owned patches and K parameter samples p_k, :class:`PatchBatch` holds, per patch in its
+local vertex order and padded to the largest patch (N vertices, m constraints),
+
+- S_h^l(p_k): patch stiffness (Dirichlet rows = identity) as values (G, K, nnz) on per-patch CSR
+  patterns, available as a batched torch sparse CSR tensor (:meth:`PatchBatch.stiffness`),
+- F_j(p_k) = (v -> int_T a grad Lambda_j . grad v): element right-hand sides (G, K, N, 4),
+- B: the patch quasi-interpolation (constraint) matrices, one block-diagonal torch sparse COO
+  tensor (G m, G N) (sparse: no dense block-diagonal matrix is ever formed),
+- Lambda_j: T's four coarse basis functions at the patch vertices (G, N, 4),
+- optionally the classical correctors C(p_k) (G, K, N, 4) as reference.
+
+All of it comes from :meth:`dolfinx_lod.correctors.PatchProblem.assemble` (DOLFINx); nothing is
+assembled in torch. Padding vertices carry zero data and are masked out of the networks.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from dolfinx_lod.basis import MultiscaleBasis
+from dolfinx_lod.interpolation import patch_constraints
+from dolfinx_lod.patches import Configuration
+
+
+def patch_coordinates(config: Configuration, r: int) -> torch.Tensor:
+    """Patch vertices in local vertex order, scaled to [0, 1]^2: shape (N, 2), float64."""
+    wx, wy = config.shape
+    ay, ax = torch.meshgrid(
+        torch.arange(wy * r + 1, dtype=torch.float64),
+        torch.arange(wx * r + 1, dtype=torch.float64),
+        indexing="ij",
+    )
+    return torch.stack([ax.ravel() / (wx * r), ay.ravel() / (wy * r)], dim=1)
+
+
+@dataclass
+class PatchBatch:
+    """Deep Ritz data of the rank's owned patches, padded to common sizes (rank-local)."""
+
+    cells: npt.NDArray[np.int64]  # (G,) coarse cell keys T
+    configs: list[Configuration]  # (G,)
+    coords: torch.Tensor  # (G, N, 2) vertices scaled to [0, 1]^2 (padding: 0)
+    mask: torch.Tensor  # (G, N, 1) 1 at real vertices, 0 at padding
+    hats: torch.Tensor  # (G, N, 4)
+    num_vertices: npt.NDArray[np.int64]  # (G,) real vertices per patch
+    num_entries: npt.NDArray[np.int64]  # (G,) real entries of S per patch
+    rows: torch.Tensor  # (G, nnz) CSR rows of S (padding entries: row 0, value 0)
+    cols: torch.Tensor  # (G, nnz)
+    S: torch.Tensor  # (G, K, nnz)
+    F: torch.Tensor  # (G, K, N, 4)
+    B: torch.Tensor  # (G m, G N) sparse COO, block diagonal
+    C: torch.Tensor | None  # (G, K, N, 4) classical correctors
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(G, K, N)."""
+        G, K, N, _ = self.F.shape
+        return G, K, N
+
+    @functools.cached_property
+    def block_stiffness(self) -> torch.Tensor:
+        """All S_h^l(p_k) as one block-diagonal sparse CSR matrix over (k, T, vertex), size
+        (K G N)^2, for alpha in the layout of :meth:`stiffness_layout`."""
+        G, K, N = self.shape
+        offset = (torch.arange(K * G, device=self.rows.device) * N).reshape(K, G, 1)
+        rows = (self.rows[None] + offset).ravel()
+        cols = (self.cols[None] + offset).ravel()
+        values = self.S.transpose(0, 1).ravel()
+        A = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (K * G * N,) * 2)
+        return A.coalesce().to_sparse_csr()
+
+    @functools.cached_property
+    def constraint_csr(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, B^T) as sparse CSR matrices, for alpha in the layout of
+        :meth:`constraint_layout`."""
+        return self.B.to_sparse_csr(), self.B.t().coalesce().to_sparse_csr()
+
+    @staticmethod
+    def stiffness_layout(alpha: torch.Tensor) -> torch.Tensor:
+        """alpha (G, K, N, c) -> (K G N, c)."""
+        G, K, N, c = alpha.shape
+        return alpha.transpose(0, 1).reshape(K * G * N, c)
+
+    @staticmethod
+    def constraint_layout(alpha: torch.Tensor) -> torch.Tensor:
+        """alpha (G, K, N, c) -> (G N, K c)."""
+        G, K, N, c = alpha.shape
+        return alpha.permute(0, 2, 1, 3).reshape(G * N, K * c)
+
+    def stiffness(self, g: int) -> torch.Tensor:
+        """S_h^l(p_k) of patch g as a torch sparse CSR tensor batched over the samples,
+        shape (K, n_g, n_g) (n_g the patch's vertices)."""
+        _, K, _ = self.shape
+        n, nnz = int(self.num_vertices[g]), int(self.num_entries[g])
+        rows = self.rows[g, :nnz]
+        crow = torch.zeros(n + 1, dtype=torch.int64)
+        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+        return torch.sparse_csr_tensor(
+            crow.expand(K, n + 1).contiguous(),
+            self.cols[g, :nnz].expand(K, nnz).contiguous(),
+            self.S[g, :, :nnz].contiguous(),
+            size=(K, n, n),
+        )
+
+    def apply_stiffness(self, alpha: torch.Tensor) -> torch.Tensor:
+        """S alpha for alpha (G, K, N, c)."""
+        G, K, N, c = alpha.shape
+        out = self.block_stiffness @ self.stiffness_layout(alpha)
+        return out.reshape(K, G, N, c).transpose(0, 1)
+
+    def apply_constraints(self, alpha: torch.Tensor) -> torch.Tensor:
+        """B alpha, shape (G, K, m, c)."""
+        G, K, N, c = alpha.shape
+        out = self.constraint_csr[0] @ self.constraint_layout(alpha)
+        return out.reshape(G, -1, K, c).transpose(1, 2)
+
+    def select(self, samples) -> PatchBatch:
+        """The same patches restricted to some parameter samples."""
+        C = None if self.C is None else self.C[:, samples]
+        return PatchBatch(
+            **{
+                **{k: getattr(self, k) for k in self.__dataclass_fields__},
+                "S": self.S[:, samples],
+                "F": self.F[:, samples],
+                "C": C,
+            }
+        )
+
+    def to(self, device: torch.device) -> PatchBatch:
+        """A copy on ``device``."""
+        moved = {
+            k: getattr(self, k).to(device)
+            for k in ("coords", "mask", "hats", "rows", "cols", "S", "F", "B")
+        }
+        C = None if self.C is None else self.C.to(device)
+        return PatchBatch(
+            **{**{k: getattr(self, k) for k in self.__dataclass_fields__}, **moved, "C": C}
+        )
+
+
+def export_patches(
+    basis: MultiscaleBasis,
+    a,
+    params: npt.NDArray[np.float64],
+    with_correctors: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> PatchBatch:
+    """Patch data of the rank's owned patches for the coefficients a(x, p_k). Collective (the
+    coefficient values of each p_k are fetched from their owners).
+
+    Args:
+        basis: Multiscale basis whose owned patches and patch problems are used.
+        a: Coefficient family a(x, p).
+        params: Parameters p_k, shape (K, N_p).
+        with_correctors: Also solve the classical patch problems (reference correctors).
+        dtype: torch dtype of the exported tensors.
+    """
+    r, G, K = basis.grids.r, len(basis.patches), len(params)
+    problems = [basis.patch_problems.problem(patch.configuration) for patch in basis.patches]
+    N = max((pr.num_dofs for pr in problems), default=1)
+    nnz = max((pr.space.S.data.size for pr in problems), default=1)
+    m = max((pr.num_constraints for pr in problems), default=1)
+    S = np.zeros((G, K, nnz))
+    F = np.zeros((G, K, N, 4))
+    C = np.zeros((G, K, N, 4)) if with_correctors else None
+    for k, p in enumerate(params):
+        a_local = basis.local_coefficient(a, p)
+        for g, problem in enumerate(problems):
+            space = problem.space
+            a_patch = a_local[basis.cell_index[g]]
+            if with_correctors:
+                C[g, k, : problem.num_dofs] = problem.solve(a_patch)
+                F_dofs = problem.rhs.getDenseArray()[: problem.num_dofs]
+            else:
+                F_dofs = problem.assemble(a_patch)
+            _, _, position = space.vertex_csr
+            S[g, k, : position.size] = space.S.data[position]
+            F[g, k, space.dof_vertex] = F_dofs
+    coords = torch.zeros(G, N, 2, dtype=torch.float64)
+    mask = torch.zeros(G, N, 1)
+    hats = np.zeros((G, N, 4))
+    rows = np.zeros((G, nnz), dtype=np.int64)
+    cols = np.zeros((G, nnz), dtype=np.int64)
+    b_rows, b_cols, b_vals = [], [], []
+    for g, (patch, problem) in enumerate(zip(basis.patches, problems, strict=True)):
+        space, n_g = problem.space, problem.num_dofs
+        coords[g, :n_g] = patch_coordinates(patch.configuration, r)
+        mask[g, :n_g] = 1.0
+        hats[g, space.dof_vertex] = np.stack([hat.x.array for hat in problem.hats], axis=1)
+        crow, col, _ = space.vertex_csr
+        rows[g, : col.size] = np.repeat(np.arange(crow.size - 1), np.diff(crow))
+        cols[g, : col.size] = col
+        Bg = patch_constraints(patch.configuration, r, basis.Pi)
+        i, j = np.nonzero(Bg)
+        b_rows.append(g * m + i)
+        b_cols.append(g * N + j)
+        b_vals.append(Bg[i, j])
+    B = torch.sparse_coo_tensor(
+        torch.tensor(
+            np.array([np.concatenate(b_rows or [[]]), np.concatenate(b_cols or [[]])]),
+            dtype=torch.int64,
+        ),
+        torch.tensor(np.concatenate(b_vals or [[]]), dtype=dtype),
+        size=(G * m, G * N),
+    ).coalesce()
+    return PatchBatch(
+        cells=np.array([patch.cell for patch in basis.patches], dtype=np.int64),
+        configs=[patch.configuration for patch in basis.patches],
+        coords=coords.to(dtype),
+        mask=mask.to(dtype),
+        num_vertices=np.array([pr.num_dofs for pr in problems], dtype=np.int64),
+        num_entries=np.array([pr.space.S.data.size for pr in problems], dtype=np.int64),
+        hats=torch.tensor(hats, dtype=dtype),
+        rows=torch.tensor(rows),
+        cols=torch.tensor(cols),
+        S=torch.tensor(S, dtype=dtype),
+        F=torch.tensor(F, dtype=dtype),
+        B=B,
+        C=None if C is None else torch.tensor(C, dtype=dtype),
+    )

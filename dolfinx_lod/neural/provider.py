@@ -1,0 +1,218 @@
+"""Trained corrector models: persistence, the learned corrector provider, baselines, errors.
+
+:class:`TrainedModel` holds the networks of all patches (gathered from the ranks) with the
+metadata of the problem they were trained for; :class:`LearnedCorrectors` is a
+:class:`~dolfinx_lod.correctors.CorrectorProvider`, so ``MultiscaleBasis(grids, l,
+provider=LearnedCorrectors(model))`` gives B(p) by batched forward passes and the parabolic loop
+runs LOD-ANN unchanged. Baseline providers (no corrector, mean training corrector, nearest
+training parameter) use the same interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from mpi4py import MPI
+
+import dolfinx_lod
+from dolfinx_lod.basis import MultiscaleBasis, basis_errors
+from dolfinx_lod.coefficients import Family
+from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.io import write_atomic
+from dolfinx_lod.neural.export import PatchBatch, patch_coordinates
+from dolfinx_lod.neural.networks import PatchNetworks, ReducedPatchNetworks
+from dolfinx_lod.patches import Configuration, Patch
+
+FORMAT = "dolfinx_lod.neural/1"
+
+
+def scale_parameters(family: Family, params: npt.ArrayLike) -> torch.Tensor:
+    """Parameters mapped from the family's box to [-1, 1], shape (K, N_p), float32."""
+    p = np.atleast_2d(np.asarray(params, dtype=np.float64))
+    low, high = np.asarray(family.low), np.asarray(family.high)
+    return torch.tensor(2 * (p - low) / (high - low) - 1, dtype=torch.float32)
+
+
+def problem_metadata(grids: NestedGrids, layers: int, family: Family) -> dict[str, Any]:
+    """What a model must match to be used for a problem."""
+    return {
+        "domain": [list(map(float, c)) for c in grids.domain],
+        "n": grids.fine,
+        "NH": grids.coarse,
+        "l": layers,
+        "family": family.name,
+        "param_low": list(family.low),
+        "param_high": list(family.high),
+    }
+
+
+class TrainedModel:
+    """The networks of every patch (stacked, sorted by coarse cell T) with the configuration of
+    each patch and the metadata of the problem. Identical on every rank."""
+
+    def __init__(
+        self,
+        metadata: dict[str, Any],
+        cells: Sequence[int],
+        configs: Sequence[Sequence[int]],
+        state: dict[str, torch.Tensor],
+    ):
+        self.metadata = metadata
+        self.cells = np.asarray(cells, dtype=np.int64)
+        self.configs = [_config_from_list(c) for c in configs]
+        args = (metadata["num_params"], metadata["width"], metadata["depth"])
+        if metadata["architecture"] == "reduced":
+            self.nets = ReducedPatchNetworks(state["basis"], *args)
+        else:
+            self.nets = PatchNetworks(len(self.cells), *args)
+        self.nets.load_state_dict(state)
+        self.nets.eval()
+
+    @classmethod
+    def gather(
+        cls,
+        comm: MPI.Comm,
+        batch: PatchBatch,
+        nets: PatchNetworks | ReducedPatchNetworks,
+        metadata: dict[str, Any],
+    ) -> TrainedModel:
+        """Collect the networks trained on all ranks. Collective."""
+        state = {k: v.detach().cpu() for k, v in nets.state_dict().items()}
+        parts = comm.allgather((batch.cells, [_config_to_list(c) for c in batch.configs], state))
+        cells = np.concatenate([c for c, _, _ in parts])
+        configs = [c for _, cs, _ in parts for c in cs]
+        order = torch.as_tensor(np.argsort(cells))
+        merged = {}
+        for k in state:
+            tensors = [st[k] for _, _, st in parts]
+            if k == "basis":  # patch bases: pad the vertex dimension to the largest patch
+                N = max(t.shape[1] for t in tensors)
+                tensors = [torch.nn.functional.pad(t, (0, 0, 0, N - t.shape[1])) for t in tensors]
+            merged[k] = torch.cat(tensors)[order]
+        return cls(metadata, cells[order], [configs[i] for i in order], merged)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model (state dict + metadata) atomically. Call on one rank."""
+        data = {
+            "format": FORMAT,
+            "metadata": self.metadata,
+            "cells": self.cells.tolist(),
+            "configs": [_config_to_list(c) for c in self.configs],
+            "state": self.nets.state_dict(),
+        }
+        return write_atomic(path, lambda f: torch.save(data, f))
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        grids: NestedGrids | None = None,
+        layers: int | None = None,
+        family: Family | None = None,
+    ) -> TrainedModel:
+        """Load a model (``weights_only=True``); with a problem given, check that the model was
+        trained for it and raise ``ValueError`` naming the first mismatch."""
+        data = torch.load(path, weights_only=True)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a dolfinx_lod model file")
+        model = cls(data["metadata"], data["cells"], data["configs"], data["state"])
+        if grids is not None and layers is not None and family is not None:
+            model.check(grids, layers, family)
+        return model
+
+    def check(self, grids: NestedGrids, layers: int, family: Family) -> None:
+        """Raise ``ValueError`` if the model was trained for another problem."""
+        for key, value in problem_metadata(grids, layers, family).items():
+            if self.metadata.get(key) != value:
+                raise ValueError(
+                    f"model does not match the problem: {key} is {self.metadata.get(key)!r} in "
+                    f"the model but {value!r} here"
+                )
+
+
+class LearnedCorrectors:
+    """Corrector provider that evaluates the trained networks (batched per configuration)."""
+
+    def __init__(self, model: TrainedModel, family: Family, r: int):
+        self.model, self.family, self.r = model, family, r
+
+    def correctors(self, patches, a_patches, p=None, progress=False):
+        if p is None:
+            raise ValueError("learned correctors need the coefficient parameter p")
+        pt = scale_parameters(self.family, self.family.check(p))
+        out: list[npt.NDArray[np.float64] | None] = [None] * len(patches)
+        by_config: dict[Configuration, list[int]] = {}
+        for i, patch in enumerate(patches):
+            by_config.setdefault(patch.configuration, []).append(i)
+        with torch.no_grad():
+            for config, index in by_config.items():
+                which = np.searchsorted(self.model.cells, [patches[i].cell for i in index])
+                coords = patch_coordinates(config, self.r).to(torch.float32)
+                alpha = self.model.nets(coords, pt, torch.as_tensor(which))[:, 0].double().numpy()
+                for g, i in enumerate(index):
+                    out[i] = alpha[g]
+        return out
+
+
+class FixedCorrectors:
+    """Baseline provider: fixed correctors per coarse cell, whatever the coefficient (the mean
+    training corrector, or zeros for no correction)."""
+
+    def __init__(self, correctors: dict[int, npt.NDArray[np.float64]]):
+        self.fixed = correctors
+
+    def correctors(self, patches: Sequence[Patch], a_patches, p=None, progress=False):
+        return [self.fixed[patch.cell] for patch in patches]
+
+
+class NearestCorrectors:
+    """Baseline provider: the classical correctors of the nearest training parameter."""
+
+    def __init__(self, family: Family, params: npt.NDArray, correctors: dict[int, npt.NDArray]):
+        self.family, self.params, self.table = family, scale_parameters(family, params), correctors
+
+    def correctors(self, patches: Sequence[Patch], a_patches, p=None, progress=False):
+        k = int(torch.argmin(((self.params - scale_parameters(self.family, p)) ** 2).sum(1)))
+        return [self.table[patch.cell][k] for patch in patches]
+
+
+def _config_to_list(config: Configuration) -> list[int]:
+    return [*config.shape, *config.element, *map(int, config.on_boundary)]
+
+
+def _config_from_list(values: Sequence[int]) -> Configuration:
+    v = [int(x) for x in values]
+    return Configuration((v[0], v[1]), (v[2], v[3]), tuple(bool(x) for x in v[4:8]))
+
+
+def compare_providers(
+    grids: NestedGrids,
+    layers: int,
+    family: Family,
+    params: npt.NDArray[np.float64],
+    providers: dict[str, Any],
+) -> dict[str, dict[str, float]]:
+    """Mean relative basis errors of each provider's basis against the classical one over the
+    parameters ``params``: ``energy`` (||Lambda^_j - Lambda~_j||_a / ||Lambda~_j||_a) and
+    ``nodal`` (Euclidean, as the paper's code), averaged over interior coarse vertices j and
+    parameters. Collective."""
+    reference = MultiscaleBasis(grids, layers)
+    bases = {name: MultiscaleBasis(grids, layers, provider=pr) for name, pr in providers.items()}
+    sums = {name: np.zeros(2) for name in providers}
+    for p in params:
+        B_ref = reference.update(family.a, p)
+        fine = dolfinx_lod.FineSystem(grids, dolfinx_lod.coefficient_function(grids, family.a, p))
+        for name, basis in bases.items():
+            sums[name] += basis_errors(grids, basis.update(family.a, p), B_ref, fine.S)
+        fine.destroy()
+    for basis in (reference, *bases.values()):
+        basis.destroy()
+    return {
+        name: {"energy": v[0] / len(params), "nodal": v[1] / len(params)}
+        for name, v in sums.items()
+    }

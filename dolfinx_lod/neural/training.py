@@ -1,0 +1,363 @@
+"""Deep Ritz training of the corrector networks (paper (14)–(18)).
+
+For every owned patch (network) and training parameter p_k, with alpha = network output at the
+patch vertices (4 columns, one per corner j of T),
+
+    energy  E = sum_{T, j} mean_k [ 1/2 alpha^T S(p_k) alpha - F_j(p_k)^T alpha ]      (14)
+    penalty P = sum_{T, j} mean_k sum_c mu_{T,k,c,j} (B alpha)_c^2                       (16)
+
+and the networks solve the min-max problem min_theta max_mu E + P (18): Adam descent in theta,
+Adam ascent in mu (mu > 0, initialised U(0, 1)), both with the learning rate decaying by
+``lr_decay`` every ``lr_step`` epochs. E is the element version of the paper's energy: for
+element correctors C_T Lambda_j the linear term is the element load F_j of (7).
+
+Networks are independent (the loss is a sum), so they are trained batched per configuration and
+split over MPI ranks with no communication but the loss history (one allreduce per epoch).
+Every network is initialised from a generator seeded with (seed, T): results do not depend on
+the number of ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from mpi4py import MPI
+from tqdm import tqdm
+
+from dolfinx_lod.io import write_atomic
+from dolfinx_lod.neural.export import PatchBatch
+from dolfinx_lod.neural.networks import PatchNetworks, ReducedPatchNetworks
+
+
+@dataclass
+class TrainingSettings:
+    """Network shape and optimisation settings (paper defaults where the paper gives them)."""
+
+    architecture: str = "mlp"  # "mlp" (paper, Def. 3.1) or "reduced" (alpha = V_T c(p))
+    width: int = 128
+    depth: int = 8
+    modes: int = 16  # q, patch basis size of the reduced architecture
+    epochs: int = 30000  # Deep Ritz epochs (after the warm start)
+    lr: float = 1e-3
+    lr_decay: float = 0.9
+    lr_step: int = 1000
+    patience: int = 2000  # stop when the loss has not improved for this many epochs ...
+    min_delta: float = 1e-6  # ... by more than this relative amount
+    warm_start: int = 0  # supervised epochs (energy-norm fit of the classical correctors)
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting out of range."""
+        if self.architecture not in ("mlp", "reduced"):
+            raise ValueError(f"architecture must be 'mlp' or 'reduced', got {self.architecture!r}")
+        for name in (
+            "width",
+            "depth",
+            "modes",
+            "epochs",
+            "lr_step",
+            "patience",
+            "checkpoint_every",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"training setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.warm_start < 0:
+            raise ValueError(f"warm start epochs must be >= 0, got {self.warm_start}")
+        if not (self.lr > 0 and 0 < self.lr_decay <= 1):
+            raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got {self.lr}, {self.lr_decay}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but torch finds no CUDA device")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/infinite or exploded; the last good checkpoint is kept."""
+
+
+@dataclass
+class History:
+    """Loss history: per epoch the energy part and the penalty part (summed over ranks)."""
+
+    epoch: list[int] = field(default_factory=list)
+    energy: list[float] = field(default_factory=list)
+    penalty: list[float] = field(default_factory=list)
+    phase: list[str] = field(default_factory=list)  # "warm" (supervised) or "ritz"
+
+
+def _network_generator(seed: int, cell: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(cell))
+
+
+def patch_bases(batch: PatchBatch, modes: int) -> torch.Tensor:
+    """Orthonormal bases V_T (G, N, q) of the span of the classical training correctors of
+    each patch (POD: leading left singular vectors above 1e-6 of the largest; zero columns
+    beyond), projected onto ker B so that B V_T = 0 holds to rounding. Like the correctors,
+    the columns vanish on the patch boundary."""
+    C = batch.C.double()
+    G, K, N, _ = C.shape
+    V = torch.zeros(G, N, modes, dtype=torch.float64)
+    m = batch.B.shape[0] // G
+    (rows, cols), values = batch.B.indices(), batch.B.values().double()  # coalesced: row-sorted
+    bounds = torch.searchsorted(rows, torch.arange(G + 1) * m)
+    for g in range(G):
+        U, s, _ = torch.linalg.svd(C[g].permute(1, 0, 2).reshape(N, K * 4), full_matrices=False)
+        keep = min(modes, int((s > 1e-6 * s[0]).sum()))
+        Vg = U[:, :keep]
+        lo, hi = bounds[g], bounds[g + 1]
+        Bg = torch.zeros(m, N, dtype=torch.float64)
+        Bg[rows[lo:hi] - g * m, cols[lo:hi] - g * N] = values[lo:hi]
+        Bg = Bg[Bg.abs().sum(1) > 0]  # drop padding rows
+        Vg = Vg - Bg.T @ torch.linalg.solve(Bg @ Bg.T, Bg @ Vg)
+        V[g, :, :keep] = torch.linalg.qr(Vg)[0]
+    return V.to(batch.C.dtype)
+
+
+def init_networks(
+    batch: PatchBatch, num_params: int, settings: TrainingSettings
+) -> PatchNetworks | ReducedPatchNetworks:
+    """Networks for the patches of ``batch``, each initialised from its own seeded generator."""
+    cells = batch.cells
+    if settings.architecture == "reduced":
+        if batch.C is None:
+            raise ValueError("the reduced architecture needs the classical training correctors")
+        V = patch_bases(batch, settings.modes)
+        nets = ReducedPatchNetworks(V, num_params, settings.width, settings.depth)
+    else:
+        nets = PatchNetworks(len(cells), num_params, settings.width, settings.depth)
+    with torch.no_grad():
+        for g, cell in enumerate(cells):
+            gen = _network_generator(settings.seed, cell)
+            for W in nets.weights:
+                std = math.sqrt(2.0 / (W.shape[1] + W.shape[2]))
+                W[g] = torch.randn(W.shape[1:], generator=gen) * std
+    return nets
+
+
+class DeepRitzTrainer:
+    """Min-max Deep Ritz training of the networks of all owned patches. Collective methods.
+
+    Args:
+        batch: Exported patch data of the training samples.
+        params: Training parameters scaled to [-1, 1], shape (K, N_p).
+        settings: Network and optimiser settings.
+        comm: Communicator over which the patches are split.
+    """
+
+    def __init__(
+        self, batch: PatchBatch, params: torch.Tensor, settings: TrainingSettings, comm: MPI.Comm
+    ):
+        settings.validate()
+        self.settings, self.comm = settings, comm
+        device = torch.device(settings.device)
+        self.batch = batch.to(device)
+        self.params = params.to(device)
+        self.nets = init_networks(batch, params.shape[1], settings).to(device)
+        G, K, _ = batch.shape
+        # mu in the layout of B alpha: (G m, K 4), U(0, 1) seeded per patch.
+        m = batch.B.shape[0] // max(G, 1)
+        mu = torch.empty(G, m, K * 4)
+        for g, cell in enumerate(batch.cells):
+            mu[g] = torch.rand(mu.shape[1:], generator=_network_generator(settings.seed + 1, cell))
+        self.mu = torch.nn.Parameter(mu.reshape(G * m, K * 4).to(device))
+        self.opt_theta = torch.optim.Adam(self.nets.parameters(), lr=settings.lr)
+        self.opt_mu = torch.optim.Adam([self.mu], lr=settings.lr, maximize=True)
+        self.schedulers = [
+            torch.optim.lr_scheduler.StepLR(opt, settings.lr_step, settings.lr_decay)
+            for opt in (self.opt_theta, self.opt_mu)
+        ]
+        self.history = History()
+        self.epoch = 0
+        self.train_seconds = 0.0
+
+    def outputs(self) -> torch.Tensor:
+        """Network outputs alpha (G, K, N, 4) for the training parameters."""
+        return self.nets(self.batch.coords, self.params)
+
+    def loss_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local (this rank's) energy (14) and self-adaptive penalty (16)."""
+        alpha = self.outputs()
+        return deep_ritz_energy(self.batch, alpha), adaptive_penalty(self.batch, alpha, self.mu)
+
+    def supervised_loss(self) -> torch.Tensor:
+        """Warm start: sum_T mean_k |alpha - C|^2 / mean |C|^2, C the classical correctors."""
+        C = self.batch.C
+        scale = (C**2).mean(dim=(1, 2, 3), keepdim=True) + 1e-30
+        return (((self.outputs() - C) ** 2) / scale).mean(dim=(1, 2, 3)).sum()
+
+    def _global(self, *values: float) -> list[float]:
+        return list(self.comm.allreduce(np.array(values, dtype=np.float64), op=MPI.SUM))
+
+    def train(
+        self,
+        checkpoint: Path | None = None,
+        progress: bool = False,
+    ) -> History:
+        """Run the warm start (if any, and not done yet) and then the min-max Deep Ritz training
+        up to ``settings.epochs`` epochs, or until the loss stagnates. Collective.
+
+        Raises:
+            TrainingDiverged: NaN/infinite or exploding loss (on every rank); the last good
+                checkpoint stays on disk.
+        """
+        s = self.settings
+        show = progress and self.comm.rank == 0
+        t0 = time.perf_counter()
+        warm = max(s.warm_start - self.epoch, 0)
+        if warm:
+            opt = torch.optim.Adam(self.nets.parameters(), lr=s.lr)
+            for _ in tqdm(range(warm), desc="warm start", disable=not show, unit="epoch"):
+                opt.zero_grad()
+                loss = self.supervised_loss()
+                loss.backward()
+                opt.step()
+                self.epoch += 1
+                (value,) = self._global(loss.item())
+                self._record(value, 0.0, "warm")
+        best, since_best, first = math.inf, 0, None
+        end = s.warm_start + s.epochs
+        bar = tqdm(total=end, initial=self.epoch, desc="deep ritz", disable=not show, unit="epoch")
+        while self.epoch < end:
+            self.opt_theta.zero_grad()
+            self.opt_mu.zero_grad()
+            energy, penalty = self.loss_parts()
+            (energy + penalty).backward()
+            e, p = self._global(energy.item(), penalty.item())
+            total = e + p
+            first = total if first is None else first
+            if not math.isfinite(total) or abs(total) > 1e6 * (1.0 + abs(first)):
+                bar.close()
+                raise TrainingDiverged(
+                    f"training diverged at epoch {self.epoch} (loss {total:g}); the last good "
+                    f"checkpoint {checkpoint} is kept; try a smaller --lr"
+                )
+            self.opt_theta.step()
+            self.opt_mu.step()
+            for scheduler in self.schedulers:
+                scheduler.step()
+            self.epoch += 1
+            self._record(e, p, "ritz")
+            bar.update()
+            bar.set_postfix(energy=f"{e:.4e}", penalty=f"{p:.2e}", refresh=False)
+            improved = not math.isfinite(best) or total < best - s.min_delta * abs(best)
+            best, since_best = (total, 0) if improved else (best, since_best + 1)
+            if checkpoint is not None and self.epoch % s.checkpoint_every == 0:
+                self.save_checkpoint(checkpoint)
+            if since_best >= s.patience:
+                break
+        bar.close()
+        self.train_seconds += time.perf_counter() - t0
+        if checkpoint is not None:
+            self.save_checkpoint(checkpoint)
+        return self.history
+
+    def _record(self, energy: float, penalty: float, phase: str) -> None:
+        h = self.history
+        h.epoch.append(self.epoch)
+        h.energy.append(energy)
+        h.penalty.append(penalty)
+        h.phase.append(phase)
+
+    # -- checkpoints (one file per rank; resume with the same number of ranks) ----------------
+
+    def _checkpoint_file(self, folder: Path) -> Path:
+        return Path(folder) / f"checkpoint-rank{self.comm.rank}-of{self.comm.size}.pt"
+
+    def save_checkpoint(self, folder: Path) -> None:
+        """Write this rank's training state atomically. Collective (all ranks write)."""
+        state = {
+            "epoch": self.epoch,
+            "train_seconds": self.train_seconds,
+            "cells": self.batch.cells.tolist(),
+            "nets": self.nets.state_dict(),
+            "mu": self.mu.detach().cpu(),
+            "opt_theta": self.opt_theta.state_dict(),
+            "opt_mu": self.opt_mu.state_dict(),
+            "schedulers": [sch.state_dict() for sch in self.schedulers],
+            "history": asdict(self.history),
+            "settings": asdict(self.settings),
+        }
+        write_atomic(self._checkpoint_file(folder), lambda f: torch.save(state, f))
+
+    def load_checkpoint(self, folder: Path) -> bool:
+        """Resume from this rank's checkpoint in ``folder`` if there is one (on every rank, or
+        ValueError). Returns whether a checkpoint was loaded. Collective."""
+        path = self._checkpoint_file(folder)
+        found = self.comm.allgather(path.exists())
+        if not any(found):
+            return False
+        if not all(found):
+            raise ValueError(
+                f"checkpoints in {folder} were written by a different number of MPI ranks; "
+                f"resume with the same number ({self.comm.size} ranks found only some)"
+            )
+        state = torch.load(path, weights_only=True)
+        if state["cells"] != self.batch.cells.tolist():
+            raise ValueError(f"checkpoint {path} belongs to other patches (other problem or ranks)")
+        for key in ("architecture", "width", "depth", "modes", "seed"):
+            if state["settings"][key] != getattr(self.settings, key):
+                raise ValueError(
+                    f"checkpoint {path} has {key} = {state['settings'][key]}, "
+                    f"not {getattr(self.settings, key)}"
+                )
+        self.nets.load_state_dict(state["nets"])
+        with torch.no_grad():
+            self.mu.copy_(state["mu"])
+        self.opt_theta.load_state_dict(state["opt_theta"])
+        self.opt_mu.load_state_dict(state["opt_mu"])
+        for sch, sd in zip(self.schedulers, state["schedulers"], strict=True):
+            sch.load_state_dict(sd)
+        self.history = History(**state["history"])
+        self.epoch, self.train_seconds = state["epoch"], state["train_seconds"]
+        return True
+
+
+class _Energy(torch.autograd.Function):
+    """sum(1/2 a.Sa - F.a) with the gradient S a - F from the one product S a (S symmetric)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, S: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+        Sa = S @ a
+        ctx.save_for_backward(Sa - F)
+        return (0.5 * a * Sa - F * a).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (gradient,) = ctx.saved_tensors
+        return grad * gradient, None, None
+
+
+class _Penalty(torch.autograd.Function):
+    """sum(mu (B a)^2) with gradients 2 B^T (mu B a) in a and (B a)^2 in mu."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, mu: torch.Tensor, B: torch.Tensor, Bt: torch.Tensor):
+        Ba = B @ a
+        ctx.save_for_backward(Ba, mu)
+        ctx.Bt = Bt
+        return (mu * Ba**2).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        Ba, mu = ctx.saved_tensors
+        return grad * 2 * (ctx.Bt @ (mu * Ba)), grad * Ba**2, None, None
+
+
+def deep_ritz_energy(batch: PatchBatch, alpha: torch.Tensor) -> torch.Tensor:
+    """sum_{T, j} mean_k (1/2 alpha^T S alpha - F_j^T alpha) for alpha (G, K, N, 4)."""
+    K = alpha.shape[1]
+    a, F = batch.stiffness_layout(alpha), batch.stiffness_layout(batch.F)
+    return _Energy.apply(a, batch.block_stiffness, F) / K
+
+
+def adaptive_penalty(batch: PatchBatch, alpha: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """sum_{T, j} mean_k sum_c mu (B alpha)_c^2, mu in the layout (G m, K 4)."""
+    B, Bt = batch.constraint_csr
+    return _Penalty.apply(batch.constraint_layout(alpha), mu, B, Bt) / alpha.shape[1]

@@ -17,6 +17,7 @@ from dolfinx_lod.grids import create_nested_grids
 from dolfinx_lod.io import gather_cell_array, gather_vertex_array, write_json, write_npy
 from dolfinx_lod.lod import METHODS, solve_elliptic
 from dolfinx_lod.parallel import validate
+from dolfinx_lod.patches import validate_layers
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
 
 
@@ -69,6 +70,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--out", type=Path, required=True, help="output folder")
     q.add_argument("--no-plot", action="store_true", help="skip PNG snapshots")
+
+    t = sub.add_parser("train", help="train LOD-ANN corrector networks (Deep Ritz) for a family")
+    t.add_argument("--family", choices=("cont", "battery"), required=True)
+    t.add_argument("--coarse", type=int, required=True, help="N_H, coarse cells per direction")
+    t.add_argument("--fine", type=int, required=True, help="n, fine cells per direction")
+    t.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
+    t.add_argument("--samples", type=int, required=True, help="training parameters K")
+    t.add_argument("--test-samples", type=int, default=25, help="held-out parameters (25)")
+    t.add_argument(
+        "--network",
+        default="reduced:16:32x3",
+        help="'mlp:WxD' (paper Def. 3.1, e.g. mlp:128x8) or 'reduced:Q:WxD' (default "
+        "reduced:16:32x3: Q patch modes, an MLP p -> coordinates)",
+    )
+    t.add_argument("--epochs", type=int, default=5000, help="Deep Ritz epochs (5000)")
+    t.add_argument("--warm-start", type=int, default=0, help="supervised epochs first (0)")
+    t.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (1e-2)")
+    t.add_argument("--patience", type=int, default=1000, help="early stopping patience (1000)")
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    t.add_argument("--threads", type=int, default=1, help="torch threads per MPI rank (1)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", type=Path, required=True, help="output folder")
     return parser
 
 
@@ -269,17 +294,78 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     return summary
 
 
+def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
+    """Train the networks of all patches; write model.pt, summary.json, loss.png."""
+    import torch
+
+    from dolfinx_lod.coefficients import family as make_family
+    from dolfinx_lod.neural.training import TrainingSettings
+    from dolfinx_lod.neural.workflow import parse_network, train_and_evaluate
+
+    settings: list[TrainingSettings] = []
+
+    def check() -> None:
+        for name in ("samples", "test_samples", "threads"):
+            _check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))
+        s = TrainingSettings(
+            **parse_network(args.network),
+            epochs=args.epochs,
+            lr=args.lr,
+            patience=args.patience,
+            warm_start=args.warm_start,
+            checkpoint_every=args.checkpoint_every,
+            seed=args.seed,
+            device=args.device,
+        )
+        s.validate()
+        settings.append(s)
+
+    validate(comm, check)
+    torch.set_num_threads(args.threads)
+    grids = create_nested_grids(comm, args.coarse, args.fine)
+    validate(comm, lambda: validate_layers(args.layers))
+    if comm.rank == 0:
+        args.out.mkdir(parents=True, exist_ok=True)
+    comm.Barrier()
+    return train_and_evaluate(
+        grids,
+        args.layers,
+        make_family(args.family, args.fine),
+        args.samples,
+        args.test_samples,
+        settings[0],
+        args.out,
+        resume=args.resume,
+        progress=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dolfinx-lod`` command."""
     args = _parser().parse_args(argv)
     comm = MPI.COMM_WORLD
     try:
-        summary = {"elliptic": elliptic, "parabolic": parabolic}[args.command](args, comm)
+        commands = {"elliptic": elliptic, "parabolic": parabolic, "train": train}
+        summary = commands[args.command](args, comm)
     except ValueError as e:  # raised on every rank by the collective validation
         if comm.rank == 0:
             print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
         return 2
-    if comm.rank == 0 and args.command == "parabolic":
+    except RuntimeError as e:  # e.g. training diverged (raised on every rank)
+        if comm.rank == 0:
+            print(f"dolfinx-lod {args.command}: {e}", file=sys.stderr)
+        return 3
+    if comm.rank == 0 and args.command == "train":
+        base = summary["baseline_errors_test"]
+        print(
+            f"train: {summary['family']} n={summary['n']} NH={summary['NH']} l={summary['l']} "
+            f"K={summary['samples']}: basis error train {summary['basis_error_train']:.3e}, "
+            f"test {summary['basis_error_test']:.3e} (baselines: none "
+            f"{base['none']['energy']:.3e}, mean {base['mean']['energy']:.3e}, nearest "
+            f"{base['nearest']['energy']:.3e}); {summary['epochs']} epochs in "
+            f"{summary['train_seconds']:.1f} s; {summary['note']}; results in {args.out}/"
+        )
+    elif comm.rank == 0 and args.command == "parabolic":
         print(
             f"parabolic: n={summary['n']} NH={summary['NH']} l={summary['l']} M={summary['steps']} "
             f"ranks={comm.size}: relative L2 error at T {summary['rel_l2_error_final']:.3e}, "

@@ -18,6 +18,7 @@ assembled in torch. Padding vertices carry zero data and are masked out of the n
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,9 @@ import torch
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.patches import Configuration
+
+# torch marks its sparse CSR support as beta; the products used here are covered by tests.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 def patch_coordinates(config: Configuration, r: int) -> torch.Tensor:

@@ -193,7 +193,9 @@ class DeepRitzTrainer:
         return (((self.outputs() - C) ** 2) / scale).mean(dim=(1, 2, 3)).sum()
 
     def _global(self, *values: float) -> list[float]:
-        return list(self.comm.allreduce(np.array(values, dtype=np.float64), op=MPI.SUM))
+        return [
+            float(v) for v in self.comm.allreduce(np.array(values, dtype=np.float64), op=MPI.SUM)
+        ]
 
     def train(
         self,

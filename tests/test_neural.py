@@ -1,0 +1,283 @@
+"""LOD-ANN: export, Deep Ritz loss, training, persistence, provider, command line."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import dolfinx_lod as dl
+from dolfinx_lod.coefficients import Family
+from dolfinx_lod.neural import (
+    DeepRitzTrainer,
+    LearnedCorrectors,
+    TrainedModel,
+    TrainingDiverged,
+    TrainingSettings,
+    export_patches,
+)
+from dolfinx_lod.neural.provider import compare_providers, problem_metadata, scale_parameters
+from dolfinx_lod.neural.training import adaptive_penalty, deep_ritz_energy
+
+pytestmark = pytest.mark.mpi
+
+SMOOTH = Family(
+    "smooth",
+    (0.0,),
+    (1.0,),
+    lambda x, p: 1 + 0.9 * np.sin(9 * x[0] + 3 * p[0]) * np.cos(7 * x[1] - 2 * p[0]),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(comm):
+    """H = 1/4, h = 1/16, l = 1, four training parameters of a smooth family."""
+    torch.set_num_threads(1)
+    g = dl.create_nested_grids(comm, 4, 16)
+    basis = dl.MultiscaleBasis(g, 1)
+    train = SMOOTH.training_parameters(4)
+    batch = export_patches(basis, SMOOTH.a, train)
+    return g, basis, train, batch
+
+
+def test_export_matches_the_classical_matrices(tiny):
+    """The exported S, F reproduce the classical correctors' saddle-point equations: C is a
+    stationary point of the energy on ker B (S C - F = B^T mu) with B C = 0."""
+    g, basis, train, batch = tiny
+    S64 = batch.S.double()
+    for gi in range(len(batch.cells)):
+        n = int(batch.num_vertices[gi])
+        S = batch.stiffness(gi).to_dense().double()  # (K, n, n) from torch sparse CSR
+        C = batch.C[gi, :, :n].double()
+        F = batch.F[gi, :, :n].double()
+        B = torch.tensor(
+            dl.interpolation.patch_constraints(batch.configs[gi], g.r, basis.Pi),
+            dtype=torch.float64,
+        )
+        assert (B @ C).abs().max() < 1e-6
+        residual = S @ C - F  # must lie in range(B^T)
+        mu = torch.linalg.lstsq(B.T.expand(C.shape[0], -1, -1), residual).solution
+        assert (residual - B.T @ mu).abs().max() < 1e-4 * residual.abs().max()
+        assert torch.allclose(S, S.transpose(1, 2))
+    assert S64.abs().max() > 0.1
+
+
+def test_energy_equals_quadratic_form_and_is_stationary_at_the_corrector(tiny):
+    g, basis, train, batch = tiny
+    b = batch.select(slice(0, 2))
+    b64 = type(b)(**{k: getattr(b, k) for k in b.__dataclass_fields__})
+    for k in ("coords", "hats", "S", "F", "C"):
+        setattr(b64, k, getattr(b, k).double())
+    b64.B = b.B.double()
+    alpha = torch.randn(b64.C.shape, dtype=torch.float64) * (
+        b64.coords.abs().sum(-1, keepdim=True)[:, None] > 0
+    )
+    # Independently: dense quadratic form from the torch sparse CSR export.
+    expected = 0.0
+    for gi in range(len(b64.cells)):
+        n = int(b64.num_vertices[gi])
+        S = b64.stiffness(gi).to_dense()
+        a, F = alpha[gi, :, :n], b64.F[gi, :, :n]
+        expected += (0.5 * (a * (S @ a)).sum() - (F * a).sum()).item() / a.shape[0]
+    assert deep_ritz_energy(b64, alpha).item() == pytest.approx(expected, rel=1e-12)
+    # At the classical corrector: the energy gradient vanishes on ker B, the penalty is zero.
+    C = b64.C.clone().requires_grad_(True)
+    deep_ritz_energy(b64, C).backward()
+    grad = C.grad
+    B, Bt = b64.constraint_csr
+    layout = b64.constraint_layout(grad)
+    projected = layout - Bt @ torch.linalg.lstsq((B @ Bt).to_dense(), B @ layout).solution
+    assert projected.abs().max() < 1e-6 * grad.abs().max()
+    mu = torch.rand(B.shape[0], layout.shape[1], dtype=torch.float64)
+    assert adaptive_penalty(b64, b64.C, mu).item() < 1e-12
+
+
+def train_tiny(tiny, tmp_path=None, epochs=1500, **kwargs):
+    g, basis, train, batch = tiny
+    settings = TrainingSettings(
+        architecture="reduced",
+        modes=16,
+        width=32,
+        depth=3,
+        epochs=epochs,
+        lr=1e-2,
+        checkpoint_every=250,
+        **kwargs,
+    )
+    trainer = DeepRitzTrainer(batch, scale_parameters(SMOOTH, train), settings, g.comm)
+    trainer.train(checkpoint=tmp_path)
+    return trainer
+
+
+def test_tiny_problem_trains_below_ten_percent_on_held_out_parameter(tiny):
+    g, basis, train, batch = tiny
+    trainer = train_tiny(tiny)
+    test = np.array([[0.4]])
+    held_out = export_patches(basis, SMOOTH.a, test)
+    with torch.no_grad():
+        alpha = trainer.nets(held_out.coords, scale_parameters(SMOOTH, test)).double()
+    C = held_out.C.double()
+    S = lambda x: held_out.apply_stiffness(x.float()).double()  # noqa: E731
+    num = g.comm.allreduce(((alpha - C) * S(alpha - C)).sum().item())
+    den = g.comm.allreduce((C * S(C)).sum().item())
+    error = np.sqrt(num / den)
+    assert error < 0.10, error
+    # Through the provider and the global basis, also better than no corrector.
+    meta = {
+        **problem_metadata(g, 1, SMOOTH),
+        "num_params": 1,
+        "architecture": "reduced",
+        "width": 32,
+        "depth": 3,
+    }
+    model = TrainedModel.gather(g.comm, batch, trainer.nets, meta)
+    learned = LearnedCorrectors(model, SMOOTH, g.r)
+    zero = dl.neural.FixedCorrectors(
+        {c: np.zeros((int(n), 4)) for c, n in zip(batch.cells, batch.num_vertices)}
+    )
+    errors = compare_providers(g, 1, SMOOTH, test, {"learned": learned, "none": zero})
+    assert errors["learned"]["energy"] < 0.3 * errors["none"]["energy"]
+
+
+def test_paper_architecture_trains(tiny):
+    """The paper's MLP (Def. 3.1 + 3.3): the min-max loss decreases and outputs vanish on the
+    patch boundary."""
+    g, basis, train, batch = tiny
+    settings = TrainingSettings(architecture="mlp", width=16, depth=3, epochs=200, lr=1e-3)
+    trainer = DeepRitzTrainer(batch, scale_parameters(SMOOTH, train), settings, g.comm)
+    trainer.train()
+    h = trainer.history
+    assert h.energy[-1] + h.penalty[-1] < h.energy[0] + h.penalty[0]
+    with torch.no_grad():
+        alpha = trainer.outputs()
+    x = batch.coords
+    boundary = (x[..., 0] == 0) | (x[..., 0] == 1) | (x[..., 1] == 0) | (x[..., 1] == 1)
+    assert alpha[boundary[:, None].expand(-1, alpha.shape[1], -1)].abs().max() == 0
+
+
+def test_save_load_resume_and_mismatch(tiny, tmp_dir):
+    g, basis, train, batch = tiny
+    first = train_tiny(tiny, tmp_dir, epochs=300, patience=10**6)
+    assert first.epoch == 300
+    meta = {
+        **problem_metadata(g, 1, SMOOTH),
+        "num_params": 1,
+        "architecture": "reduced",
+        "width": 32,
+        "depth": 3,
+    }
+    model = TrainedModel.gather(g.comm, batch, first.nets, meta)
+    if g.comm.rank == 0:
+        model.save(tmp_dir / "model.pt")
+    g.comm.Barrier()
+    loaded = TrainedModel.load(tmp_dir / "model.pt", g, 1, SMOOTH)
+    p = scale_parameters(SMOOTH, [[0.3]])
+    with torch.no_grad():
+        assert torch.equal(model.nets(batch.coords, p), loaded.nets(batch.coords, p))
+    with pytest.raises(ValueError, match="model does not match the problem: l is 1"):
+        TrainedModel.load(tmp_dir / "model.pt", g, 2, SMOOTH)
+    other = dl.create_nested_grids(g.comm, 2, 16)
+    with pytest.raises(ValueError, match="NH is 4 in the model but 2 here"):
+        TrainedModel.load(tmp_dir / "model.pt", other, 1, SMOOTH)
+    # Resume continues the loss curve where the checkpoint stopped.
+    settings = TrainingSettings(
+        architecture="reduced", modes=16, width=32, depth=3, epochs=400, lr=1e-2, patience=10**6
+    )
+    resumed = DeepRitzTrainer(batch, scale_parameters(SMOOTH, train), settings, g.comm)
+    assert resumed.load_checkpoint(tmp_dir)
+    assert resumed.epoch == 300 and resumed.history.energy == first.history.energy
+    resumed.train(checkpoint=tmp_dir)
+    assert resumed.epoch == 400 and len(resumed.history.energy) == 400
+    assert resumed.history.energy[:300] == first.history.energy
+    # A checkpoint from another network shape is refused.
+    wrong = DeepRitzTrainer(
+        batch,
+        scale_parameters(SMOOTH, train),
+        TrainingSettings(architecture="reduced", width=8, depth=3),
+        g.comm,
+    )
+    with pytest.raises(ValueError, match="width"):
+        wrong.load_checkpoint(tmp_dir)
+
+
+def test_divergence_is_detected_and_last_checkpoint_kept(tiny, tmp_dir):
+    g, basis, train, batch = tiny
+    trainer = train_tiny(tiny, tmp_dir, epochs=250, patience=10**6)
+    before = (tmp_dir / f"checkpoint-rank{g.comm.rank}-of{g.comm.size}.pt").read_bytes()
+    with torch.no_grad():
+        trainer.nets.weights[0].fill_(float("nan"))
+    trainer.settings.epochs = 600
+    with pytest.raises(TrainingDiverged, match="diverged at epoch 250"):
+        trainer.train(checkpoint=tmp_dir)
+    after = (tmp_dir / f"checkpoint-rank{g.comm.rank}-of{g.comm.size}.pt").read_bytes()
+    assert before == after
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="architecture must be"):
+        TrainingSettings(architecture="cnn").validate()
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        TrainingSettings(width=0).validate()
+    from dolfinx_lod.neural.workflow import parse_network
+
+    assert parse_network("mlp:128x8") == {"architecture": "mlp", "width": 128, "depth": 8}
+    with pytest.raises(ValueError, match="--network must be"):
+        parse_network("mlp:128")
+
+
+@pytest.mark.slow
+def test_train_command(tmp_path):
+    """`dolfinx-lod train` under mpirun -n 2 writes model.pt and summary.json with the keys
+    users rely on; a model for another problem is refused."""
+    from test_rank_invariance import mpirun
+
+    out = tmp_path / "out"
+    cmd = [
+        mpirun(),
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "dolfinx_lod.cli",
+        "train",
+        "--family",
+        "cont",
+        "--coarse",
+        "4",
+        "--fine",
+        "16",
+        "--layers",
+        "1",
+        "--samples",
+        "6",
+        "--test-samples",
+        "3",
+        "--epochs",
+        "300",
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, timeout=600, capture_output=True)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in (
+        "basis_error_train",
+        "basis_error_test",
+        "basis_error_test_nodal",
+        "train_seconds",
+        "epochs",
+        "loss_history",
+        "baseline_errors_test",
+    ):
+        assert key in summary
+    assert set(summary["baseline_errors_test"]) == {"none", "mean", "nearest"}
+    assert summary["epochs"] <= 300 and len(summary["loss_history"]["energy"]) == summary["epochs"]
+    assert summary["basis_error_test"] < summary["baseline_errors_test"]["none"]["energy"]
+    assert (out / "model.pt").exists() and (out / "loss.png").stat().st_size > 1000
+    g = dl.create_nested_grids(__import__("mpi4py").MPI.COMM_SELF, 4, 16)
+    fam = dl.coefficients.family("cont", 16)
+    model = TrainedModel.load(out / "model.pt", g, 1, fam)
+    assert model.metadata["architecture"] == "reduced"
+    with pytest.raises(ValueError, match="family is 'cont' in the model but 'battery' here"):
+        TrainedModel.load(out / "model.pt", g, 1, dl.coefficients.family("battery", 16))

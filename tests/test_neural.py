@@ -135,7 +135,7 @@ def test_tiny_problem_trains_below_ten_percent_on_held_out_parameter(tiny):
     model = TrainedModel.gather(g.comm, batch, trainer.nets, meta)
     learned = LearnedCorrectors(model, SMOOTH, g.r)
     zero = dl.neural.FixedCorrectors(
-        {c: np.zeros((int(n), 4)) for c, n in zip(batch.cells, batch.num_vertices)}
+        {c: np.zeros((int(n), 4)) for c, n in zip(batch.cells, batch.num_vertices, strict=True)}
     )
     errors = compare_providers(g, 1, SMOOTH, test, {"learned": learned, "none": zero})
     assert errors["learned"]["energy"] < 0.3 * errors["none"]["energy"]

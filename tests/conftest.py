@@ -8,6 +8,16 @@ from mpi4py import MPI
 import dolfinx_lod as dl
 
 
+def pytest_configure(config):
+    """Under MPI every rank gets its own pytest base temp folder (no clean-up races); shared
+    folders come from rank 0 through the ``tmp_dir`` fixture."""
+    comm = MPI.COMM_WORLD
+    if comm.size > 1 and not config.option.basetemp:
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix=f"pytest-rank{comm.rank}-")
+
+
 @pytest.fixture(autouse=True)
 def _collect_and_sync():
     """Run PETSc destructors on all ranks together after each test."""

@@ -77,7 +77,9 @@ class PatchBatch:
         rows = (self.rows[None] + offset).ravel()
         cols = (self.cols[None] + offset).ravel()
         values = self.S.transpose(0, 1).ravel()
-        A = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (K * G * N,) * 2)
+        A = torch.sparse_coo_tensor(
+            torch.stack([rows, cols]), values, (K * G * N,) * 2, check_invariants=True
+        )
         return A.coalesce().to_sparse_csr()
 
     @functools.cached_property
@@ -111,6 +113,7 @@ class PatchBatch:
             self.cols[g, :nnz].expand(K, nnz).contiguous(),
             self.S[g, :, :nnz].contiguous(),
             size=(K, n, n),
+            check_invariants=True,
         )
 
     def apply_stiffness(self, alpha: torch.Tensor) -> torch.Tensor:
@@ -213,6 +216,7 @@ def export_patches(
         ),
         torch.tensor(np.concatenate(b_vals or [[]]), dtype=dtype),
         size=(G * m, G * N),
+        check_invariants=True,
     ).coalesce()
     return PatchBatch(
         cells=np.array([patch.cell for patch in basis.patches], dtype=np.int64),

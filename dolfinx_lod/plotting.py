@@ -1,4 +1,5 @@
-"""Figures with pyvista (off screen). Rank-local: call on the rank holding gathered arrays."""
+"""Figures with pyvista (off screen) and matplotlib. Rank-local: call on the rank holding the
+gathered arrays."""
 
 from __future__ import annotations
 
@@ -73,3 +74,67 @@ def plot_fields(
         matplotlib.image.imsave(f, image, format="png")
 
     return write_atomic(path, write)
+
+
+def _imshow(ax, values, domain, title, log=False):
+    from matplotlib.colors import LogNorm
+
+    (x0, y0), (x1, y1) = domain
+    im = ax.imshow(
+        values,
+        origin="lower",
+        extent=(x0, x1, y0, y1),
+        cmap="viridis",
+        norm=LogNorm() if log else None,
+    )
+    ax.set_title(title, fontsize=9)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    out = write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return out
+
+
+def plot_solution_grid(
+    path: str | Path, rows: Sequence[tuple[str, Sequence[tuple[str, npt.NDArray, bool]]]], domain
+) -> Path:
+    """Rows of colour plots (matplotlib): rows = [(row label, [(title, array, log), ...])]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = max(len(panels) for _, panels in rows)
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(3.6 * ncols, 3.2 * len(rows)), squeeze=False
+    )
+    for r, (label, panels) in enumerate(rows):
+        for c, (title, values, log) in enumerate(panels):
+            _imshow(axes[r, c], values, domain, f"{title} ({label})" if label else title, log)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_cross_sections(
+    path: str | Path, curves: Sequence[tuple[str, Sequence[tuple[str, npt.NDArray]]]], xlabel: str
+) -> Path:
+    """Line plots side by side: curves = [(panel title, [(label, (x, y) array pair), ...])]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, (title, lines) in zip(axes[0], curves, strict=True):
+        for label, (x, y) in lines:
+            ax.plot(x, y, label=label, lw=1.2)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -8,7 +8,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,12 @@ import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
 
+from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids
-from dolfinx_lod.io import gather_cell_array, gather_vertex_array
+from dolfinx_lod.io import gather_cell_array, gather_vertex_array, write_json
 from dolfinx_lod.lod import relative_errors
+from dolfinx_lod.neural.provider import FixedCorrectors, LearnedCorrectors, TrainedModel
 from dolfinx_lod.neural.training import TrainingSettings
 from dolfinx_lod.neural.workflow import train_and_evaluate
 from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
@@ -171,3 +173,199 @@ def _mass(grids: NestedGrids):
     M = dolfinx.fem.petsc.assemble_matrix(mass_form(grids.V_h))
     M.assemble()
     return M
+
+
+@dataclass
+class Example:
+    """One of the paper's experiments: problem, training budget and test schedules."""
+
+    number: int
+    mode: str
+    grids: NestedGrids
+    family: Family
+    layers: int
+    samples: int
+    test_samples: int
+    steps: int
+    T: float
+    settings: TrainingSettings
+    schedules: list[Callable[[float], npt.ArrayLike]]
+    schedule_labels: list[str]
+    capacity: Any = 1.0
+    source: Any = 1.0
+    paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
+
+
+def mean_training_correctors(example: Example) -> FixedCorrectors:
+    """Baseline provider: the mean of the classical correctors over the training parameters."""
+    basis = MultiscaleBasis(example.grids, example.layers)
+    train = example.family.training_parameters(example.samples)
+    mean: dict[int, Any] = {}
+    for p in train:
+        basis.update(example.family.a, p)
+        for patch, C in zip(basis.patches, basis.correctors, strict=True):
+            mean[patch.cell] = mean.get(patch.cell, 0) + C / len(train)
+    basis.destroy()
+    return FixedCorrectors(mean)
+
+
+def run_example(example: Example, out: Path, cache: Path | None = None) -> dict[str, Any]:
+    """Offline training (cached), the LOD / LOD-ANN / baseline time loops for every schedule,
+    figures (paper Figs. 3-8 style) and ``out/summary.json``. Collective; returns the summary."""
+    t_start = time.perf_counter()
+    g, fam, ex = example.grids, example.family, example
+    folder, trained, reused = cached_training(
+        g, ex.layers, fam, ex.samples, ex.test_samples, ex.settings, cache
+    )
+    model = TrainedModel.load(folder / "model.pt", g, ex.layers, fam)
+    learned = LearnedCorrectors(model, fam, g.r)
+    providers = {"ann": learned, "baseline": mean_training_correctors(ex)}
+    shots = (1, ex.steps // 2, ex.steps)
+    runs = [
+        compare_time_loops(
+            g,
+            ex.layers,
+            fam,
+            schedule,
+            ex.T,
+            ex.steps,
+            providers,
+            snapshot_steps=shots if i == 0 else (),
+            capacity=ex.capacity,
+            source=ex.source,
+        )
+        for i, schedule in enumerate(ex.schedules)
+    ]
+
+    def mean_of(run: str, key: str) -> float:
+        return float(np.mean([r["runs"][run][key] for r in runs]))
+
+    errors = np.array([r["runs"]["ann"]["rel_error_vs_lod"] for r in runs])
+    summary: dict[str, Any] = {
+        "example": ex.number,
+        "mode": ex.mode,
+        "settings": {
+            "n": g.fine,
+            "NH": g.coarse,
+            "l": ex.layers,
+            "samples": ex.samples,
+            "test_samples": ex.test_samples,
+            "T": ex.T,
+            "steps": ex.steps,
+            "tau": ex.T / ex.steps,
+            "training": asdict(ex.settings),
+        },
+        "ranks": g.comm.size,
+        "model": str(folder),
+        "model_reused": reused,
+        "test_schedules": ex.schedule_labels,
+        "rel_error_final": errors.tolist(),
+        "rel_error_final_mean": float(errors.mean()),
+        "rel_error_final_max": float(errors.max()),
+        "basis_error_mean": trained["basis_error_test"],
+        "basis_error_mean_nodal": trained["basis_error_test_nodal"],
+        "baseline_basis_errors": trained["baseline_errors_test"],
+        "lod_vs_fem_final_mean": mean_of("lod", "rel_error_vs_fem"),
+        "ann_vs_fem_final_mean": mean_of("ann", "rel_error_vs_fem"),
+        "baseline_rel_error_final_mean": mean_of("baseline", "rel_error_vs_lod"),
+        "timings": {
+            "offline_training_seconds": trained["train_seconds"],
+            "classical_basis_seconds_per_step": mean_of("lod", "basis_seconds_per_step"),
+            "ann_basis_seconds_per_step": mean_of("ann", "basis_seconds_per_step"),
+            "coarse_solve_seconds_per_step": mean_of("lod", "coarse_seconds_per_step"),
+            "fem_seconds_per_step": mean_of("lod", "fem_seconds_per_step"),
+        },
+        "paper": ex.paper,
+    }
+    summary["figures"] = _figures(ex, runs[0]["snapshots"], learned, folder, out, shots)
+    summary["wall_seconds"] = time.perf_counter() - t_start
+    if g.comm.rank == 0:
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+def _figures(ex: Example, sh, learned, folder: Path, out: Path, shots) -> dict[str, str]:
+    """Loss (Fig. 3), basis function (Figs. 4, 5), solutions (Fig. 6), cross sections (Fig. 7)
+    and |LOD - LOD-ANN| (Fig. 8). Collective (gathers); rank 0 plots."""
+    g, fam = ex.grids, ex.family
+    p = ex.schedules[0](ex.T)
+    centre = (g.coarse // 2) * (g.coarse + 1) + g.coarse // 2
+    columns = {}
+    for name, provider in (("classical", None), ("learned", learned)):
+        basis = MultiscaleBasis(g, ex.layers, provider=provider)
+        columns[name] = basis_function(g, basis.update(fam.a, p), centre)
+        basis.destroy()
+    if g.comm.rank != 0:
+        return {}
+    from shutil import copyfile
+
+    from dolfinx_lod.plotting import plot_cross_sections, plot_solution_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    copyfile(folder / "loss.png", out / "fig3_loss.png")
+    x = np.linspace(g.domain[0][0], g.domain[1][0], g.fine + 1)
+    mid = g.fine // 2
+    y_mid = g.domain[0][1] + mid * g.h[1]
+    classical, ann = columns["classical"], columns["learned"]
+    figures = {"loss": "fig3_loss.png"}
+    figures["basis"] = plot_solution_grid(
+        out / "fig4_basis_function.png",
+        [
+            (
+                "",
+                [
+                    ("classical basis function", classical, False),
+                    ("learned basis function", ann, False),
+                    ("difference", np.abs(classical - ann), False),
+                ],
+            )
+        ],
+        g.domain,
+    ).name
+    figures["basis_cross_section"] = plot_cross_sections(
+        out / "fig5_basis_cross_section.png",
+        [(f"y = {y_mid:.3f}", [("classical", (x, classical[mid])), ("learned", (x, ann[mid]))])],
+        "x",
+    ).name
+    figures["solutions"] = plot_solution_grid(
+        out / "fig6_solutions.png",
+        [
+            (
+                f"t = {sh['lod'][m]['t']:.3f}",
+                [
+                    ("coefficient", sh["lod"][m]["a"], True),
+                    ("LOD", sh["lod"][m]["u"], False),
+                    ("LOD-ANN", sh["ann"][m]["u"], False),
+                ],
+            )
+            for m in shots
+        ],
+        g.domain,
+    ).name
+    figures["cross_sections"] = plot_cross_sections(
+        out / "fig7_cross_sections.png",
+        [
+            (
+                f"y = {y_mid:.3f}, t = {sh['lod'][m]['t']:.3f}",
+                [
+                    ("LOD", (x, sh["lod"][m]["u"][mid])),
+                    ("LOD-ANN", (x, sh["ann"][m]["u"][mid])),
+                    ("FEM", (x, sh["lod"][m]["fem"][mid])),
+                ],
+            )
+            for m in shots
+        ],
+        "x",
+    ).name
+    last = shots[-1]
+    figures["difference"] = plot_solution_grid(
+        out / "fig8_difference.png",
+        [
+            (
+                f"t = {sh['lod'][last]['t']:.3f}",
+                [("|LOD - LOD-ANN|", np.abs(sh["lod"][last]["u"] - sh["ann"][last]["u"]), False)],
+            )
+        ],
+        g.domain,
+    ).name
+    return figures

@@ -256,6 +256,35 @@ def battery_family(n: int, num_params: int = 4, domain=((0.0, 0.0), (1.0, 1.0)))
     )
 
 
+def battery_capacity(n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Callable:
+    """Scaled heat capacity c = rho c_p / (rho c_p)_AM of the battery layers (Table 1), as a
+    callable c(x, p) of fine-cell midpoints: 1 in the active material, 1.149 in the cathode and
+    1.584 in the anode collector. Dividing the heat equation by (rho c_p)_AM measures time in
+    units of L^2 (rho c_p)_AM / (1 W/(m K)) (L the cell size), so that the conductivities
+    lambda in [1, 398.65] W/(m K) act on the unit time scale of the experiment."""
+    (_, y0), (_, y1) = domain
+    h = (y1 - y0) / n
+    ref = BATTERY_MATERIALS["AM"]["rho"] * BATTERY_MATERIALS["AM"]["c_p"]
+    values = {k: v["rho"] * v["c_p"] / ref for k, v in BATTERY_MATERIALS.items()}
+
+    def c(x, p=None):
+        layer = battery_layers(np.floor((x[1] - y0) / h).astype(np.int64))
+        return np.vectorize(values.__getitem__)(layer).astype(np.float64)
+
+    return c
+
+
+def battery_source(n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Callable:
+    """Heat source f(t, x) = 1 in the active material, 0 in the collectors."""
+    (_, y0), (_, y1) = domain
+    h = (y1 - y0) / n
+
+    def f(t, x):
+        return (battery_layers(np.floor((x[1] - y0) / h).astype(np.int64)) == "AM").astype(float)
+
+    return f
+
+
 def family(name: str, n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
     """The coefficient family ``name`` ("cont" or "battery") on n x n fine cells."""
     makers = {"cont": cont_family, "battery": battery_family}

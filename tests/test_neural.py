@@ -99,8 +99,8 @@ def train_tiny(tiny, tmp_path=None, epochs=1500, **kwargs):
     settings = TrainingSettings(
         architecture="reduced",
         modes=16,
-        width=32,
-        depth=3,
+        width=16,
+        depth=2,
         epochs=epochs,
         lr=1e-2,
         checkpoint_every=250,
@@ -129,8 +129,8 @@ def test_tiny_problem_trains_below_ten_percent_on_held_out_parameter(tiny):
         **problem_metadata(g, 1, SMOOTH),
         "num_params": 1,
         "architecture": "reduced",
-        "width": 32,
-        "depth": 3,
+        "width": 16,
+        "depth": 2,
     }
     model = TrainedModel.gather(g.comm, batch, trainer.nets, meta)
     learned = LearnedCorrectors(model, SMOOTH, g.r)
@@ -165,8 +165,8 @@ def test_save_load_resume_and_mismatch(tiny, tmp_dir):
         **problem_metadata(g, 1, SMOOTH),
         "num_params": 1,
         "architecture": "reduced",
-        "width": 32,
-        "depth": 3,
+        "width": 16,
+        "depth": 2,
     }
     model = TrainedModel.gather(g.comm, batch, first.nets, meta)
     if g.comm.rank == 0:
@@ -183,7 +183,7 @@ def test_save_load_resume_and_mismatch(tiny, tmp_dir):
         TrainedModel.load(tmp_dir / "model.pt", other, 1, SMOOTH)
     # Resume continues the loss curve where the checkpoint stopped.
     settings = TrainingSettings(
-        architecture="reduced", modes=16, width=32, depth=3, epochs=400, lr=1e-2, patience=10**6
+        architecture="reduced", modes=16, width=16, depth=2, epochs=400, lr=1e-2, patience=10**6
     )
     resumed = DeepRitzTrainer(batch, scale_parameters(SMOOTH, train), settings, g.comm)
     assert resumed.load_checkpoint(tmp_dir)

@@ -79,14 +79,25 @@ class PatchNetworks(_BatchedMLP):
 
 
 class ReducedPatchNetworks(_BatchedMLP):
-    """G MLPs p -> R^{q x 4}, alpha = V_T c(p) with fixed patch bases V_T (G, N, q)."""
+    """G MLPs p -> R^{q x 4}, alpha = V_T c(p) with fixed patch bases V_T (G, N, q) and
+    c(p) = offset + scale * MLP(p) (output normalization, offset and scale (G, q, 4) fixed)."""
 
     architecture = "reduced"
 
-    def __init__(self, basis: torch.Tensor, num_params: int, width: int = 32, depth: int = 3):
+    def __init__(
+        self,
+        basis: torch.Tensor,
+        num_params: int,
+        width: int = 32,
+        depth: int = 3,
+        offset: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ):
         count, _, q = basis.shape
         super().__init__(count, num_params, 4 * q, width, depth)
         self.register_buffer("basis", basis)
+        self.register_buffer("offset", torch.zeros(count, q, 4) if offset is None else offset)
+        self.register_buffer("scale", torch.ones(count, q, 4) if scale is None else scale)
 
     def coordinates(self, p: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """c(p): shape (G, K, q, 4)."""
@@ -95,7 +106,11 @@ class ReducedPatchNetworks(_BatchedMLP):
             W1, b1 = W1[index], b1[index]
         h = torch.einsum("gon,kn->gko", W1, p)[:, :, None, :] + b1  # (G, K, 1, width)
         c = self.hidden(h, index)[:, :, 0, :]
-        return c.reshape(c.shape[0], c.shape[1], -1, 4)
+        c = c.reshape(c.shape[0], c.shape[1], -1, 4)
+        offset, scale = (
+            (self.offset, self.scale) if index is None else (self.offset[index], self.scale[index])
+        )
+        return offset[:, None] + scale[:, None] * c
 
     def forward(
         self, coords: torch.Tensor, p: torch.Tensor, index: torch.Tensor | None = None

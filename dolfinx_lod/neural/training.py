@@ -97,9 +97,11 @@ def _network_generator(seed: int, cell: int) -> torch.Generator:
 
 
 def patch_bases(batch: PatchBatch, modes: int) -> torch.Tensor:
-    """Orthonormal bases V_T (G, N, q) of the span of the classical training correctors of
-    each patch (POD: leading left singular vectors above 1e-6 of the largest; zero columns
-    beyond), projected onto ker B so that B V_T = 0 holds to rounding. Like the correctors,
+    """Bases V_T (G, N, q) of the span of the classical training correctors of each patch
+    (POD: leading left singular vectors above 1e-6 of the largest; zero columns beyond),
+    projected onto ker B so that B V_T = 0 holds to rounding, and orthonormal in the energy of
+    the mean training stiffness (V^T mean_k S(p_k) V = I), so that the Deep Ritz energy is well
+    conditioned in the coordinates even for high-contrast coefficients. Like the correctors,
     the columns vanish on the patch boundary."""
     C = batch.C.double()
     G, K, N, _ = C.shape
@@ -117,7 +119,33 @@ def patch_bases(batch: PatchBatch, modes: int) -> torch.Tensor:
         Bg = Bg[Bg.abs().sum(1) > 0]  # drop padding rows
         Vg = Vg - Bg.T @ torch.linalg.solve(Bg @ Bg.T, Bg @ Vg)
         V[g, :, :keep] = torch.linalg.qr(Vg)[0]
+    # Energy-orthonormalize with the mean stiffness (zero columns stay zero).
+    SV = batch.apply_stiffness(V.to(batch.S.dtype)[:, None].expand(-1, K, -1, -1)).double().mean(1)
+    M = V.transpose(1, 2) @ SV
+    M = 0.5 * (M + M.transpose(1, 2))
+    used = (V.abs().sum(1) > 0).double()  # (G, q)
+    M = M + torch.diag_embed(1 - used)  # identity on unused columns
+    L = torch.linalg.cholesky(M)
+    V = torch.linalg.solve_triangular(L, V.transpose(1, 2), upper=False).transpose(1, 2)
     return V.to(batch.C.dtype)
+
+
+def ritz_coordinate_statistics(
+    batch: PatchBatch, V: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over the training samples of the Ritz coordinates
+    c_k = argmin 1/2 c^T V^T S_k V c - (V^T F_k)^T c (the minimizers of the Deep Ritz energy
+    in span V), shape (G, q, 4) each: the output normalization of the reduced networks."""
+    G, K, N = batch.shape
+    Vk = V.to(batch.S.dtype)[:, None].expand(-1, K, -1, -1)
+    A = (Vk.transpose(2, 3) @ batch.apply_stiffness(Vk)).double()  # (G, K, q, q)
+    b = (Vk.transpose(2, 3) @ batch.F).double()  # (G, K, q, 4)
+    unused = (V.abs().sum(1) == 0).double()  # (G, q)
+    A = 0.5 * (A + A.transpose(2, 3)) + torch.diag_embed(unused)[:, None]
+    c = torch.linalg.solve(A, b)
+    offset, std = c.mean(1), c.std(1, correction=0) if K > 1 else torch.zeros_like(c[:, 0])
+    scale = torch.maximum(std, 1e-3 * offset.abs().amax(dim=(1, 2), keepdim=True) + 1e-12)
+    return offset.to(batch.S.dtype), scale.to(batch.S.dtype)
 
 
 def init_networks(
@@ -129,7 +157,8 @@ def init_networks(
         if batch.C is None:
             raise ValueError("the reduced architecture needs the classical training correctors")
         V = patch_bases(batch, settings.modes)
-        nets = ReducedPatchNetworks(V, num_params, settings.width, settings.depth)
+        offset, scale = ritz_coordinate_statistics(batch, V)
+        nets = ReducedPatchNetworks(V, num_params, settings.width, settings.depth, offset, scale)
     else:
         nets = PatchNetworks(len(cells), num_params, settings.width, settings.depth)
     with torch.no_grad():
@@ -138,6 +167,8 @@ def init_networks(
             for W in nets.weights:
                 std = math.sqrt(2.0 / (W.shape[1] + W.shape[2]))
                 W[g] = torch.randn(W.shape[1:], generator=gen) * std
+        if settings.architecture == "reduced":  # start at the mean Ritz coordinates
+            nets.weights[-1].zero_()
     return nets
 
 

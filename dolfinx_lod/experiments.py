@@ -21,7 +21,7 @@ from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import gather_cell_array, gather_vertex_array, write_json
 from dolfinx_lod.lod import relative_errors
-from dolfinx_lod.neural.provider import FixedCorrectors, LearnedCorrectors, TrainedModel
+from dolfinx_lod.neural.provider import FORMAT, FixedCorrectors, LearnedCorrectors, TrainedModel
 from dolfinx_lod.neural.training import TrainingSettings
 from dolfinx_lod.neural.workflow import train_and_evaluate
 from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
@@ -57,6 +57,7 @@ def cached_training(
         "samples": samples,
         "test_samples": test_samples,
         "settings": asdict(settings),
+        "format": FORMAT,
     }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     folder = (cache or cache_folder()) / f"{family.name}-{key}"

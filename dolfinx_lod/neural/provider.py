@@ -28,7 +28,7 @@ from dolfinx_lod.neural.export import PatchBatch, patch_coordinates
 from dolfinx_lod.neural.networks import PatchNetworks, ReducedPatchNetworks
 from dolfinx_lod.patches import Configuration, Patch
 
-FORMAT = "dolfinx_lod.neural/1"
+FORMAT = "dolfinx_lod.neural/2"
 
 
 def scale_parameters(family: Family, params: npt.ArrayLike) -> torch.Tensor:

@@ -50,6 +50,7 @@ class TrainingSettings:
     min_delta: float = 1e-6  # ... by more than this relative amount
     warm_start: int = 0  # supervised epochs (energy-norm fit of the classical correctors)
     checkpoint_every: int = 500
+    validate_every: int = 50  # epochs between validation energies (model selection)
     seed: int = 0
     device: str = "cpu"
 
@@ -65,6 +66,7 @@ class TrainingSettings:
             "lr_step",
             "patience",
             "checkpoint_every",
+            "validate_every",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"training setting {name} must be >= 1, got {getattr(self, name)}")
@@ -90,6 +92,7 @@ class History:
     energy: list[float] = field(default_factory=list)
     penalty: list[float] = field(default_factory=list)
     phase: list[str] = field(default_factory=list)  # "warm" (supervised) or "ritz"
+    validation: list[tuple[int, float]] = field(default_factory=list)  # (epoch, energy)
 
 
 def _network_generator(seed: int, cell: int) -> torch.Generator:
@@ -183,7 +186,12 @@ class DeepRitzTrainer:
     """
 
     def __init__(
-        self, batch: PatchBatch, params: torch.Tensor, settings: TrainingSettings, comm: MPI.Comm
+        self,
+        batch: PatchBatch,
+        params: torch.Tensor,
+        settings: TrainingSettings,
+        comm: MPI.Comm,
+        validation: tuple[PatchBatch, torch.Tensor] | None = None,
     ):
         settings.validate()
         self.settings, self.comm = settings, comm
@@ -207,6 +215,12 @@ class DeepRitzTrainer:
         self.history = History()
         self.epoch = 0
         self.train_seconds = 0.0
+        # Model selection on validation parameters (reduced networks: alpha in ker B exactly,
+        # so the validation energy measures the energy error).
+        self.validation = None
+        if validation is not None and settings.architecture == "reduced":
+            self.validation = (validation[0].to(device), validation[1].to(device))
+        self.best_state: tuple[float, dict, int] | None = None
 
     def outputs(self) -> torch.Tensor:
         """Network outputs alpha (G, K, N, 4) for the training parameters."""
@@ -283,13 +297,34 @@ class DeepRitzTrainer:
             best, since_best = (total, 0) if improved else (best, since_best + 1)
             if checkpoint is not None and self.epoch % s.checkpoint_every == 0:
                 self.save_checkpoint(checkpoint)
+            if self.validation is not None and self.epoch % s.validate_every == 0:
+                self._validate()
             if since_best >= s.patience:
                 break
         bar.close()
+        if self.best_state is not None:  # the networks of the best validation energy
+            self.nets.load_state_dict(self.best_state[1])
         self.train_seconds += time.perf_counter() - t0
         if checkpoint is not None:
             self.save_checkpoint(checkpoint)
         return self.history
+
+    def validation_energy(self) -> float:
+        """Deep Ritz energy on the validation parameters (global). For alpha in ker B,
+        E(alpha) - E(C) = 1/2 ||alpha - C||_S^2: lower is closer to the classical correctors,
+        measured without solving for them."""
+        batch, p = self.validation
+        with torch.no_grad():
+            energy = deep_ritz_energy(batch, self.nets(batch.coords, p))
+        return self._global(energy.item())[0]
+
+    def _validate(self) -> None:
+        """Record the validation energy and keep the best networks (model selection)."""
+        value = self.validation_energy()
+        self.history.validation.append((self.epoch, value))
+        if self.best_state is None or value < self.best_state[0]:
+            state = {k: v.detach().clone() for k, v in self.nets.state_dict().items()}
+            self.best_state = (value, state, self.epoch)
 
     def _record(self, energy: float, penalty: float, phase: str) -> None:
         h = self.history

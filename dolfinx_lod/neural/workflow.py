@@ -101,7 +101,15 @@ def train_and_evaluate(
     basis = MultiscaleBasis(grids, layers)
     batch = export_patches(basis, family.a, train_p)
     export_seconds = time.perf_counter() - t0
-    trainer = DeepRitzTrainer(batch, scale_parameters(family, train_p), settings, comm)
+    # Validation parameters (distinct draws from the test set): only S and F are needed.
+    val_p = family.test_parameters(max(4, samples // 4), seed=20_000 + settings.seed)
+    validation = (
+        export_patches(basis, family.a, val_p, with_correctors=False),
+        scale_parameters(family, val_p),
+    )
+    trainer = DeepRitzTrainer(
+        batch, scale_parameters(family, train_p), settings, comm, validation=validation
+    )
     resumed = trainer.load_checkpoint(out) if resume else False
     trainer.train(checkpoint=out, progress=progress)
     history = trainer.history
@@ -119,6 +127,7 @@ def train_and_evaluate(
         "train_seconds": comm.allreduce(trainer.train_seconds, op=MPI.MAX),
         "final_energy": history.energy[-1],
         "final_penalty": history.penalty[-1],
+        "selected_epoch": trainer.best_state[2] if trainer.best_state else trainer.epoch,
     }
     model = TrainedModel.gather(comm, batch, trainer.nets, metadata)
     if comm.rank == 0:
@@ -160,6 +169,7 @@ def train_and_evaluate(
         "train_seconds": metadata["train_seconds"],
         "export_seconds": export_seconds,
         "epochs": trainer.epoch,
+        "selected_epoch": metadata["selected_epoch"],
         "online_basis_seconds": online,
         "online_speedup": online["classical"] / online["learned"],
         "loss_history": asdict(history),

@@ -285,6 +285,88 @@ def battery_source(n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Callable:
     return f
 
 
+def _cell_index(x: npt.NDArray, n: int, domain) -> tuple[npt.NDArray, npt.NDArray]:
+    """Fine-cell indices (ix, iy) of midpoints x on an n x n grid of ``domain``."""
+    (x0, y0), (x1, y1) = domain
+    ix = np.floor((x[0] - x0) / (x1 - x0) * n).astype(np.int64)
+    iy = np.floor((x[1] - y0) / (y1 - y0) * n).astype(np.int64)
+    return ix, iy
+
+
+def checkerboard_family(
+    n: int, scale: int, contrast: float, seed: int = 0, domain=((0.0, 0.0), (1.0, 1.0))
+) -> Family:
+    """Random two-phase checkerboard: blocks of ``scale`` x ``scale`` fine cells take the
+    value ``contrast`` where their fixed random threshold u_B ~ U(0, 1) is below p, else 1;
+    p in [0, 1] is the expected volume fraction of the ``contrast`` phase."""
+    if scale < 1 or n % scale:
+        raise ValueError(f"checkerboard scale must divide n = {n}, got {scale}")
+    blocks = n // scale
+    u = np.random.default_rng(seed).uniform(size=(blocks, blocks))
+
+    def a(x, p):
+        ix, iy = _cell_index(x, n, domain)
+        return np.where(u[iy // scale, ix // scale] < float(np.atleast_1d(p)[0]), contrast, 1.0)
+
+    return Family("checkerboard", (0.0,), (1.0,), a, f"blocks {scale} cells, contrast {contrast}")
+
+
+def laminate_family(
+    n: int, period: int, contrast: float, domain=((0.0, 0.0), (1.0, 1.0))
+) -> Family:
+    """Layers across x: a = 1 in the first half of each period of ``period`` fine cells and
+    a_2 = 1 + p (contrast - 1) in the second half, p in [0, 1]. Its homogenized coefficient is
+    known exactly (:func:`laminate_homogenized`)."""
+    if period < 2 or period % 2 or n % period:
+        raise ValueError(f"laminate period must be even and divide n = {n}, got {period}")
+
+    def a(x, p):
+        ix, _ = _cell_index(x, n, domain)
+        second = (ix % period) >= period // 2
+        return np.where(second, 1.0 + float(np.atleast_1d(p)[0]) * (contrast - 1.0), 1.0)
+
+    return Family("laminate", (0.0,), (1.0,), a, f"period {period} cells, contrast {contrast}")
+
+
+def laminate_homogenized(p: float, contrast: float) -> tuple[float, float]:
+    """Homogenized coefficient diag(a_xx, a_yy) of :func:`laminate_family` (equal volume
+    fractions): the harmonic mean across the layers, the arithmetic mean along them."""
+    a2 = 1.0 + p * (contrast - 1.0)
+    return 2.0 / (1.0 + 1.0 / a2), 0.5 * (1.0 + a2)
+
+
+def lognormal_family(
+    n: int,
+    modes: int = 8,
+    sigma: float = 1.0,
+    correlation: float = 0.2,
+    seed: int = 0,
+    domain=((0.0, 0.0), (1.0, 1.0)),
+) -> Family:
+    """Log-normal random field a = exp(sigma * sum_k p_k w_k phi_k(x)): ``modes`` random
+    Fourier modes phi_k with Gaussian spectral weights w_k (correlation length
+    ``correlation``, normalized so that sum w_k^2 = 1) and standard normal coordinates
+    truncated to p in [-3, 3]^modes."""
+    (x0, y0), (x1, y1) = domain
+    rng = np.random.default_rng(seed)
+    k = rng.normal(scale=1.0 / (2 * np.pi * correlation), size=(modes, 2))
+    phase = rng.uniform(0, 2 * np.pi, modes)
+    w = np.exp(-0.5 * (2 * np.pi * correlation) ** 2 * (k**2).sum(1))
+    w /= np.sqrt((w**2).sum())
+
+    def a(x, p):
+        xs = np.stack([(x[0] - x0) / (x1 - x0), (x[1] - y0) / (y1 - y0)])
+        field = (
+            np.asarray(p)[:, None]
+            * w[:, None]
+            * np.sqrt(2)
+            * np.cos(2 * np.pi * k @ xs + phase[:, None])
+        ).sum(0)
+        return np.exp(sigma * field)
+
+    return Family("lognormal", (-3.0,) * modes, (3.0,) * modes, a, f"sigma {sigma}, modes {modes}")
+
+
 def family(name: str, n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
     """The coefficient family ``name`` ("cont" or "battery") on n x n fine cells."""
     makers = {"cont": cont_family, "battery": battery_family}

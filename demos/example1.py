@@ -14,18 +14,14 @@
 # Run: `mpirun -n 2 python demos/example1.py [--quick | --paper] --out DIR`. Writes
 # `DIR/summary.json` and the figures of the paper's Figs. 3-8.
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
 
 import dolfinx_lod as dl
 from dolfinx_lod.coefficients import cont_family
-from dolfinx_lod.experiments import Example, run_example
-from dolfinx_lod.neural.training import TrainingSettings
-from dolfinx_lod.neural.workflow import parse_network
+from dolfinx_lod.experiments import Example, example_arguments, run_example, training_settings
 
 # Problem sizes and training budgets. "paper": the paper's setting and network (128 x 8: about
 # 10 s per epoch for all 36 networks on 2 cores, days for 30 000 epochs); "quick": the paper's
@@ -68,24 +64,15 @@ SETTINGS = {
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description="Paper Example 1 (oscillatory coefficients)")
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="default: paper problem, fast network")
-    size.add_argument("--paper", action="store_true", help="the paper's settings (days on 2 cores)")
-    size.add_argument("--tiny", action="store_true", help="a very small version (tests)")
-    parser.add_argument("--network", help="override the network, e.g. mlp:128x8")
-    parser.add_argument("--cache", type=Path, help="model cache folder")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    mode = "paper" if args.paper else "tiny" if args.tiny else "quick"
-    s = SETTINGS[mode]
+    args = example_arguments("Paper Example 1 (oscillatory coefficients)", argv)
+    s = SETTINGS[args.mode]
     grids = dl.create_nested_grids(MPI.COMM_WORLD, s["NH"], s["n"])
     family = cont_family(s["n"])
     # Test schedules: held-out p_i moving with t, p(t) = min(p_i (1 + 0.2 t), 1).
     p0 = family.test_parameters(s["tests"], seed=7)[:, 0]
     example = Example(
         number=1,
-        mode=mode,
+        mode=args.mode,
         grids=grids,
         family=family,
         layers=1,
@@ -93,28 +80,12 @@ def main(argv=None) -> dict:
         test_samples=s["tests"],
         steps=s["steps"],
         T=1.0,
-        settings=TrainingSettings(
-            **parse_network(args.network or s["network"]),
-            epochs=s["epochs"],
-            lr=s["lr"],
-            patience=s["patience"],
-        ),
+        settings=training_settings(s, args.network),
         schedules=[lambda t, p=p: np.array([min(p * (1 + 0.2 * t), 1.0)]) for p in p0],
         schedule_labels=[f"p(t) = min({p:.4f} (1 + 0.2 t), 1)" for p in p0],
         paper={"rel_error_final_mean": 0.0495, "basis_error_nodal": 0.064},
     )
-    summary = run_example(example, args.out, args.cache)
-    if grids.comm.rank == 0:
-        print(
-            f"Example 1 ({mode}, {grids.comm.size} ranks): LOD vs LOD-ANN at T: mean "
-            f"{summary['rel_error_final_mean']:.4f}, max {summary['rel_error_final_max']:.4f} "
-            f"(paper 0.0495); baseline (mean training corrector) "
-            f"{summary['baseline_rel_error_final_mean']:.4f}; basis error "
-            f"{summary['basis_error_mean']:.3f}; LOD vs FEM "
-            f"{summary['lod_vs_fem_final_mean']:.4f}; "
-            f"{summary['wall_seconds']:.0f} s; results in {args.out}/"
-        )
-    return summary
+    return run_example(example, args.out, args.cache)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ compare the classical LOD, LOD-ANN and a baseline basis on the same coefficient 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from dolfinx_lod.io import gather_cell_array, gather_vertex_array, write_json
 from dolfinx_lod.lod import relative_errors
 from dolfinx_lod.neural.provider import FORMAT, FixedCorrectors, LearnedCorrectors, TrainedModel
 from dolfinx_lod.neural.training import TrainingSettings
-from dolfinx_lod.neural.workflow import train_and_evaluate
+from dolfinx_lod.neural.workflow import parse_network, train_and_evaluate
 from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
 
 
@@ -197,6 +198,32 @@ class Example:
     paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
 
 
+def example_arguments(description: str, argv=None) -> argparse.Namespace:
+    """Command line of the demos: --quick (default) | --paper | --tiny, --network, --cache,
+    --out; ``mode`` is set to the chosen size."""
+    parser = argparse.ArgumentParser(description=description)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="default: paper problem, fast network")
+    size.add_argument("--paper", action="store_true", help="the paper's settings (days on 2 cores)")
+    size.add_argument("--tiny", action="store_true", help="a very small version (tests)")
+    parser.add_argument("--network", help="override the network, e.g. mlp:128x8")
+    parser.add_argument("--cache", type=Path, help="model cache folder")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.mode = "paper" if args.paper else "tiny" if args.tiny else "quick"
+    return args
+
+
+def training_settings(size: dict[str, Any], network: str | None) -> TrainingSettings:
+    """Training settings of a demo size (its network unless ``network`` overrides it)."""
+    return TrainingSettings(
+        **parse_network(network or size["network"]),
+        epochs=size["epochs"],
+        lr=size["lr"],
+        patience=size["patience"],
+    )
+
+
 def mean_training_correctors(example: Example) -> FixedCorrectors:
     """Baseline provider: the mean of the classical correctors over the training parameters."""
     basis = MultiscaleBasis(example.grids, example.layers)
@@ -282,6 +309,16 @@ def run_example(example: Example, out: Path, cache: Path | None = None) -> dict[
     summary["wall_seconds"] = time.perf_counter() - t_start
     if g.comm.rank == 0:
         write_json(out / "summary.json", summary)
+        print(
+            f"Example {ex.number} ({ex.mode}, {g.comm.size} ranks): LOD vs LOD-ANN at T: mean "
+            f"{summary['rel_error_final_mean']:.4f}, max {summary['rel_error_final_max']:.4f} "
+            f"(paper {ex.paper.get('rel_error_final_mean')}); baseline (mean training "
+            f"corrector) {summary['baseline_rel_error_final_mean']:.4f}; basis error "
+            f"{summary['basis_error_mean']:.3f}, nodal {summary['basis_error_mean_nodal']:.3f} "
+            f"(paper {ex.paper.get('basis_error_nodal')}); LOD vs FEM "
+            f"{summary['lod_vs_fem_final_mean']:.4f}; {summary['wall_seconds']:.0f} s; "
+            f"results in {out}/"
+        )
     return summary
 
 

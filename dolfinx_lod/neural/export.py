@@ -12,7 +12,8 @@ local vertex order and padded to the largest patch (N vertices, m constraints),
 - optionally the classical correctors C(p_k) (G, K, N, 4) as reference.
 
 All of it comes from :meth:`dolfinx_lod.correctors.PatchProblem.assemble` (DOLFINx); nothing is
-assembled in torch. Padding vertices carry zero data and are masked out of the networks.
+assembled in torch. Padding vertices carry zero data and sit at (0, 0), where the localization
+(and, for the reduced networks, the zero rows of V_T) make the outputs vanish.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ class PatchBatch:
     cells: npt.NDArray[np.int64]  # (G,) coarse cell keys T
     configs: list[Configuration]  # (G,)
     coords: torch.Tensor  # (G, N, 2) vertices scaled to [0, 1]^2 (padding: 0)
-    mask: torch.Tensor  # (G, N, 1) 1 at real vertices, 0 at padding
     hats: torch.Tensor  # (G, N, 4)
     num_vertices: npt.NDArray[np.int64]  # (G,) real vertices per patch
     num_entries: npt.NDArray[np.int64]  # (G,) real entries of S per patch
@@ -122,12 +122,6 @@ class PatchBatch:
         out = self.block_stiffness @ self.stiffness_layout(alpha)
         return out.reshape(K, G, N, c).transpose(0, 1)
 
-    def apply_constraints(self, alpha: torch.Tensor) -> torch.Tensor:
-        """B alpha, shape (G, K, m, c)."""
-        G, K, N, c = alpha.shape
-        out = self.constraint_csr[0] @ self.constraint_layout(alpha)
-        return out.reshape(G, -1, K, c).transpose(1, 2)
-
     def select(self, samples) -> PatchBatch:
         """The same patches restricted to some parameter samples."""
         C = None if self.C is None else self.C[:, samples]
@@ -144,7 +138,7 @@ class PatchBatch:
         """A copy on ``device``."""
         moved = {
             k: getattr(self, k).to(device)
-            for k in ("coords", "mask", "hats", "rows", "cols", "S", "F", "B")
+            for k in ("coords", "hats", "rows", "cols", "S", "F", "B")
         }
         C = None if self.C is None else self.C.to(device)
         return PatchBatch(
@@ -191,7 +185,6 @@ def export_patches(
             S[g, k, : position.size] = space.S.data[position]
             F[g, k, space.dof_vertex] = F_dofs
     coords = torch.zeros(G, N, 2, dtype=torch.float64)
-    mask = torch.zeros(G, N, 1)
     hats = np.zeros((G, N, 4))
     rows = np.zeros((G, nnz), dtype=np.int64)
     cols = np.zeros((G, nnz), dtype=np.int64)
@@ -199,7 +192,6 @@ def export_patches(
     for g, (patch, problem) in enumerate(zip(basis.patches, problems, strict=True)):
         space, n_g = problem.space, problem.num_dofs
         coords[g, :n_g] = patch_coordinates(patch.configuration, r)
-        mask[g, :n_g] = 1.0
         hats[g, space.dof_vertex] = np.stack([hat.x.array for hat in problem.hats], axis=1)
         crow, col, _ = space.vertex_csr
         rows[g, : col.size] = np.repeat(np.arange(crow.size - 1), np.diff(crow))
@@ -222,7 +214,6 @@ def export_patches(
         cells=np.array([patch.cell for patch in basis.patches], dtype=np.int64),
         configs=[patch.configuration for patch in basis.patches],
         coords=coords.to(dtype),
-        mask=mask.to(dtype),
         num_vertices=np.array([pr.num_dofs for pr in problems], dtype=np.int64),
         num_entries=np.array([pr.space.S.data.size for pr in problems], dtype=np.int64),
         hats=torch.tensor(hats, dtype=dtype),

@@ -20,15 +20,17 @@ KEYS = (
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ranks", [1, 2])
-def test_example1_tiny(tmp_path, ranks):
+@pytest.mark.parametrize(
+    "demo, ranks", [("example1", 1), ("example1", 2), ("example2", 1), ("example2", 2)]
+)
+def test_demo_tiny(tmp_path, demo, ranks):
     out, cache = tmp_path / "out", tmp_path / "cache"
     cmd = [
         mpirun(),
         "-n",
         str(ranks),
         sys.executable,
-        str(DEMOS / "example1.py"),
+        str(DEMOS / f"{demo}.py"),
         "--tiny",
         "--cache",
         str(cache),

@@ -145,15 +145,28 @@ class LearnedCorrectors:
         if p is None:
             raise ValueError("learned correctors need the coefficient parameter p")
         pt = scale_parameters(self.family, self.family.check(p))
+        if not patches:
+            return []
+        which = torch.as_tensor(
+            np.searchsorted(self.model.cells, [patch.cell for patch in patches])
+        )
+        if isinstance(self.model.nets, ReducedPatchNetworks):  # one forward pass for all
+            rows = torch.zeros(self.model.nets.basis.shape[1], 2)  # V_T carries the vertices
+            with torch.no_grad():
+                alpha = self.model.nets(rows, pt, which)[:, 0].double().numpy()
+            sizes = [
+                (w * self.r + 1) * (h * self.r + 1)
+                for w, h in (q.configuration.shape for q in patches)
+            ]
+            return [alpha[g, :size] for g, size in enumerate(sizes)]
         out: list[npt.NDArray[np.float64] | None] = [None] * len(patches)
         by_config: dict[Configuration, list[int]] = {}
         for i, patch in enumerate(patches):
             by_config.setdefault(patch.configuration, []).append(i)
         with torch.no_grad():
             for config, index in by_config.items():
-                which = np.searchsorted(self.model.cells, [patches[i].cell for i in index])
                 coords = patch_coordinates(config, self.r).to(torch.float32)
-                alpha = self.model.nets(coords, pt, torch.as_tensor(which))[:, 0].double().numpy()
+                alpha = self.model.nets(coords, pt, which[index])[:, 0].double().numpy()
                 for g, i in enumerate(index):
                     out[i] = alpha[g]
         return out

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.export import PatchBatch
 from dolfinx_lod.neural.networks import PatchNetworks, ReducedPatchNetworks
+from dolfinx_lod.parallel import validate
 
 
 @dataclass
@@ -366,15 +367,22 @@ class DeepRitzTrainer:
                 f"checkpoints in {folder} were written by a different number of MPI ranks; "
                 f"resume with the same number ({self.comm.size} ranks found only some)"
             )
-        state = torch.load(path, weights_only=True)
-        if state["cells"] != self.batch.cells.tolist():
-            raise ValueError(f"checkpoint {path} belongs to other patches (other problem or ranks)")
-        for key in ("architecture", "width", "depth", "modes", "seed"):
-            if state["settings"][key] != getattr(self.settings, key):
-                raise ValueError(
-                    f"checkpoint {path} has {key} = {state['settings'][key]}, "
-                    f"not {getattr(self.settings, key)}"
-                )
+        loaded: list[dict] = []
+
+        def check() -> None:  # on every rank, raising together (validate)
+            state = torch.load(path, weights_only=True)
+            if state["cells"] != self.batch.cells.tolist():
+                raise ValueError(f"checkpoint {path} belongs to other patches (problem or ranks)")
+            for key in ("architecture", "width", "depth", "modes", "seed"):
+                if state["settings"][key] != getattr(self.settings, key):
+                    raise ValueError(
+                        f"checkpoint {path} has {key} = {state['settings'][key]}, "
+                        f"not {getattr(self.settings, key)}"
+                    )
+            loaded.append(state)
+
+        validate(self.comm, check)
+        state = loaded[0]
         self.nets.load_state_dict(state["nets"])
         with torch.no_grad():
             self.mu.copy_(state["mu"])

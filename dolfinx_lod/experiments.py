@@ -224,8 +224,9 @@ def training_settings(size: dict[str, Any], network: str | None) -> TrainingSett
     )
 
 
-def mean_training_correctors(example: Example) -> FixedCorrectors:
-    """Baseline provider: the mean of the classical correctors over the training parameters."""
+def baseline_correctors(example: Example) -> dict[str, FixedCorrectors]:
+    """Baseline providers: ``mean``, the mean of the classical correctors over the training
+    parameters, and ``none``, no correction (plain Q1)."""
     basis = MultiscaleBasis(example.grids, example.layers)
     train = example.family.training_parameters(example.samples)
     mean: dict[int, Any] = {}
@@ -234,7 +235,10 @@ def mean_training_correctors(example: Example) -> FixedCorrectors:
         for patch, C in zip(basis.patches, basis.correctors, strict=True):
             mean[patch.cell] = mean.get(patch.cell, 0) + C / len(train)
     basis.destroy()
-    return FixedCorrectors(mean)
+    return {
+        "mean": FixedCorrectors(mean),
+        "none": FixedCorrectors({cell: np.zeros_like(C) for cell, C in mean.items()}),
+    }
 
 
 def run_example(example: Example, out: Path, cache: Path | None = None) -> dict[str, Any]:
@@ -247,7 +251,8 @@ def run_example(example: Example, out: Path, cache: Path | None = None) -> dict[
     )
     model = TrainedModel.load(folder / "model.pt", g, ex.layers, fam)
     learned = LearnedCorrectors(model, fam, g.r)
-    providers = {"ann": learned, "baseline": mean_training_correctors(ex)}
+    baselines = baseline_correctors(ex)
+    providers = {"ann": learned, "baseline": baselines["mean"], "none": baselines["none"]}
     shots = (1, ex.steps // 2, ex.steps)
     runs = [
         compare_time_loops(
@@ -296,6 +301,7 @@ def run_example(example: Example, out: Path, cache: Path | None = None) -> dict[
         "lod_vs_fem_final_mean": mean_of("lod", "rel_error_vs_fem"),
         "ann_vs_fem_final_mean": mean_of("ann", "rel_error_vs_fem"),
         "baseline_rel_error_final_mean": mean_of("baseline", "rel_error_vs_lod"),
+        "no_corrector_rel_error_final_mean": mean_of("none", "rel_error_vs_lod"),
         "timings": {
             "offline_training_seconds": trained["train_seconds"],
             "classical_basis_seconds_per_step": mean_of("lod", "basis_seconds_per_step"),
@@ -313,7 +319,8 @@ def run_example(example: Example, out: Path, cache: Path | None = None) -> dict[
             f"Example {ex.number} ({ex.mode}, {g.comm.size} ranks): LOD vs LOD-ANN at T: mean "
             f"{summary['rel_error_final_mean']:.4f}, max {summary['rel_error_final_max']:.4f} "
             f"(paper {ex.paper.get('rel_error_final_mean')}); baseline (mean training "
-            f"corrector) {summary['baseline_rel_error_final_mean']:.4f}; basis error "
+            f"corrector) {summary['baseline_rel_error_final_mean']:.4f}, no corrector "
+            f"{summary['no_corrector_rel_error_final_mean']:.4f}; basis error "
             f"{summary['basis_error_mean']:.3f}, nodal {summary['basis_error_mean_nodal']:.3f} "
             f"(paper {ex.paper.get('basis_error_nodal')}); LOD vs FEM "
             f"{summary['lod_vs_fem_final_mean']:.4f}; {summary['wall_seconds']:.0f} s; "

@@ -33,7 +33,7 @@ def demo_settings(name: str) -> dict:
     spec = importlib.util.spec_from_file_location(name, DEMOS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.SETTINGS["quick"]
+    return module.SIZES["quick"]
 
 
 def bench(comm, name: str) -> dict:
@@ -50,7 +50,7 @@ def bench(comm, name: str) -> dict:
         p0 = family.test_parameters(1, seed=7)[0]
         schedule = lambda t: np.clip(p0 + 0.2 * t, -1.0, 1.0)  # noqa: E731
     folder, _, _ = cached_training(
-        grids, 1, family, s["samples"], s["tests"], training_settings(s, None), progress=False
+        grids, 1, family, s["samples"], s["tests"], training_settings("quick"), progress=False
     )
     model = TrainedModel.load(folder / "model.pt", grids, 1, family)
     coefficient = CoefficientSchedule.from_family(family.a, schedule)

@@ -23,49 +23,17 @@ import dolfinx_lod as dl
 from dolfinx_lod.coefficients import cont_family
 from dolfinx_lod.experiments import Example, example_arguments, run_example, training_settings
 
-# Problem sizes and training budgets. "paper": the paper's setting and network (128 x 8: about
-# 10 s per epoch for all 36 networks on 2 cores, days for 30 000 epochs); "quick": the paper's
-# problem with the reduced network; "tiny": for the test suite.
-SETTINGS = {
-    "paper": dict(
-        NH=6,
-        n=36,
-        samples=40,
-        tests=25,
-        steps=24,
-        epochs=30000,
-        network="mlp:128x8",
-        lr=1e-3,
-        patience=2000,
-    ),
-    "quick": dict(
-        NH=6,
-        n=36,
-        samples=40,
-        tests=5,
-        steps=24,
-        epochs=3000,
-        network="reduced:16:32x3",
-        lr=1e-2,
-        patience=1000,
-    ),
-    "tiny": dict(
-        NH=3,
-        n=12,
-        samples=4,
-        tests=2,
-        steps=4,
-        epochs=200,
-        network="reduced:8:16x2",
-        lr=1e-2,
-        patience=1000,
-    ),
+# Problem sizes of the modes (training budgets: dolfinx_lod.experiments.TRAINING).
+SIZES = {
+    "paper": dict(NH=6, n=36, samples=40, tests=25, steps=24),
+    "quick": dict(NH=6, n=36, samples=40, tests=5, steps=24),
+    "tiny": dict(NH=3, n=12, samples=4, tests=2, steps=4),
 }
 
 
 def main(argv=None) -> dict:
     args = example_arguments("Paper Example 1 (oscillatory coefficients)", argv)
-    s = SETTINGS[args.mode]
+    s = SIZES[args.mode]
     grids = dl.create_nested_grids(MPI.COMM_WORLD, s["NH"], s["n"])
     family = cont_family(s["n"])
     # Test schedules: held-out p_i moving with t, p(t) = min(p_i (1 + 0.2 t), 1).
@@ -80,7 +48,7 @@ def main(argv=None) -> dict:
         test_samples=s["tests"],
         steps=s["steps"],
         T=1.0,
-        settings=training_settings(s, args.network),
+        settings=training_settings(args.mode, args.network),
         schedules=[lambda t, p=p: np.array([min(p * (1 + 0.2 * t), 1.0)]) for p in p0],
         schedule_labels=[f"p(t) = min({p:.4f} (1 + 0.2 t), 1)" for p in p0],
         paper={"rel_error_final_mean": 0.0495, "basis_error_nodal": 0.064},

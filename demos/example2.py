@@ -32,46 +32,17 @@ from dolfinx_lod.coefficients import (
 )
 from dolfinx_lod.experiments import Example, example_arguments, run_example, training_settings
 
-SETTINGS = {
-    "paper": dict(
-        NH=6,
-        n=60,
-        samples=15,
-        tests=25,
-        steps=24,
-        epochs=30000,
-        network="mlp:128x8",
-        lr=1e-3,
-        patience=2000,
-    ),
-    "quick": dict(
-        NH=6,
-        n=60,
-        samples=15,
-        tests=5,
-        steps=24,
-        epochs=3000,
-        network="reduced:16:32x3",
-        lr=1e-2,
-        patience=1000,
-    ),
-    "tiny": dict(
-        NH=4,
-        n=20,
-        samples=4,
-        tests=2,
-        steps=4,
-        epochs=200,
-        network="reduced:8:16x2",
-        lr=1e-2,
-        patience=1000,
-    ),
+# Problem sizes of the modes (training budgets: dolfinx_lod.experiments.TRAINING).
+SIZES = {
+    "paper": dict(NH=6, n=60, samples=15, tests=25, steps=24),
+    "quick": dict(NH=6, n=60, samples=15, tests=5, steps=24),
+    "tiny": dict(NH=4, n=20, samples=4, tests=2, steps=4),
 }
 
 
 def main(argv=None) -> dict:
     args = example_arguments("Paper Example 2 (battery cell)", argv)
-    s = SETTINGS[args.mode]
+    s = SIZES[args.mode]
     n = s["n"]
     grids = dl.create_nested_grids(MPI.COMM_WORLD, s["NH"], n)
     family = battery_family(n)
@@ -87,7 +58,7 @@ def main(argv=None) -> dict:
         test_samples=s["tests"],
         steps=s["steps"],
         T=1.0,
-        settings=training_settings(s, args.network),
+        settings=training_settings(args.mode, args.network),
         schedules=[lambda t, p=p: np.clip(p + 0.2 * t, -1.0, 1.0) for p in p0],
         schedule_labels=[f"p(t) = clip({np.round(p, 4).tolist()} + 0.2 t, -1, 1)" for p in p0],
         capacity=battery_capacity(n),

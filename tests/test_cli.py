@@ -114,27 +114,21 @@ def stack(tmp_path_factory):
     return path
 
 
+def parabolic(stack, out, **options) -> list:
+    """`parabolic` arguments on the 32 x 32 test stack (NH = 4, l = 1); options override."""
+    args = {"coarse": 4, "layers": 1, "T": 1.0, "steps": 4, **options}
+    flags = []
+    for key, value in args.items():
+        flags += ["--" + key.replace("_", "-"), *(value if isinstance(value, list) else [value])]
+    return ["parabolic", "--coefficients", stack, *flags, "--out", out]
+
+
 @pytest.mark.slow
 def test_parabolic_same_on_1_2_3_ranks(tmp_path, stack):
-    common = [
-        "parabolic",
-        "--coefficients",
-        stack,
-        "--coarse",
-        4,
-        "--layers",
-        1,
-        "--T",
-        0.5,
-        "--steps",
-        4,
-        "--update",
-        "selective",
-        "--no-plot",
-    ]
     runs = []
     for ranks in (1, 2, 3):
-        run(common + ["--out", tmp_path / str(ranks)], ranks=ranks)
+        out = tmp_path / str(ranks)
+        run(parabolic(stack, out, T=0.5, update="selective", no_plot=[]), ranks=ranks)
         summary = json.loads((tmp_path / str(ranks) / "summary.json").read_text())
         runs.append((summary, np.load(tmp_path / str(ranks) / "solution_final.npy")))
     ref_summary, ref = runs[0]
@@ -150,31 +144,8 @@ def test_parabolic_writes_results(tmp_path, stack):
     out = tmp_path / "out"
     capacity = tmp_path / "c.npy"
     np.save(capacity, np.full((32, 32), 2.0))
-    run(
-        [
-            "parabolic",
-            "--coefficients",
-            stack,
-            "--coarse",
-            4,
-            "--layers",
-            1,
-            "--T",
-            1.0,
-            "--steps",
-            4,
-            "--capacity",
-            capacity,
-            "--source",
-            2.0,
-            "--snapshots",
-            2,
-            4,
-            "--out",
-            out,
-        ],
-        ranks=2,
-    )
+    options = {"capacity": capacity, "source": 2.0, "snapshots": [2, 4]}
+    run(parabolic(stack, out, **options), ranks=2)
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["steps"], summary["n"], summary["NH"], summary["l"], summary["ranks"]) == (
         4,
@@ -203,27 +174,12 @@ def test_parabolic_writes_results(tmp_path, stack):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--T", 0.0, "--steps", 4], "final time T must be > 0"),
-        (["--T", 1.0, "--steps", 5], "coefficient stack has 4 entries but steps M = 5"),
+        ({"T": 0.0}, "final time T must be > 0"),
+        ({"steps": 5}, "coefficient stack has 4 entries but steps M = 5"),
     ],
 )
 def test_parabolic_bad_input(tmp_path, stack, args, message):
-    res = run(
-        [
-            "parabolic",
-            "--coefficients",
-            stack,
-            "--coarse",
-            4,
-            "--layers",
-            1,
-            *args,
-            "--out",
-            tmp_path / "o",
-        ],
-        ranks=2,
-        check=False,
-    )
+    res = run(parabolic(stack, tmp_path / "o", **args), ranks=2, check=False)
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert not (tmp_path / "o" / "summary.json").exists()
 

@@ -111,6 +111,12 @@ def train_tiny(tiny, tmp_path=None, epochs=1500, **kwargs):
     return trainer
 
 
+def tiny_model(g, batch, nets) -> TrainedModel:
+    """The networks of :func:`train_tiny` gathered into a model (collective)."""
+    meta = {**problem_metadata(g, 1, SMOOTH), "num_params": 1, "architecture": "reduced"}
+    return TrainedModel.gather(g.comm, batch, nets, {**meta, "width": 16, "depth": 2})
+
+
 def test_tiny_problem_trains_below_ten_percent_on_held_out_parameter(tiny):
     g, basis, train, batch = tiny
     trainer = train_tiny(tiny)
@@ -125,14 +131,7 @@ def test_tiny_problem_trains_below_ten_percent_on_held_out_parameter(tiny):
     error = np.sqrt(num / den)
     assert error < 0.10, error
     # Through the provider and the global basis, also better than no corrector.
-    meta = {
-        **problem_metadata(g, 1, SMOOTH),
-        "num_params": 1,
-        "architecture": "reduced",
-        "width": 16,
-        "depth": 2,
-    }
-    model = TrainedModel.gather(g.comm, batch, trainer.nets, meta)
+    model = tiny_model(g, batch, trainer.nets)
     learned = LearnedCorrectors(model, SMOOTH, g.r)
     zero = dl.neural.FixedCorrectors(
         {c: np.zeros((int(n), 4)) for c, n in zip(batch.cells, batch.num_vertices, strict=True)}
@@ -161,14 +160,7 @@ def test_save_load_resume_and_mismatch(tiny, tmp_dir):
     g, basis, train, batch = tiny
     first = train_tiny(tiny, tmp_dir, epochs=300, patience=10**6)
     assert first.epoch == 300
-    meta = {
-        **problem_metadata(g, 1, SMOOTH),
-        "num_params": 1,
-        "architecture": "reduced",
-        "width": 16,
-        "depth": 2,
-    }
-    model = TrainedModel.gather(g.comm, batch, first.nets, meta)
+    model = tiny_model(g, batch, first.nets)
     if g.comm.rank == 0:
         model.save(tmp_dir / "model.pt")
     g.comm.Barrier()

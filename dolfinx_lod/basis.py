@@ -37,19 +37,6 @@ def boundary_vertex_mask(coarse: int) -> npt.NDArray[np.bool_]:
     return mask.ravel()
 
 
-def corrector_row_counts(grids: NestedGrids, layers: int) -> npt.NDArray[np.int32]:
-    """Number of coarse columns of B that can be non-zero in each owned fine row."""
-    r, NH = grids.r, grids.coarse
-    counts = []
-    for j in (grids.fine_dof_keys % (grids.fine + 1), grids.fine_dof_keys // (grids.fine + 1)):
-        c_lo = np.maximum(-(-j // r) - 1, 0)  # coarse cells containing the vertex
-        c_hi = np.minimum(j // r, NH - 1)
-        T_lo = np.maximum(c_lo - layers, 0)  # coarse cells whose patch contains it
-        T_hi = np.minimum(c_hi + layers, NH - 1)
-        counts.append(T_hi - T_lo + 2)
-    return (counts[0] * counts[1]).astype(np.int32)
-
-
 def _concatenate(arrays: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
     return np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64)
 
@@ -152,20 +139,30 @@ class MultiscaleBasis:
         #: Error indicators e_T of the last selective update (0 where a did not change).
         self.indicators = np.zeros(len(self.patches))
         self.num_recomputed = 0
+        #: Parameter p of the last update of a provider that does not read the coefficient.
+        self._p_reference: npt.NDArray | None = None
         self.P = grids.prolongation()
+        self._P_values = self.P.getValuesCSR()[2].copy()
         self.B = self._create_matrix()
         self.timings: dict[str, float] = {}
 
     def _create_matrix(self) -> PETSc.Mat:
+        """B with the COO pattern [entries of P; every (row, interior column) of every owned
+        patch]: one ``setValuesCOO`` assembles P - sum_T C_T (PETSc sums repeated entries and
+        sends off-process ones with a communication plan built once)."""
         g = self.grids
         (nl, N), (ml, Mg) = self.P.getSizes()
-        nnz = corrector_row_counts(g, self.layers)
+        ai, aj, _ = self.P.getValuesCSR()
+        rstart = self.P.getOwnershipRange()[0]
+        coo_rows = [np.repeat(np.arange(rstart, rstart + nl, dtype=PETSc.IntType), np.diff(ai))]
+        coo_cols = [aj.astype(PETSc.IntType)]
+        for rows, cols, interior in zip(self._rows, self._cols, self._interior, strict=True):
+            coo_rows.append(np.repeat(rows, interior.sum()))
+            coo_cols.append(np.tile(cols[interior], rows.size))
         B = PETSc.Mat().create(comm=g.comm)
         B.setSizes(((nl, N), (ml, Mg)))
         B.setType(PETSc.Mat.Type.AIJ)
-        B.setPreallocationNNZ((np.minimum(nnz, ml), np.minimum(nnz, Mg - ml)))
-        B.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
-        B.setUp()
+        B.setPreallocationCOO(np.concatenate(coo_rows), np.concatenate(coo_cols))
         return B
 
     def local_coefficient(self, a: CoefficientLike, p: Any = None) -> npt.NDArray[np.float64]:
@@ -191,10 +188,18 @@ class MultiscaleBasis:
             ``timings`` describe the update.
         """
         t0 = time.perf_counter()
-        a_local = self.local_coefficient(a, p)
-        a_patches = [a_local[index] for index in self.cell_index]
-        t1 = time.perf_counter()
-        todo = (strategy or FullUpdate()).select(self, a_patches)
+        strategy = strategy or FullUpdate()
+        if self.provider.needs_coefficient or not isinstance(strategy, FullUpdate):
+            a_local = self.local_coefficient(a, p)
+            a_patches = [a_local[index] for index in self.cell_index]
+            t1 = time.perf_counter()
+            todo = strategy.select(self, a_patches)
+        else:  # correctors depend on p alone: the coefficient is never fetched
+            a_patches = [None] * len(self.patches)
+            t1 = time.perf_counter()
+            same = self._p_reference is not None and np.array_equal(self._p_reference, p)
+            todo = np.full(len(self.patches), not same, dtype=bool)
+            self._p_reference = None if p is None else np.array(p, dtype=np.float64)
         todo |= np.array([c is None for c in self.correctors], dtype=bool)
         t2 = time.perf_counter()
         show = self.progress and self.grids.comm.rank == 0
@@ -222,18 +227,18 @@ class MultiscaleBasis:
         pairs = zip(self.reference, a_patches, strict=True)
         return np.array([ref is None or not np.array_equal(ref, a) for ref, a in pairs], dtype=bool)
 
+    def invalidate(self) -> None:
+        """Forget what the stored correctors were computed for: the next update recomputes
+        every patch."""
+        self.reference = [None] * len(self.patches)
+        self._p_reference = None
+
     def _assemble(self) -> None:
-        """B = P - sum_T C_T from the stored correctors. Collective."""
-        B = self.B
-        B.zeroEntries()
-        add = PETSc.InsertMode.ADD_VALUES
-        for rows, cols, interior, C in zip(
-            self._rows, self._cols, self._interior, self.correctors, strict=True
-        ):
-            # Boundary-vertex columns get explicit zeros so that P's pattern is a subset.
-            B.setValues(rows, cols, np.where(interior[None, :], -C, 0.0), addv=add)
-        B.assemble()
-        B.axpy(1.0, self.P, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
+        """B = P - sum_T C_T from the stored correctors (interior columns). Collective."""
+        values = [self._P_values]
+        for interior, C in zip(self._interior, self.correctors, strict=True):
+            values.append(-C[:, interior].ravel())
+        self.B.setValuesCOO(np.concatenate(values), addv=PETSc.InsertMode.INSERT_VALUES)
 
     def destroy(self) -> None:
         """Free PETSc objects owned by the basis (and by a classical provider it created)."""

@@ -45,6 +45,11 @@ PATCH_SOLVER_OPTIONS = {
 class CorrectorProvider(Protocol):
     """Anything that produces the element correctors of patches for a coefficient."""
 
+    #: Whether the correctors are computed from the coefficient values on the patch (classical
+    #: solves) or from the parameter p alone (learned and baseline providers): the basis then
+    #: skips fetching the coefficient and recomputes only when p changes.
+    needs_coefficient: bool
+
     def correctors(
         self,
         patches: Sequence[Patch],
@@ -291,6 +296,8 @@ class PatchProblem:
 class ClassicalCorrectors:
     """The classical corrector provider: patch saddle-point solves, one PatchProblem per
     configuration (created on first use and kept)."""
+
+    needs_coefficient = True
 
     def __init__(self, grids: NestedGrids, Pi: npt.NDArray[np.float64]):
         self.grids, self.Pi = grids, Pi

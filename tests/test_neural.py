@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from petsc4py import PETSc
 
 import dolfinx_lod as dl
 from dolfinx_lod.coefficients import Family
@@ -117,6 +118,12 @@ def tiny_model(g, batch, nets) -> TrainedModel:
     return TrainedModel.gather(g.comm, batch, nets, {**meta, "width": 16, "depth": 2})
 
 
+def zero_provider(batch) -> dl.neural.FixedCorrectors:
+    """No corrector on the exported patches."""
+    sizes = zip(batch.cells, batch.num_vertices, strict=True)
+    return dl.neural.FixedCorrectors({c: np.zeros((int(n), 4)) for c, n in sizes})
+
+
 def test_tiny_problem_trains_below_ten_percent_on_held_out_parameter(tiny):
     g, basis, train, batch = tiny
     trainer = train_tiny(tiny)
@@ -133,9 +140,7 @@ def test_tiny_problem_trains_below_ten_percent_on_held_out_parameter(tiny):
     # Through the provider and the global basis, also better than no corrector.
     model = tiny_model(g, batch, trainer.nets)
     learned = LearnedCorrectors(model, SMOOTH, g.r)
-    zero = dl.neural.FixedCorrectors(
-        {c: np.zeros((int(n), 4)) for c, n in zip(batch.cells, batch.num_vertices, strict=True)}
-    )
+    zero = zero_provider(batch)
     errors = compare_providers(g, 1, SMOOTH, test, {"learned": learned, "none": zero})
     assert errors["learned"]["energy"] < 0.3 * errors["none"]["energy"]
 
@@ -273,3 +278,27 @@ def test_train_command(tmp_path):
     assert model.metadata["architecture"] == "reduced"
     with pytest.raises(ValueError, match="family is 'cont' in the model but 'battery' here"):
         TrainedModel.load(out / "model.pt", g, 1, dl.coefficients.family("battery", 16))
+
+
+@pytest.mark.mpi
+def test_parametric_provider_skips_the_coefficient_and_recomputes_only_when_p_changes(tiny):
+    g, basis, train, batch = tiny
+    zero = zero_provider(batch)
+
+    def never(x, p):
+        raise AssertionError("a parametric provider must not evaluate the coefficient")
+
+    b = dl.MultiscaleBasis(g, 1, provider=zero)
+    counts = []
+    for p in ([0.2], [0.2], [0.3]):
+        B = b.update(never, p)
+        counts.append(b.num_recomputed)
+    b.invalidate()
+    b.update(never, [0.3])
+    counts.append(b.num_recomputed)
+    assert counts == [16, 0, 16, 16]
+    D = B.copy()  # no corrector: B = P
+    D.axpy(-1.0, b.P, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
+    assert D.norm() == 0.0
+    D.destroy()
+    b.destroy()

@@ -138,6 +138,8 @@ class TrainedModel:
 class LearnedCorrectors:
     """Corrector provider that evaluates the trained networks (batched per configuration)."""
 
+    needs_coefficient = False
+
     def __init__(self, model: TrainedModel, family: Family, r: int):
         self.model, self.family, self.r = model, family, r
 
@@ -176,6 +178,8 @@ class FixedCorrectors:
     """Baseline provider: fixed correctors per coarse cell, whatever the coefficient (the mean
     training corrector, or zeros for no correction)."""
 
+    needs_coefficient = False
+
     def __init__(self, correctors: dict[int, npt.NDArray[np.float64]]):
         self.fixed = correctors
 
@@ -185,6 +189,8 @@ class FixedCorrectors:
 
 class NearestCorrectors:
     """Baseline provider: the classical correctors of the nearest training parameter."""
+
+    needs_coefficient = False
 
     def __init__(self, family: Family, params: npt.NDArray, correctors: dict[int, npt.NDArray]):
         self.family, self.params, self.table = family, scale_parameters(family, params), correctors

@@ -69,7 +69,7 @@ def _online_seconds(grids: NestedGrids, layers: int, family: Family, provider, p
     """Wall time of one full basis update (all correctors and B) for parameter p."""
     basis = MultiscaleBasis(grids, layers, provider=provider)
     basis.update(family.a, p)  # set-up (patch problems, JIT) not timed
-    basis.reference = [None] * len(basis.patches)
+    basis.invalidate()
     grids.comm.Barrier()
     t0 = time.perf_counter()
     basis.update(family.a, p)

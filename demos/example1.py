@@ -31,16 +31,16 @@ SIZES = {
 }
 
 
-def main(argv=None) -> dict:
-    args = example_arguments("Paper Example 1 (oscillatory coefficients)", argv)
-    s = SIZES[args.mode]
-    grids = dl.create_nested_grids(MPI.COMM_WORLD, s["NH"], s["n"])
+def make_example(mode: str, network: str | None = None, comm=MPI.COMM_WORLD) -> Example:
+    """Example 1 at the sizes of ``mode`` (also used by the benchmarks)."""
+    s = SIZES[mode]
+    grids = dl.create_nested_grids(comm, s["NH"], s["n"])
     family = cont_family(s["n"])
     # Test schedules: held-out p_i moving with t, p(t) = min(p_i (1 + 0.2 t), 1).
     p0 = family.test_parameters(s["tests"], seed=7)[:, 0]
-    example = Example(
+    return Example(
         number=1,
-        mode=args.mode,
+        mode=mode,
         grids=grids,
         family=family,
         layers=1,
@@ -48,12 +48,16 @@ def main(argv=None) -> dict:
         test_samples=s["tests"],
         steps=s["steps"],
         T=1.0,
-        settings=training_settings(args.mode, args.network),
+        settings=training_settings(mode, network),
         schedules=[lambda t, p=p: np.array([min(p * (1 + 0.2 * t), 1.0)]) for p in p0],
         schedule_labels=[f"p(t) = min({p:.4f} (1 + 0.2 t), 1)" for p in p0],
         paper={"rel_error_final_mean": 0.0495, "basis_error_nodal": 0.064},
     )
-    return run_example(example, args.out, args.cache)
+
+
+def main(argv=None) -> dict:
+    args = example_arguments("Paper Example 1 (oscillatory coefficients)", argv)
+    return run_example(make_example(args.mode, args.network), args.out, args.cache)
 
 
 if __name__ == "__main__":

@@ -40,17 +40,17 @@ SIZES = {
 }
 
 
-def main(argv=None) -> dict:
-    args = example_arguments("Paper Example 2 (battery cell)", argv)
-    s = SIZES[args.mode]
+def make_example(mode: str, network: str | None = None, comm=MPI.COMM_WORLD) -> Example:
+    """Example 2 at the sizes of ``mode`` (also used by the benchmarks)."""
+    s = SIZES[mode]
     n = s["n"]
-    grids = dl.create_nested_grids(MPI.COMM_WORLD, s["NH"], n)
+    grids = dl.create_nested_grids(comm, s["NH"], n)
     family = battery_family(n)
     # Test schedules: held-out p_i drifting with t, p(t) = clip(p_i + 0.2 t, -1, 1).
     p0 = family.test_parameters(s["tests"], seed=7)
-    example = Example(
+    return Example(
         number=2,
-        mode=args.mode,
+        mode=mode,
         grids=grids,
         family=family,
         layers=1,
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
         test_samples=s["tests"],
         steps=s["steps"],
         T=1.0,
-        settings=training_settings(args.mode, args.network),
+        settings=training_settings(mode, network),
         schedules=[lambda t, p=p: np.clip(p + 0.2 * t, -1.0, 1.0) for p in p0],
         schedule_labels=[f"p(t) = clip({np.round(p, 4).tolist()} + 0.2 t, -1, 1)" for p in p0],
         capacity=battery_capacity(n),
@@ -69,7 +69,13 @@ def main(argv=None) -> dict:
             "basis_error_nodal": 0.064,
         },
     )
+
+
+def main(argv=None) -> dict:
+    args = example_arguments("Paper Example 2 (battery cell)", argv)
+    example = make_example(args.mode, args.network)
     summary = run_example(example, args.out, args.cache)
+    grids, family, n = example.grids, example.family, example.grids.fine
     if grids.comm.rank == 0:
         from dolfinx_lod.io import write_json
         from dolfinx_lod.plotting import plot_solution_grid
@@ -80,7 +86,8 @@ def main(argv=None) -> dict:
         layout = np.repeat(rows[:, None], n, axis=1).astype(float)
         mid = (np.arange(n) + 0.5) / n
         X, Y = np.meshgrid(mid, mid)
-        lam = family.a(np.stack([X.ravel(), Y.ravel()]), p0[0]).reshape(n, n)
+        p0 = example.schedules[0](0.0)
+        lam = family.a(np.stack([X.ravel(), Y.ravel()]), p0).reshape(n, n)
         summary["figures"]["layout"] = plot_solution_grid(
             args.out / "fig9_battery_layout.png",
             [("", [("layers: 0 CC, 1 AM, 2 AC", layout, False), ("lambda", lam, True)])],

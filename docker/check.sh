@@ -15,7 +15,7 @@ command -v podman >/dev/null && command -v debootstrap >/dev/null \
     || apt-get install -y podman debootstrap
 if ! podman image exists "$base"; then
     mirror="$(grep -hoE 'https?://[^ ]+/debian/?$' /etc/apt/sources.list.d/* /etc/apt/sources.list \
-        2>/dev/null | head -1)"
+        2>/dev/null | head -1 || true)"
     mirror="${mirror:-http://deb.debian.org/debian}"
     rm -rf "$work/rootfs" && mkdir -p "$work"
     debootstrap --variant=minbase trixie "$work/rootfs" "$mirror"

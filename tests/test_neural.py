@@ -302,3 +302,17 @@ def test_parametric_provider_skips_the_coefficient_and_recomputes_only_when_p_ch
     assert D.norm() == 0.0
     D.destroy()
     b.destroy()
+
+
+def test_reduced_training_loss_equals_the_full_space_loss(tiny):
+    """The reduced networks train on 1/2 c^T V^T S V c - (V^T F)^T c and mu (B V c)^2: the same
+    values as the Deep Ritz energy (14) and penalty (16) of alpha = V c on the fine patch."""
+    trainer = train_tiny(tiny, epochs=30)
+    with torch.no_grad():
+        trainer.mu.add_(1.0)
+        energy, penalty = trainer.loss_parts()
+        alpha = trainer.outputs()
+        full_energy = deep_ritz_energy(trainer.batch, alpha)
+        full_penalty = adaptive_penalty(trainer.batch, alpha, trainer.mu)
+    assert abs(energy - full_energy) <= 1e-4 * abs(full_energy)
+    assert abs(penalty - full_penalty) <= 1e-6 * abs(full_energy)

@@ -19,8 +19,10 @@ the number of ranks.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -134,19 +136,32 @@ def patch_bases(batch: PatchBatch, modes: int) -> torch.Tensor:
     return V.to(batch.C.dtype)
 
 
+def reduced_system(batch: PatchBatch, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Deep Ritz data in the coordinates of the patch bases V (G, N, q): A_k = V^T S_k V
+    (G, K, q, q) and b_k = V^T F_k (G, K, q, 4), so that for alpha = V c the energy
+    1/2 alpha^T S_k alpha - F_k^T alpha equals 1/2 c^T A_k c - b_k^T c exactly."""
+    K = batch.shape[1]
+    Vk = V.to(batch.S.dtype)[:, None].expand(-1, K, -1, -1)
+    A = Vk.transpose(2, 3) @ batch.apply_stiffness(Vk)
+    return 0.5 * (A + A.transpose(2, 3)), Vk.transpose(2, 3) @ batch.F
+
+
+def reduced_energy(A: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """sum_{T, j} mean_k (1/2 c^T A_k c - b_k^T c) for coordinates c (G, K, q, 4): the energy
+    of :func:`deep_ritz_energy` for alpha = V c."""
+    return (0.5 * c * (A @ c) - b * c).sum() / c.shape[1]
+
+
 def ritz_coordinate_statistics(
     batch: PatchBatch, V: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation over the training samples of the Ritz coordinates
     c_k = argmin 1/2 c^T V^T S_k V c - (V^T F_k)^T c (the minimizers of the Deep Ritz energy
     in span V), shape (G, q, 4) each: the output normalization of the reduced networks."""
-    G, K, N = batch.shape
-    Vk = V.to(batch.S.dtype)[:, None].expand(-1, K, -1, -1)
-    A = (Vk.transpose(2, 3) @ batch.apply_stiffness(Vk)).double()  # (G, K, q, q)
-    b = (Vk.transpose(2, 3) @ batch.F).double()  # (G, K, q, 4)
+    A, b = (x.double() for x in reduced_system(batch, V))
     unused = (V.abs().sum(1) == 0).double()  # (G, q)
-    A = 0.5 * (A + A.transpose(2, 3)) + torch.diag_embed(unused)[:, None]
-    c = torch.linalg.solve(A, b)
+    c = torch.linalg.solve(A + torch.diag_embed(unused)[:, None], b)
+    K = c.shape[1]
     offset, std = c.mean(1), c.std(1, correction=0) if K > 1 else torch.zeros_like(c[:, 0])
     scale = torch.maximum(std, 1e-3 * offset.abs().amax(dim=(1, 2), keepdim=True) + 1e-12)
     return offset.to(batch.S.dtype), scale.to(batch.S.dtype)
@@ -222,6 +237,15 @@ class DeepRitzTrainer:
         if validation is not None and settings.architecture == "reduced":
             self.validation = (validation[0].to(device), validation[1].to(device))
         self.best_state: tuple[float, dict, int] | None = None
+        # Reduced networks train in their coordinates c (alpha = V c): the energy from
+        # A_k = V^T S_k V, b_k = V^T F_k and the penalty from B V, computed once (exact).
+        self.reduced = None
+        if settings.architecture == "reduced":
+            V = self.nets.basis
+            BV = torch.sparse.mm(self.batch.B, V.reshape(G * V.shape[1], -1)).reshape(G, m, -1)
+            self.reduced = (*reduced_system(self.batch, V), BV)
+            if self.validation is not None:
+                self.validation_system = reduced_system(self.validation[0], V)
 
     def outputs(self) -> torch.Tensor:
         """Network outputs alpha (G, K, N, 4) for the training parameters."""
@@ -229,6 +253,11 @@ class DeepRitzTrainer:
 
     def loss_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Local (this rank's) energy (14) and self-adaptive penalty (16)."""
+        if self.reduced is not None:
+            A, b, BV = self.reduced
+            c = self.nets.coordinates(self.params)  # (G, K, q, 4)
+            Bc = torch.einsum("gmq,gkqj->gmkj", BV, c).reshape(self.mu.shape)
+            return reduced_energy(A, b, c), (self.mu * Bc**2).sum() / c.shape[1]
         alpha = self.outputs()
         return deep_ritz_energy(self.batch, alpha), adaptive_penalty(self.batch, alpha, self.mu)
 
@@ -247,9 +276,17 @@ class DeepRitzTrainer:
         self,
         checkpoint: Path | None = None,
         progress: bool = False,
+        monitor: Callable[[DeepRitzTrainer], None] | None = None,
     ) -> History:
         """Run the warm start (if any, and not done yet) and then the min-max Deep Ritz training
         up to ``settings.epochs`` epochs, or until the loss stagnates. Collective.
+
+        Args:
+            checkpoint: Folder of the per-rank checkpoints (none if None).
+            progress: Show a progress bar (rank 0).
+            monitor: Called (collectively) after every validation with the trainer, e.g. to
+                measure the errors of :meth:`selected_networks` during training; its time is
+                not counted in ``train_seconds``.
 
         Raises:
             TrainingDiverged: NaN/infinite or exploding loss (on every rank); the last good
@@ -300,6 +337,10 @@ class DeepRitzTrainer:
                 self.save_checkpoint(checkpoint)
             if self.validation is not None and self.epoch % s.validate_every == 0:
                 self._validate()
+                if monitor is not None:  # train_seconds is up to date while it runs
+                    self.train_seconds += time.perf_counter() - t0
+                    monitor(self)
+                    t0 = time.perf_counter()
             if since_best >= s.patience:
                 break
         bar.close()
@@ -310,13 +351,21 @@ class DeepRitzTrainer:
             self.save_checkpoint(checkpoint)
         return self.history
 
+    def selected_networks(self) -> torch.nn.Module:
+        """A copy of the networks training would return if it stopped now: those of the best
+        validation energy so far (the current ones without validation)."""
+        nets = copy.deepcopy(self.nets)
+        if self.best_state is not None:
+            nets.load_state_dict(self.best_state[1])
+        return nets
+
     def validation_energy(self) -> float:
         """Deep Ritz energy on the validation parameters (global). For alpha in ker B,
         E(alpha) - E(C) = 1/2 ||alpha - C||_S^2: lower is closer to the classical correctors,
         measured without solving for them."""
-        batch, p = self.validation
         with torch.no_grad():
-            energy = deep_ritz_energy(batch, self.nets(batch.coords, p))
+            c = self.nets.coordinates(self.validation[1])
+            energy = reduced_energy(*self.validation_system, c)
         return self._global(energy.item())[0]
 
     def _validate(self) -> None:

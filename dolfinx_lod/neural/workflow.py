@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from mpi4py import MPI
 
 import dolfinx_lod
@@ -15,7 +16,7 @@ from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_json
-from dolfinx_lod.neural.export import export_patches
+from dolfinx_lod.neural.export import PatchBatch, export_patches
 from dolfinx_lod.neural.provider import (
     FixedCorrectors,
     LearnedCorrectors,
@@ -79,6 +80,55 @@ def _online_seconds(grids: NestedGrids, layers: int, family: Family, provider, p
     return seconds
 
 
+@dataclass
+class TrainingRun:
+    """What the offline phase sets up before training: the classical basis (reference and
+    export), the exported training patches, the training parameters and the trainer."""
+
+    basis: MultiscaleBasis
+    batch: PatchBatch
+    train_params: npt.NDArray[np.float64]
+    trainer: DeepRitzTrainer
+    export_seconds: float
+
+
+def prepare_training(
+    grids: NestedGrids, layers: int, family: Family, samples: int, settings: TrainingSettings
+) -> TrainingRun:
+    """Export the classical patch data of ``samples`` training parameters (and of validation
+    parameters, distinct draws, for model selection) and create the trainer. Collective."""
+    train_p = family.training_parameters(samples)
+    t0 = time.perf_counter()
+    basis = MultiscaleBasis(grids, layers)
+    batch = export_patches(basis, family.a, train_p)
+    export_seconds = time.perf_counter() - t0
+    # Validation parameters (distinct draws from the test set): only S and F are needed.
+    val_p = family.test_parameters(max(4, samples // 4), seed=20_000 + settings.seed)
+    validation = (
+        export_patches(basis, family.a, val_p, with_correctors=False),
+        scale_parameters(family, val_p),
+    )
+    trainer = DeepRitzTrainer(
+        batch, scale_parameters(family, train_p), settings, grids.comm, validation=validation
+    )
+    return TrainingRun(basis, batch, train_p, trainer, export_seconds)
+
+
+def gather_model(
+    run: TrainingRun, grids: NestedGrids, layers: int, family: Family, nets=None, **extra: Any
+) -> TrainedModel:
+    """The model of ``nets`` (default: the trainer's networks) with the problem and network
+    metadata (and the ``extra`` entries), identical on every rank. Collective."""
+    settings = asdict(run.trainer.settings)
+    metadata = {
+        **problem_metadata(grids, layers, family),
+        "num_params": family.num_params,
+        **{k: settings[k] for k in ("architecture", "width", "depth", "modes", "seed")},
+        **extra,
+    }
+    return TrainedModel.gather(grids.comm, run.batch, nets or run.trainer.nets, metadata)
+
+
 def train_and_evaluate(
     grids: NestedGrids,
     layers: int,
@@ -95,41 +145,27 @@ def train_and_evaluate(
     against the classical correctors, the three baselines, timings, loss history). Collective.
     """
     comm = grids.comm
-    train_p = family.training_parameters(samples)
+    run = prepare_training(grids, layers, family, samples, settings)
+    basis, batch, train_p, trainer = run.basis, run.batch, run.train_params, run.trainer
     test_p = family.test_parameters(test_samples, seed=10_000 + settings.seed)
-    t0 = time.perf_counter()
-    basis = MultiscaleBasis(grids, layers)
-    batch = export_patches(basis, family.a, train_p)
-    export_seconds = time.perf_counter() - t0
-    # Validation parameters (distinct draws from the test set): only S and F are needed.
-    val_p = family.test_parameters(max(4, samples // 4), seed=20_000 + settings.seed)
-    validation = (
-        export_patches(basis, family.a, val_p, with_correctors=False),
-        scale_parameters(family, val_p),
-    )
-    trainer = DeepRitzTrainer(
-        batch, scale_parameters(family, train_p), settings, comm, validation=validation
-    )
     resumed = trainer.load_checkpoint(out) if resume else False
     trainer.train(checkpoint=out, progress=progress)
     history = trainer.history
-    metadata = {
-        **problem_metadata(grids, layers, family),
-        "num_params": family.num_params,
-        **{
-            k: v
-            for k, v in asdict(settings).items()
-            if k in ("architecture", "width", "depth", "modes", "seed")
-        },
-        "version": dolfinx_lod.__version__,
-        "samples": samples,
-        "epochs": trainer.epoch,
-        "train_seconds": comm.allreduce(trainer.train_seconds, op=MPI.MAX),
-        "final_energy": history.energy[-1],
-        "final_penalty": history.penalty[-1],
-        "selected_epoch": trainer.best_state[2] if trainer.best_state else trainer.epoch,
-    }
-    model = TrainedModel.gather(comm, batch, trainer.nets, metadata)
+    train_seconds = comm.allreduce(trainer.train_seconds, op=MPI.MAX)
+    selected = trainer.best_state[2] if trainer.best_state else trainer.epoch
+    model = gather_model(
+        run,
+        grids,
+        layers,
+        family,
+        version=dolfinx_lod.__version__,
+        samples=samples,
+        epochs=trainer.epoch,
+        train_seconds=train_seconds,
+        final_energy=history.energy[-1],
+        final_penalty=history.penalty[-1],
+        selected_epoch=selected,
+    )
     if comm.rank == 0:
         model.save(out / "model.pt")
     learned = LearnedCorrectors(model, family, grids.r)
@@ -166,10 +202,10 @@ def train_and_evaluate(
             else "the learned correctors do NOT beat every baseline: "
             + ", ".join(k for k, v in beaten.items() if not v)
         ),
-        "train_seconds": metadata["train_seconds"],
-        "export_seconds": export_seconds,
+        "train_seconds": train_seconds,
+        "export_seconds": run.export_seconds,
         "epochs": trainer.epoch,
-        "selected_epoch": metadata["selected_epoch"],
+        "selected_epoch": selected,
         "online_basis_seconds": online,
         "online_speedup": online["classical"] / online["learned"],
         "loss_history": asdict(history),

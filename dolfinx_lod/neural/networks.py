@@ -99,6 +99,22 @@ class ReducedPatchNetworks(_BatchedMLP):
         self.register_buffer("offset", torch.zeros(count, q, 4) if offset is None else offset)
         self.register_buffer("scale", torch.ones(count, q, 4) if scale is None else scale)
 
+    def subset(self, index: torch.Tensor) -> ReducedPatchNetworks:
+        """The networks ``index`` as their own (smaller) batch: evaluating them then needs no
+        gathering of weights per call."""
+        sub = ReducedPatchNetworks(
+            self.basis[index],
+            self.weights[0].shape[2],
+            self.width,
+            self.depth,
+            self.offset[index],
+            self.scale[index],
+        )
+        with torch.no_grad():
+            for mine, theirs in zip(self.parameters(), sub.parameters(), strict=True):
+                theirs.copy_(mine[index])
+        return sub.eval()
+
     def coordinates(self, p: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """c(p): shape (G, K, q, 4)."""
         W1, b1 = self.weights[0], self.biases[0]

@@ -142,6 +142,7 @@ class LearnedCorrectors:
 
     def __init__(self, model: TrainedModel, family: Family, r: int):
         self.model, self.family, self.r = model, family, r
+        self._subsets: dict[bytes, ReducedPatchNetworks] = {}
 
     def correctors(self, patches, a_patches, p=None, progress=False):
         if p is None:
@@ -153,9 +154,13 @@ class LearnedCorrectors:
             np.searchsorted(self.model.cells, [patch.cell for patch in patches])
         )
         if isinstance(self.model.nets, ReducedPatchNetworks):  # one forward pass for all
-            rows = torch.zeros(self.model.nets.basis.shape[1], 2)  # V_T carries the vertices
+            key = which.numpy().tobytes()
+            if key not in self._subsets:  # the patches of a rank: the same at every update
+                self._subsets = {key: self.model.nets.subset(which)}
+            nets = self._subsets[key]
+            rows = torch.zeros(nets.basis.shape[1], 2)  # V_T carries the vertices
             with torch.no_grad():
-                alpha = self.model.nets(rows, pt, which)[:, 0].double().numpy()
+                alpha = nets(rows, pt)[:, 0].double().numpy()
             sizes = [
                 (w * self.r + 1) * (h * self.r + 1)
                 for w, h in (q.configuration.shape for q in patches)

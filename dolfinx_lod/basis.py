@@ -37,6 +37,19 @@ def boundary_vertex_mask(coarse: int) -> npt.NDArray[np.bool_]:
     return mask.ravel()
 
 
+def corrector_row_counts(grids: NestedGrids, layers: int) -> npt.NDArray[np.int32]:
+    """Number of coarse columns of B that can be non-zero in each owned fine row."""
+    r, NH = grids.r, grids.coarse
+    counts = []
+    for j in (grids.fine_dof_keys % (grids.fine + 1), grids.fine_dof_keys // (grids.fine + 1)):
+        c_lo = np.maximum(-(-j // r) - 1, 0)  # coarse cells containing the vertex
+        c_hi = np.minimum(j // r, NH - 1)
+        T_lo = np.maximum(c_lo - layers, 0)  # coarse cells whose patch contains it
+        T_hi = np.minimum(c_hi + layers, NH - 1)
+        counts.append(T_hi - T_lo + 2)
+    return (counts[0] * counts[1]).astype(np.int32)
+
+
 def _concatenate(arrays: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
     return np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64)
 
@@ -142,27 +155,19 @@ class MultiscaleBasis:
         #: Parameter p of the last update of a provider that does not read the coefficient.
         self._p_reference: npt.NDArray | None = None
         self.P = grids.prolongation()
-        self._P_values = self.P.getValuesCSR()[2].copy()
         self.B = self._create_matrix()
         self.timings: dict[str, float] = {}
 
     def _create_matrix(self) -> PETSc.Mat:
-        """B with the COO pattern [entries of P; every (row, interior column) of every owned
-        patch]: one ``setValuesCOO`` assembles P - sum_T C_T (PETSc sums repeated entries and
-        sends off-process ones with a communication plan built once)."""
         g = self.grids
         (nl, N), (ml, Mg) = self.P.getSizes()
-        ai, aj, _ = self.P.getValuesCSR()
-        rstart = self.P.getOwnershipRange()[0]
-        coo_rows = [np.repeat(np.arange(rstart, rstart + nl, dtype=PETSc.IntType), np.diff(ai))]
-        coo_cols = [aj.astype(PETSc.IntType)]
-        for rows, cols, interior in zip(self._rows, self._cols, self._interior, strict=True):
-            coo_rows.append(np.repeat(rows, interior.sum()))
-            coo_cols.append(np.tile(cols[interior], rows.size))
+        nnz = corrector_row_counts(g, self.layers)
         B = PETSc.Mat().create(comm=g.comm)
         B.setSizes(((nl, N), (ml, Mg)))
         B.setType(PETSc.Mat.Type.AIJ)
-        B.setPreallocationCOO(np.concatenate(coo_rows), np.concatenate(coo_cols))
+        B.setPreallocationNNZ((np.minimum(nnz, ml), np.minimum(nnz, Mg - ml)))
+        B.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
+        B.setUp()
         return B
 
     def local_coefficient(self, a: CoefficientLike, p: Any = None) -> npt.NDArray[np.float64]:
@@ -234,11 +239,17 @@ class MultiscaleBasis:
         self._p_reference = None
 
     def _assemble(self) -> None:
-        """B = P - sum_T C_T from the stored correctors (interior columns). Collective."""
-        values = [self._P_values]
-        for interior, C in zip(self._interior, self.correctors, strict=True):
-            values.append(-C[:, interior].ravel())
-        self.B.setValuesCOO(np.concatenate(values), addv=PETSc.InsertMode.INSERT_VALUES)
+        """B = P - sum_T C_T from the stored correctors. Collective."""
+        B = self.B
+        B.zeroEntries()
+        add = PETSc.InsertMode.ADD_VALUES
+        for rows, cols, interior, C in zip(
+            self._rows, self._cols, self._interior, self.correctors, strict=True
+        ):
+            # Boundary-vertex columns get explicit zeros so that P's pattern is a subset.
+            B.setValues(rows, cols, np.where(interior[None, :], -C, 0.0), addv=add)
+        B.assemble()
+        B.axpy(1.0, self.P, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
 
     def destroy(self) -> None:
         """Free PETSc objects owned by the basis (and by a classical provider it created)."""

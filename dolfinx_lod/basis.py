@@ -156,6 +156,9 @@ class MultiscaleBasis:
         self._p_reference: npt.NDArray | None = None
         self.P = grids.prolongation()
         self.B = self._create_matrix()
+        #: Assemblies of B so far; from the second on B uses a COO plan (see _assemble).
+        self.num_assemblies = 0
+        self._coo_P_values: npt.NDArray[np.float64] | None = None
         self.timings: dict[str, float] = {}
 
     def _create_matrix(self) -> PETSc.Mat:
@@ -239,17 +242,45 @@ class MultiscaleBasis:
         self._p_reference = None
 
     def _assemble(self) -> None:
-        """B = P - sum_T C_T from the stored correctors. Collective."""
+        """B = P - sum_T C_T from the stored correctors. Collective.
+
+        The first assembly inserts the patch blocks into B's preallocated pattern. A basis that
+        is assembled again (a time loop: every step) switches at its second assembly to a COO
+        plan built once, the entries of P and of every patch block (PETSc sums repeated entries
+        and keeps the communication pattern of off-process rows), so that every later assembly
+        is one ``setValuesCOO`` of the concatenated values.
+        """
         B = self.B
-        B.zeroEntries()
-        add = PETSc.InsertMode.ADD_VALUES
-        for rows, cols, interior, C in zip(
-            self._rows, self._cols, self._interior, self.correctors, strict=True
-        ):
-            # Boundary-vertex columns get explicit zeros so that P's pattern is a subset.
-            B.setValues(rows, cols, np.where(interior[None, :], -C, 0.0), addv=add)
-        B.assemble()
-        B.axpy(1.0, self.P, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
+        if self._coo_P_values is None and self.num_assemblies == 1:
+            self._setup_coo()
+        if self._coo_P_values is not None:
+            values = [self._coo_P_values]
+            for interior, C in zip(self._interior, self.correctors, strict=True):
+                values.append(-C[:, interior].ravel())
+            B.setValuesCOO(np.concatenate(values), addv=PETSc.InsertMode.INSERT_VALUES)
+        else:
+            B.zeroEntries()
+            add = PETSc.InsertMode.ADD_VALUES
+            for rows, cols, interior, C in zip(
+                self._rows, self._cols, self._interior, self.correctors, strict=True
+            ):
+                # Boundary-vertex columns get explicit zeros so that P's pattern is a subset.
+                B.setValues(rows, cols, np.where(interior[None, :], -C, 0.0), addv=add)
+            B.assemble()
+            B.axpy(1.0, self.P, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
+        self.num_assemblies += 1
+
+    def _setup_coo(self) -> None:
+        """Give B the COO pattern [entries of P; (row, interior column) of every owned patch
+        block], in the order :meth:`_assemble` concatenates the values."""
+        ai, aj, self._coo_P_values = self.P.getValuesCSR()
+        start, end = self.P.getOwnershipRange()
+        rows = [np.repeat(np.arange(start, end, dtype=PETSc.IntType), np.diff(ai))]
+        cols = [aj.astype(PETSc.IntType)]
+        for r, c, interior in zip(self._rows, self._cols, self._interior, strict=True):
+            rows.append(np.repeat(r, interior.sum()))
+            cols.append(np.tile(c[interior], r.size))
+        self.B.setPreallocationCOO(np.concatenate(rows), np.concatenate(cols))
 
     def destroy(self) -> None:
         """Free PETSc objects owned by the basis (and by a classical provider it created)."""

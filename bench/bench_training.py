@@ -143,8 +143,8 @@ def main() -> None:
         print("".join(f"{c:>12}" for c in head))
         for r in results:
             hits = [
-                r.get("reached_basis_error_nodal_0.064"),
-                r.get("reached_rel_error_final_0.0495"),
+                r.get("reached_basis_error_nodal_0.064", "n/a"),
+                r.get("reached_rel_error_final_0.0495", "n/a"),
             ]
             row = (
                 r["example"],
@@ -153,7 +153,11 @@ def main() -> None:
                 f"{r['best_basis_error_nodal']:.4f}",
                 f"{r.get('best_rel_error_final', float('nan')):.4f}",
                 *(
-                    f"{h['epoch']} ({h['train_seconds']:.0f} s)" if h else "not reached"
+                    h
+                    if h == "n/a"
+                    else f"{h['epoch']} ({h['train_seconds']:.1f} s)"
+                    if h
+                    else "not reached"
                     for h in hits
                 ),
             )

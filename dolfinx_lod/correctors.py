@@ -178,13 +178,8 @@ class PatchProblem:
                 0, 1 - np.abs(X[:, 1] - ty - cy)
             )
             self.hats.append(hat)
+        self.tags = tags
         self.load_forms = [element_load_form(V, space.a, hat, tags, 1) for hat in self.hats]
-        # Error indicator: weighted stiffness on T and on the rest of the patch, a-energy on T.
-        self._indicator_forms = (
-            stiffness_form(V, space.weight, tags, 1),
-            stiffness_form(V, space.weight, tags, 2),
-            stiffness_form(V, space.a, tags, 1),
-        )
 
         # Saddle-point matrix [[S, B^T], [B, 0]] in CSR with a fixed pattern.
         B = patch_constraints(config, r, Pi)[:, space.dof_vertex]  # columns in dof order
@@ -257,6 +252,17 @@ class PatchProblem:
         C = np.empty((self.num_dofs, 4))
         C[self.space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
         return C
+
+    @functools.cached_property
+    def _indicator_forms(self) -> tuple[dolfinx.fem.Form, dolfinx.fem.Form, dolfinx.fem.Form]:
+        """Weighted stiffness on T and on the rest of the patch, a-energy on T (compiled on
+        first use: only selective updates with a tolerance need them)."""
+        V, space, tags = self.space.V, self.space, self.tags
+        return (
+            stiffness_form(V, space.weight, tags, 1),
+            stiffness_form(V, space.weight, tags, 2),
+            stiffness_form(V, space.a, tags, 1),
+        )
 
     def indicator(
         self,

@@ -4,7 +4,8 @@ Run by hand:
 
     mpirun -n 2 python bench/bench_training.py --out bench/results/training-2.json
 
-Trains the corrector networks of the paper's examples (the demos' --quick problem and network)
+Trains the corrector networks of the paper's examples (the demos' --quick problem and network,
+or --network)
 and, at the epochs ``--evaluate``, measures with the networks training would return at that
 point (best validation energy so far): the mean relative basis error on the held-out parameters
 (energy and nodal Euclidean norms) and, for Example 1, the relative L2 error at T of LOD-ANN
@@ -68,8 +69,10 @@ def first_reaching(records: list[dict], key: str, target: float) -> dict | None:
     return {"epoch": hits[0]["epoch"], "train_seconds": hits[0]["train_seconds"]} if hits else None
 
 
-def bench(name: str, samples: int | None, epochs: int, evaluate_at: list[int]) -> dict:
-    example = load_demo(name).make_example("quick")
+def bench(
+    name: str, samples: int | None, epochs: int, evaluate_at: list[int], network: str | None
+) -> dict:
+    example = load_demo(name).make_example("quick", network)
     if samples is not None:
         example.samples = samples
     settings = replace(example.settings, epochs=epochs, patience=epochs)
@@ -127,6 +130,7 @@ def main() -> None:
     parser.add_argument(
         "--samples", type=int, nargs="+", default=[0], help="training parameters (0: the demo's)"
     )
+    parser.add_argument("--network", help="override the demos' network, e.g. reduced:64:64x3")
     parser.add_argument("--epochs", type=int, default=3000)
     parser.add_argument(
         "--evaluate", type=int, nargs="+", default=[50, 100, 200, 500, 1000, 2000, 3000]
@@ -134,7 +138,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/training.json"))
     args = parser.parse_args()
     results = [
-        bench(name, k or None, args.epochs, args.evaluate)
+        bench(name, k or None, args.epochs, args.evaluate, args.network)
         for name in args.examples
         for k in args.samples
     ]

@@ -5,9 +5,8 @@ Run by hand:
     mpirun -n 2 python bench/bench_training.py --out bench/results/training-2.json
 
 Trains the corrector networks of the paper's examples (the demos' --quick problem and network,
-or --network)
-and, at the epochs ``--evaluate``, measures with the networks training would return at that
-point (best validation energy so far): the mean relative basis error on the held-out parameters
+or ``--network``) and, at the epochs ``--evaluate``, measures with the networks training would
+return at that point (best validation energy so far): the mean relative basis error on the held-out parameters
 (energy and nodal Euclidean norms) and, for Example 1, the relative L2 error at T of LOD-ANN
 against the classical LOD over the demo's test schedules. Reports the training wall time (the
 evaluations excluded) and epoch at which the paper's figures are first reached: basis error

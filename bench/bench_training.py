@@ -8,10 +8,10 @@ Trains the corrector networks of the paper's examples (the demos' --quick proble
 or ``--network``) and, at the epochs ``--evaluate``, measures with the networks training would
 return at that point (best validation energy so far): the mean relative basis error on the
 held-out parameters (energy and nodal Euclidean norms) and, for Example 1, the relative L2
-error at T of LOD-ANN
-against the classical LOD over the demo's test schedules. Reports the training wall time (the
-evaluations excluded) and epoch at which the paper's figures are first reached: basis error
-0.064 (nodal, the paper's Example 2 figure) and Example 1 solution error 0.0495.
+error at T of LOD-ANN against the classical LOD over the demo's test schedules. Reports the
+training wall time (the evaluations excluded) and epoch at which the paper's figures are first
+reached: basis error 0.064 (nodal, the paper's Example 2 figure) and Example 1 solution error
+0.0495.
 """
 
 import argparse

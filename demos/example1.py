@@ -21,9 +21,8 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-import dolfinx_lod as dl
 from dolfinx_lod.coefficients import cont_family
-from dolfinx_lod.experiments import Example, example_arguments, run_example, training_settings
+from dolfinx_lod.experiments import Example, example_arguments, run_example, sized_example
 
 # Problem sizes of the modes (training budgets: dolfinx_lod.experiments.TRAINING).
 SIZES = {
@@ -34,25 +33,18 @@ SIZES = {
 
 
 def make_example(mode: str, network: str | None = None, comm=MPI.COMM_WORLD) -> Example:
-    """Example 1 at the sizes of ``mode`` (also used by the benchmarks)."""
-    s = SIZES[mode]
-    grids = dl.create_nested_grids(comm, s["NH"], s["n"])
-    family = cont_family(s["n"])
-    # Test schedules: held-out p_i moving with t, p(t) = min(p_i (1 + 0.2 t), 1).
-    p0 = family.test_parameters(s["tests"], seed=7)[:, 0]
-    return Example(
-        number=1,
-        mode=mode,
-        grids=grids,
-        family=family,
-        layers=1,
-        samples=s["samples"],
-        test_samples=s["tests"],
-        steps=s["steps"],
-        T=1.0,
-        settings=training_settings(mode, network),
-        schedules=[lambda t, p=p: np.array([min(p * (1 + 0.2 * t), 1.0)]) for p in p0],
-        schedule_labels=[f"p(t) = min({p:.4f} (1 + 0.2 t), 1)" for p in p0],
+    """Example 1 at the sizes of ``mode`` (also used by the benchmarks). Test schedules: a
+    held-out p_i moving with t, p(t) = min(p_i (1 + 0.2 t), 1)."""
+    size = SIZES[mode]
+    return sized_example(
+        1,
+        mode,
+        size,
+        cont_family(size["n"]),
+        network,
+        comm,
+        schedule=lambda p, t: np.minimum(p * (1 + 0.2 * t), 1.0),
+        label=lambda p: f"p(t) = min({p[0]:.4f} (1 + 0.2 t), 1)",
         paper={"rel_error_final_mean": 0.0495, "basis_error_nodal": 0.064},
     )
 

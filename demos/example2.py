@@ -23,14 +23,13 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-import dolfinx_lod as dl
 from dolfinx_lod.coefficients import (
     battery_capacity,
     battery_family,
     battery_layers,
     battery_source,
 )
-from dolfinx_lod.experiments import Example, example_arguments, run_example, training_settings
+from dolfinx_lod.experiments import Example, example_arguments, run_example, sized_example
 
 # Problem sizes of the modes (training budgets: dolfinx_lod.experiments.TRAINING).
 SIZES = {
@@ -41,26 +40,19 @@ SIZES = {
 
 
 def make_example(mode: str, network: str | None = None, comm=MPI.COMM_WORLD) -> Example:
-    """Example 2 at the sizes of ``mode`` (also used by the benchmarks)."""
-    s = SIZES[mode]
-    n = s["n"]
-    grids = dl.create_nested_grids(comm, s["NH"], n)
-    family = battery_family(n)
-    # Test schedules: held-out p_i drifting with t, p(t) = clip(p_i + 0.2 t, -1, 1).
-    p0 = family.test_parameters(s["tests"], seed=7)
-    return Example(
-        number=2,
-        mode=mode,
-        grids=grids,
-        family=family,
-        layers=1,
-        samples=s["samples"],
-        test_samples=s["tests"],
-        steps=s["steps"],
-        T=1.0,
-        settings=training_settings(mode, network),
-        schedules=[lambda t, p=p: np.clip(p + 0.2 * t, -1.0, 1.0) for p in p0],
-        schedule_labels=[f"p(t) = clip({np.round(p, 4).tolist()} + 0.2 t, -1, 1)" for p in p0],
+    """Example 2 at the sizes of ``mode`` (also used by the benchmarks). Test schedules: a
+    held-out p_i drifting with t, p(t) = clip(p_i + 0.2 t, -1, 1)."""
+    size = SIZES[mode]
+    n = size["n"]
+    return sized_example(
+        2,
+        mode,
+        size,
+        battery_family(n),
+        network,
+        comm,
+        schedule=lambda p, t: np.clip(p + 0.2 * t, -1.0, 1.0),
+        label=lambda p: f"p(t) = clip({np.round(p, 4).tolist()} + 0.2 t, -1, 1)",
         capacity=battery_capacity(n),
         source=battery_source(n),
         paper={

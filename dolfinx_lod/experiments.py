@@ -19,7 +19,7 @@ from mpi4py import MPI
 
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family
-from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.grids import NestedGrids, create_nested_grids
 from dolfinx_lod.io import gather_cell_array, gather_vertex_array, write_json
 from dolfinx_lod.lod import relative_errors
 from dolfinx_lod.neural.provider import FORMAT, FixedCorrectors, LearnedCorrectors, TrainedModel
@@ -196,6 +196,38 @@ class Example:
     capacity: Any = 1.0
     source: Any = 1.0
     paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
+
+
+def sized_example(
+    number: int,
+    mode: str,
+    size: dict[str, int],
+    family: Family,
+    network: str | None,
+    comm: MPI.Comm,
+    schedule: Callable[[npt.NDArray[np.float64], float], npt.ArrayLike],
+    label: Callable[[npt.NDArray[np.float64]], str],
+    **extra: Any,
+) -> Example:
+    """A paper example (l = 1, T = 1) at ``size`` (NH, n, samples, tests, steps) with the
+    training settings of ``mode``, and one test schedule t -> schedule(p_i, t) per held-out
+    parameter p_i (``tests`` of them, seed 7); ``extra``: capacity, source, paper."""
+    p0 = family.test_parameters(size["tests"], seed=7)
+    return Example(
+        number=number,
+        mode=mode,
+        grids=create_nested_grids(comm, size["NH"], size["n"]),
+        family=family,
+        layers=1,
+        samples=size["samples"],
+        test_samples=size["tests"],
+        steps=size["steps"],
+        T=1.0,
+        settings=training_settings(mode, network),
+        schedules=[lambda t, p=p: schedule(p, t) for p in p0],
+        schedule_labels=[label(p) for p in p0],
+        **extra,
+    )
 
 
 def example_arguments(description: str, argv=None) -> argparse.Namespace:

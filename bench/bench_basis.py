@@ -14,11 +14,11 @@ shared VM's timings vary by 10-30 %). Writes JSON and prints a table.
 """
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
+from common import machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -109,11 +109,7 @@ def main():
         write_json(
             args.out,
             {
-                "machine": {
-                    "node": platform.node(),
-                    "processor": platform.processor(),
-                    "cpus": __import__("os").cpu_count(),
-                },
+                "machine": machine(),
                 "results": results,
             },
         )

@@ -13,11 +13,11 @@ and the relative L2/energy errors at T against the fine FEM.
 """
 
 import argparse
-import platform
 from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
 import numpy as np
+from common import machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -105,7 +105,7 @@ def main() -> None:
                 "T": T,
                 "changing_region_cells": region * region,
                 "ranks": comm.size,
-                "machine": {"node": platform.node(), "cpus": __import__("os").cpu_count()},
+                "machine": machine(),
                 "results": results,
             },
         )

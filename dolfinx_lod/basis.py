@@ -158,7 +158,7 @@ class MultiscaleBasis:
         self.B = self._create_matrix()
         #: Assemblies of B so far; from the second on B uses a COO plan (see _assemble).
         self.num_assemblies = 0
-        self._coo_P_values: npt.NDArray[np.float64] | None = None
+        self._coo_P_values = np.empty(0)  # P's local values, set with the COO plan
         self.timings: dict[str, float] = {}
 
     def _create_matrix(self) -> PETSc.Mat:
@@ -251,9 +251,9 @@ class MultiscaleBasis:
         is one ``setValuesCOO`` of the concatenated values.
         """
         B = self.B
-        if self._coo_P_values is None and self.num_assemblies == 1:
+        if self.num_assemblies == 1:
             self._setup_coo()
-        if self._coo_P_values is not None:
+        if self.num_assemblies >= 1:
             values = [self._coo_P_values]
             for interior, C in zip(self._interior, self.correctors, strict=True):
                 values.append(-C[:, interior].ravel())

@@ -153,30 +153,33 @@ def reduced_energy(A: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.T
 
 
 def ritz_coordinate_statistics(
-    batch: PatchBatch, V: torch.Tensor
+    A: torch.Tensor, b: torch.Tensor, V: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation over the training samples of the Ritz coordinates
-    c_k = argmin 1/2 c^T V^T S_k V c - (V^T F_k)^T c (the minimizers of the Deep Ritz energy
-    in span V), shape (G, q, 4) each: the output normalization of the reduced networks."""
-    A, b = (x.double() for x in reduced_system(batch, V))
+    c_k = argmin 1/2 c^T A_k c - b_k^T c (the minimizers of the Deep Ritz energy in span V, for
+    the :func:`reduced_system` A, b of V), shape (G, q, 4) each: the output normalization of
+    the reduced networks."""
     unused = (V.abs().sum(1) == 0).double()  # (G, q)
-    c = torch.linalg.solve(A + torch.diag_embed(unused)[:, None], b)
+    c = torch.linalg.solve(A.double() + torch.diag_embed(unused)[:, None], b.double())
     K = c.shape[1]
     offset, std = c.mean(1), c.std(1, correction=0) if K > 1 else torch.zeros_like(c[:, 0])
     scale = torch.maximum(std, 1e-3 * offset.abs().amax(dim=(1, 2), keepdim=True) + 1e-12)
-    return offset.to(batch.S.dtype), scale.to(batch.S.dtype)
+    return offset.to(A.dtype), scale.to(A.dtype)
 
 
 def init_networks(
     batch: PatchBatch, num_params: int, settings: TrainingSettings
-) -> PatchNetworks | ReducedPatchNetworks:
-    """Networks for the patches of ``batch``, each initialised from its own seeded generator."""
+) -> tuple[PatchNetworks | ReducedPatchNetworks, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Networks for the patches of ``batch``, each initialised from its own seeded generator,
+    and for the reduced architecture the :func:`reduced_system` (A, b) of its patch bases."""
     cells = batch.cells
+    system = None
     if settings.architecture == "reduced":
         if batch.C is None:
             raise ValueError("the reduced architecture needs the classical training correctors")
         V = patch_bases(batch, settings.modes)
-        offset, scale = ritz_coordinate_statistics(batch, V)
+        system = reduced_system(batch, V)
+        offset, scale = ritz_coordinate_statistics(*system, V)
         nets = ReducedPatchNetworks(V, num_params, settings.width, settings.depth, offset, scale)
     else:
         nets = PatchNetworks(len(cells), num_params, settings.width, settings.depth)
@@ -188,7 +191,7 @@ def init_networks(
                 W[g] = torch.randn(W.shape[1:], generator=gen) * std
         if settings.architecture == "reduced":  # start at the mean Ritz coordinates
             nets.weights[-1].zero_()
-    return nets
+    return nets, system
 
 
 class DeepRitzTrainer:
@@ -214,7 +217,8 @@ class DeepRitzTrainer:
         device = torch.device(settings.device)
         self.batch = batch.to(device)
         self.params = params.to(device)
-        self.nets = init_networks(batch, params.shape[1], settings).to(device)
+        nets, system = init_networks(batch, params.shape[1], settings)
+        self.nets = nets.to(device)
         G, K, _ = batch.shape
         # mu in the layout of B alpha: (G m, K 4), U(0, 1) seeded per patch.
         m = batch.B.shape[0] // max(G, 1)
@@ -239,11 +243,11 @@ class DeepRitzTrainer:
         self.best_state: tuple[float, dict, int] | None = None
         # Reduced networks train in their coordinates c (alpha = V c): the energy from
         # A_k = V^T S_k V, b_k = V^T F_k and the penalty from B V, computed once (exact).
-        self.reduced = None
-        if settings.architecture == "reduced":
+        self.reduced = self.validation_system = None
+        if system is not None:
             V = self.nets.basis
             BV = torch.sparse.mm(self.batch.B, V.reshape(G * V.shape[1], -1)).reshape(G, m, -1)
-            self.reduced = (*reduced_system(self.batch, V), BV)
+            self.reduced = (*(x.to(device) for x in system), BV)
             if self.validation is not None:
                 self.validation_system = reduced_system(self.validation[0], V)
 

@@ -126,7 +126,8 @@ def gather_model(
         **{k: settings[k] for k in ("architecture", "width", "depth", "modes", "seed")},
         **extra,
     }
-    return TrainedModel.gather(grids.comm, run.batch, nets or run.trainer.nets, metadata)
+    nets = run.trainer.nets if nets is None else nets
+    return TrainedModel.gather(grids.comm, run.batch, nets, metadata)
 
 
 def train_and_evaluate(

@@ -117,6 +117,13 @@ class MultiscaleBasis:
         layers: l >= 1, coarse layers of each patch N^l(T).
         provider: Producer of element correctors; default classical patch solves.
         progress: Show a progress bar (rank 0) while correctors are computed.
+        capacity: With a capacity c (number, array, callable or DG0 Function), every update
+            also computes the Petrov–Galerkin local operators (K_T, M_T) of each patch
+            (:meth:`~dolfinx_lod.correctors.PatchProblem.local_operators`, or the provider's
+            learned ``local_operators``), kept in ``operators`` for
+            :class:`~dolfinx_lod.lod.LocalAssembly`. B itself is then assembled only on
+            request (:meth:`matrix`), and a provider with learned local operators computes
+            its correctors only then.
     """
 
     def __init__(
@@ -125,6 +132,7 @@ class MultiscaleBasis:
         layers: int,
         provider: CorrectorProvider | None = None,
         progress: bool = False,
+        capacity: CoefficientLike | float | None = None,
     ):
         validate(grids.comm, lambda: validate_layers(layers))
         self.grids, self.layers, self.progress = grids, layers, progress
@@ -147,8 +155,21 @@ class MultiscaleBasis:
         self._cell_keys, cell_inverse = np.unique(_concatenate(ckeys), return_inverse=True)
         self.cell_index = _split_like(cell_inverse, ckeys)
         self.correctors: list[npt.NDArray[np.float64] | None] = [None] * len(self.patches)
-        #: Coefficient on each patch when its correctors were computed (a_ref).
+        #: Petrov–Galerkin local operators (K_T, M_T) per owned patch (with a capacity).
+        self.operators: list[tuple[npt.NDArray, npt.NDArray] | None] = [None] * len(self.patches)
+        self.with_operators = capacity is not None
+        self._c_patches: list[npt.NDArray[np.float64]] = []
+        if self.with_operators:
+            c_local = self.local_coefficient(capacity, name="capacity")
+            self._c_patches = [c_local[index] for index in self.cell_index]
+        #: Owned patches whose correctors a provider with learned local operators still owes,
+        #: and the parameter they are for (computed by :meth:`matrix`).
+        self._owed: tuple[npt.NDArray[np.int64], Any] | None = None
+        self._stale = False  # B does not yet hold the current correctors
+        #: Coefficient on each patch when its correctors were computed (a_ref; None when the
+        #: provider does not read it), and whether the patch was computed at all.
         self.reference: list[npt.NDArray[np.float64] | None] = [None] * len(self.patches)
+        self.reference_set = [False] * len(self.patches)
         #: Error indicators e_T of the last selective update (0 where a did not change).
         self.indicators = np.zeros(len(self.patches))
         self.num_recomputed = 0
@@ -173,31 +194,47 @@ class MultiscaleBasis:
         B.setUp()
         return B
 
-    def local_coefficient(self, a: CoefficientLike, p: Any = None) -> npt.NDArray[np.float64]:
+    def local_coefficient(
+        self, a: CoefficientLike, p: Any = None, name: str = "coefficient"
+    ) -> npt.NDArray[np.float64]:
         """Coefficient values on the fine cells of all owned patches (validated). Collective."""
         g = self.grids
-        values = owned_coefficient_values(g, a, p)
+        if isinstance(a, int | float):  # the same number on every rank
+            if not (np.isfinite(a) and a > 0):
+                raise ValueError(f"{name} must be > 0, got {a}")
+            return np.full(self._cell_keys.size, float(a))
+        values = owned_coefficient_values(g, a, p, name=name)
         return fetch(g.comm, g.fine**2, g.fine_cell_keys, values, self._cell_keys)
 
     def update(
-        self, a: CoefficientLike, p: Any = None, strategy: UpdateStrategy | None = None
-    ) -> PETSc.Mat:
-        """Bring the correctors up to date with coefficient ``a`` and reassemble B if any
-        changed. Collective.
+        self,
+        a: CoefficientLike,
+        p: Any = None,
+        strategy: UpdateStrategy | None = None,
+        assemble: bool = True,
+    ) -> PETSc.Mat | None:
+        """Bring the correctors (and local operators) up to date with coefficient ``a``.
+        Collective.
 
         Args:
             a: Coefficient (array, callable a(x, p) or DG0 Function on T_h).
             p: Parameter passed to a callable coefficient.
             strategy: Which patches to recompute (:class:`FullUpdate`, the default, or
                 :class:`SelectiveUpdate`); patches never computed are always computed.
+            assemble: Assemble B now and return it; with False, B is assembled by a later
+                :meth:`matrix` (until then it holds the previous basis) and None is returned.
 
         Returns:
-            B, the same matrix object after every update. ``num_recomputed`` (global) and
-            ``timings`` describe the update.
+            B (the same matrix object after every update) or None. ``num_recomputed``
+            (global) and ``timings`` describe the update.
         """
         t0 = time.perf_counter()
         strategy = strategy or FullUpdate()
-        if self.provider.needs_coefficient or not isinstance(strategy, FullUpdate):
+        learned_operators = self.with_operators and hasattr(self.provider, "local_operators")
+        p_only = not self.provider.needs_coefficient and (
+            learned_operators or not self.with_operators
+        )
+        if not p_only or not isinstance(strategy, FullUpdate):
             a_local = self.local_coefficient(a, p)
             a_patches = [a_local[index] for index in self.cell_index]
             t1 = time.perf_counter()
@@ -208,19 +245,17 @@ class MultiscaleBasis:
             same = self._p_reference is not None and np.array_equal(self._p_reference, p)
             todo = np.full(len(self.patches), not same, dtype=bool)
             self._p_reference = None if p is None else np.array(p, dtype=np.float64)
-        todo |= np.array([c is None for c in self.correctors], dtype=bool)
+        todo |= np.array([c is None for c in self.reference_set], dtype=bool)
         t2 = time.perf_counter()
-        show = self.progress and self.grids.comm.rank == 0
         index = np.flatnonzero(todo)
-        new = self.provider.correctors(
-            [self.patches[i] for i in index], [a_patches[i] for i in index], p, progress=show
-        )
-        for i, C in zip(index, new, strict=True):
-            self.correctors[i], self.reference[i] = C, a_patches[i]
+        self._compute(index, a_patches, p, learned_operators)
+        for i in index:
+            self.reference[i] = a_patches[i]
+            self.reference_set[i] = True
         t3 = time.perf_counter()
         self.num_recomputed = int(self.grids.comm.allreduce(int(todo.sum())))
-        if self.num_recomputed:
-            self._assemble()
+        self._stale = self._stale or self.num_recomputed > 0
+        B = self.matrix() if assemble else None
         t4 = time.perf_counter()
         self.timings = {
             "fetch": t1 - t0,
@@ -228,6 +263,47 @@ class MultiscaleBasis:
             "correctors": t3 - t2,
             "assemble_basis": t4 - t3,
         }
+        return B
+
+    def _compute(self, index, a_patches, p: Any, learned_operators: bool) -> None:
+        """Correctors and (with a capacity) local operators of the owned patches ``index``."""
+        patches = [self.patches[i] for i in index]
+        a_todo = [a_patches[i] for i in index]
+        show = self.progress and self.grids.comm.rank == 0
+        if learned_operators:  # operators now, correctors when B is asked for
+            new_ops = self.provider.local_operators(patches, p)
+            for i, ops in zip(index, new_ops, strict=True):
+                self.operators[i] = ops
+            if self._owed is not None:
+                index = np.union1d(index, self._owed[0])
+            self._owed = (index, p)
+            return
+        if self.with_operators and self.provider is self.patch_problems:
+            c_todo = [self._c_patches[i] for i in index]
+            pairs = self.provider.correctors_and_operators(patches, a_todo, c_todo, show)
+            new = [C for C, _ in pairs]
+            new_ops = [ops for _, ops in pairs]
+        else:
+            new = self.provider.correctors(patches, a_todo, p, progress=show)
+            if self.with_operators:
+                c_todo = [self._c_patches[i] for i in index]
+                new_ops = self.patch_problems.operators_for(patches, a_todo, c_todo, new)
+        for k, i in enumerate(index):
+            self.correctors[i] = new[k]
+            if self.with_operators:
+                self.operators[i] = new_ops[k]
+
+    def matrix(self) -> PETSc.Mat:
+        """B for the correctors of the last update, assembled if it is not yet. Collective."""
+        if self._owed is not None:  # then _stale is set on every rank
+            index, p = self._owed
+            self._owed = None
+            new = self.provider.correctors([self.patches[i] for i in index], [None] * len(index), p)
+            for i, C in zip(index, new, strict=True):
+                self.correctors[i] = C
+        if self._stale:
+            self._assemble()
+            self._stale = False
         return self.B
 
     def changed(self, a_patches: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.bool_]:
@@ -239,6 +315,7 @@ class MultiscaleBasis:
         """Forget what the stored correctors were computed for: the next update recomputes
         every patch."""
         self.reference = [None] * len(self.patches)
+        self.reference_set = [False] * len(self.patches)
         self._p_reference = None
 
     def _assemble(self) -> None:

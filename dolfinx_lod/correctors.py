@@ -27,7 +27,7 @@ from mpi4py import MPI
 from petsc4py import PETSc
 from tqdm import tqdm
 
-from dolfinx_lod.forms import element_load_form, stiffness_form
+from dolfinx_lod.forms import element_load_form, element_mass_load_form, mass_form, stiffness_form
 from dolfinx_lod.grids import NestedGrids, lattice_index
 from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.patches import Configuration, Patch
@@ -101,6 +101,7 @@ class PatchSpace:
         self.cell_dofs = Q.dofmap.list[:, 0]
         self.cell_lattice = self.cell_lattice_ij[:, 1] * (wx * r) + self.cell_lattice_ij[:, 0]
         self.a = dolfinx.fem.Function(Q)  # a on the patch
+        self.c = dolfinx.fem.Function(Q)  # capacity c on the patch (local coarse operators)
         self.weight = dolfinx.fem.Function(Q)  # (a - a_ref)^2 / a, for the error indicator
 
         self.mesh.topology.create_connectivity(1, 2)
@@ -108,8 +109,44 @@ class PatchSpace:
         self.boundary_dofs = dolfinx.fem.locate_dofs_topological(self.V, 1, facets)
         self.bc = dolfinx.fem.dirichletbc(0.0, self.boundary_dofs, self.V)
         self.S_form = stiffness_form(self.V, self.a)
+        #: S without boundary conditions (S_full) and with the patch boundary rows/columns
+        #: replaced by the identity (S, the saddle-point block); same sparsity.
+        self.S_full = dolfinx.fem.assemble_matrix(self.S_form)
         self.S = dolfinx.fem.assemble_matrix(self.S_form, [self.bc])
+        rows = np.repeat(np.arange(self.S.indptr.size - 1), np.diff(self.S.indptr))
+        on_boundary = np.zeros(self.S.indptr.size - 1, dtype=bool)
+        on_boundary[self.boundary_dofs] = True
+        self._bc_zero = on_boundary[rows] | on_boundary[self.S.indices]
+        self._bc_diagonal = self._bc_zero & (rows == self.S.indices)
+        self._S_rows = rows
+        self.Mc_form = mass_form(self.V, self.c)
+        self.Mc = dolfinx.fem.assemble_matrix(self.Mc_form)
+        self._c_values: npt.NDArray[np.float64] | None = None  # c of Mc
         self._work: dolfinx.la.MatrixCSR | None = None
+
+    def assemble_stiffness(self, a_patch: npt.NDArray[np.float64]) -> None:
+        """Assemble S_full and S for coefficient values ``a_patch`` (local cell order)."""
+        self.set_cells(self.a, a_patch)
+        self.S_full.data[:] = 0.0
+        dolfinx.fem.assemble_matrix(self.S_full, self.S_form)
+        self.S.data[:] = np.where(self._bc_zero, 0.0, self.S_full.data)
+        self.S.data[self._bc_diagonal] = 1.0
+
+    def assemble_capacity(self, c_patch: npt.NDArray[np.float64]) -> None:
+        """Set c and assemble Mc for capacity values ``c_patch`` (skipped if unchanged)."""
+        if self._c_values is None or not np.array_equal(self._c_values, c_patch):
+            self.set_cells(self.c, c_patch)
+            self.Mc.data[:] = 0.0
+            dolfinx.fem.assemble_matrix(self.Mc, self.Mc_form)
+            self._c_values = np.array(c_patch, copy=True)
+
+    def matmul(self, A: dolfinx.la.MatrixCSR, X: npt.NDArray[np.float64]) -> npt.NDArray:
+        """A X for a CSR matrix A with S's sparsity (X in dof order, shape (n, k))."""
+        n = X.shape[0]
+        return np.stack(
+            [np.bincount(self._S_rows, A.data * X[A.indices, k], n) for k in range(X.shape[1])],
+            axis=1,
+        )
 
     @functools.cached_property
     def vertex_csr(
@@ -138,12 +175,7 @@ class PatchSpace:
         A = self._work
         A.data[:] = 0.0
         dolfinx.fem.assemble_matrix(A, form)
-        rows = np.repeat(np.arange(A.indptr.size - 1), np.diff(A.indptr))
-        n = X.shape[0]
-        AX = np.stack(
-            [np.bincount(rows, A.data * X[A.indices, k], n) for k in range(X.shape[1])], 1
-        )
-        return X.T @ AX
+        return X.T @ self.matmul(A, X)
 
 
 class PatchProblem:
@@ -171,15 +203,24 @@ class PatchProblem:
             np.where(in_T, 1, 2).astype(np.int32),
         )
         X = space.dof_lattice / r  # dof positions in coarse-cell units
+        wx, wy = config.shape
+        jx, jy = np.meshgrid(np.arange(wx + 1), np.arange(wy + 1))
+        #: Lambda_omega: the coarse hats of all patch vertices (jx, jy) at the fine dofs,
+        #: shape (n_dofs, (wx + 1)(wy + 1)), columns in local coarse vertex order.
+        self.coarse_hats = _hat(X[:, :1], jx.ravel()) * _hat(X[:, 1:], jy.ravel())
+        corners = [(ty + cy) * (wx + 1) + tx + cx for cx, cy in ((0, 0), (1, 0), (0, 1), (1, 1))]
         self.hats = []
-        for cx, cy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        for k in corners:
             hat = dolfinx.fem.Function(V)
-            hat.x.array[:] = np.maximum(0, 1 - np.abs(X[:, 0] - tx - cx)) * np.maximum(
-                0, 1 - np.abs(X[:, 1] - ty - cy)
-            )
+            hat.x.array[:] = self.coarse_hats[:, k]
             self.hats.append(hat)
         self.tags = tags
         self.load_forms = [element_load_form(V, space.a, hat, tags, 1) for hat in self.hats]
+        self._mass_load_forms = [
+            element_mass_load_form(V, space.c, hat, tags, 1) for hat in self.hats
+        ]
+        self._c_assembled: npt.NDArray[np.float64] | None = None  # c of G
+        self._G = np.zeros((space.dof_vertex.size, 4), order="F")  # int_T c Lambda_j v
 
         # Saddle-point matrix [[S, B^T], [B, 0]] in CSR with a fixed pattern.
         B = patch_constraints(config, r, Pi)[:, space.dof_vertex]  # columns in dof order
@@ -231,9 +272,7 @@ class PatchProblem:
         patch matrices are assembled: the classical solve and the torch export use it.
         """
         space = self.space
-        space.set_cells(space.a, a_patch)
-        space.S.data[:] = 0.0
-        dolfinx.fem.assemble_matrix(space.S, space.S_form, [space.bc])
+        space.assemble_stiffness(a_patch)
         F = self.rhs.getDenseArray()
         F[:] = 0.0
         for j, L in enumerate(self.load_forms):
@@ -252,6 +291,36 @@ class PatchProblem:
         C = np.empty((self.num_dofs, 4))
         C[self.space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
         return C
+
+    def local_operators(
+        self, C: npt.NDArray[np.float64], c_patch: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Petrov–Galerkin contributions of this patch's element T to the coarse stiffness
+        P^T S B and capacity mass P^T Mc B (gridlod's pglod K_T), for the correctors ``C``
+        (vertex order) of the coefficient last passed to :meth:`assemble` / :meth:`solve`:
+
+            K_T[i, j] = int_T a grad Lambda_j . grad Lambda_i - int_omega a grad C_j . grad Lambda_i,
+            M_T[i, j] = int_T c Lambda_j Lambda_i - int_omega c C_j Lambda_i,
+
+        i over the patch's coarse vertices (local order), j over T's corners. Summed over all T
+        (with i, j mapped to global coarse vertices) they give P^T S B and P^T Mc B exactly.
+        ``c_patch``: capacity on the patch cells (local cell order).
+        """
+        space = self.space
+        space.assemble_capacity(c_patch)
+        if self._c_assembled is None or not np.array_equal(self._c_assembled, c_patch):
+            self._G[:] = 0.0
+            for j, L in enumerate(self._mass_load_forms):
+                dolfinx.fem.assemble_vector(self._G[:, j], L)
+            self._c_assembled = np.array(c_patch, copy=True)
+        # F_j is zeroed at the patch boundary: there T touches the domain boundary, where the
+        # hats of the rows kept (interior coarse vertices) vanish.
+        F = self.rhs.getDenseArray()[: self.num_dofs]
+        C_dofs = C[space.dof_vertex]
+        Lt = self.coarse_hats.T
+        K = Lt @ (F - space.matmul(space.S_full, C_dofs))
+        M = Lt @ (self._G - space.matmul(space.Mc, C_dofs))
+        return K, M
 
     @functools.cached_property
     def _indicator_forms(self) -> tuple[dolfinx.fem.Form, dolfinx.fem.Form, dolfinx.fem.Form]:
@@ -299,6 +368,11 @@ class PatchProblem:
             obj.destroy()
 
 
+def _hat(x: npt.NDArray[np.float64], centres: npt.NDArray[np.int64]) -> npt.NDArray:
+    """1D hats max(0, 1 - |x - z|) at points x (N, 1) for centres z: shape (N, len(z))."""
+    return np.maximum(0.0, 1.0 - np.abs(x - centres[None, :]))
+
+
 class ClassicalCorrectors:
     """The classical corrector provider: patch saddle-point solves, one PatchProblem per
     configuration (created on first use and kept)."""
@@ -323,6 +397,41 @@ class ClassicalCorrectors:
         pairs = zip(patches, a_patches, strict=True)
         bar = tqdm(pairs, total=len(patches), desc="correctors", unit="patch", disable=not progress)
         return [self.problem(patch.configuration).solve(a) for patch, a in bar]
+
+    def correctors_and_operators(
+        self,
+        patches: Sequence[Patch],
+        a_patches: Sequence[npt.NDArray[np.float64]],
+        c_patches: Sequence[npt.NDArray[np.float64]],
+        progress: bool = False,
+    ) -> list[tuple[npt.NDArray[np.float64], tuple[npt.NDArray, npt.NDArray]]]:
+        """Correctors and the Petrov–Galerkin local operators (K_T, M_T) of each patch from one
+        assembly of the patch matrices (:meth:`PatchProblem.local_operators`). Rank-local."""
+        out = []
+        bar = tqdm(
+            range(len(patches)), desc="correctors", unit="patch", disable=not progress
+        )
+        for i in bar:
+            problem = self.problem(patches[i].configuration)
+            C = problem.solve(a_patches[i])
+            out.append((C, problem.local_operators(C, c_patches[i])))
+        return out
+
+    def operators_for(
+        self,
+        patches: Sequence[Patch],
+        a_patches: Sequence[npt.NDArray[np.float64]],
+        c_patches: Sequence[npt.NDArray[np.float64]],
+        correctors: Sequence[npt.NDArray[np.float64]],
+    ) -> list[tuple[npt.NDArray, npt.NDArray]]:
+        """(K_T, M_T) of given correctors (from any provider) for the coefficient on each
+        patch: assembles the patch matrices, solves nothing. Rank-local."""
+        out = []
+        for patch, a, c, C in zip(patches, a_patches, c_patches, correctors, strict=True):
+            problem = self.problem(patch.configuration)
+            problem.assemble(a)
+            out.append(problem.local_operators(C, c))
+        return out
 
     def destroy(self) -> None:
         """Free all patch solvers."""

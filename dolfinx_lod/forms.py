@@ -3,6 +3,7 @@
 - stiffness  a(u, v) = int a grad u . grad v dx      (S)
 - mass       m(u, v) = int c u v dx                  (M)
 - load       l(v)    = int f v dx                    (F)
+- element loads of the patch problems: int_T a grad Lambda_j . grad v, int_T c Lambda_j v
 """
 
 from __future__ import annotations
@@ -56,3 +57,16 @@ def element_load_form(
     v -> int_T a grad(Lambda_j) . grad v dx, T = the cells tagged ``tag`` in ``cells``."""
     v = ufl.TestFunction(V)
     return dolfinx.fem.form(a * ufl.inner(ufl.grad(phi), ufl.grad(v)) * _dx(V.mesh, cells, tag))
+
+
+def element_mass_load_form(
+    V: dolfinx.fem.FunctionSpace,
+    c: dolfinx.fem.Function,
+    phi: dolfinx.fem.Function,
+    cells: dolfinx.mesh.MeshTags,
+    tag: int,
+) -> dolfinx.fem.Form:
+    """Compiled v -> int_T c Lambda_j v dx, T = the cells tagged ``tag`` in ``cells`` (the
+    element mass term of the Petrov–Galerkin local operators)."""
+    v = ufl.TestFunction(V)
+    return dolfinx.fem.form(c * phi * v * _dx(V.mesh, cells, tag))

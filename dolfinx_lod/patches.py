@@ -51,6 +51,12 @@ class Patch:
         cx, cy = np.meshgrid(np.arange(wx * r), np.arange(wy * r))
         return ((self.lo[1] * r + cy) * n + self.lo[0] * r + cx).ravel()
 
+    def coarse_vertex_keys(self, NH: int) -> npt.NDArray[np.int64]:
+        """Coarse vertex keys of the closed patch, local order (x fastest)."""
+        wx, wy = self.configuration.shape
+        jx, jy = np.meshgrid(np.arange(wx + 1), np.arange(wy + 1))
+        return ((self.lo[1] + jy) * (NH + 1) + self.lo[0] + jx).ravel()
+
     def element_vertex_keys(self, NH: int) -> npt.NDArray[np.int64]:
         """Coarse vertex keys of T's corners (0,0), (1,0), (0,1), (1,1)."""
         Ix, Iy = self.cell % NH, self.cell // NH

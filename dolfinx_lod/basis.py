@@ -179,6 +179,9 @@ class MultiscaleBasis:
         self.B = self._create_matrix()
         #: Assemblies of B so far; from the second on B uses a COO plan (see _assemble).
         self.num_assemblies = 0
+        #: Changes whenever B's internal sparsity structure is rebuilt (products computed with
+        #: B must then redo their symbolic phase).
+        self.pattern_version = 0
         self._coo_P_values = np.empty(0)  # P's local values, set with the COO plan
         self.timings: dict[str, float] = {}
 
@@ -231,10 +234,7 @@ class MultiscaleBasis:
         t0 = time.perf_counter()
         strategy = strategy or FullUpdate()
         learned_operators = self.with_operators and hasattr(self.provider, "local_operators")
-        p_only = not self.provider.needs_coefficient and (
-            learned_operators or not self.with_operators
-        )
-        if not p_only or not isinstance(strategy, FullUpdate):
+        if self.needs_field(strategy):
             a_local = self.local_coefficient(a, p)
             a_patches = [a_local[index] for index in self.cell_index]
             t1 = time.perf_counter()
@@ -245,7 +245,7 @@ class MultiscaleBasis:
             same = self._p_reference is not None and np.array_equal(self._p_reference, p)
             todo = np.full(len(self.patches), not same, dtype=bool)
             self._p_reference = None if p is None else np.array(p, dtype=np.float64)
-        todo |= np.array([c is None for c in self.reference_set], dtype=bool)
+        todo |= ~np.array(self.reference_set, dtype=bool)
         t2 = time.perf_counter()
         index = np.flatnonzero(todo)
         self._compute(index, a_patches, p, learned_operators)
@@ -264,6 +264,14 @@ class MultiscaleBasis:
             "assemble_basis": t4 - t3,
         }
         return B
+
+    def needs_field(self, strategy: UpdateStrategy | None = None) -> bool:
+        """Whether an update reads the coefficient field (False: p alone decides)."""
+        learned_operators = self.with_operators and hasattr(self.provider, "local_operators")
+        p_only = not self.provider.needs_coefficient and (
+            learned_operators or not self.with_operators
+        )
+        return not p_only or not isinstance(strategy or FullUpdate(), FullUpdate)
 
     def _compute(self, index, a_patches, p: Any, learned_operators: bool) -> None:
         """Correctors and (with a capacity) local operators of the owned patches ``index``."""
@@ -330,6 +338,7 @@ class MultiscaleBasis:
         B = self.B
         if self.num_assemblies == 1:
             self._setup_coo()
+            self.pattern_version += 1
         if self.num_assemblies >= 1:
             values = [self._coo_P_values]
             for interior, C in zip(self._interior, self.correctors, strict=True):

@@ -299,8 +299,8 @@ class PatchProblem:
         P^T S B and capacity mass P^T Mc B (gridlod's pglod K_T), for the correctors ``C``
         (vertex order) of the coefficient last passed to :meth:`assemble` / :meth:`solve`:
 
-            K_T[i, j] = int_T a grad Lambda_j . grad Lambda_i - int_omega a grad C_j . grad Lambda_i,
-            M_T[i, j] = int_T c Lambda_j Lambda_i - int_omega c C_j Lambda_i,
+            K_T[i, j] = int_T a grad Lambda_j . grad Lambda_i - int_w a grad C_j . grad Lambda_i
+            M_T[i, j] = int_T c Lambda_j Lambda_i - int_w c C_j Lambda_i,
 
         i over the patch's coarse vertices (local order), j over T's corners. Summed over all T
         (with i, j mapped to global coarse vertices) they give P^T S B and P^T Mc B exactly.

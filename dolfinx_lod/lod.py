@@ -169,11 +169,17 @@ class CoarseProduct:
         self._boundary = coarse_boundary_rows(grids)
         self._AB: PETSc.Mat | None = None
         self.K: PETSc.Mat | None = None
+        self._version = 0
 
     def __call__(
-        self, A: PETSc.Mat, trial: PETSc.Mat, test: PETSc.Mat | None = None
+        self, A: PETSc.Mat, trial: PETSc.Mat, test: PETSc.Mat | None = None, version: int = 0
     ) -> PETSc.Mat:
+        """K for the current values; ``version`` (e.g. ``MultiscaleBasis.pattern_version``)
+        changes when a matrix's internal structure was rebuilt: the symbolic phase is redone."""
         test = trial if test is None else test
+        if version != self._version:
+            self.destroy()
+            self._version = version
         self._AB = A.matMult(trial, result=self._AB)
         self.K = test.transposeMatMult(self._AB, result=self.K)
         self.K.zeroRowsColumns(self._boundary, diag=1.0)

@@ -19,7 +19,7 @@ NH, n, layers, method, out = (
 )
 g = dl.create_nested_grids(comm, NH, n)
 A = dl.coefficients.random_coefficient(n, 0.01, 1.0, seed=7)
-sol = dl.solve_elliptic(g, A, layers, method=method)
+sol = dl.solve_elliptic(g, A, layers, method=method, reference=True)
 # Coarse matrix in the structured (key) numbering, independent of the partition.
 K = sol.K
 r0, r1 = K.getOwnershipRange()

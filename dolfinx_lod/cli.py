@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     e = sub.add_parser(
         "elliptic",
-        help="solve -div(a grad u) = f, u = 0 on the unit square, with the LOD and the fine FEM",
+        help="solve -div(a grad u) = f, u = 0 on the unit square, with the LOD",
     )
     e.add_argument(
         "--coefficient",
@@ -45,10 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
     e.add_argument("--out", type=Path, required=True, help="output folder")
     e.add_argument("--no-plot", action="store_true", help="skip the PNG figure")
+    e.add_argument(
+        "--reference",
+        action="store_true",
+        help="also solve the fine FEM (and the coarse Q1 FEM): errors in summary.json, "
+        "reference.npy",
+    )
 
     q = sub.add_parser(
         "parabolic",
-        help="backward Euler for c d_t u - div(a(t) grad u) = f with the LOD and the fine FEM",
+        help="backward Euler for c d_t u - div(a(t) grad u) = f with the LOD",
     )
     q.add_argument(
         "--coefficients",
@@ -70,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--out", type=Path, required=True, help="output folder")
     q.add_argument("--no-plot", action="store_true", help="skip PNG snapshots")
+    q.add_argument(
+        "--reference",
+        action="store_true",
+        help="also advance the fine FEM: errors per step, reference_final.npy, u_h in lod.bp",
+    )
+    q.add_argument(
+        "--output-every",
+        type=int,
+        help="reconstruct u_ms and write a VTX frame every K steps (default: only the "
+        "snapshot steps and T)",
+    )
 
     t = sub.add_parser("train", help="train LOD-ANN corrector networks (Deep Ritz) for a family")
     t.add_argument("--family", choices=("cont", "battery"), required=True)
@@ -135,9 +152,17 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     A = _load_coefficient(args, comm)
     n = A.shape[0]
     grids = create_nested_grids(comm, args.coarse, n)
-    sol = solve_elliptic(grids, A, args.layers, f=args.source, method=args.method, progress=True)
+    sol = solve_elliptic(
+        grids,
+        A,
+        args.layers,
+        f=args.source,
+        method=args.method,
+        progress=True,
+        reference=args.reference,
+    )
     u_ms = gather_vertex_array(grids, sol.u_ms)
-    u_h = gather_vertex_array(grids, sol.u_h)
+    u_h = gather_vertex_array(grids, sol.u_h) if args.reference else None
     summary = {
         "command": "elliptic",
         "method": args.method,
@@ -147,66 +172,75 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
         "ranks": comm.size,
         "source": args.source,
         "coefficient": str(args.coefficient) if args.coefficient else f"random(seed={args.seed})",
-        "rel_l2_error": sol.errors["l2"],
-        "rel_energy_error": sol.errors["energy"],
-        "coarse_fem_rel_l2_error": sol.errors["coarse_fem_l2"],
-        "coarse_fem_rel_energy_error": sol.errors["coarse_fem_energy"],
+        "reference": args.reference,
         "timings": sol.timings,
-        "files": {"solution": "solution.npy", "reference": "reference.npy"},
+        "files": {"solution": "solution.npy"},
         "version": dolfinx_lod.__version__,
     }
+    if args.reference:
+        summary.update(
+            {
+                "rel_l2_error": sol.errors["l2"],
+                "rel_energy_error": sol.errors["energy"],
+                "coarse_fem_rel_l2_error": sol.errors["coarse_fem_l2"],
+                "coarse_fem_rel_energy_error": sol.errors["coarse_fem_energy"],
+            }
+        )
+        summary["files"]["reference"] = "reference.npy"
     if comm.rank == 0:
         write_npy(args.out / "solution.npy", u_ms)
-        write_npy(args.out / "reference.npy", u_h)
+        if u_h is not None:
+            write_npy(args.out / "reference.npy", u_h)
         if not args.no_plot:
             from dolfinx_lod.plotting import plot_fields
 
+            panels = [("coefficient a", np.asarray(A), True), ("LOD solution u_ms", u_ms, False)]
+            if u_h is not None:
+                panels.append(("abs(u_ms - u_h)", np.abs(u_ms - u_h), False))
             plot_fields(
                 args.out / "elliptic.png",
-                [
-                    ("coefficient a", np.asarray(A), True),
-                    ("LOD solution u_ms", u_ms, False),
-                    ("abs(u_ms - u_h)", np.abs(u_ms - u_h), False),
-                ],
+                panels,
                 grids.domain,
-                log_scale=[True, False, False],
+                log_scale=[True] + [False] * (len(panels) - 1),
             )
             summary["files"]["figure"] = "elliptic.png"
         summary["timings"]["wall"] = time.perf_counter() - t0
         write_json(args.out / "summary.json", summary)
-    sol.basis.destroy()
-    sol.K.destroy()
+    sol.destroy()
     return summary
 
 
-def _snapshot(path: Path, grids, a_fun, u_ms, u_h, t: float) -> None:
-    """PNG of coefficient, LOD, FEM and |error| at time t (collective; rank 0 plots)."""
+def _snapshot(path: Path, grids, view) -> None:
+    """PNG of coefficient, LOD (and FEM and |error| with a reference) at step m (collective;
+    rank 0 plots)."""
+    a_fun = view.a
     owned = grids.fine_cell_keys.size
     a = gather_cell_array(grids, a_fun.x.array[a_fun.function_space.dofmap.list[:owned, 0]])
-    lod, fem = gather_vertex_array(grids, u_ms), gather_vertex_array(grids, u_h)
+    lod = gather_vertex_array(grids, view.u_ms)
+    fem = gather_vertex_array(grids, view.u_h) if view.fem is not None else None
     if grids.comm.rank == 0:
         from dolfinx_lod.plotting import plot_fields
 
-        plot_fields(
-            path,
-            [
-                (f"coefficient a, t = {t:.3g}", a, True),
-                ("LOD u_ms", lod, False),
-                ("FEM u_h", fem, False),
-                ("abs(u_ms - u_h)", np.abs(lod - fem), False),
-            ],
-            grids.domain,
-            log_scale=[True, False, False, False],
-        )
+        panels = [(f"coefficient a, t = {view.t:.3g}", a, True), ("LOD u_ms", lod, False)]
+        if fem is not None:
+            panels += [("FEM u_h", fem, False), ("abs(u_ms - u_h)", np.abs(lod - fem), False)]
+        plot_fields(path, panels, grids.domain, log_scale=[True] + [False] * (len(panels) - 1))
+
+
+def _check_output_every(value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"--output-every must be >= 1, got {value}")
 
 
 def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
-    """Run the parabolic LOD against the fine FEM; write summary.json, final arrays, VTX time
-    series (lod.bp: u_ms, u_h, error; coefficient.bp: a) and PNG snapshots."""
+    """Run the parabolic LOD (and, with --reference, the fine FEM beside it); write
+    summary.json, solution_final.npy (reference_final.npy), VTX time series (lod.bp: u_ms, with
+    a reference also u_h and error; coefficient.bp: a) at the output steps and PNG snapshots."""
     import dolfinx.fem
     import dolfinx.io
 
     t0 = time.perf_counter()
+    validate(comm, lambda: _check_output_every(args.output_every))
     stack = _load_array(args.coefficients, "--coefficients", comm, 3)
     n = stack.shape[1]
     capacity = 1.0 if args.capacity is None else _load_array(args.capacity, "--capacity", comm, 2)
@@ -215,27 +249,39 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     snapshots = set(
         args.snapshots if args.snapshots is not None else {1, max(args.steps // 2, 1), args.steps}
     )
+    every = args.output_every
+    outputs = snapshots | {args.steps}
+    if every is not None:
+        outputs |= set(range(every, args.steps + 1, every))
     tmp = {name: args.out / f".{name}.partial" for name in ("lod.bp", "coefficient.bp")}
+    u_out = dolfinx.fem.Function(grids.V_h, name="u_ms")
+    u_ref = dolfinx.fem.Function(grids.V_h, name="u_h")
     error = dolfinx.fem.Function(grids.V_h, name="error")
     writers: dict = {}
-    files: dict[str, str] = {
-        "solution_final": "solution_final.npy",
-        "reference_final": "reference_final.npy",
-    }
+    frames: list[int] = []
+    files: dict[str, str] = {"solution_final": "solution_final.npy"}
+    if args.reference:
+        files["reference_final"] = "reference_final.npy"
 
-    def observe(m: int, t: float, result, a_fun) -> None:
+    def observe(view) -> None:
+        if view.m not in outputs:
+            return
+        a_fun = view.a  # a(t_m), evaluated for the coefficient writer
         if not writers:
-            writers["lod"] = dolfinx.io.VTXWriter(
-                comm, tmp["lod.bp"], [result.u_ms, result.u_h, error]
-            )
+            fields = [u_out, u_ref, error] if args.reference else [u_out]
+            writers["lod"] = dolfinx.io.VTXWriter(comm, tmp["lod.bp"], fields)
             writers["a"] = dolfinx.io.VTXWriter(comm, tmp["coefficient.bp"], [a_fun])
-        error.x.array[:] = np.abs(result.u_ms.x.array - result.u_h.x.array)
+        view.lod.solution(out=u_out)
+        if args.reference:
+            u_ref.x.array[:] = view.u_h.x.array
+            error.x.array[:] = np.abs(u_out.x.array - u_ref.x.array)
         for writer in writers.values():
-            writer.write(t)
-        if m in snapshots and not args.no_plot:
-            name = f"snapshot_step{m:04d}.png"
-            _snapshot(args.out / name, grids, a_fun, result.u_ms, result.u_h, t)
-            files[f"snapshot_step{m}"] = name
+            writer.write(view.t)
+        frames.append(view.m)
+        if view.m in snapshots and not args.no_plot:
+            name = f"snapshot_step{view.m:04d}.png"
+            _snapshot(args.out / name, grids, view)
+            files[f"snapshot_step{view.m}"] = name
 
     if comm.rank == 0:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -253,12 +299,14 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
         source=args.source,
         observer=observe,
         progress=True,
+        reference=args.reference,
     )
     for writer in writers.values():
         writer.close()
-    u_ms, u_h = gather_vertex_array(grids, result.u_ms), gather_vertex_array(grids, result.u_h)
+    u_ms = gather_vertex_array(grids, result.u_ms)
+    u_h = gather_vertex_array(grids, result.u_h) if args.reference else None
     records = result.records
-    phases = records[0]["timings"].keys()
+    phases = sorted({k for r in records for k in r["timings"]})
     summary = {
         "command": "parabolic",
         **result.settings,
@@ -269,16 +317,18 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
         "source": args.source,
         "coefficients": str(args.coefficients),
         "capacity": str(args.capacity) if args.capacity else 1.0,
-        "rel_l2_error_final": result.final_errors["l2"],
-        "rel_energy_error_final": result.final_errors["energy"],
+        "output_steps": frames,
         "recomputed_patches_total": sum(r["recomputed_patches"] for r in records),
         "mean_step_seconds": {
-            k: float(np.mean([r["timings"][k] for r in records])) for k in phases
+            k: float(np.mean([r["timings"].get(k, 0.0) for r in records])) for k in phases
         },
         "steps_record": records,
         "files": files,
         "version": dolfinx_lod.__version__,
     }
+    if args.reference:
+        summary["rel_l2_error_final"] = result.final_errors["l2"]
+        summary["rel_energy_error_final"] = result.final_errors["energy"]
     if comm.rank == 0:
         for name, path in tmp.items():
             final = args.out / name
@@ -287,7 +337,8 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
             path.rename(final)
             files[name.split(".")[0] + "_vtx"] = name
         write_npy(args.out / "solution_final.npy", u_ms)
-        write_npy(args.out / "reference_final.npy", u_h)
+        if u_h is not None:
+            write_npy(args.out / "reference_final.npy", u_h)
         summary["wall_seconds"] = time.perf_counter() - t0
         write_json(args.out / "summary.json", summary)
     result.basis.destroy()
@@ -366,20 +417,29 @@ def main(argv: list[str] | None = None) -> int:
             f"{summary['train_seconds']:.1f} s; {summary['note']}; results in {args.out}/"
         )
     elif comm.rank == 0 and args.command == "parabolic":
+        errors = (
+            f"relative L2 error at T {summary['rel_l2_error_final']:.3e}, energy "
+            f"{summary['rel_energy_error_final']:.3e}; "
+            if "rel_l2_error_final" in summary
+            else ""
+        )
         print(
             f"parabolic: n={summary['n']} NH={summary['NH']} l={summary['l']} M={summary['steps']} "
-            f"ranks={comm.size}: relative L2 error at T {summary['rel_l2_error_final']:.3e}, "
-            f"energy {summary['rel_energy_error_final']:.3e}; "
-            f"{summary['recomputed_patches_total']} patch solves; results in {args.out}/"
+            f"ranks={comm.size}: {errors}{summary['recomputed_patches_total']} patch solves; "
+            f"results in {args.out}/"
         )
     elif comm.rank == 0:
-        print(
-            f"{args.command}: n={summary['n']} NH={summary['NH']} l={summary['l']} "
-            f"ranks={comm.size}: relative L2 error {summary['rel_l2_error']:.3e}, energy error "
+        errors = (
+            f"relative L2 error {summary['rel_l2_error']:.3e}, energy error "
             f"{summary['rel_energy_error']:.3e} (plain Q1 FEM on T_H: "
             f"{summary['coarse_fem_rel_l2_error']:.3e}, "
             f"{summary['coarse_fem_rel_energy_error']:.3e}); "
-            f"results in {args.out}/"
+            if "rel_l2_error" in summary
+            else ""
+        )
+        print(
+            f"{args.command}: n={summary['n']} NH={summary['NH']} l={summary['l']} "
+            f"ranks={comm.size}: {errors}results in {args.out}/"
         )
     return 0
 

@@ -408,9 +408,7 @@ class ClassicalCorrectors:
         """Correctors and the Petrov–Galerkin local operators (K_T, M_T) of each patch from one
         assembly of the patch matrices (:meth:`PatchProblem.local_operators`). Rank-local."""
         out = []
-        bar = tqdm(
-            range(len(patches)), desc="correctors", unit="patch", disable=not progress
-        )
+        bar = tqdm(range(len(patches)), desc="correctors", unit="patch", disable=not progress)
         for i in bar:
             problem = self.problem(patches[i].configuration)
             C = problem.solve(a_patches[i])

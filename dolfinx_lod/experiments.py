@@ -100,13 +100,14 @@ def compare_time_loops(
     for name, provider in {"lod": None, **providers}.items():
         shots: dict[int, Any] = {}
 
-        def observe(m, t, result, a_fun, shots=shots, name=name):
-            if m in snapshot_steps:
+        def observe(view, shots=shots):
+            if view.m in snapshot_steps:
                 owned = grids.fine_cell_keys.size
-                shots[m] = {
-                    "t": t,
-                    "u": gather_vertex_array(grids, result.u_ms),
-                    "fem": gather_vertex_array(grids, result.u_h),
+                a_fun = view.a
+                shots[view.m] = {
+                    "t": view.t,
+                    "u": gather_vertex_array(grids, view.u_ms),
+                    "fem": gather_vertex_array(grids, view.u_h),
                     "a": gather_cell_array(
                         grids, a_fun.x.array[a_fun.function_space.dofmap.list[:owned, 0]]
                     ),
@@ -123,6 +124,7 @@ def compare_time_loops(
             capacity=capacity,
             source=source,
             observer=observe,
+            reference=True,
         )
         walls[name] = time.perf_counter() - t0
         runs[name] = res

@@ -1,5 +1,6 @@
 """Helper run by test_rank_invariance.py under ``mpirun -n N``: writes the coarse matrix,
-the coarse solution and the fine reconstruction (gathered, global numbering by keys)."""
+the coarse solution and the fine reconstruction (gathered, global numbering by keys), and the
+final LOD-only solution of a parabolic run with a coefficient changing every step."""
 
 import sys
 
@@ -8,6 +9,7 @@ from mpi4py import MPI
 
 import dolfinx_lod as dl
 from dolfinx_lod.io import gather_vertex_array
+from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
 
 comm = MPI.COMM_WORLD
 NH, n, layers, method, out = (
@@ -32,10 +34,16 @@ parts = comm.gather((np.arange(r0, r1), local), root=0)
 U = np.concatenate(comm.gather(sol.U.x.array[: g.V_H.dofmap.index_map.size_local], root=0) or [[]])
 keys = np.concatenate(comm.gather(g.coarse_dof_keys, root=0) or [[]])
 u_ms = gather_vertex_array(g, sol.u_ms)
+stack = np.stack([A * (1 + 0.5 * m) ** np.sign(A - 0.5) for m in range(3)])
+par = run_parabolic(g, CoefficientSchedule.from_stack(stack), 0.3, 3, layers, method=method)
+u_par = gather_vertex_array(g, par.u_ms)
+par.basis.destroy()
 if comm.rank == 0:
     Kd = np.zeros(((NH + 1) ** 2,) * 2)
     for rows, vals in parts:
         Kd[np.ix_(key_of_dof[rows], key_of_dof[np.arange(Kd.shape[0])])] = vals
     Us = np.empty_like(U)
     Us[keys.astype(np.int64)] = U
-    np.savez(out, K=Kd, U=Us, u_ms=u_ms, errors=[sol.errors["l2"], sol.errors["energy"]])
+    np.savez(
+        out, K=Kd, U=Us, u_ms=u_ms, u_par=u_par, errors=[sol.errors["l2"], sol.errors["energy"]]
+    )

@@ -27,7 +27,8 @@ def coefficient(tmp_path_factory):
 
 def test_elliptic_writes_results(tmp_path, coefficient):
     out = tmp_path / "out"
-    run(["elliptic", "--coefficient", coefficient, "--coarse", 4, "--layers", 2, "--out", out])
+    args = ["elliptic", "--coefficient", coefficient, "--coarse", 4, "--layers", 2]
+    run([*args, "--reference", "--out", out])
     summary = json.loads((out / "summary.json").read_text())
     for key in ("method", "n", "NH", "l", "ranks", "rel_l2_error", "rel_energy_error", "timings"):
         assert key in summary
@@ -43,6 +44,14 @@ def test_elliptic_writes_results(tmp_path, coefficient):
     rel = np.sqrt(((u - ref) ** 2).sum() / (ref**2).sum())
     assert rel == pytest.approx(summary["rel_l2_error"], rel=0.3)
     assert (out / "elliptic.png").stat().st_size > 10_000
+    # Without --reference: the LOD alone, no error keys, no reference file, the same solution.
+    alone = tmp_path / "alone"
+    run([*args, "--no-plot", "--out", alone])
+    summary = json.loads((alone / "summary.json").read_text())
+    assert {"method", "n", "NH", "l", "timings", "files"} <= set(summary)
+    assert not any("error" in key for key in summary) and "fine_solve" not in summary["timings"]
+    assert summary["reference"] is False and not (alone / "reference.npy").exists()
+    assert np.abs(np.load(alone / "solution.npy") - u).max() <= 1e-12
 
 
 def test_elliptic_under_mpirun_matches_serial(tmp_path, coefficient):
@@ -128,7 +137,8 @@ def test_parabolic_same_on_1_2_3_ranks(tmp_path, stack):
     runs = []
     for ranks in (1, 2, 3):
         out = tmp_path / str(ranks)
-        run(parabolic(stack, out, T=0.5, update="selective", no_plot=[]), ranks=ranks)
+        options = {"T": 0.5, "update": "selective", "no_plot": [], "reference": []}
+        run(parabolic(stack, out, **options), ranks=ranks)
         summary = json.loads((tmp_path / str(ranks) / "summary.json").read_text())
         runs.append((summary, np.load(tmp_path / str(ranks) / "solution_final.npy")))
     ref_summary, ref = runs[0]
@@ -144,7 +154,7 @@ def test_parabolic_writes_results(tmp_path, stack):
     out = tmp_path / "out"
     capacity = tmp_path / "c.npy"
     np.save(capacity, np.full((32, 32), 2.0))
-    options = {"capacity": capacity, "source": 2.0, "snapshots": [2, 4]}
+    options = {"capacity": capacity, "source": 2.0, "snapshots": [2, 4], "reference": []}
     run(parabolic(stack, out, **options), ranks=2)
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["steps"], summary["n"], summary["NH"], summary["l"], summary["ranks"]) == (
@@ -169,6 +179,24 @@ def test_parabolic_writes_results(tmp_path, stack):
     for name in ("lod.bp", "coefficient.bp"):
         assert (out / name).is_dir() and any((out / name).iterdir())
     assert not list(out.glob(".*partial"))
+
+
+def test_parabolic_without_reference_and_output_every(tmp_path, stack):
+    out = tmp_path / "out"
+    run(parabolic(stack, out, T=1.0, steps=4, no_plot=[], output_every=3, snapshots=[2]))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reference"] is False and summary["output_steps"] == [2, 3, 4]
+    assert not any("error" in key for key in summary)
+    assert not any("error" in key for key in summary["steps_record"][-1])
+    assert "fine_solve" not in summary["mean_step_seconds"]
+    assert not (out / "reference_final.npy").exists() and (out / "solution_final.npy").exists()
+    assert (out / "lod.bp").is_dir() and (out / "coefficient.bp").is_dir()
+    # The default: only the snapshot steps and T.
+    default = tmp_path / "default"
+    run(parabolic(stack, default, T=1.0, steps=4, no_plot=[], snapshots=[1]))
+    assert json.loads((default / "summary.json").read_text())["output_steps"] == [1, 4]
+    bad = run(parabolic(stack, tmp_path / "bad", output_every=0), check=False)
+    assert bad.returncode == 2 and "--output-every must be >= 1" in bad.stderr
 
 
 @pytest.mark.parametrize(

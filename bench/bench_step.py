@@ -1,0 +1,135 @@
+"""Benchmark: what one online time step costs, LOD steppers against a plain fine FEM step.
+
+Run by hand, e.g.
+
+    python bench/bench_step.py --out bench/results/step-1.json
+    mpirun -n 2 python bench/bench_step.py --out bench/results/step-2.json
+
+(H, h, l) = (1/32, 1/512, 2) by default. Cases, each a backward Euler loop (T = 1):
+
+- ``constant``: a rough coefficient (values in [0.01, 1] per fine cell) constant in time,
+  ``--steps`` steps: the LOD basis is computed at step 1 and kept;
+- ``battery`` / ``cont``: the paper's families with p(t) changing every step
+  (``--changing-steps`` steps), classical full update.
+
+All steppers of a case advance side by side on the same coefficient (:func:`advance`): the
+fine FEM (CG + GAMG, rtol 1e-12; assembly only when a changed) and the LOD with the
+Galerkin and Petrov–Galerkin methods. Reported per stepper: mean wall time per phase over
+steps 2..M (step 1 builds every basis from scratch and is reported apart), the ratio of the
+fine FEM step to the LOD step, the relative L2 error at T of the LOD against the fine FEM
+(computed after the loop, outside the timed steps) and the peak memory per rank.
+"""
+
+import argparse
+import resource
+from pathlib import Path
+
+import dolfinx_solver  # noqa: F401
+import numpy as np
+from common import machine
+from mpi4py import MPI
+
+import dolfinx_lod as dl
+from dolfinx_lod.io import write_json
+from dolfinx_lod.lod import relative_errors
+from dolfinx_lod.timestepping import CoefficientSchedule, FEMStepper, LODStepper, advance
+
+
+def schedules(n: int, steps: int, changing: int) -> dict:
+    """The benchmark's coefficient schedules: name -> (schedule, number of steps)."""
+    rough = dl.coefficients.random_coefficient(n, 0.01, 1.0, seed=0)
+    battery = dl.coefficients.family("battery", n)
+    cont = dl.coefficients.family("cont", n)
+    p0 = battery.test_parameters(1, seed=7)[0]
+    return {
+        "constant": (CoefficientSchedule.from_stack(np.repeat(rough[None], steps, 0)), steps),
+        "battery": (
+            CoefficientSchedule.from_family(
+                battery.a, lambda t: battery.check(np.clip(p0 + 0.2 * t, -1.0, 1.0))
+            ),
+            changing,
+        ),
+        "cont": (
+            CoefficientSchedule.from_family(cont.a, lambda t: cont.check([0.3 + 0.2 * t])),
+            changing,
+        ),
+    }
+
+
+def run_case(grids, schedule, steps: int, layers: int, comm) -> dict:
+    """Advance the FEM and the two LOD steppers side by side; per-step timings and errors."""
+    tau = 1.0 / steps
+    fem = FEMStepper(grids, tau)
+    lods = {
+        "lod_galerkin": LODStepper(grids, layers, tau, "galerkin"),
+        "lod_petrov_galerkin": LODStepper(grids, layers, tau, "petrov-galerkin"),
+    }
+    steppers = {"fem": fem, **lods}
+    timings: dict[str, list[dict[str, float]]] = {name: [] for name in steppers}
+
+    def observe(m, t, state):
+        for name, stepper in steppers.items():
+            timings[name].append(
+                {k: comm.allreduce(v, op=MPI.MAX) for k, v in stepper.timings.items()}
+            )
+
+    advance(grids, schedule, 1.0, steps, list(steppers.values()), observe)
+    out = {}
+    for name, records in timings.items():
+        later = records[1:] if len(records) > 1 else records
+        mean = {k: float(np.mean([r[k] for r in later])) for k in later[0]}
+        out[name] = {
+            "first_step": records[0],
+            "mean_step": mean,
+            "step_seconds": float(sum(mean.values())),
+        }
+    for name, lod in lods.items():
+        errors = relative_errors(
+            lod.solution().x.petsc_vec, fem.u.x.petsc_vec, fem.fine.M, fem.fine.S
+        )
+        out[name]["rel_l2_error_T_vs_fem"] = errors["l2"]
+        out[name]["fem_step_over_lod_step"] = out["fem"]["step_seconds"] / out[name]["step_seconds"]
+        lod.destroy()
+    fem.destroy()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--coarse", type=int, default=32)
+    parser.add_argument("--fine", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--changing-steps", type=int, default=12)
+    parser.add_argument("--cases", nargs="+", default=["constant", "battery", "cont"])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/step.json"))
+    args = parser.parse_args()
+    comm = MPI.COMM_WORLD
+    g = dl.create_nested_grids(comm, args.coarse, args.fine)
+    all_schedules = schedules(args.fine, args.steps, args.changing_steps)
+    cases = {}
+    for name in args.cases:
+        schedule, steps = all_schedules[name]
+        cases[name] = {"steps": steps, **run_case(g, schedule, steps, args.layers, comm)}
+        if comm.rank == 0:
+            summary = {k: v["step_seconds"] for k, v in cases[name].items() if k != "steps"}
+            print(name, summary, flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB (kB on Linux)
+    result = {
+        "benchmark": "step",
+        "H": 1 / args.coarse,
+        "h": 1 / args.fine,
+        "layers": args.layers,
+        "ranks": comm.size,
+        "machine": machine(),
+        "peak_memory_gib_per_rank": comm.allgather(peak),
+        "cases": cases,
+    }
+    if comm.rank == 0:
+        write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()

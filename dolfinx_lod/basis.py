@@ -119,11 +119,8 @@ class MultiscaleBasis:
         progress: Show a progress bar (rank 0) while correctors are computed.
         capacity: With a capacity c (number, array, callable or DG0 Function), every update
             also computes the Petrov–Galerkin local operators (K_T, M_T) of each patch
-            (:meth:`~dolfinx_lod.correctors.PatchProblem.local_operators`, or the provider's
-            learned ``local_operators``), kept in ``operators`` for
-            :class:`~dolfinx_lod.lod.LocalAssembly`. B itself is then assembled only on
-            request (:meth:`matrix`), and a provider with learned local operators computes
-            its correctors only then.
+            (:meth:`~dolfinx_lod.correctors.PatchProblem.local_operators`), kept in
+            ``operators`` for :class:`~dolfinx_lod.lod.LocalAssembly`.
     """
 
     def __init__(
@@ -162,14 +159,13 @@ class MultiscaleBasis:
         if self.with_operators:
             c_local = self.local_coefficient(capacity, name="capacity")
             self._c_patches = [c_local[index] for index in self.cell_index]
-        #: Owned patches whose correctors a provider with learned local operators still owes,
-        #: and the parameter they are for (computed by :meth:`matrix`).
-        self._owed: tuple[npt.NDArray[np.int64], Any] | None = None
         self._stale = False  # B does not yet hold the current correctors
         #: Coefficient on each patch when its correctors were computed (a_ref; None when the
         #: provider does not read it), and whether the patch was computed at all.
         self.reference: list[npt.NDArray[np.float64] | None] = [None] * len(self.patches)
         self.reference_set = [False] * len(self.patches)
+        #: a on the owned fine cells at the last update that read it (a cheap "unchanged" test).
+        self._owned_reference: npt.NDArray[np.float64] | None = None
         #: Error indicators e_T of the last selective update (0 where a did not change).
         self.indicators = np.zeros(len(self.patches))
         self.num_recomputed = 0
@@ -233,12 +229,23 @@ class MultiscaleBasis:
         """
         t0 = time.perf_counter()
         strategy = strategy or FullUpdate()
-        learned_operators = self.with_operators and hasattr(self.provider, "local_operators")
         if self.needs_field(strategy):
-            a_local = self.local_coefficient(a, p)
-            a_patches = [a_local[index] for index in self.cell_index]
-            t1 = time.perf_counter()
-            todo = strategy.select(self, a_patches)
+            g = self.grids
+            owned = owned_coefficient_values(g, a, p)
+            same = self._owned_reference is not None and np.array_equal(
+                owned, self._owned_reference
+            )
+            if g.comm.allreduce(same, op=MPI.LAND):  # a unchanged: nothing to fetch or do
+                a_patches = [None] * len(self.patches)
+                t1 = time.perf_counter()
+                todo = np.zeros(len(self.patches), dtype=bool)
+                self.indicators = np.zeros(len(self.patches))
+            else:
+                self._owned_reference = owned
+                a_local = fetch(g.comm, g.fine**2, g.fine_cell_keys, owned, self._cell_keys)
+                a_patches = [a_local[index] for index in self.cell_index]
+                t1 = time.perf_counter()
+                todo = strategy.select(self, a_patches)
         else:  # correctors depend on p alone: the coefficient is never fetched
             a_patches = [None] * len(self.patches)
             t1 = time.perf_counter()
@@ -248,7 +255,7 @@ class MultiscaleBasis:
         todo |= ~np.array(self.reference_set, dtype=bool)
         t2 = time.perf_counter()
         index = np.flatnonzero(todo)
-        self._compute(index, a_patches, p, learned_operators)
+        self._compute(index, a_patches, p)
         for i in index:
             self.reference[i] = a_patches[i]
             self.reference_set[i] = True
@@ -267,25 +274,14 @@ class MultiscaleBasis:
 
     def needs_field(self, strategy: UpdateStrategy | None = None) -> bool:
         """Whether an update reads the coefficient field (False: p alone decides)."""
-        learned_operators = self.with_operators and hasattr(self.provider, "local_operators")
-        p_only = not self.provider.needs_coefficient and (
-            learned_operators or not self.with_operators
-        )
+        p_only = not self.provider.needs_coefficient and not self.with_operators
         return not p_only or not isinstance(strategy or FullUpdate(), FullUpdate)
 
-    def _compute(self, index, a_patches, p: Any, learned_operators: bool) -> None:
+    def _compute(self, index, a_patches, p: Any) -> None:
         """Correctors and (with a capacity) local operators of the owned patches ``index``."""
         patches = [self.patches[i] for i in index]
         a_todo = [a_patches[i] for i in index]
         show = self.progress and self.grids.comm.rank == 0
-        if learned_operators:  # operators now, correctors when B is asked for
-            new_ops = self.provider.local_operators(patches, p)
-            for i, ops in zip(index, new_ops, strict=True):
-                self.operators[i] = ops
-            if self._owed is not None:
-                index = np.union1d(index, self._owed[0])
-            self._owed = (index, p)
-            return
         if self.with_operators and self.provider is self.patch_problems:
             c_todo = [self._c_patches[i] for i in index]
             pairs = self.provider.correctors_and_operators(patches, a_todo, c_todo, show)
@@ -303,12 +299,6 @@ class MultiscaleBasis:
 
     def matrix(self) -> PETSc.Mat:
         """B for the correctors of the last update, assembled if it is not yet. Collective."""
-        if self._owed is not None:  # then _stale is set on every rank
-            index, p = self._owed
-            self._owed = None
-            new = self.provider.correctors([self.patches[i] for i in index], [None] * len(index), p)
-            for i, C in zip(index, new, strict=True):
-                self.correctors[i] = C
         if self._stale:
             self._assemble()
             self._stale = False
@@ -325,6 +315,7 @@ class MultiscaleBasis:
         self.reference = [None] * len(self.patches)
         self.reference_set = [False] * len(self.patches)
         self._p_reference = None
+        self._owned_reference = None
 
     def _assemble(self) -> None:
         """B = P - sum_T C_T from the stored correctors. Collective.

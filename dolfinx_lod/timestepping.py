@@ -288,8 +288,7 @@ class LODStepper:
         capacity: c > 0 (number, array, callable c(x, p) or DG0 Function), constant in time.
         source: f: a number, or a callable f(t, x) at fine-cell midpoints.
         u0: Initial value u0(x) (x of shape (3, N)), default 0.
-        provider: Corrector provider (default: classical patch solves; a provider with learned
-            ``local_operators`` makes Petrov–Galerkin steps coarse-only).
+        provider: Corrector provider (default: classical patch solves).
         progress: Progress bar of the corrector computations (rank 0).
         name: Label of the stepper in records.
 

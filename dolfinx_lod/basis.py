@@ -26,8 +26,8 @@ from dolfinx_lod.coefficients import CoefficientLike, owned_coefficient_values
 from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.interpolation import local_projection
-from dolfinx_lod.parallel import fetch, validate
-from dolfinx_lod.patches import make_patch, owned_cells, validate_layers
+from dolfinx_lod.parallel import NumericalError, collective, fetch, validate
+from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
 
 
 def boundary_vertex_mask(coarse: int) -> npt.NDArray[np.bool_]:
@@ -126,7 +126,10 @@ class MultiscaleBasis:
         provider: CorrectorProvider | None = None,
         progress: bool = False,
     ):
-        validate(grids.comm, lambda: validate_layers(layers))
+        validate(
+            grids.comm,
+            lambda: (validate_layers(layers), validate_refinement(grids.coarse, grids.fine)),
+        )
         self.grids, self.layers, self.progress = grids, layers, progress
         self.Pi = local_projection(grids)
         #: Classical patch problems: the default provider, and the error indicators.
@@ -212,9 +215,10 @@ class MultiscaleBasis:
         t2 = time.perf_counter()
         show = self.progress and self.grids.comm.rank == 0
         index = np.flatnonzero(todo)
-        new = self.provider.correctors(
-            [self.patches[i] for i in index], [a_patches[i] for i in index], p, progress=show
-        )
+        with collective(self.grids.comm, NumericalError):  # rank-local: fail on all ranks
+            new = self.provider.correctors(
+                [self.patches[i] for i in index], [a_patches[i] for i in index], p, progress=show
+            )
         for i, C in zip(index, new, strict=True):
             self.correctors[i], self.reference[i] = C, a_patches[i]
         t3 = time.perf_counter()

@@ -441,10 +441,23 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     )
 
 
+def _all_ranks_failed(comm: MPI.Comm, seconds: float = 5.0) -> bool:
+    """Whether every rank reaches this point (all raised) within ``seconds``. Called by the
+    failing ranks on a communicator used for nothing else, so that a rank still waiting in a
+    collective of the computation is detected instead of waited for."""
+    request, end = comm.Ibarrier(), time.monotonic() + seconds
+    while not request.Test():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dolfinx-lod`` command."""
     args = _parser().parse_args(argv)
     comm = MPI.COMM_WORLD
+    handshake = comm.Dup()  # for errors raised outside dolfinx_lod.parallel.collective
     # SIGTERM unwinds like Ctrl-C: the staging folder of the results is removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
@@ -454,15 +467,20 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except Exception as e:  # not raised collectively: stop every rank rather than hang
-        traceback.print_exc()
-        print(
-            f"dolfinx-lod {args.command}: internal error on rank {comm.rank}: {e}", file=sys.stderr
-        )
+    except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
+        code = 3 if isinstance(e, RuntimeError) else 2 if isinstance(e, ValueError) else 1
+        if not isinstance(e, ValueError | RuntimeError):
+            traceback.print_exc()  # a bug: show where
+        if _all_ranks_failed(handshake):
+            if comm.rank == 0:
+                print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
+            return code
+        print(f"dolfinx-lod {args.command}: error on rank {comm.rank}: {e}", file=sys.stderr)
         sys.stderr.flush()
-        if comm.size > 1:
-            comm.Abort(1)
-        return 1
+        comm.Abort(code)  # the other ranks wait in a collective: stop them rather than hang
+        return code
+    finally:
+        handshake.Free()
     if comm.rank == 0 and args.command == "train":
         base = summary["baseline_errors_test"]
         print(

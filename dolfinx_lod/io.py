@@ -145,8 +145,9 @@ class OutputSet:
             os.rename(staging, out)
 
     def discard(self) -> None:
-        """Delete the staging folder (after a failure). Rank-local, no communication."""
-        if self.comm.rank == 0 and not self.committed:
+        """Delete the staging folder (after a failure). Rank-local, no communication: any
+        failing rank removes it, also when the others cannot get there (an aborted job)."""
+        if not self.committed:
             shutil.rmtree(self.staging, ignore_errors=True)
 
     def __enter__(self) -> OutputSet:

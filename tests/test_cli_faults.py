@@ -99,3 +99,31 @@ def test_demo_cache_not_writable(tmp_path):
     args = [DEMOS / "example1.py", "--tiny", "--cache", "/proc/dolfinx_lod", "--out", tmp_path]
     res = run(args)
     assert_one_line(res, 4, "example1.py: error:", "cannot write --cache (model folder) /proc/")
+
+
+FAULT = """
+import sys
+from mpi4py import MPI
+import dolfinx_lod.cli as cli
+
+def fail(*args, **kwargs):
+    if MPI.COMM_WORLD.rank in RANKS:
+        raise RuntimeError("injected failure")
+    return solve(*args, **kwargs)
+
+solve, cli.solve_elliptic = cli.solve_elliptic, fail
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("ranks, code", [((0, 1), 3), ((1,), None)])
+def test_error_outside_a_collective_block(inputs, tmp_path, ranks, code):
+    """A RuntimeError on every rank exits cleanly (code 3, one line); on one rank only, the
+    other rank waits in a collective: the job is aborted within seconds instead of hanging."""
+    args = commands(inputs, tmp_path / "out")["elliptic"][2:]
+    res = run(["-c", FAULT.replace("RANKS", repr(ranks)), *args])
+    if code is not None:
+        assert_one_line(res, code, "dolfinx-lod elliptic: error:", "injected failure")
+    else:
+        assert res.returncode != 0 and "error on rank 1: injected failure" in res.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))

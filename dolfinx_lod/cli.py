@@ -317,7 +317,7 @@ def _parabolic(args, comm, grids, stack, capacity, output: OutputSet, t0: float)
     import dolfinx.io
 
     n = grids.fine
-    schedule = CoefficientSchedule.from_stack(stack)
+    schedule = CoefficientSchedule.from_stack(stack, check=False)  # checked in _load_array
     snapshots = set(
         args.snapshots if args.snapshots is not None else {1, max(args.steps // 2, 1), args.steps}
     )

@@ -172,7 +172,8 @@ def _check_positive_int(value: int, option: str) -> None:
 
 
 def _check_problem(args: argparse.Namespace, comm: MPI.Comm, n: int) -> None:
-    """Sizes, layers, r >= 2 (and method, source where given) before any work. Collective."""
+    """N_H divides n with n / N_H >= 2, layers (and method, source where given) before any
+    work. Collective."""
 
     def check() -> None:
         validate_layers(args.layers)
@@ -196,8 +197,8 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     t0 = time.perf_counter()
     A = _load_coefficient(args, comm)
     n = A.shape[0]
-    grids = create_nested_grids(comm, args.coarse, n)
     _check_problem(args, comm, n)
+    grids = create_nested_grids(comm, args.coarse, n)
     with OutputSet(comm, args.out) as output:
         summary = _elliptic(args, comm, grids, A, output, t0)
         output.commit()
@@ -303,8 +304,8 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     stack = _load_array(args.coefficients, "--coefficients", comm, 3)
     n = stack.shape[1]
     capacity = 1.0 if args.capacity is None else _load_array(args.capacity, "--capacity", comm, 2)
-    grids = create_nested_grids(comm, args.coarse, n)
     _check_problem(args, comm, n)
+    grids = create_nested_grids(comm, args.coarse, n)
     _check_parabolic_options(args, comm, args.steps)
     with OutputSet(comm, args.out) as output:
         summary = _parabolic(args, comm, grids, stack, capacity, output, t0)
@@ -424,8 +425,8 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
 
     validate(comm, check)
     torch.set_num_threads(args.threads)
-    grids = create_nested_grids(comm, args.coarse, args.fine)
     _check_problem(args, comm, args.fine)
+    grids = create_nested_grids(comm, args.coarse, args.fine)
     # train_and_evaluate checks the network size, prepares --out collectively (checkpoints go
     # there while training runs; the results are written as a set) and checks --resume.
     return train_and_evaluate(

@@ -468,6 +468,18 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C (mpirun forwards it to every rank)
+        if _all_ranks_failed(handshake):
+            if comm.rank == 0:
+                resume = " (checkpoints so far allow --resume)" if args.command == "train" else ""
+                print(
+                    f"dolfinx-lod {args.command}: interrupted; the results in {args.out} are "
+                    f"unchanged{resume}",
+                    file=sys.stderr,
+                )
+            return 130
+        comm.Abort(130)
+        return 130
     except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
         code = 3 if isinstance(e, RuntimeError) else 2 if isinstance(e, ValueError) else 1
         if not isinstance(e, ValueError | RuntimeError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 import traceback
@@ -459,8 +458,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     comm = MPI.COMM_WORLD
     handshake = comm.Dup()  # for errors raised outside dolfinx_lod.parallel.collective
-    # SIGTERM unwinds like Ctrl-C: the staging folder of the results is removed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         commands = {"elliptic": elliptic, "parabolic": parabolic, "train": train}
         summary = commands[args.command](args, comm)

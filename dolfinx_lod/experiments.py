@@ -25,7 +25,7 @@ from dolfinx_lod.io import OutputSet, gather_cell_array, gather_vertex_array, wr
 from dolfinx_lod.lod import relative_errors
 from dolfinx_lod.neural.provider import FORMAT, FixedCorrectors, LearnedCorrectors, TrainedModel
 from dolfinx_lod.neural.training import TrainingSettings
-from dolfinx_lod.neural.workflow import CHECKPOINTS, parse_network, train_and_evaluate
+from dolfinx_lod.neural.workflow import checkpoints, parse_network, train_and_evaluate
 from dolfinx_lod.parallel import InputError, LodError, OutputError, collective
 from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
 
@@ -67,7 +67,8 @@ def cached_training(
     reused = (folder / "model.pt").exists() and (folder / "summary.json").exists()
     reused = grids.comm.allreduce(reused, op=MPI.LAND)
     if not reused:
-        output = OutputSet(grids.comm, folder, "--cache (model folder)", (CHECKPOINTS,), True)
+        keep = (checkpoints(grids.comm),)
+        output = OutputSet(grids.comm, folder, "--cache (model folder)", keep, live=True)
         train_and_evaluate(
             grids, layers, family, samples, test_samples, settings, output, progress=progress
         )

@@ -29,8 +29,11 @@ from dolfinx_lod.neural.provider import (
 from dolfinx_lod.neural.training import DeepRitzTrainer, TrainingSettings, read_checkpoint
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 
-#: Checkpoint files in a training folder (the resume state; carried over into each result set).
-CHECKPOINTS = "checkpoint-rank*-of*.pt"
+
+def checkpoints(comm: MPI.Comm) -> str:
+    """The checkpoint files of a run on ``comm`` in a training folder (the resume state,
+    carried into each result set; checkpoints of other rank counts are not)."""
+    return f"checkpoint-rank*-of{comm.size}.pt"
 
 
 def parse_network(spec: str) -> dict[str, Any]:
@@ -199,7 +202,7 @@ def train_and_evaluate(
                 "train without --resume to start from scratch"
             )
     if not isinstance(out, OutputSet):
-        out = OutputSet(comm, out, keep=(CHECKPOINTS,), live=True)
+        out = OutputSet(comm, out, keep=(checkpoints(comm),), live=True)
     output, out = out, folder
     with output:  # a failure or an interrupt discards the new results
         run = prepare_training(grids, layers, family, samples, settings)

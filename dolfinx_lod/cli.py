@@ -205,8 +205,16 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
 
 
 def _elliptic(args, comm, grids, A, output: OutputSet, t0: float) -> dict:
-    n = grids.fine
     sol = solve_elliptic(grids, A, args.layers, f=args.source, method=args.method, progress=True)
+    try:  # the PETSc objects are destroyed on every rank together, also after an error
+        return _elliptic_output(args, comm, grids, A, sol, output, t0)
+    finally:
+        sol.basis.destroy()
+        sol.K.destroy()
+
+
+def _elliptic_output(args, comm, grids, A, sol, output: OutputSet, t0: float) -> dict:
+    n = grids.fine
     u_ms = gather_vertex_array(grids, sol.u_ms)
     u_h = gather_vertex_array(grids, sol.u_h)
     summary = {
@@ -229,8 +237,6 @@ def _elliptic(args, comm, grids, A, output: OutputSet, t0: float) -> dict:
     with collective(comm, OutputError):
         if comm.rank == 0:
             _write_elliptic(args, output, grids, A, u_ms, u_h, summary, t0)
-    sol.basis.destroy()
-    sol.K.destroy()
     return summary
 
 
@@ -362,36 +368,38 @@ def _parabolic(args, comm, grids, stack, capacity, output: OutputSet, t0: float)
     finally:
         for writer in writers.values():
             writer.close()
-    u_ms, u_h = gather_vertex_array(grids, result.u_ms), gather_vertex_array(grids, result.u_h)
-    records = result.records
-    phases = records[0]["timings"].keys()
-    summary = {
-        "command": "parabolic",
-        **result.settings,
-        "n": n,
-        "NH": args.coarse,
-        "l": args.layers,
-        "ranks": comm.size,
-        "source": args.source,
-        "coefficients": str(args.coefficients),
-        "capacity": str(args.capacity) if args.capacity else 1.0,
-        "rel_l2_error_final": result.final_errors["l2"],
-        "rel_energy_error_final": result.final_errors["energy"],
-        "recomputed_patches_total": sum(r["recomputed_patches"] for r in records),
-        "mean_step_seconds": {
-            k: float(np.mean([r["timings"][k] for r in records])) for k in phases
-        },
-        "steps_record": records,
-        "files": files,
-        "version": dolfinx_lod.__version__,
-    }
-    with collective(comm, OutputError):
-        if comm.rank == 0:
-            write_npy(output.path("solution_final.npy"), u_ms)
-            write_npy(output.path("reference_final.npy"), u_h)
-            summary["wall_seconds"] = time.perf_counter() - t0
-            write_json(output.path("summary.json"), summary)
-    result.basis.destroy()
+    try:  # the PETSc objects are destroyed on every rank together, also after an error
+        u_ms, u_h = gather_vertex_array(grids, result.u_ms), gather_vertex_array(grids, result.u_h)
+        records = result.records
+        phases = records[0]["timings"].keys()
+        summary = {
+            "command": "parabolic",
+            **result.settings,
+            "n": n,
+            "NH": args.coarse,
+            "l": args.layers,
+            "ranks": comm.size,
+            "source": args.source,
+            "coefficients": str(args.coefficients),
+            "capacity": str(args.capacity) if args.capacity else 1.0,
+            "rel_l2_error_final": result.final_errors["l2"],
+            "rel_energy_error_final": result.final_errors["energy"],
+            "recomputed_patches_total": sum(r["recomputed_patches"] for r in records),
+            "mean_step_seconds": {
+                k: float(np.mean([r["timings"][k] for r in records])) for k in phases
+            },
+            "steps_record": records,
+            "files": files,
+            "version": dolfinx_lod.__version__,
+        }
+        with collective(comm, OutputError):
+            if comm.rank == 0:
+                write_npy(output.path("solution_final.npy"), u_ms)
+                write_npy(output.path("reference_final.npy"), u_h)
+                summary["wall_seconds"] = time.perf_counter() - t0
+                write_json(output.path("summary.json"), summary)
+    finally:
+        result.basis.destroy()
     return summary
 
 

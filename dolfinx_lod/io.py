@@ -78,12 +78,16 @@ class OutputSet:
             if comm.rank == 0:
                 staging = self._prepare(live)
         self.staging = Path(comm.bcast(staging, root=0))
-        with collective(comm, OutputError):
-            if not self.staging.is_dir():
-                raise OutputError(
-                    f"cannot write {option} {self.out}: rank {comm.rank} does not see the "
-                    f"folder {self.staging} (use a file system shared by all ranks)"
-                )
+        try:
+            with collective(comm, OutputError):
+                if not self.staging.is_dir():
+                    raise OutputError(
+                        f"cannot write {option} {self.out}: rank {comm.rank} does not see the "
+                        f"folder {self.staging} (use a file system shared by all ranks)"
+                    )
+        except OutputError:
+            self.discard()
+            raise
 
     def _fail(self, what: str) -> OutputError:
         return OutputError(f"cannot write {self.option} {self.out}: {what}")
@@ -105,11 +109,14 @@ class OutputSet:
                 _probe(out)
         except OSError as e:
             raise self._fail(_os_message(e)) from e
+        staging = None
         try:
             staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
             os.chmod(staging, 0o777 & ~umask())
             _probe(staging)
         except OSError as e:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
             raise self._fail(f"cannot create a folder in {out.parent} ({e.strerror or e})") from e
         return staging
 

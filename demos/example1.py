@@ -22,7 +22,13 @@ import numpy as np
 from mpi4py import MPI
 
 from dolfinx_lod.coefficients import cont_family
-from dolfinx_lod.experiments import Example, example_arguments, run_example, sized_example
+from dolfinx_lod.experiments import (
+    Example,
+    example_arguments,
+    run_demo,
+    run_example,
+    sized_example,
+)
 
 # Problem sizes of the modes (training budgets: dolfinx_lod.experiments.TRAINING).
 SIZES = {
@@ -55,4 +61,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_demo(main, sys.argv[1:]))

@@ -29,7 +29,13 @@ from dolfinx_lod.coefficients import (
     battery_layers,
     battery_source,
 )
-from dolfinx_lod.experiments import Example, example_arguments, run_example, sized_example
+from dolfinx_lod.experiments import (
+    Example,
+    example_arguments,
+    run_demo,
+    run_example,
+    sized_example,
+)
 
 # Problem sizes of the modes (training budgets: dolfinx_lod.experiments.TRAINING).
 SIZES = {
@@ -90,4 +96,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_demo(main, sys.argv[1:]))

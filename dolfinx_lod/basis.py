@@ -26,8 +26,8 @@ from dolfinx_lod.coefficients import CoefficientLike, owned_coefficient_values
 from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.interpolation import local_projection
-from dolfinx_lod.parallel import fetch, validate
-from dolfinx_lod.patches import make_patch, owned_cells, validate_layers
+from dolfinx_lod.parallel import NumericalError, collective, fetch, validate
+from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
 
 
 def boundary_vertex_mask(coarse: int) -> npt.NDArray[np.bool_]:
@@ -131,7 +131,10 @@ class MultiscaleBasis:
         progress: bool = False,
         capacity: CoefficientLike | float | None = None,
     ):
-        validate(grids.comm, lambda: validate_layers(layers))
+        validate(
+            grids.comm,
+            lambda: (validate_layers(layers), validate_refinement(grids.coarse, grids.fine)),
+        )
         self.grids, self.layers, self.progress = grids, layers, progress
         self.Pi = local_projection(grids)
         #: Classical patch problems: the default provider, and the error indicators.
@@ -232,8 +235,10 @@ class MultiscaleBasis:
         if self.needs_field(strategy):
             g = self.grids
             owned = owned_coefficient_values(g, a, p)
-            same = self._owned_reference is not None and np.array_equal(
-                owned, self._owned_reference
+            same = (
+                self._owned_reference is not None
+                and all(self.reference_set)
+                and np.array_equal(owned, self._owned_reference)
             )
             if g.comm.allreduce(same, op=MPI.LAND):  # a unchanged: nothing to fetch or do
                 a_patches = [None] * len(self.patches)
@@ -241,7 +246,6 @@ class MultiscaleBasis:
                 todo = np.zeros(len(self.patches), dtype=bool)
                 self.indicators = np.zeros(len(self.patches))
             else:
-                self._owned_reference = owned
                 a_local = fetch(g.comm, g.fine**2, g.fine_cell_keys, owned, self._cell_keys)
                 a_patches = [a_local[index] for index in self.cell_index]
                 t1 = time.perf_counter()
@@ -255,10 +259,13 @@ class MultiscaleBasis:
         todo |= ~np.array(self.reference_set, dtype=bool)
         t2 = time.perf_counter()
         index = np.flatnonzero(todo)
-        self._compute(index, a_patches, p)
+        with collective(self.grids.comm, NumericalError):  # rank-local: fail on all ranks
+            self._compute(index, a_patches, p)
         for i in index:
             self.reference[i] = a_patches[i]
             self.reference_set[i] = True
+        if self.needs_field(strategy):
+            self._owned_reference = owned
         t3 = time.perf_counter()
         self.num_recomputed = int(self.grids.comm.allreduce(int(todo.sum())))
         self._stale = self._stale or self.num_recomputed > 0

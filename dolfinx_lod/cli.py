@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
 
 import dolfinx_lod
-from dolfinx_lod.coefficients import random_coefficient, validate_array_shape
+from dolfinx_lod.coefficients import (
+    check_coefficient_values,
+    check_dtype,
+    random_coefficient,
+    validate_array_shape,
+)
 from dolfinx_lod.grids import create_nested_grids
-from dolfinx_lod.io import gather_cell_array, gather_vertex_array, write_json, write_npy
-from dolfinx_lod.lod import METHODS, solve_elliptic
-from dolfinx_lod.parallel import validate
-from dolfinx_lod.patches import validate_layers
+from dolfinx_lod.io import (
+    OutputSet,
+    gather_cell_array,
+    gather_vertex_array,
+    write_json,
+    write_npy,
+)
+from dolfinx_lod.lod import METHODS, solve_elliptic, validate_method, validate_source
+from dolfinx_lod.parallel import InputError, LodError, OutputError, collective, validate
+from dolfinx_lod.patches import validate_layers, validate_refinement
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
+
+COARSE_HELP = "N_H, coarse cells per direction (divides n, n / N_H >= 2)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--fine", type=int, default=128, help="n for the default coefficient (128)")
     e.add_argument("--seed", type=int, default=0, help="seed of the default coefficient (0)")
-    e.add_argument("--coarse", type=int, required=True, help="N_H, coarse cells per direction")
+    e.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
     e.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
     e.add_argument("--method", choices=METHODS, default="galerkin")
     e.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
@@ -62,17 +75,20 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="(M, n, n) .npy stack: coefficient of step m = 1..M (orientation as for elliptic)",
     )
-    q.add_argument("--coarse", type=int, required=True, help="N_H, coarse cells per direction")
+    q.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
     q.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
     q.add_argument("--T", type=float, required=True, help="final time T > 0")
     q.add_argument("--steps", type=int, required=True, help="M, number of time steps")
     q.add_argument("--update", choices=UPDATES, default="full", help="basis update strategy")
-    q.add_argument("--tol", type=float, default=0.0, help="tolerance of --update selective (0)")
+    q.add_argument("--tol", type=float, help="tolerance of --update selective (0)")
     q.add_argument("--capacity", type=Path, help="(n, n) .npy array of c > 0 (default 1)")
     q.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
     q.add_argument("--method", choices=METHODS, default="galerkin")
     q.add_argument(
-        "--snapshots", type=int, nargs="*", help="steps with PNG snapshots (default: 1, M/2, M)"
+        "--snapshots",
+        type=int,
+        nargs="*",
+        help="steps in 1..M with PNG snapshots (default: 1, M/2, M)",
     )
     q.add_argument("--out", type=Path, required=True, help="output folder")
     q.add_argument("--no-plot", action="store_true", help="skip PNG snapshots")
@@ -90,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train LOD-ANN corrector networks (Deep Ritz) for a family")
     t.add_argument("--family", choices=("cont", "battery"), required=True)
-    t.add_argument("--coarse", type=int, required=True, help="N_H, coarse cells per direction")
+    t.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
     t.add_argument("--fine", type=int, required=True, help="n, fine cells per direction")
     t.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
     t.add_argument("--samples", type=int, required=True, help="training parameters K")
@@ -106,7 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (1e-2)")
     t.add_argument("--patience", type=int, default=1000, help="early stopping patience (1000)")
     t.add_argument("--checkpoint-every", type=int, default=500)
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoints in --out (same settings but --epochs, --patience, "
+        "--checkpoint-every, --device; same number of ranks)",
+    )
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument("--threads", type=int, default=1, help="torch threads per MPI rank (1)")
     t.add_argument("--seed", type=int, default=0)
@@ -115,22 +136,42 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_array(path: Path, option: str, comm: MPI.Comm, ndim: int) -> np.ndarray:
-    """Memory-map a .npy file (each rank reads only what it needs); collective validation."""
+    """Memory-map a .npy coefficient array ((n, n), or a (M, n, n) stack) and validate all of
+    it before any work: type, shape and every value (finite, > 0, a contrast the solver
+    resolves), a stack step by step, the steps split over the ranks. Collective."""
     out: list[np.ndarray] = []
 
     def load() -> None:
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{option} {path}: cannot read a .npy array ({e})") from e
-        if arr.ndim != ndim:
-            shape = "(n, n)" if ndim == 2 else "(M, n, n)"
-            raise ValueError(f"{option} array must have shape {shape}; got {arr.shape}")
+        except Exception as e:  # missing, empty, truncated, pickled, not .npy
+            raise InputError(f"{option} {path}: cannot read a .npy array ({e})") from e
+        if not isinstance(arr, np.ndarray):  # an .npz archive
+            arr.close()
+            raise InputError(
+                f"{option} {path}: a .npz archive, not a .npy array (save one array with "
+                "numpy.save)"
+            )
+        check_dtype(arr, option)
+        shape = "(n, n)" if ndim == 2 else "(M, n, n) with M >= 1"
+        if arr.ndim != ndim or (ndim == 3 and arr.shape[0] == 0):
+            raise InputError(f"{option} array must have shape {shape}; got {arr.shape}")
         validate_array_shape(arr if ndim == 2 else arr[0], option)
         out.append(arr)
 
     validate(comm, load)
-    return out[0]
+    arr = out[0]
+
+    def check_values() -> None:
+        if ndim == 2:
+            check_coefficient_values(np.asarray(arr), option)
+            return
+        M = arr.shape[0]  # contiguous blocks: the first failing rank has the first bad step
+        for m in range(comm.rank * M // comm.size, (comm.rank + 1) * M // comm.size):
+            check_coefficient_values(np.asarray(arr[m]), f"{option} step {m + 1}")
+
+    validate(comm, check_values)
+    return arr
 
 
 def _load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
@@ -146,12 +187,41 @@ def _check_positive_int(value: int, option: str) -> None:
         raise ValueError(f"{option} must be >= 1, got {value}")
 
 
+def _check_problem(args: argparse.Namespace, comm: MPI.Comm, n: int) -> None:
+    """N_H divides n with n / N_H >= 2, layers (and method, source where given) before any
+    work. Collective."""
+
+    def check() -> None:
+        validate_layers(args.layers)
+        validate_refinement(args.coarse, n)
+        if "method" in args:
+            validate_method(args.method)
+        if "source" in args:
+            validate_source(args.source)
+
+    validate(comm, check)
+
+
+def _warn(comm: MPI.Comm, command: str, message: str) -> None:
+    if comm.rank == 0:
+        print(f"dolfinx-lod {command}: warning: {message}", file=sys.stderr)
+
+
 def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
-    """Run the elliptic LOD and write summary.json, solution.npy, reference.npy, elliptic.png."""
+    """Run the elliptic LOD and write summary.json, solution.npy, reference.npy, elliptic.png
+    as one set into --out."""
     t0 = time.perf_counter()
     A = _load_coefficient(args, comm)
     n = A.shape[0]
+    _check_problem(args, comm, n)
     grids = create_nested_grids(comm, args.coarse, n)
+    with OutputSet(comm, args.out) as output:
+        summary = _elliptic(args, comm, grids, A, output, t0)
+        output.commit()
+    return summary
+
+
+def _elliptic(args, comm, grids, A, output: OutputSet, t0: float) -> dict:
     sol = solve_elliptic(
         grids,
         A,
@@ -161,12 +231,19 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
         progress=True,
         reference=args.reference,
     )
+    try:  # the PETSc objects are destroyed on every rank together, also after an error
+        return _elliptic_output(args, comm, grids, A, sol, output, t0)
+    finally:
+        sol.destroy()
+
+
+def _elliptic_output(args, comm, grids, A, sol, output: OutputSet, t0: float) -> dict:
     u_ms = gather_vertex_array(grids, sol.u_ms)
     u_h = gather_vertex_array(grids, sol.u_h) if args.reference else None
     summary = {
         "command": "elliptic",
         "method": args.method,
-        "n": n,
+        "n": grids.fine,
         "NH": args.coarse,
         "l": args.layers,
         "ranks": comm.size,
@@ -187,79 +264,111 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
             }
         )
         summary["files"]["reference"] = "reference.npy"
-    if comm.rank == 0:
-        write_npy(args.out / "solution.npy", u_ms)
-        if u_h is not None:
-            write_npy(args.out / "reference.npy", u_h)
-        if not args.no_plot:
-            from dolfinx_lod.plotting import plot_fields
-
-            panels = [("coefficient a", np.asarray(A), True), ("LOD solution u_ms", u_ms, False)]
-            if u_h is not None:
-                panels.append(("abs(u_ms - u_h)", np.abs(u_ms - u_h), False))
-            plot_fields(
-                args.out / "elliptic.png",
-                panels,
-                grids.domain,
-                log_scale=[True] + [False] * (len(panels) - 1),
-            )
-            summary["files"]["figure"] = "elliptic.png"
-        summary["timings"]["wall"] = time.perf_counter() - t0
-        write_json(args.out / "summary.json", summary)
-    sol.destroy()
+    with collective(comm, OutputError):
+        if comm.rank == 0:
+            _write_elliptic(args, output, grids, A, u_ms, u_h, summary, t0)
     return summary
 
 
+def _write_elliptic(args, output: OutputSet, grids, A, u_ms, u_h, summary, t0) -> None:
+    """The elliptic result files (rank 0); u_h is None without a reference."""
+    write_npy(output.path("solution.npy"), u_ms)
+    if u_h is not None:
+        write_npy(output.path("reference.npy"), u_h)
+    if not args.no_plot:
+        from dolfinx_lod.plotting import plot_fields
+
+        panels = [("coefficient a", np.asarray(A), True), ("LOD solution u_ms", u_ms, False)]
+        if u_h is not None:
+            panels.append(("abs(u_ms - u_h)", np.abs(u_ms - u_h), False))
+        plot_fields(
+            output.path("elliptic.png"),
+            panels,
+            grids.domain,
+            log_scale=[True] + [False] * (len(panels) - 1),
+        )
+        summary["files"]["figure"] = "elliptic.png"
+    summary["timings"]["wall"] = time.perf_counter() - t0
+    write_json(output.path("summary.json"), summary)
+
+
 def _snapshot(path: Path, grids, view) -> None:
-    """PNG of coefficient, LOD (and FEM and |error| with a reference) at step m (collective;
-    rank 0 plots)."""
+    """PNG of coefficient, LOD (and FEM and |error| with a reference) at step m. Collective;
+    rank 0 plots."""
     a_fun = view.a
     owned = grids.fine_cell_keys.size
     a = gather_cell_array(grids, a_fun.x.array[a_fun.function_space.dofmap.list[:owned, 0]])
     lod = gather_vertex_array(grids, view.u_ms)
     fem = gather_vertex_array(grids, view.u_h) if view.fem is not None else None
-    if grids.comm.rank == 0:
-        from dolfinx_lod.plotting import plot_fields
+    with collective(grids.comm, OutputError):
+        if grids.comm.rank == 0:
+            from dolfinx_lod.plotting import plot_fields
 
-        panels = [(f"coefficient a, t = {view.t:.3g}", a, True), ("LOD u_ms", lod, False)]
-        if fem is not None:
-            panels += [("FEM u_h", fem, False), ("abs(u_ms - u_h)", np.abs(lod - fem), False)]
-        plot_fields(path, panels, grids.domain, log_scale=[True] + [False] * (len(panels) - 1))
+            panels = [(f"coefficient a, t = {view.t:.3g}", a, True), ("LOD u_ms", lod, False)]
+            if fem is not None:
+                panels += [("FEM u_h", fem, False), ("abs(u_ms - u_h)", np.abs(lod - fem), False)]
+            log_scale = [True] + [False] * (len(panels) - 1)
+            plot_fields(path, panels, grids.domain, log_scale=log_scale)
 
 
-def _check_output_every(value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"--output-every must be >= 1, got {value}")
+def _check_parabolic_options(args: argparse.Namespace, comm: MPI.Comm, steps: int) -> None:
+    """--snapshots in 1..M, --output-every >= 1; warn about --tol without --update selective.
+    Collective."""
+
+    def check() -> None:
+        bad = [m for m in args.snapshots or () if not 1 <= m <= steps]
+        if bad:
+            raise InputError(f"--snapshots must be steps in 1..M = 1..{steps}; got {bad}")
+        if args.output_every is not None and args.output_every < 1:
+            raise InputError(f"--output-every must be >= 1, got {args.output_every}")
+
+    validate(comm, check)
+    if args.tol is not None and args.update != "selective":
+        _warn(
+            comm,
+            "parabolic",
+            f"--tol applies to --update selective only; ignored with --update {args.update}",
+        )
 
 
 def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
-    """Run the parabolic LOD (and, with --reference, the fine FEM beside it); write
-    summary.json, solution_final.npy (reference_final.npy), VTX time series (lod.bp: u_ms, with
-    a reference also u_h and error; coefficient.bp: a) at the output steps and PNG snapshots."""
-    import dolfinx.fem
-    import dolfinx.io
-
+    """Run the parabolic LOD against the fine FEM; write summary.json, final arrays, VTX time
+    series (lod.bp: u_ms, u_h, error; coefficient.bp: a) and PNG snapshots as one set into
+    --out. Every step of the coefficient stack is validated before the first step."""
     t0 = time.perf_counter()
-    validate(comm, lambda: _check_output_every(args.output_every))
     stack = _load_array(args.coefficients, "--coefficients", comm, 3)
     n = stack.shape[1]
     capacity = 1.0 if args.capacity is None else _load_array(args.capacity, "--capacity", comm, 2)
+    _check_problem(args, comm, n)
     grids = create_nested_grids(comm, args.coarse, n)
-    schedule = CoefficientSchedule.from_stack(stack)
+    _check_parabolic_options(args, comm, args.steps)
+    with OutputSet(comm, args.out) as output:
+        summary = _parabolic(args, comm, grids, stack, capacity, output, t0)
+        output.commit()
+    return summary
+
+
+def _parabolic(args, comm, grids, stack, capacity, output: OutputSet, t0: float) -> dict:
+    import dolfinx.fem
+    import dolfinx.io
+
+    schedule = CoefficientSchedule.from_stack(stack, check=False)  # checked in _load_array
     snapshots = set(
         args.snapshots if args.snapshots is not None else {1, max(args.steps // 2, 1), args.steps}
     )
-    every = args.output_every
     outputs = snapshots | {args.steps}
-    if every is not None:
-        outputs |= set(range(every, args.steps + 1, every))
-    tmp = {name: args.out / f".{name}.partial" for name in ("lod.bp", "coefficient.bp")}
+    if args.output_every is not None:
+        outputs |= set(range(args.output_every, args.steps + 1, args.output_every))
     u_out = dolfinx.fem.Function(grids.V_h, name="u_ms")
     u_ref = dolfinx.fem.Function(grids.V_h, name="u_h")
     error = dolfinx.fem.Function(grids.V_h, name="error")
     writers: dict = {}
     frames: list[int] = []
-    files: dict[str, str] = {"solution_final": "solution_final.npy"}
+    files: dict[str, str] = {
+        "solution_final": "solution_final.npy",
+        "lod_vtx": "lod.bp",
+        "coefficient_vtx": "coefficient.bp",
+    }
     if args.reference:
         files["reference_final"] = "reference_final.npy"
 
@@ -269,8 +378,8 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
         a_fun = view.a  # a(t_m), evaluated for the coefficient writer
         if not writers:
             fields = [u_out, u_ref, error] if args.reference else [u_out]
-            writers["lod"] = dolfinx.io.VTXWriter(comm, tmp["lod.bp"], fields)
-            writers["a"] = dolfinx.io.VTXWriter(comm, tmp["coefficient.bp"], [a_fun])
+            writers["lod"] = dolfinx.io.VTXWriter(comm, output.path("lod.bp"), fields)
+            writers["a"] = dolfinx.io.VTXWriter(comm, output.path("coefficient.bp"), [a_fun])
         view.lod.solution(out=u_out)
         if args.reference:
             u_ref.x.array[:] = view.u_h.x.array
@@ -280,73 +389,70 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
         frames.append(view.m)
         if view.m in snapshots and not args.no_plot:
             name = f"snapshot_step{view.m:04d}.png"
-            _snapshot(args.out / name, grids, view)
+            _snapshot(output.path(name), grids, view)
             files[f"snapshot_step{view.m}"] = name
 
-    if comm.rank == 0:
-        args.out.mkdir(parents=True, exist_ok=True)
-    comm.Barrier()
-    result = run_parabolic(
-        grids,
-        schedule,
-        args.T,
-        args.steps,
-        args.layers,
-        method=args.method,
-        update=args.update,
-        tol=args.tol,
-        capacity=capacity,
-        source=args.source,
-        observer=observe,
-        progress=True,
-        reference=args.reference,
-    )
-    for writer in writers.values():
-        writer.close()
-    u_ms = gather_vertex_array(grids, result.u_ms)
-    u_h = gather_vertex_array(grids, result.u_h) if args.reference else None
-    records = result.records
-    phases = sorted({k for r in records for k in r["timings"]})
-    summary = {
-        "command": "parabolic",
-        **result.settings,
-        "n": n,
-        "NH": args.coarse,
-        "l": args.layers,
-        "ranks": comm.size,
-        "source": args.source,
-        "coefficients": str(args.coefficients),
-        "capacity": str(args.capacity) if args.capacity else 1.0,
-        "output_steps": frames,
-        "recomputed_patches_total": sum(r["recomputed_patches"] for r in records),
-        "mean_step_seconds": {
-            k: float(np.mean([r["timings"].get(k, 0.0) for r in records])) for k in phases
-        },
-        "steps_record": records,
-        "files": files,
-        "version": dolfinx_lod.__version__,
-    }
-    if args.reference:
-        summary["rel_l2_error_final"] = result.final_errors["l2"]
-        summary["rel_energy_error_final"] = result.final_errors["energy"]
-    if comm.rank == 0:
-        for name, path in tmp.items():
-            final = args.out / name
-            if final.exists():
-                shutil.rmtree(final)
-            path.rename(final)
-            files[name.split(".")[0] + "_vtx"] = name
-        write_npy(args.out / "solution_final.npy", u_ms)
-        if u_h is not None:
-            write_npy(args.out / "reference_final.npy", u_h)
-        summary["wall_seconds"] = time.perf_counter() - t0
-        write_json(args.out / "summary.json", summary)
-    result.basis.destroy()
+    try:
+        result = run_parabolic(
+            grids,
+            schedule,
+            args.T,
+            args.steps,
+            args.layers,
+            method=args.method,
+            update=args.update,
+            tol=0.0 if args.tol is None else args.tol,
+            capacity=capacity,
+            source=args.source,
+            observer=observe,
+            progress=True,
+            reference=args.reference,
+        )
+    finally:
+        for writer in writers.values():
+            writer.close()
+    try:  # the PETSc objects are destroyed on every rank together, also after an error
+        u_ms = gather_vertex_array(grids, result.u_ms)
+        u_h = gather_vertex_array(grids, result.u_h) if args.reference else None
+        records = result.records
+        phases = sorted({k for r in records for k in r["timings"]})
+        summary = {
+            "command": "parabolic",
+            **result.settings,
+            "n": grids.fine,
+            "NH": args.coarse,
+            "l": args.layers,
+            "ranks": comm.size,
+            "source": args.source,
+            "coefficients": str(args.coefficients),
+            "capacity": str(args.capacity) if args.capacity else 1.0,
+            "output_steps": frames,
+            "recomputed_patches_total": sum(r["recomputed_patches"] for r in records),
+            "mean_step_seconds": {
+                k: float(np.mean([r["timings"].get(k, 0.0) for r in records])) for k in phases
+            },
+            "steps_record": records,
+            "files": files,
+            "version": dolfinx_lod.__version__,
+        }
+        if args.reference:
+            summary["rel_l2_error_final"] = result.final_errors["l2"]
+            summary["rel_energy_error_final"] = result.final_errors["energy"]
+        with collective(comm, OutputError):
+            if comm.rank == 0:
+                write_npy(output.path("solution_final.npy"), u_ms)
+                if u_h is not None:
+                    write_npy(output.path("reference_final.npy"), u_h)
+                summary["wall_seconds"] = time.perf_counter() - t0
+                write_json(output.path("summary.json"), summary)
+    finally:
+        result.basis.destroy()
     return summary
 
 
 def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
-    """Train the networks of all patches; write model.pt, summary.json, loss.png."""
+    """Train the networks of all patches; write model.pt, summary.json, loss.png as one set
+    into --out (the checkpoints go there while training runs)."""
     import torch
 
     from dolfinx_lod.coefficients import family as make_family
@@ -373,11 +479,10 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
 
     validate(comm, check)
     torch.set_num_threads(args.threads)
+    _check_problem(args, comm, args.fine)
     grids = create_nested_grids(comm, args.coarse, args.fine)
-    validate(comm, lambda: validate_layers(args.layers))
-    if comm.rank == 0:
-        args.out.mkdir(parents=True, exist_ok=True)
-    comm.Barrier()
+    # train_and_evaluate checks the network size, prepares --out collectively (checkpoints go
+    # there while training runs; the results are written as a set) and checks --resume.
     return train_and_evaluate(
         grids,
         args.layers,
@@ -391,21 +496,56 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     )
 
 
+def _all_ranks_failed(comm: MPI.Comm, seconds: float = 5.0) -> bool:
+    """Whether every rank reaches this point (all raised) within ``seconds``. Called by the
+    failing ranks on a communicator used for nothing else, so that a rank still waiting in a
+    collective of the computation is detected instead of waited for."""
+    request, end = comm.Ibarrier(), time.monotonic() + seconds
+    while not request.Test():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dolfinx-lod`` command."""
     args = _parser().parse_args(argv)
     comm = MPI.COMM_WORLD
+    handshake = comm.Dup()  # for errors raised outside dolfinx_lod.parallel.collective
     try:
         commands = {"elliptic": elliptic, "parabolic": parabolic, "train": train}
         summary = commands[args.command](args, comm)
-    except ValueError as e:  # raised on every rank by the collective validation
+    except LodError as e:  # raised on every rank together (dolfinx_lod.parallel.collective)
         if comm.rank == 0:
             print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # e.g. training diverged (raised on every rank)
-        if comm.rank == 0:
-            print(f"dolfinx-lod {args.command}: {e}", file=sys.stderr)
-        return 3
+        return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C (mpirun forwards it to every rank)
+        if _all_ranks_failed(handshake):
+            if comm.rank == 0:
+                resume = " (checkpoints so far allow --resume)" if args.command == "train" else ""
+                print(
+                    f"dolfinx-lod {args.command}: interrupted; the results in {args.out} are "
+                    f"unchanged{resume}",
+                    file=sys.stderr,
+                )
+            return 130
+        comm.Abort(130)
+        return 130
+    except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
+        code = 3 if isinstance(e, RuntimeError) else 2 if isinstance(e, ValueError) else 1
+        if not isinstance(e, ValueError | RuntimeError):
+            traceback.print_exc()  # a bug: show where
+        if _all_ranks_failed(handshake):
+            if comm.rank == 0:
+                print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
+            return code
+        print(f"dolfinx-lod {args.command}: error on rank {comm.rank}: {e}", file=sys.stderr)
+        sys.stderr.flush()
+        comm.Abort(code)  # the other ranks wait in a collective: stop them rather than hang
+        return code
+    finally:
+        handshake.Free()
     if comm.rank == 0 and args.command == "train":
         base = summary["baseline_errors_test"]
         print(

@@ -17,9 +17,10 @@ import dolfinx.fem
 import dolfinx.mesh
 import numpy as np
 import numpy.typing as npt
+from mpi4py import MPI
 
 from dolfinx_lod.grids import NestedGrids
-from dolfinx_lod.parallel import validate
+from dolfinx_lod.parallel import InputError, validate
 
 CoefficientLike = npt.ArrayLike | Callable[..., npt.ArrayLike] | dolfinx.fem.Function
 
@@ -31,11 +32,59 @@ def fine_cell_midpoints(grids: NestedGrids) -> npt.NDArray[np.float64]:
     return grids.origin[:, None] + (ij + 0.5) * grids.h[:, None]
 
 
+#: Smallest ratio min(a) / max(a) the patch solves resolve in double precision (a contrast of
+#: 1e14); smaller ratios, and subnormal values, are rejected.
+MIN_RATIO = 1e-14
+
+_DTYPE_KINDS = {
+    "b": "boolean",
+    "c": "complex",
+    "M": "datetime",
+    "m": "timedelta",
+    "U": "string",
+    "S": "bytes",
+    "O": "object",
+    "V": "structured or void",
+}
+
+
+def check_dtype(arr: npt.NDArray, name: str) -> None:
+    """Raise ``InputError`` unless ``arr`` holds real floating-point or integer numbers."""
+    kind = np.asarray(arr).dtype.kind
+    if kind not in "fiu":
+        raise InputError(
+            f"{name} must hold real floating-point or integer values; got dtype "
+            f"{np.asarray(arr).dtype} ({_DTYPE_KINDS.get(kind, 'other')})"
+        )
+
+
+def check_contrast(low: float, high: float, name: str) -> None:
+    """Raise ``InputError`` if positive values in [low, high] span a contrast the patch solves
+    cannot resolve: ``low / high < MIN_RATIO``, or ``low`` subnormal."""
+    if low < np.finfo(np.float64).tiny or low < MIN_RATIO * high:
+        digits = np.log10(high) - np.log10(low)
+        raise InputError(
+            f"{name} values span a contrast max/min = 1e{digits:.0f} (max {high:.3g}, min "
+            f"{low:.3g}); double-precision patch solves resolve contrasts up to "
+            f"{1 / MIN_RATIO:.0e} (min/max >= {MIN_RATIO:g}, no subnormal values): rescale or "
+            "clip the values"
+        )
+
+
 def _check_values(values: npt.NDArray, name: str, positive: bool) -> None:
+    check_dtype(values, name)
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{name} must be finite; found NaN or infinite values")
     if positive and values.size and values.min() <= 0.0:
         raise ValueError(f"{name} must be > 0 on every fine cell; minimum is {values.min():g}")
+
+
+def check_coefficient_values(values: npt.NDArray, name: str = "coefficient") -> None:
+    """All checks of a coefficient array on one process: dtype, finite, > 0, contrast.
+    Rank-local (raise collectively with :func:`dolfinx_lod.parallel.validate`)."""
+    _check_values(values, name, True)
+    if values.size:
+        check_contrast(float(values.min()), float(values.max()), name)
 
 
 def validate_array_shape(arr: npt.NDArray, name: str = "coefficient") -> None:
@@ -59,9 +108,12 @@ def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[
         if a.function_space.mesh is not grids.fine_mesh or element.space_dimension != 1:
             raise ValueError(f"{name} as a Function must live in a DG0 space on the fine mesh T_h")
         cell_dofs = a.function_space.dofmap.list[: grids.fine_cell_keys.size, 0]
+        check_dtype(a.x.array, name)
         return np.asarray(a.x.array[cell_dofs], dtype=np.float64)
     if callable(a):
-        values = np.asarray(a(fine_cell_midpoints(grids), p), dtype=np.float64)
+        values = np.asarray(a(fine_cell_midpoints(grids), p))
+        check_dtype(values, f"{name}(x, p)")
+        values = values.astype(np.float64, copy=False)
         if values.shape != grids.fine_cell_keys.shape:
             raise ValueError(
                 f"{name}(x, p) must return one value per cell midpoint, shape "
@@ -69,6 +121,7 @@ def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[
             )
         return values
     arr = np.asarray(a)
+    check_dtype(arr, name)
     validate_array_shape(arr, name)
     if arr.shape != (n, n):
         raise ValueError(f"{name} array must have shape ({n}, {n}) (fine cells); got {arr.shape}")
@@ -83,9 +136,10 @@ def owned_coefficient_values(
     positive: bool = True,
 ) -> npt.NDArray[np.float64]:
     """Validated values of ``a`` on the owned fine cells, in ``grids.fine_cell_keys`` order:
-    finite, and > 0 if ``positive``.
+    real numbers, finite, and if ``positive`` > 0 with a contrast max/min over all ranks that
+    double-precision solves resolve (:func:`check_contrast`).
 
-    Collective: a bad value on any rank raises ``ValueError`` on every rank.
+    Collective: a bad value on any rank raises ``InputError`` (a ``ValueError``) on every rank.
     """
     out: list[npt.NDArray[np.float64]] = []
 
@@ -95,7 +149,12 @@ def owned_coefficient_values(
         out.append(values)
 
     validate(grids.comm, check)
-    return out[0]
+    values = out[0]
+    if positive:  # the global range, the same on every rank: raising here is collective
+        low = grids.comm.allreduce(float(values.min()) if values.size else np.inf, op=MPI.MIN)
+        high = grids.comm.allreduce(float(values.max()) if values.size else 0.0, op=MPI.MAX)
+        check_contrast(low, high, name)
+    return values
 
 
 def coefficient_function(

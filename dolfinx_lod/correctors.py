@@ -72,6 +72,10 @@ class CorrectorProvider(Protocol):
         ...
 
 
+class PatchSolveError(RuntimeError):
+    """A patch saddle-point factorization or solve failed (rank-local)."""
+
+
 class PatchSpace:
     """The fine Q1 space of a patch shape (wx x wy coarse cells), shared by all configurations
     of that shape: mesh, spaces, coefficient Functions, stiffness form and matrices.
@@ -287,9 +291,25 @@ class PatchProblem:
         self.K.setValuesCSR(self._indptr, self._indices, self._values)
         self.K.assemble()
         self.rhs.assemble()
-        self.ksp.matSolve(self.rhs, self.sol)
+        failure = None
+        try:
+            self.ksp.setUp()  # the factorization: a failed one is flagged, not raised
+            failure = self._failure()
+            if failure is None:
+                self.ksp.matSolve(self.rhs, self.sol)
+                failure = self._failure()
+        except PETSc.Error as e:
+            failure = self._failure() or f"PETSc error code {e.ierr}"
         C = np.empty((self.num_dofs, 4))
-        C[self.space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
+        if failure is None:
+            C[self.space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
+            if not np.isfinite(C).all():
+                failure = "non-finite correctors"
+        if failure is not None:
+            self.ksp.reset()  # the next solve factorizes anew
+            self.ksp.setOperators(self.K)
+            self.ksp.setFromOptions()
+            raise PatchSolveError(failure)
         return C
 
     def local_operators(
@@ -321,6 +341,22 @@ class PatchProblem:
         K = Lt @ (F - space.matmul(space.S_full, C_dofs))
         M = Lt @ (self._G - space.matmul(space.Mc, C_dofs))
         return K, M
+
+    def _failure(self) -> str | None:
+        """What went wrong in the last factorization or solve (None if nothing)."""
+        pc = self.ksp.getPC()
+        reasons = []
+        if pc.getFailedReason() != 0:
+            reasons.append(f"factorization failed (PC failed reason {pc.getFailedReason()})")
+        if self.ksp.getConvergedReason() < 0:
+            reasons.append(f"KSP reason {self.ksp.getConvergedReason()}")
+        try:
+            infog = pc.getFactorMatrix().getMumpsInfog(1)
+        except PETSc.Error:  # not MUMPS, or nothing factorized
+            infog = 0
+        if infog < 0:
+            reasons.append(f"MUMPS INFOG(1) = {infog}")
+        return ", ".join(reasons) or None
 
     @functools.cached_property
     def _indicator_forms(self) -> tuple[dolfinx.fem.Form, dolfinx.fem.Form, dolfinx.fem.Form]:
@@ -393,10 +429,29 @@ class ClassicalCorrectors:
             self._problems[config] = PatchProblem(config, space, self.grids.r, self.Pi)
         return self._problems[config]
 
+    def _solve(self, patch: Patch, a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Correctors of one patch, a failed solve named by coarse cell T and rank."""
+        try:
+            return self.problem(patch.configuration).solve(a)
+        except PatchSolveError as e:
+            raise PatchSolveError(
+                f"patch solve for coarse cell T = {patch.cell} (patch of "
+                f"{patch.configuration.shape[0]} x {patch.configuration.shape[1]} coarse "
+                f"cells) failed on rank {self.grids.comm.rank}: {e}; coefficient on the "
+                f"patch in [{np.min(a):.3g}, {np.max(a):.3g}]"
+            ) from e
+
     def correctors(self, patches, a_patches, p=None, progress=False):
+        """Correctors of ``patches`` (rank-local).
+
+        Raises:
+            PatchSolveError: A patch solve failed; the message names the coarse cell T and
+                this rank (:meth:`dolfinx_lod.basis.MultiscaleBasis.update` raises it on
+                every rank as :class:`~dolfinx_lod.parallel.NumericalError`).
+        """
         pairs = zip(patches, a_patches, strict=True)
         bar = tqdm(pairs, total=len(patches), desc="correctors", unit="patch", disable=not progress)
-        return [self.problem(patch.configuration).solve(a) for patch, a in bar]
+        return [self._solve(patch, a) for patch, a in bar]
 
     def correctors_and_operators(
         self,
@@ -406,12 +461,13 @@ class ClassicalCorrectors:
         progress: bool = False,
     ) -> list[tuple[npt.NDArray[np.float64], tuple[npt.NDArray, npt.NDArray]]]:
         """Correctors and the Petrov–Galerkin local operators (K_T, M_T) of each patch from one
-        assembly of the patch matrices (:meth:`PatchProblem.local_operators`). Rank-local."""
+        assembly of the patch matrices (:meth:`PatchProblem.local_operators`). Rank-local;
+        raises like :meth:`correctors`."""
         out = []
         bar = tqdm(range(len(patches)), desc="correctors", unit="patch", disable=not progress)
         for i in bar:
+            C = self._solve(patches[i], a_patches[i])
             problem = self.problem(patches[i].configuration)
-            C = problem.solve(a_patches[i])
             out.append((C, problem.local_operators(C, c_patches[i])))
         return out
 

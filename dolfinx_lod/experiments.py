@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,11 +21,12 @@ from mpi4py import MPI
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids, create_nested_grids
-from dolfinx_lod.io import gather_cell_array, gather_vertex_array, write_json
+from dolfinx_lod.io import OutputSet, gather_cell_array, gather_vertex_array, write_json
 from dolfinx_lod.lod import relative_errors
 from dolfinx_lod.neural.provider import FORMAT, FixedCorrectors, LearnedCorrectors, TrainedModel
 from dolfinx_lod.neural.training import TrainingSettings
-from dolfinx_lod.neural.workflow import parse_network, train_and_evaluate
+from dolfinx_lod.neural.workflow import checkpoints, parse_network, train_and_evaluate
+from dolfinx_lod.parallel import InputError, LodError, OutputError, collective
 from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
 
 
@@ -65,16 +67,39 @@ def cached_training(
     reused = (folder / "model.pt").exists() and (folder / "summary.json").exists()
     reused = grids.comm.allreduce(reused, op=MPI.LAND)
     if not reused:
-        if grids.comm.rank == 0:
-            folder.mkdir(parents=True, exist_ok=True)
-        grids.comm.Barrier()
+        keep = (checkpoints(grids.comm),)
+        output = OutputSet(grids.comm, folder, "--cache (model folder)", keep, live=True)
         train_and_evaluate(
-            grids, layers, family, samples, test_samples, settings, folder, progress=progress
+            grids, layers, family, samples, test_samples, settings, output, progress=progress
         )
-    summary = grids.comm.bcast(
-        json.loads((folder / "summary.json").read_text()) if grids.comm.rank == 0 else None
+    summary = None
+    with collective(grids.comm, InputError):
+        if grids.comm.rank == 0:
+            try:
+                summary = json.loads((folder / "summary.json").read_text())
+            except (OSError, ValueError) as e:
+                raise InputError(damaged_cache(folder / "summary.json", e)) from e
+    return folder, grids.comm.bcast(summary), reused
+
+
+def damaged_cache(path: Path, error: Exception) -> str:
+    """The message for a damaged file in the model cache: what and how to clear it."""
+    return (
+        f"the cached model file {path} is damaged ({error}); delete the folder {path.parent} "
+        "to train anew, or pass --cache with another folder"
     )
-    return folder, summary, reused
+
+
+def load_cached_model(folder: Path, grids: NestedGrids, layers: int, family: Family):
+    """The cached model of ``folder`` (checked for the problem). Collective: a damaged file
+    raises ``InputError`` on every rank, saying how to clear the cache."""
+    model = []
+    with collective(grids.comm, InputError):
+        try:
+            model.append(TrainedModel.load(folder / "model.pt", grids, layers, family))
+        except (OSError, ValueError) as e:
+            raise InputError(damaged_cache(folder / "model.pt", e)) from e
+    return model[0]
 
 
 def compare_time_loops(
@@ -289,12 +314,19 @@ def baseline_correctors(example: Example) -> dict[str, FixedCorrectors]:
 def run_example(example: Example, out: Path, cache: Path | None = None) -> dict[str, Any]:
     """Offline training (cached), the LOD / LOD-ANN / baseline time loops for every schedule,
     figures (paper Figs. 3-8 style) and ``out/summary.json``. Collective; returns the summary."""
+    with OutputSet(example.grids.comm, out) as output:  # prepared before any work
+        summary = _run_example(example, output, cache)
+        output.commit()
+    return summary
+
+
+def _run_example(example: Example, output: OutputSet, cache: Path | None) -> dict[str, Any]:
     t_start = time.perf_counter()
-    g, fam, ex = example.grids, example.family, example
+    g, fam, ex, out = example.grids, example.family, example, output.out
     folder, trained, reused = cached_training(
         g, ex.layers, fam, ex.samples, ex.test_samples, ex.settings, cache
     )
-    model = TrainedModel.load(folder / "model.pt", g, ex.layers, fam)
+    model = load_cached_model(folder, g, ex.layers, fam)
     learned = LearnedCorrectors(model, fam, g.r)
     baselines = baseline_correctors(ex)
     providers = {"ann": learned, "baseline": baselines["mean"], "none": baselines["none"]}
@@ -356,10 +388,12 @@ def run_example(example: Example, out: Path, cache: Path | None = None) -> dict[
         },
         "paper": ex.paper,
     }
-    summary["figures"] = _figures(ex, runs[0]["snapshots"], learned, folder, out, shots)
+    summary["figures"] = _figures(ex, runs[0]["snapshots"], learned, folder, output, shots)
     summary["wall_seconds"] = time.perf_counter() - t_start
+    with collective(g.comm, OutputError):
+        if g.comm.rank == 0:
+            write_json(output.path("summary.json"), summary)
     if g.comm.rank == 0:
-        write_json(out / "summary.json", summary)
         print(
             f"Example {ex.number} ({ex.mode}, {g.comm.size} ranks): LOD vs LOD-ANN at T: mean "
             f"{summary['rel_error_final_mean']:.4f}, max {summary['rel_error_final_max']:.4f} "
@@ -374,9 +408,10 @@ def run_example(example: Example, out: Path, cache: Path | None = None) -> dict[
     return summary
 
 
-def _figures(ex: Example, sh, learned, folder: Path, out: Path, shots) -> dict[str, str]:
+def _figures(ex: Example, sh, learned, folder: Path, output: OutputSet, shots) -> dict[str, str]:
     """Loss (Fig. 3), basis function (Figs. 4, 5), solutions (Fig. 6), cross sections (Fig. 7)
-    and |LOD - LOD-ANN| (Fig. 8). Collective (gathers); rank 0 plots."""
+    and |LOD - LOD-ANN| (Fig. 8) into the staging folder of ``output``. Collective (gathers);
+    rank 0 plots (a failure raises on every rank)."""
     g, fam = ex.grids, ex.family
     p = ex.schedules[0](ex.T)
     centre = (g.coarse // 2) * (g.coarse + 1) + g.coarse // 2
@@ -385,13 +420,20 @@ def _figures(ex: Example, sh, learned, folder: Path, out: Path, shots) -> dict[s
         basis = MultiscaleBasis(g, ex.layers, provider=provider)
         columns[name] = basis_function(g, basis.update(fam.a, p), centre)
         basis.destroy()
-    if g.comm.rank != 0:
-        return {}
+    figures: dict[str, str] = {}
+    with collective(g.comm, OutputError):
+        if g.comm.rank == 0:
+            figures = _plot_figures(ex, sh, columns, folder, output.staging, shots)
+    return figures
+
+
+def _plot_figures(ex: Example, sh, columns, folder: Path, out: Path, shots) -> dict[str, str]:
+    """The figures of :func:`_figures` (rank 0)."""
+    g = ex.grids
     from shutil import copyfile
 
     from dolfinx_lod.plotting import plot_cross_sections, plot_solution_grid
 
-    out.mkdir(parents=True, exist_ok=True)
     copyfile(folder / "loss.png", out / "fig3_loss.png")
     x = np.linspace(g.domain[0][0], g.domain[1][0], g.fine + 1)
     mid = g.fine // 2
@@ -459,3 +501,16 @@ def _figures(ex: Example, sh, learned, folder: Path, out: Path, shots) -> dict[s
         g.domain,
     ).name
     return figures
+
+
+def run_demo(main: Callable[[list[str]], Any], argv: list[str]) -> int:
+    """Run a demo's ``main(argv)``; an error raised on every rank (bad input, a numerical
+    failure, an output folder that cannot be written) prints one line on rank 0 and returns
+    its exit code instead of a traceback."""
+    try:
+        main(argv)
+    except LodError as e:
+        if MPI.COMM_WORLD.rank == 0:
+            print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0

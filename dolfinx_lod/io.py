@@ -1,28 +1,200 @@
-"""Output: atomic file writes, summary.json, fine-vertex arrays gathered for ``.npy`` files."""
+"""Output: result folders written as a set, atomic file writes, summary.json, fine-vertex
+arrays gathered for ``.npy`` files."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import dolfinx.fem
 import numpy as np
 import numpy.typing as npt
+from mpi4py import MPI
 
 from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.parallel import OutputError, collective
+
+_UMASK_LOCK = threading.Lock()
+
+
+def umask() -> int:
+    """The process umask (read without changing it for longer than the call)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _os_message(e: OSError) -> str:
+    where = f": {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}{where}"
+
+
+class OutputSet:
+    """The result files of one run, written as a set into ``out``. Collective methods.
+
+    The constructor prepares the output collectively before any work: it checks that ``out`` is
+    absent, empty or an earlier result folder (it holds one of ``markers``), creates a staging
+    folder ``.NAME.tmp-XXXXXX`` beside it and checks that it is writable and seen by every rank.
+    Results are written into the staging folder (:meth:`path`); :meth:`commit` replaces
+    ``out`` by it in one step (a rename exchange on Linux) and deletes the earlier results, so
+    ``out`` holds either the complete earlier set or the complete new one. A run that fails or
+    is interrupted calls :meth:`discard` (the context manager does) and leaves ``out`` as it
+    was. Folders and files get the permissions of the umask.
+
+    Args:
+        comm: Communicator of the ranks that write.
+        out: The result folder.
+        option: Its name in messages (the command-line option).
+        keep: Glob patterns of files in ``out`` that the new set carries over (hard links),
+            e.g. training checkpoints written into ``out`` while the run goes on.
+        live: Create ``out`` now (checkpoints are written there during the run).
+        markers: Names whose presence marks ``out`` as an earlier result folder.
+
+    Raises:
+        OutputError: On every rank, if the folder cannot be prepared.
+    """
+
+    def __init__(
+        self,
+        comm: MPI.Comm,
+        out: str | Path,
+        option: str = "--out",
+        keep: Sequence[str] = (),
+        live: bool = False,
+        markers: Sequence[str] = ("summary.json", "model.pt", "checkpoint-rank*.pt"),
+    ):
+        self.comm, self.out, self.option = comm, Path(os.path.abspath(out)), option
+        self.keep, self.markers, self.committed = tuple(keep), tuple(markers), False
+        staging = None
+        with collective(comm, OutputError):
+            if comm.rank == 0:
+                staging = self._prepare(live)
+        self.staging = Path(comm.bcast(staging, root=0))
+        try:
+            with collective(comm, OutputError):
+                if not self.staging.is_dir():
+                    raise OutputError(
+                        f"cannot write {option} {self.out}: rank {comm.rank} does not see the "
+                        f"folder {self.staging} (use a file system shared by all ranks)"
+                    )
+        except OutputError:
+            self.discard()
+            raise
+
+    def _fail(self, what: str) -> OutputError:
+        return OutputError(f"cannot write {self.option} {self.out}: {what}")
+
+    def _prepare(self, live: bool) -> Path:
+        """Check ``out``, create the staging folder, probe writability. Rank 0."""
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise self._fail("it exists and is not a folder")
+        if out.is_dir() and any(out.iterdir()) and not self._earlier_results():
+            raise self._fail(
+                "it is a folder with other content (no summary.json of an earlier run): choose "
+                "a new or empty folder"
+            )
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if live:
+                out.mkdir(mode=0o777, exist_ok=True)
+                _probe(out)
+        except OSError as e:
+            raise self._fail(_os_message(e)) from e
+        staging = None
+        try:
+            staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+            os.chmod(staging, 0o777 & ~umask())
+            _probe(staging)
+        except OSError as e:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise self._fail(f"cannot create a folder in {out.parent} ({e.strerror or e})") from e
+        return staging
+
+    def _earlier_results(self) -> bool:
+        return any(any(self.out.glob(pattern)) for pattern in self.markers)
+
+    def path(self, name: str) -> Path:
+        """Where the result file ``name`` is written (in the staging folder)."""
+        return self.staging / name
+
+    def commit(self) -> Path:
+        """Replace ``out`` by the new set in one step. Collective (after all writes)."""
+        self.comm.Barrier()
+        with collective(self.comm, OutputError):
+            if self.comm.rank == 0:
+                try:
+                    self._swap()
+                except OSError as e:
+                    raise self._fail(_os_message(e)) from e
+        self.committed = True
+        return self.out
+
+    def _swap(self) -> None:
+        out, staging = self.out, self.staging
+        for pattern in self.keep:
+            for f in out.glob(pattern):
+                if not (staging / f.name).exists():
+                    os.link(f, staging / f.name)
+        if out.is_dir():
+            exchange(staging, out)
+            shutil.rmtree(staging, ignore_errors=True)  # now the earlier results
+        else:
+            os.rename(staging, out)
+
+    def discard(self) -> None:
+        """Delete the staging folder (after a failure). Rank-local, no communication: any
+        failing rank removes it, also when the others cannot get there (an aborted job)."""
+        if not self.committed:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+def _probe(folder: Path) -> None:
+    """Raise OSError unless a file can be created in ``folder``."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".probe-")
+    os.close(fd)
+    os.unlink(name)
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap the paths of two folders: atomically with Linux ``renameat2(RENAME_EXCHANGE)``,
+    else with three renames. Rank-local."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+    aside = a.with_name(a.name + ".old")
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
 
 
 def write_atomic(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Write a file through ``write(fileobj)`` into a temporary file next to ``path`` and
-    rename it into place, so a reader never sees a half-written file. Rank-local."""
+    rename it into place, so a reader never sees a half-written file. The file gets the
+    umask's permissions. Rank-local."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, mode) as f:
             write(f)
         os.replace(tmp, path)

@@ -303,12 +303,15 @@ def solve_coarse(K: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
 
 
 def relative_errors(u: PETSc.Vec, u_ref: PETSc.Vec, M: PETSc.Mat, S: PETSc.Mat) -> dict[str, float]:
-    """Relative L2 (via M) and energy (via S) errors of u against u_ref. Collective."""
+    """Relative L2 (via M) and energy (via S) errors of u against u_ref. Collective.
+
+    With a zero reference (e.g. a zero source) the relative error is defined as the absolute
+    error ||u - u_ref|| (0 when both vanish), so it is always a finite number."""
     e = u - u_ref
-    out = {
-        name: float(np.sqrt(_norm2(A, e) / _norm2(A, u_ref)))
-        for name, A in (("l2", M), ("energy", S))
-    }
+    out = {}
+    for name, A in (("l2", M), ("energy", S)):
+        error, ref = _norm2(A, e), _norm2(A, u_ref)
+        out[name] = float(np.sqrt(max(error, 0.0) / ref if ref > 0 else max(error, 0.0)))
     e.destroy()
     return out
 

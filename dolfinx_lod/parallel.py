@@ -1,15 +1,114 @@
-"""MPI helpers: collective validation and a distributed key -> value directory.
+"""MPI helpers: the collective error path, collective validation and a distributed
+key -> value directory.
 
 Every function here is collective over the communicator it is given.
+
+The error path: work that may fail on some ranks only (reading input, checking values, file
+system operations, patch solves, writing results) runs inside :func:`collective`, which
+combines the outcome of all ranks and raises the same typed error on every rank, so that no
+rank is left waiting in a later collective. The types carry the exit code of the command line:
+:class:`InputError` (2, bad input), :class:`NumericalError` (3, a solve or training failed),
+:class:`OutputError` (4, the file system refused).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
+
+
+class LodError(Exception):
+    """Base of the errors raised on every rank together; ``exit_code`` is the CLI's."""
+
+    exit_code = 1
+
+
+class InputError(LodError, ValueError):
+    """Bad input (values, shapes, options, files that are not what they should be)."""
+
+    exit_code = 2
+
+
+class NumericalError(LodError, RuntimeError):
+    """A numerical failure: a patch or coarse solve, or training that diverged."""
+
+    exit_code = 3
+
+
+class OutputError(LodError, OSError):
+    """The output folder cannot be prepared or written."""
+
+    exit_code = 4
+
+
+_ERRORS: dict[str, type[LodError]] = {
+    cls.__name__: cls for cls in (InputError, NumericalError, OutputError)
+}
+
+
+def brief(e: BaseException, limit: int = 120) -> str:
+    """'Type: first line of the message' of an exception, at most ``limit`` characters."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(e: BaseException, default: type[LodError]) -> tuple[str, str]:
+    """(error type name, message) of a rank-local exception for :func:`collective`."""
+    if isinstance(e, LodError):
+        return _base_name(e), str(e)
+    message = str(e) or type(e).__name__
+    if isinstance(e, ValueError):  # a bad value, whatever the phase
+        return InputError.__name__, message
+    if isinstance(e, OSError | RuntimeError):
+        return default.__name__, message
+    return default.__name__, f"{type(e).__name__}: {message}"  # an unexpected error type
+
+
+def _base_name(e: LodError) -> str:
+    """The name of the collective error class an instance derives from (default: input)."""
+    return next((name for name, cls in _ERRORS.items() if isinstance(e, cls)), "InputError")
+
+
+def raise_first(comm: MPI.Comm, failure: tuple[str, str] | None) -> None:
+    """Raise on every rank the first rank's failure (error type name, message), if any.
+
+    Collective. The error is raised with the type of the first failing rank (by rank), so all
+    ranks raise the same type with the same message.
+    """
+    failures = comm.allgather(failure)
+    first = next((f for f in failures if f is not None), None)
+    if first is not None:
+        kind, message = first
+        raise _ERRORS[kind](message)
+
+
+@contextlib.contextmanager
+def collective(comm: MPI.Comm, default: type[LodError] = InputError) -> Iterator[None]:
+    """Run a rank-local block and raise its failure (if any) on every rank.
+
+    Collective: every rank must enter the block, and the block itself must contain no
+    collective calls (a rank that fails before one would leave the others waiting). An
+    exception on any rank ends the block on every rank with the same error: a
+    :class:`LodError` keeps its type, any other exception becomes ``default`` with the
+    exception's message (a ``ValueError`` becomes :class:`InputError`; ``KeyboardInterrupt``
+    and ``SystemExit`` pass through unchanged).
+
+    Example:
+        >>> with collective(comm, OutputError):
+        ...     if comm.rank == 0:
+        ...         write_json(path, summary)
+    """
+    failure = None
+    try:
+        yield
+    except Exception as e:
+        failure = _describe(e, default)
+    raise_first(comm, failure)
 
 
 def raise_on_all_ranks(comm: MPI.Comm, message: str | None, error: type = ValueError) -> None:
@@ -25,14 +124,14 @@ def raise_on_all_ranks(comm: MPI.Comm, message: str | None, error: type = ValueE
         raise error(first)
 
 
-def validate(comm: MPI.Comm, check: Callable[[], None], error: type = ValueError) -> None:
-    """Run ``check`` locally and re-raise its ``error`` (if any) on every rank. Collective."""
-    try:
+def validate(comm: MPI.Comm, check: Callable[[], None]) -> None:
+    """Run the rank-local ``check`` and raise its failure on every rank. Collective.
+
+    Any exception of ``check`` becomes :class:`InputError` (a ``ValueError``) on every rank,
+    unless it already is a :class:`LodError`, whose type is kept.
+    """
+    with collective(comm, InputError):
         check()
-        message = None
-    except error as e:
-        message = str(e)
-    raise_on_all_ranks(comm, message, error)
 
 
 def _directory_rank(keys: npt.NDArray[np.int64], nkeys: int, size: int) -> npt.NDArray[np.int64]:

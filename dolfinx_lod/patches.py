@@ -92,3 +92,24 @@ def validate_layers(layers: int) -> None:
     """Raise ``ValueError`` unless the number of layers l is an integer >= 1."""
     if isinstance(layers, bool) or not isinstance(layers, int | np.integer) or layers < 1:
         raise ValueError(f"layers l must be an integer >= 1, got {layers!r}")
+
+
+def validate_refinement(coarse: int, fine: int) -> None:
+    """Raise ``ValueError`` unless N_H divides n with r = n / N_H >= 2: with one fine cell per
+    coarse cell the constraint I_H v = 0 leaves the patch saddle-point systems singular (the
+    factorization fails on patches away from the boundary). Sizes < 1 are left to
+    :func:`dolfinx_lod.grids.create_nested_grids`."""
+    if not all(isinstance(v, int | np.integer) and v >= 1 for v in (coarse, fine)):
+        return
+    allowed = [d for d in range(1, fine // 2 + 1) if fine % d == 0]
+    if fine % coarse:
+        raise ValueError(
+            f"coarse cells per direction NH ({coarse}) must divide fine cells per direction "
+            f"n ({fine}) with r = n / NH >= 2; allowed: NH in {allowed}"
+        )
+    if fine < 2 * coarse:
+        raise ValueError(
+            f"coarse cells per direction NH ({coarse}) must be at most n / 2 = {fine // 2}: the "
+            f"patch problems need r = n / NH >= 2 fine cells per coarse cell; allowed: NH in "
+            f"{allowed}"
+        )

@@ -48,6 +48,7 @@ from tqdm import tqdm
 from dolfinx_lod.basis import FullUpdate, MultiscaleBasis, SelectiveUpdate, UpdateStrategy
 from dolfinx_lod.coefficients import (
     CoefficientLike,
+    check_coefficient_values,
     coefficient_function,
     owned_coefficient_values,
     set_cell_values,
@@ -86,13 +87,17 @@ class CoefficientSchedule:
     steps: int | None = None  # number of steps the schedule is defined for (None: any)
 
     @classmethod
-    def from_stack(cls, stack: npt.ArrayLike) -> CoefficientSchedule:
+    def from_stack(cls, stack: npt.ArrayLike, check: bool = True) -> CoefficientSchedule:
         """Coefficient on step m = stack[m - 1], an (M, n, n) array (orientation as for arrays
-        of :mod:`dolfinx_lod.coefficients`)."""
+        of :mod:`dolfinx_lod.coefficients`). With ``check``, every step is validated now, one
+        step at a time (a memory-mapped stack is read once), so that a bad value at a later
+        step stops a run before its first step; pass False for a stack validated already."""
         stack = np.asarray(stack) if not isinstance(stack, np.ndarray) else stack
         if stack.ndim != 3:
             raise ValueError(f"coefficient stack must have shape (M, n, n); got {stack.shape}")
         validate_array_shape(stack[0], "coefficient stack entry")
+        for m in range(stack.shape[0] if check else 0):
+            check_coefficient_values(np.asarray(stack[m]), f"coefficient at step {m + 1}")
         return cls(lambda m, t: (stack[m - 1], None), steps=stack.shape[0])
 
     @classmethod

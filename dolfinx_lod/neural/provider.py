@@ -26,6 +26,7 @@ from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.export import PatchBatch, patch_coordinates
 from dolfinx_lod.neural.networks import PatchNetworks, ReducedPatchNetworks
+from dolfinx_lod.parallel import InputError, brief
 from dolfinx_lod.patches import Configuration, Patch
 
 FORMAT = "dolfinx_lod.neural/2"
@@ -116,11 +117,23 @@ class TrainedModel:
         family: Family | None = None,
     ) -> TrainedModel:
         """Load a model (``weights_only=True``); with a problem given, check that the model was
-        trained for it and raise ``ValueError`` naming the first mismatch."""
-        data = torch.load(path, weights_only=True)
+        trained for it and raise ``ValueError`` naming the first mismatch. Rank-local.
+
+        Raises:
+            InputError: ``path`` is not a dolfinx_lod model (damaged, empty, another format).
+        """
+        try:
+            data = torch.load(path, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # truncated, empty, not a torch file, unsafe pickle
+            raise InputError(f"not a dolfinx_lod model: {path} ({brief(e)})") from e
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a dolfinx_lod model file")
-        model = cls(data["metadata"], data["cells"], data["configs"], data["state"])
+            raise InputError(f"not a dolfinx_lod model: {path} (format {FORMAT} expected)")
+        try:
+            model = cls(data["metadata"], data["cells"], data["configs"], data["state"])
+        except (KeyError, TypeError, RuntimeError) as e:  # damaged contents
+            raise InputError(f"not a dolfinx_lod model: {path} ({brief(e)})") from e
         if grids is not None and layers is not None and family is not None:
             model.check(grids, layers, family)
         return model

@@ -34,7 +34,20 @@ from tqdm import tqdm
 from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.export import PatchBatch
 from dolfinx_lod.neural.networks import PatchNetworks, ReducedPatchNetworks
-from dolfinx_lod.parallel import validate
+from dolfinx_lod.parallel import (
+    InputError,
+    NumericalError,
+    OutputError,
+    brief,
+    collective,
+    validate,
+)
+
+#: Format tag of the training checkpoints.
+CHECKPOINT_FORMAT = "dolfinx_lod.checkpoint/2"
+#: Settings that may differ between a checkpoint and the run that resumes it (they decide how
+#: long training goes on and where, not the path it takes).
+RESUMABLE_SETTINGS = ("epochs", "patience", "checkpoint_every", "device")
 
 
 @dataclass
@@ -83,8 +96,8 @@ class TrainingSettings:
             raise ValueError("device 'cuda' requested but torch finds no CUDA device")
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/infinite or exploded; the last good checkpoint is kept."""
+class TrainingDiverged(NumericalError):
+    """The loss became NaN/infinite or exploded; the last good checkpoint (if any) is kept."""
 
 
 @dataclass
@@ -211,9 +224,13 @@ class DeepRitzTrainer:
         settings: TrainingSettings,
         comm: MPI.Comm,
         validation: tuple[PatchBatch, torch.Tensor] | None = None,
+        problem: dict | None = None,
     ):
         settings.validate()
         self.settings, self.comm = settings, comm
+        #: What the training data was made for (problem metadata, samples): checkpoints
+        #: record it and a resume must match it.
+        self.problem = dict(problem or {})
         device = torch.device(settings.device)
         self.batch = batch.to(device)
         self.params = params.to(device)
@@ -235,6 +252,10 @@ class DeepRitzTrainer:
         self.history = History()
         self.epoch = 0
         self.train_seconds = 0.0
+        #: Early-stopping state (best training loss, epochs since, first loss) and the epoch of
+        #: the last checkpoint written or loaded: all checkpointed, so a resume is exact.
+        self.stopping = {"best": math.inf, "since_best": 0, "first": None}
+        self.checkpoint_epoch: int | None = None
         # Model selection on validation parameters (reduced networks: alpha in ker B exactly,
         # so the validation energy measures the energy error).
         self.validation = None
@@ -294,7 +315,7 @@ class DeepRitzTrainer:
 
         Raises:
             TrainingDiverged: NaN/infinite or exploding loss (on every rank); the last good
-                checkpoint stays on disk.
+                checkpoint (if one was written) stays on disk.
         """
         s = self.settings
         show = progress and self.comm.rank == 0
@@ -310,7 +331,7 @@ class DeepRitzTrainer:
                 self.epoch += 1
                 (value,) = self._global(loss.item())
                 self._record(value, 0.0, "warm")
-        best, since_best, first = math.inf, 0, None
+        stop = self.stopping
         end = s.warm_start + s.epochs
         bar = tqdm(total=end, initial=self.epoch, desc="deep ritz", disable=not show, unit="epoch")
         while self.epoch < end:
@@ -320,12 +341,18 @@ class DeepRitzTrainer:
             (energy + penalty).backward()
             e, p = self._global(energy.item(), penalty.item())
             total = e + p
-            first = total if first is None else first
-            if not math.isfinite(total) or abs(total) > 1e6 * (1.0 + abs(first)):
+            stop["first"] = total if stop["first"] is None else stop["first"]
+            if not math.isfinite(total) or abs(total) > 1e6 * (1.0 + abs(stop["first"])):
                 bar.close()
+                kept = (
+                    f"the last good checkpoint (epoch {self.checkpoint_epoch}) is kept in "
+                    f"{checkpoint}"
+                    if checkpoint is not None and self.checkpoint_epoch is not None
+                    else "no checkpoint was written"
+                )
                 raise TrainingDiverged(
-                    f"training diverged at epoch {self.epoch} (loss {total:g}); the last good "
-                    f"checkpoint {checkpoint} is kept; try a smaller --lr"
+                    f"training diverged at epoch {self.epoch} (loss {total:g}); {kept}; try a "
+                    "smaller --lr"
                 )
             self.opt_theta.step()
             self.opt_mu.step()
@@ -335,24 +362,29 @@ class DeepRitzTrainer:
             self._record(e, p, "ritz")
             bar.update()
             bar.set_postfix(energy=f"{e:.4e}", penalty=f"{p:.2e}", refresh=False)
+            best = stop["best"]
             improved = not math.isfinite(best) or total < best - s.min_delta * abs(best)
-            best, since_best = (total, 0) if improved else (best, since_best + 1)
-            if checkpoint is not None and self.epoch % s.checkpoint_every == 0:
-                self.save_checkpoint(checkpoint)
+            stop["best"], stop["since_best"] = (
+                (total, 0) if improved else (best, stop["since_best"] + 1)
+            )
             if self.validation is not None and self.epoch % s.validate_every == 0:
                 self._validate()
                 if monitor is not None:  # train_seconds is up to date while it runs
                     self.train_seconds += time.perf_counter() - t0
                     monitor(self)
                     t0 = time.perf_counter()
-            if since_best >= s.patience:
+            if checkpoint is not None and self.epoch % s.checkpoint_every == 0:
+                self.train_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self.save_checkpoint(checkpoint)  # after the validation of this epoch
+            if stop["since_best"] >= s.patience:
                 break
         bar.close()
+        self.train_seconds += time.perf_counter() - t0
+        if checkpoint is not None:  # the final state, to resume with more epochs
+            self.save_checkpoint(checkpoint)
         if self.best_state is not None:  # the networks of the best validation energy
             self.nets.load_state_dict(self.best_state[1])
-        self.train_seconds += time.perf_counter() - t0
-        if checkpoint is not None:
-            self.save_checkpoint(checkpoint)
         return self.history
 
     def selected_networks(self) -> torch.nn.Module:
@@ -390,11 +422,17 @@ class DeepRitzTrainer:
     # -- checkpoints (one file per rank; resume with the same number of ranks) ----------------
 
     def _checkpoint_file(self, folder: Path) -> Path:
-        return Path(folder) / f"checkpoint-rank{self.comm.rank}-of{self.comm.size}.pt"
+        return checkpoint_file(folder, self.comm.rank, self.comm.size)
 
     def save_checkpoint(self, folder: Path) -> None:
-        """Write this rank's training state atomically. Collective (all ranks write)."""
+        """Write this rank's training state atomically: networks, multipliers, optimizers,
+        learning-rate schedules, loss history, early-stopping state, the best validation state
+        and its epoch, the settings, the problem and the rank count. Collective (all ranks
+        write)."""
         state = {
+            "format": CHECKPOINT_FORMAT,
+            "ranks": self.comm.size,
+            "problem": self.problem,
             "epoch": self.epoch,
             "train_seconds": self.train_seconds,
             "cells": self.batch.cells.tolist(),
@@ -404,38 +442,35 @@ class DeepRitzTrainer:
             "opt_mu": self.opt_mu.state_dict(),
             "schedulers": [sch.state_dict() for sch in self.schedulers],
             "history": asdict(self.history),
+            "stopping": dict(self.stopping),
+            "best_state": self.best_state,
             "settings": asdict(self.settings),
         }
-        write_atomic(self._checkpoint_file(folder), lambda f: torch.save(state, f))
+        with collective(self.comm, OutputError):  # a rank that cannot write stops them all
+            write_atomic(self._checkpoint_file(folder), lambda f: torch.save(state, f))
+        self.checkpoint_epoch = self.epoch
 
     def load_checkpoint(self, folder: Path) -> bool:
-        """Resume from this rank's checkpoint in ``folder`` if there is one (on every rank, or
-        ValueError). Returns whether a checkpoint was loaded. Collective."""
-        path = self._checkpoint_file(folder)
-        found = self.comm.allgather(path.exists())
-        if not any(found):
-            return False
-        if not all(found):
-            raise ValueError(
-                f"checkpoints in {folder} were written by a different number of MPI ranks; "
-                f"resume with the same number ({self.comm.size} ranks found only some)"
-            )
-        loaded: list[dict] = []
+        """Resume from this rank's checkpoint in ``folder`` if there is one. Returns whether a
+        checkpoint was loaded. Collective.
 
-        def check() -> None:  # on every rank, raising together (validate)
-            state = torch.load(path, weights_only=True)
+        Raises:
+            InputError: On every rank, if the checkpoints were written by another number of
+                ranks, are not this package's, or were made for other settings (all but
+                :data:`RESUMABLE_SETTINGS`), another problem or other patches.
+        """
+        state = read_checkpoint(self.comm, folder, asdict(self.settings), self.problem)
+        if state is None:
+            return False
+
+        def check() -> None:
             if state["cells"] != self.batch.cells.tolist():
-                raise ValueError(f"checkpoint {path} belongs to other patches (problem or ranks)")
-            for key in ("architecture", "width", "depth", "modes", "seed"):
-                if state["settings"][key] != getattr(self.settings, key):
-                    raise ValueError(
-                        f"checkpoint {path} has {key} = {state['settings'][key]}, "
-                        f"not {getattr(self.settings, key)}"
-                    )
-            loaded.append(state)
+                raise InputError(
+                    f"checkpoint {self._checkpoint_file(folder)} belongs to other patches "
+                    "(another problem or another number of ranks)"
+                )
 
         validate(self.comm, check)
-        state = loaded[0]
         self.nets.load_state_dict(state["nets"])
         with torch.no_grad():
             self.mu.copy_(state["mu"])
@@ -443,9 +478,84 @@ class DeepRitzTrainer:
         self.opt_mu.load_state_dict(state["opt_mu"])
         for sch, sd in zip(self.schedulers, state["schedulers"], strict=True):
             sch.load_state_dict(sd)
-        self.history = History(**state["history"])
+        history = state["history"]
+        history["validation"] = [tuple(v) for v in history["validation"]]
+        self.history = History(**history)
         self.epoch, self.train_seconds = state["epoch"], state["train_seconds"]
+        self.stopping = dict(state["stopping"])
+        best = state["best_state"]
+        self.best_state = None if best is None else (best[0], best[1], best[2])
+        self.checkpoint_epoch = self.epoch
         return True
+
+
+def checkpoint_file(folder: Path, rank: int, size: int) -> Path:
+    """The checkpoint of ``rank`` of a run on ``size`` ranks in ``folder``."""
+    return Path(folder) / f"checkpoint-rank{rank}-of{size}.pt"
+
+
+def _differences(found: dict, expected: dict, skip: tuple[str, ...] = ()) -> list[str]:
+    """'key = found (here expected)' for every key whose values differ."""
+    keys = [k for k in {**found, **expected} if k not in skip]
+    return [
+        f"{k} = {found.get(k)!r} (here {expected.get(k)!r})"
+        for k in keys
+        if found.get(k) != expected.get(k)
+    ]
+
+
+def read_checkpoint(
+    comm: MPI.Comm, folder: Path, settings: dict, problem: dict | None = None
+) -> dict | None:
+    """This rank's checkpoint in ``folder``, checked against the run that wants to resume it
+    (``settings`` as a dict, ``problem`` metadata); None if no rank has one. Collective.
+
+    Raises:
+        InputError: On every rank, naming what differs: checkpoints of another rank count,
+            files that are not dolfinx_lod checkpoints, other settings (but
+            :data:`RESUMABLE_SETTINGS`) or another problem.
+    """
+    folder = Path(folder)
+    path = checkpoint_file(folder, comm.rank, comm.size)
+    found = comm.allgather(path.exists())
+    if not any(found):
+        others = sorted(p.name for p in folder.glob("checkpoint-rank0-of*.pt"))
+        if others:
+            counts = [n.removeprefix("checkpoint-rank0-of").removesuffix(".pt") for n in others]
+            raise InputError(
+                f"the checkpoints in {folder} were written by {' or '.join(counts)} rank(s), "
+                f"not {comm.size}: resume with the same number of ranks (mpirun -n "
+                f"{counts[0]})"
+            )
+        return None
+    if not all(found):
+        raise InputError(
+            f"checkpoints in {folder} are incomplete for {comm.size} ranks (ranks "
+            f"{[r for r, f in enumerate(found) if not f]} have none)"
+        )
+    loaded: list[dict] = []
+
+    def check() -> None:  # on every rank, raising together (validate)
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as e:
+            raise InputError(f"not a dolfinx_lod checkpoint: {path} ({brief(e)})") from e
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise InputError(
+                f"not a dolfinx_lod checkpoint: {path} (format {CHECKPOINT_FORMAT} expected)"
+            )
+        differ = _differences(state["settings"], settings, RESUMABLE_SETTINGS)
+        differ += _differences(state["problem"], problem or {})
+        if differ:
+            raise InputError(
+                f"cannot resume from {path}: it was written for {', '.join(differ)}; resume "
+                f"with the same settings (only {', '.join(RESUMABLE_SETTINGS)} may change) or "
+                "train without --resume"
+            )
+        loaded.append(state)
+
+    validate(comm, check)
+    return loaded[0]
 
 
 class _Energy(torch.autograd.Function):

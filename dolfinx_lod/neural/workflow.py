@@ -15,7 +15,7 @@ import dolfinx_lod
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids
-from dolfinx_lod.io import write_json
+from dolfinx_lod.io import OutputSet, write_json
 from dolfinx_lod.neural.export import PatchBatch, export_patches
 from dolfinx_lod.neural.provider import (
     FixedCorrectors,
@@ -26,7 +26,14 @@ from dolfinx_lod.neural.provider import (
     problem_metadata,
     scale_parameters,
 )
-from dolfinx_lod.neural.training import DeepRitzTrainer, TrainingSettings
+from dolfinx_lod.neural.training import DeepRitzTrainer, TrainingSettings, read_checkpoint
+from dolfinx_lod.parallel import InputError, OutputError, collective, validate
+
+
+def checkpoints(comm: MPI.Comm) -> str:
+    """The checkpoint files of a run on ``comm`` in a training folder (the resume state,
+    carried into each result set; checkpoints of other rank counts are not)."""
+    return f"checkpoint-rank*-of{comm.size}.pt"
 
 
 def parse_network(spec: str) -> dict[str, Any]:
@@ -50,6 +57,30 @@ def parse_network(spec: str) -> dict[str, Any]:
     raise ValueError(
         f"--network must be 'mlp:WIDTHxDEPTH' or 'reduced:MODES:WIDTHxDEPTH', got {spec!r}"
     )
+
+
+def patch_dimension(grids: NestedGrids, layers: int) -> int:
+    """Interior fine vertices of the largest patch N^l(T): an upper bound of the number of
+    independent corrector values, so of useful patch modes Q."""
+    w = min(2 * layers + 1, grids.coarse)
+    return (w * grids.r - 1) ** 2
+
+
+def check_network_size(settings: TrainingSettings, grids: NestedGrids, layers: int) -> None:
+    """Raise ``InputError`` if the reduced networks ask for more patch modes than a patch has
+    dimensions. Rank-local (the same result on every rank)."""
+    dim = patch_dimension(grids, layers)
+    if settings.architecture == "reduced" and settings.modes > dim:
+        raise InputError(
+            f"--network reduced:Q:...: Q ({settings.modes}) patch modes exceed the patch "
+            f"dimension {dim} (interior fine vertices of the largest patch for n = "
+            f"{grids.fine}, NH = {grids.coarse}, l = {layers}); allowed: 1 <= Q <= {dim}"
+        )
+
+
+def training_problem(grids: NestedGrids, layers: int, family: Family, samples: int) -> dict:
+    """What the training data is made of: a checkpoint must match it to be resumed."""
+    return {**problem_metadata(grids, layers, family), "samples": samples}
 
 
 def _baselines(basis: MultiscaleBasis, batch, family: Family, params) -> dict[str, Any]:
@@ -109,7 +140,12 @@ def prepare_training(
         scale_parameters(family, val_p),
     )
     trainer = DeepRitzTrainer(
-        batch, scale_parameters(family, train_p), settings, grids.comm, validation=validation
+        batch,
+        scale_parameters(family, train_p),
+        settings,
+        grids.comm,
+        validation=validation,
+        problem=training_problem(grids, layers, family, samples),
     )
     return TrainingRun(basis, batch, train_p, trainer, export_seconds)
 
@@ -137,85 +173,113 @@ def train_and_evaluate(
     samples: int,
     test_samples: int,
     settings: TrainingSettings,
-    out: Path,
+    out: Path | OutputSet,
     resume: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train the corrector networks of all patches on ``samples`` parameters, save
     ``out/model.pt`` and return the summary (basis errors on training and held-out parameters
     against the classical correctors, the three baselines, timings, loss history). Collective.
+
+    The checkpoints are written into ``out`` while training goes on (the resume state); the
+    results (model.pt, summary.json, loss.png) are written as one set (:class:`OutputSet`):
+    a failed or interrupted run leaves the earlier results of ``out`` as they were.
+
+    Raises:
+        InputError: ``resume`` without a checkpoint in ``out``, or with one written for
+            other settings, another problem or another number of ranks (on every rank).
+        OutputError: ``out`` cannot be written.
+        TrainingDiverged: The loss diverged (a :class:`NumericalError`).
     """
     comm = grids.comm
-    run = prepare_training(grids, layers, family, samples, settings)
-    basis, batch, train_p, trainer = run.basis, run.batch, run.train_params, run.trainer
-    test_p = family.test_parameters(test_samples, seed=10_000 + settings.seed)
-    resumed = trainer.load_checkpoint(out) if resume else False
-    trainer.train(checkpoint=out, progress=progress)
-    history = trainer.history
-    train_seconds = comm.allreduce(trainer.train_seconds, op=MPI.MAX)
-    selected = trainer.best_state[2] if trainer.best_state else trainer.epoch
-    model = gather_model(
-        run,
-        grids,
-        layers,
-        family,
-        version=dolfinx_lod.__version__,
-        samples=samples,
-        epochs=trainer.epoch,
-        train_seconds=train_seconds,
-        final_energy=history.energy[-1],
-        final_penalty=history.penalty[-1],
-        selected_epoch=selected,
-    )
-    if comm.rank == 0:
-        model.save(out / "model.pt")
-    learned = LearnedCorrectors(model, family, grids.r)
-    errors_train = compare_providers(grids, layers, family, train_p, {"learned": learned})
-    providers = {"learned": learned, **_baselines(basis, batch, family, train_p)}
-    errors_test = compare_providers(grids, layers, family, test_p, providers)
-    online = {
-        "classical": _online_seconds(grids, layers, family, None, test_p[0]),
-        "learned": _online_seconds(grids, layers, family, learned, test_p[0]),
-    }
-    basis.destroy()
-    learned_err = errors_test["learned"]["energy"]
-    beaten = {k: bool(learned_err < v["energy"]) for k, v in errors_test.items() if k != "learned"}
-    summary = {
-        "command": "train",
-        "family": family.name,
-        "n": grids.fine,
-        "NH": grids.coarse,
-        "l": layers,
-        "ranks": comm.size,
-        "samples": samples,
-        "test_samples": test_samples,
-        "settings": asdict(settings),
-        "resumed": resumed,
-        "basis_error_train": errors_train["learned"]["energy"],
-        "basis_error_train_nodal": errors_train["learned"]["nodal"],
-        "basis_error_test": learned_err,
-        "basis_error_test_nodal": errors_test["learned"]["nodal"],
-        "baseline_errors_test": {k: v for k, v in errors_test.items() if k != "learned"},
-        "beats_baselines": beaten,
-        "note": (
-            "the learned correctors beat all three baselines"
-            if all(beaten.values())
-            else "the learned correctors do NOT beat every baseline: "
-            + ", ".join(k for k, v in beaten.items() if not v)
-        ),
-        "train_seconds": train_seconds,
-        "export_seconds": run.export_seconds,
-        "epochs": trainer.epoch,
-        "selected_epoch": selected,
-        "online_basis_seconds": online,
-        "online_speedup": online["classical"] / online["learned"],
-        "loss_history": asdict(history),
-        "files": {"model": "model.pt", "loss_figure": "loss.png"},
-    }
-    if comm.rank == 0:
-        plot_loss(out / "loss.png", history)
-        write_json(out / "summary.json", summary)
-    return summary
+    validate(comm, lambda: check_network_size(settings, grids, layers))
+    folder = out.out if isinstance(out, OutputSet) else Path(out)
+    if resume:  # before any work: a resume that cannot work fails at once
+        problem = training_problem(grids, layers, family, samples)
+        if read_checkpoint(comm, folder, asdict(settings), problem) is None:
+            raise InputError(
+                f"--resume: no checkpoint in {folder} (checkpoint-rank*-of{comm.size}.pt); "
+                "train without --resume to start from scratch"
+            )
+    if not isinstance(out, OutputSet):
+        out = OutputSet(comm, out, keep=(checkpoints(comm),), live=True)
+    output, out = out, folder
+    with output:  # a failure or an interrupt discards the new results
+        run = prepare_training(grids, layers, family, samples, settings)
+        basis, batch, train_p, trainer = run.basis, run.batch, run.train_params, run.trainer
+        test_p = family.test_parameters(test_samples, seed=10_000 + settings.seed)
+        resumed = trainer.load_checkpoint(out) if resume else False
+        trainer.train(checkpoint=out, progress=progress)
+        history = trainer.history
+        train_seconds = comm.allreduce(trainer.train_seconds, op=MPI.MAX)
+        selected = trainer.best_state[2] if trainer.best_state else trainer.epoch
+        model = gather_model(
+            run,
+            grids,
+            layers,
+            family,
+            version=dolfinx_lod.__version__,
+            samples=samples,
+            epochs=trainer.epoch,
+            train_seconds=train_seconds,
+            final_energy=history.energy[-1],
+            final_penalty=history.penalty[-1],
+            selected_epoch=selected,
+        )
+        with collective(comm, OutputError):
+            if comm.rank == 0:
+                model.save(output.path("model.pt"))
+        learned = LearnedCorrectors(model, family, grids.r)
+        errors_train = compare_providers(grids, layers, family, train_p, {"learned": learned})
+        providers = {"learned": learned, **_baselines(basis, batch, family, train_p)}
+        errors_test = compare_providers(grids, layers, family, test_p, providers)
+        online = {
+            "classical": _online_seconds(grids, layers, family, None, test_p[0]),
+            "learned": _online_seconds(grids, layers, family, learned, test_p[0]),
+        }
+        basis.destroy()
+        learned_err = errors_test["learned"]["energy"]
+        beaten = {
+            k: bool(learned_err < v["energy"]) for k, v in errors_test.items() if k != "learned"
+        }
+        summary = {
+            "command": "train",
+            "family": family.name,
+            "n": grids.fine,
+            "NH": grids.coarse,
+            "l": layers,
+            "ranks": comm.size,
+            "samples": samples,
+            "test_samples": test_samples,
+            "settings": asdict(settings),
+            "resumed": resumed,
+            "basis_error_train": errors_train["learned"]["energy"],
+            "basis_error_train_nodal": errors_train["learned"]["nodal"],
+            "basis_error_test": learned_err,
+            "basis_error_test_nodal": errors_test["learned"]["nodal"],
+            "baseline_errors_test": {k: v for k, v in errors_test.items() if k != "learned"},
+            "beats_baselines": beaten,
+            "note": (
+                "the learned correctors beat all three baselines"
+                if all(beaten.values())
+                else "the learned correctors do NOT beat every baseline: "
+                + ", ".join(k for k, v in beaten.items() if not v)
+            ),
+            "train_seconds": train_seconds,
+            "export_seconds": run.export_seconds,
+            "epochs": trainer.epoch,
+            "selected_epoch": selected,
+            "online_basis_seconds": online,
+            "online_speedup": online["classical"] / online["learned"],
+            "loss_history": asdict(history),
+            "files": {"model": "model.pt", "loss_figure": "loss.png"},
+        }
+        with collective(comm, OutputError):
+            if comm.rank == 0:
+                plot_loss(output.path("loss.png"), history)
+                write_json(output.path("summary.json"), summary)
+        output.commit()
+        return summary
 
 
 def plot_loss(path: Path, history) -> None:

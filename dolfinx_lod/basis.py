@@ -119,8 +119,11 @@ class MultiscaleBasis:
         progress: Show a progress bar (rank 0) while correctors are computed.
         capacity: With a capacity c (number, array, callable or DG0 Function), every update
             also computes the Petrov–Galerkin local operators (K_T, M_T) of each patch
-            (:meth:`~dolfinx_lod.correctors.PatchProblem.local_operators`), kept in
-            ``operators`` for :class:`~dolfinx_lod.lod.LocalAssembly`.
+            (:meth:`~dolfinx_lod.correctors.PatchProblem.local_operators`, or the provider's
+            own ``local_operators(patches, p)``, e.g.
+            :class:`~dolfinx_lod.neural.operators.OperatorProvider`), kept in ``operators`` for
+            :class:`~dolfinx_lod.lod.LocalAssembly`. B is assembled only when asked for
+            (:meth:`matrix`); with provider operators, its correctors are computed only then.
     """
 
     def __init__(
@@ -158,6 +161,10 @@ class MultiscaleBasis:
         #: Petrov–Galerkin local operators (K_T, M_T) per owned patch (with a capacity).
         self.operators: list[tuple[npt.NDArray, npt.NDArray] | None] = [None] * len(self.patches)
         self.with_operators = capacity is not None
+        #: The provider gives the local operators itself (learned, from p alone): then B's
+        #: correctors are computed only when :meth:`matrix` asks for them.
+        self._learned_operators = self.with_operators and hasattr(self.provider, "local_operators")
+        self._owed: tuple[npt.NDArray[np.int64], Any] | None = None
         self._c_patches: list[npt.NDArray[np.float64]] = []
         if self.with_operators:
             c_local = self.local_coefficient(capacity, name="capacity")
@@ -281,7 +288,9 @@ class MultiscaleBasis:
 
     def needs_field(self, strategy: UpdateStrategy | None = None) -> bool:
         """Whether an update reads the coefficient field (False: p alone decides)."""
-        p_only = not self.provider.needs_coefficient and not self.with_operators
+        p_only = not self.provider.needs_coefficient and (
+            not self.with_operators or self._learned_operators
+        )
         return not p_only or not isinstance(strategy or FullUpdate(), FullUpdate)
 
     def _compute(self, index, a_patches, p: Any) -> None:
@@ -289,6 +298,13 @@ class MultiscaleBasis:
         patches = [self.patches[i] for i in index]
         a_todo = [a_patches[i] for i in index]
         show = self.progress and self.grids.comm.rank == 0
+        if self._learned_operators:  # operators now, the correctors when B is asked for
+            for i, ops in zip(index, self.provider.local_operators(patches, p), strict=True):
+                self.operators[i] = ops
+            if self._owed is not None:
+                index = np.union1d(index, self._owed[0])
+            self._owed = (index, p)
+            return
         if self.with_operators and self.provider is self.patch_problems:
             c_todo = [self._c_patches[i] for i in index]
             pairs = self.provider.correctors_and_operators(patches, a_todo, c_todo, show)
@@ -306,6 +322,14 @@ class MultiscaleBasis:
 
     def matrix(self) -> PETSc.Mat:
         """B for the correctors of the last update, assembled if it is not yet. Collective."""
+        if self._owed is not None:  # learned operators: the correctors of the last p now
+            index, p = self._owed
+            self._owed = None
+            patches = [self.patches[i] for i in index]
+            with collective(self.grids.comm, NumericalError):
+                new = self.provider.correctors(patches, [None] * len(index), p)
+            for i, C in zip(index, new, strict=True):
+                self.correctors[i] = C
         if self._stale:
             self._assemble()
             self._stale = False

@@ -13,8 +13,12 @@ Run by hand, e.g.
   (``--changing-steps`` steps), classical full update.
 
 All steppers of a case advance side by side on the same coefficient (:func:`advance`): the
-fine FEM (CG + GAMG, rtol 1e-12; assembly only when a changed) and the LOD with the
-Galerkin and Petrov–Galerkin methods. Reported per stepper: mean wall time per phase over
+fine FEM (CG + GAMG, rtol 1e-12; assembly only when a changed), the LOD with the Galerkin and
+Petrov–Galerkin methods and, for the families, the Petrov–Galerkin LOD with learned local
+operators (:mod:`dolfinx_lod.neural.operators`, fitted to the classical operators at
+``--samples`` training parameters of the family; the fit is timed apart). Its fine solution at
+T is reconstructed with the classical correctors of p(T) (:class:`FamilyCorrectors`), outside
+the timed steps. Reported per stepper: mean wall time per phase over
 steps 2..M (step 1 builds every basis from scratch and is reported apart), the ratio of the
 fine FEM step to the LOD step, the relative L2 error at T of the LOD against the fine FEM
 (computed after the loop, outside the timed steps) and the peak memory per rank.
@@ -22,6 +26,7 @@ fine FEM step to the LOD step, the relative L2 error at T of the LOD against the
 
 import argparse
 import resource
+import time
 from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
@@ -30,40 +35,66 @@ from common import machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl
+from dolfinx_lod.basis import MultiscaleBasis
+from dolfinx_lod.correctors import ClassicalCorrectors
+from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.io import write_json
 from dolfinx_lod.lod import relative_errors
+from dolfinx_lod.neural.operators import FamilyCorrectors, OperatorProvider, fit_operators
 from dolfinx_lod.timestepping import CoefficientSchedule, FEMStepper, LODStepper, advance
 
 
 def schedules(n: int, steps: int, changing: int) -> dict:
-    """The benchmark's coefficient schedules: name -> (schedule, number of steps)."""
+    """The benchmark's coefficient schedules: name -> (schedule, steps, family or None)."""
     rough = dl.coefficients.random_coefficient(n, 0.01, 1.0, seed=0)
     battery = dl.coefficients.family("battery", n)
     cont = dl.coefficients.family("cont", n)
     p0 = battery.test_parameters(1, seed=7)[0]
     return {
-        "constant": (CoefficientSchedule.from_stack(np.repeat(rough[None], steps, 0)), steps),
+        "constant": (
+            CoefficientSchedule.from_stack(np.repeat(rough[None], steps, 0)),
+            steps,
+            None,
+        ),
         "battery": (
             CoefficientSchedule.from_family(
                 battery.a, lambda t: battery.check(np.clip(p0 + 0.2 * t, -1.0, 1.0))
             ),
             changing,
+            battery,
         ),
         "cont": (
             CoefficientSchedule.from_family(cont.a, lambda t: cont.check([0.3 + 0.2 * t])),
             changing,
+            cont,
         ),
     }
 
 
-def run_case(grids, schedule, steps: int, layers: int, comm) -> dict:
-    """Advance the FEM and the two LOD steppers side by side; per-step timings and errors."""
+def learned_stepper(grids, layers: int, tau: float, family, samples: int) -> tuple:
+    """The Petrov–Galerkin LOD stepper with operator networks fitted at ``samples`` training
+    parameters; returns (stepper, fit record)."""
+    t0 = time.perf_counter()
+    basis = MultiscaleBasis(grids, layers, capacity=1.0)
+    nets, loss = fit_operators(basis, family, family.training_parameters(samples))
+    basis.destroy()
+    fit = {"samples": samples, "loss": loss, "seconds": time.perf_counter() - t0}
+    correctors = FamilyCorrectors(ClassicalCorrectors(grids, local_projection(grids)), family)
+    provider = OperatorProvider(correctors, nets)
+    return LODStepper(grids, layers, tau, "petrov-galerkin", provider=provider), fit
+
+
+def run_case(grids, schedule, steps: int, layers: int, comm, family, samples: int) -> dict:
+    """Advance the FEM and the LOD steppers side by side; per-step timings and errors."""
     tau = 1.0 / steps
     fem = FEMStepper(grids, tau)
     lods = {
         "lod_galerkin": LODStepper(grids, layers, tau, "galerkin"),
         "lod_petrov_galerkin": LODStepper(grids, layers, tau, "petrov-galerkin"),
     }
+    fit = None
+    if family is not None:
+        lods["lod_learned_operators"], fit = learned_stepper(grids, layers, tau, family, samples)
     steppers = {"fem": fem, **lods}
     timings: dict[str, list[dict[str, float]]] = {name: [] for name in steppers}
 
@@ -91,6 +122,8 @@ def run_case(grids, schedule, steps: int, layers: int, comm) -> dict:
         out[name]["fem_step_over_lod_step"] = out["fem"]["step_seconds"] / out[name]["step_seconds"]
         lod.destroy()
     fem.destroy()
+    if fit is not None:
+        out["lod_learned_operators"]["fit"] = fit
     return out
 
 
@@ -104,6 +137,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--changing-steps", type=int, default=12)
     parser.add_argument("--cases", nargs="+", default=["constant", "battery", "cont"])
+    parser.add_argument("--samples", type=int, default=40, help="training parameters (40)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/step.json"))
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
@@ -111,10 +145,15 @@ def main() -> None:
     all_schedules = schedules(args.fine, args.steps, args.changing_steps)
     cases = {}
     for name in args.cases:
-        schedule, steps = all_schedules[name]
-        cases[name] = {"steps": steps, **run_case(g, schedule, steps, args.layers, comm)}
+        schedule, steps, family = all_schedules[name]
+        run = run_case(g, schedule, steps, args.layers, comm, family, args.samples)
+        cases[name] = {"steps": steps, **run}
         if comm.rank == 0:
-            summary = {k: v["step_seconds"] for k, v in cases[name].items() if k != "steps"}
+            summary = {
+                k: (v["step_seconds"], v.get("rel_l2_error_T_vs_fem"))
+                for k, v in cases[name].items()
+                if k != "steps"
+            }
             print(name, summary, flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB (kB on Linux)
     result = {

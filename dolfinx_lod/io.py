@@ -152,10 +152,9 @@ class OutputSet:
             os.rename(staging, out)
 
     def discard(self) -> None:
-        """Delete the staging folder (after a failure). No communication: rank 0, which
-        creates and writes it, removes it (another rank removing it could pull it away while
-        rank 0 still writes); a job aborted before rank 0 gets here may leave it behind."""
-        if not self.committed and self.comm.rank == 0:
+        """Delete the staging folder (after a failure). Rank-local, no communication: any
+        failing rank removes it, also when the others cannot get there (an aborted job)."""
+        if not self.committed:
             shutil.rmtree(self.staging, ignore_errors=True)
 
     def __enter__(self) -> OutputSet:

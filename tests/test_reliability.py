@@ -284,9 +284,10 @@ def test_output_set_replaces_in_one_step(tmp_dir, comm):
                     for name in names:
                         output.path(name).write_text(f"run {run}")
                 if run == 1:  # a failure before the commit leaves the first set
+                    comm.Barrier()  # raised on every rank together, as collective errors are
                     raise Stop
                 output.commit()
-        comm.Barrier()  # rank 0 has discarded the staging folder
+        comm.Barrier()  # every rank has discarded the staging folder
         if run == 1:
             found = listing(out)
             ok = comm.allgather(found == {"a.txt": b"run 0", "summary.json": b"run 0"})

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
 import numpy as np
+import torch
 from common import machine
 from mpi4py import MPI
 
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=40, help="training parameters (40)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/step.json"))
     args = parser.parse_args()
+    torch.set_num_threads(1)  # one thread per rank: ranks x threads <= cores
     comm = MPI.COMM_WORLD
     g = dl.create_nested_grids(comm, args.coarse, args.fine)
     all_schedules = schedules(args.fine, args.steps, args.changing_steps)

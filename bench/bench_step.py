@@ -72,20 +72,20 @@ def schedules(n: int, steps: int, changing: int) -> dict:
     }
 
 
-def learned_stepper(grids, layers: int, tau: float, family, samples: int) -> tuple:
+def learned_stepper(grids, layers: int, tau: float, family, samples: int, epochs: int) -> tuple:
     """The Petrov–Galerkin LOD stepper with operator networks fitted at ``samples`` training
     parameters; returns (stepper, fit record)."""
     t0 = time.perf_counter()
     basis = MultiscaleBasis(grids, layers, capacity=1.0)
-    nets, loss = fit_operators(basis, family, family.training_parameters(samples))
+    nets, loss = fit_operators(basis, family, family.training_parameters(samples), epochs=epochs)
     basis.destroy()
-    fit = {"samples": samples, "loss": loss, "seconds": time.perf_counter() - t0}
+    fit = {"samples": samples, "epochs": epochs, "loss": loss, "seconds": time.perf_counter() - t0}
     correctors = FamilyCorrectors(ClassicalCorrectors(grids, local_projection(grids)), family)
     provider = OperatorProvider(correctors, nets)
     return LODStepper(grids, layers, tau, "petrov-galerkin", provider=provider), fit
 
 
-def run_case(grids, schedule, steps: int, layers: int, comm, family, samples: int) -> dict:
+def run_case(grids, schedule, steps, layers, comm, family, samples, epochs) -> dict:
     """Advance the FEM and the LOD steppers side by side; per-step timings and errors."""
     tau = 1.0 / steps
     fem = FEMStepper(grids, tau)
@@ -95,7 +95,9 @@ def run_case(grids, schedule, steps: int, layers: int, comm, family, samples: in
     }
     fit = None
     if family is not None:
-        lods["lod_learned_operators"], fit = learned_stepper(grids, layers, tau, family, samples)
+        lods["lod_learned_operators"], fit = learned_stepper(
+            grids, layers, tau, family, samples, epochs
+        )
     steppers = {"fem": fem, **lods}
     timings: dict[str, list[dict[str, float]]] = {name: [] for name in steppers}
 
@@ -139,6 +141,7 @@ def main() -> None:
     parser.add_argument("--changing-steps", type=int, default=12)
     parser.add_argument("--cases", nargs="+", default=["constant", "battery", "cont"])
     parser.add_argument("--samples", type=int, default=40, help="training parameters (40)")
+    parser.add_argument("--epochs", type=int, default=500, help="operator fit epochs (500)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/step.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)  # one thread per rank: ranks x threads <= cores
@@ -148,7 +151,7 @@ def main() -> None:
     cases = {}
     for name in args.cases:
         schedule, steps, family = all_schedules[name]
-        run = run_case(g, schedule, steps, args.layers, comm, family, args.samples)
+        run = run_case(g, schedule, steps, args.layers, comm, family, args.samples, args.epochs)
         cases[name] = {"steps": steps, **run}
         if comm.rank == 0:
             summary = {

@@ -242,7 +242,8 @@ class FEMStepper:
         self._a = dolfinx.fem.Function(grids.Q_h, name="a")
         self._field = _FieldTracker(grids)
         self.fine = FineSystem(grids, self._a, self.source.function, capacity)
-        self.u = _initial_value(grids, u0) or dolfinx.fem.Function(grids.V_h)
+        u_init = _initial_value(grids, u0)
+        self.u = dolfinx.fem.Function(grids.V_h) if u_init is None else u_init
         self.u.name = "u_h"
         self._A: PETSc.Mat | None = None
         self._ksp: PETSc.KSP | None = None

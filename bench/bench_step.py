@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--changing-steps", type=int, default=12)
     parser.add_argument("--cases", nargs="+", default=["constant", "battery", "cont"])
     parser.add_argument("--samples", type=int, default=40, help="training parameters (40)")
-    parser.add_argument("--epochs", type=int, default=500, help="operator fit epochs (500)")
+    parser.add_argument("--epochs", type=int, default=2000, help="operator fit epochs (2000)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/step.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)  # one thread per rank: ranks x threads <= cores

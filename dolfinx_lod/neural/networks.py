@@ -45,11 +45,16 @@ class _BatchedMLP(torch.nn.Module):
             self.biases.append(torch.nn.Parameter(torch.zeros(count, 1, 1, b)))
 
     def hidden(self, h: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        """Layers 2..D applied to first-layer pre-activations h (G, K, M, width)."""
+        """Layers 2..D applied to first-layer pre-activations h (G, K, M, width).
+
+        One batched matrix product per layer over (G, K M, width): an order of magnitude
+        faster on the CPU, forward and backward, than broadcasting over K."""
+        G, K, M, _ = h.shape
+        h = h.reshape(G, K * M, -1)
         for W, b in zip(self.weights[1:], self.biases[1:], strict=True):
             W, b = (W, b) if index is None else (W[index], b[index])
-            h = torch.tanh(h) @ W.transpose(1, 2)[:, None] + b
-        return h
+            h = torch.baddbmm(b[:, 0], torch.tanh(h), W.transpose(1, 2))
+        return h.reshape(G, K, M, -1)
 
 
 class PatchNetworks(_BatchedMLP):

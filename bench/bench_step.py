@@ -10,7 +10,8 @@ Run by hand, e.g.
 - ``constant``: a rough coefficient (values in [0.01, 1] per fine cell) constant in time,
   ``--steps`` steps: the LOD basis is computed at step 1 and kept;
 - ``battery`` / ``cont``: the paper's families with p(t) changing every step
-  (``--changing-steps`` steps), classical full update.
+  (``--changing-steps`` steps), classical full update, and the Galerkin LOD with the
+  selective update (patches whose error indicator e_T exceeds ``--tol`` recomputed).
 
 All steppers of a case advance side by side on the same coefficient (:func:`advance`): the
 fine FEM (CG + GAMG, rtol 1e-12; assembly only when a changed), the LOD with the Galerkin and
@@ -85,7 +86,7 @@ def learned_stepper(grids, layers: int, tau: float, family, samples: int, epochs
     return LODStepper(grids, layers, tau, "petrov-galerkin", provider=provider), fit
 
 
-def run_case(grids, schedule, steps, layers, comm, family, samples, epochs) -> dict:
+def run_case(grids, schedule, steps, layers, comm, family, samples, epochs, tol) -> dict:
     """Advance the FEM and the LOD steppers side by side; per-step timings and errors."""
     tau = 1.0 / steps
     fem = FEMStepper(grids, tau)
@@ -93,6 +94,10 @@ def run_case(grids, schedule, steps, layers, comm, family, samples, epochs) -> d
         "lod_galerkin": LODStepper(grids, layers, tau, "galerkin"),
         "lod_petrov_galerkin": LODStepper(grids, layers, tau, "petrov-galerkin"),
     }
+    if family is not None:
+        lods["lod_galerkin_selective"] = LODStepper(
+            grids, layers, tau, "galerkin", update="selective", tol=tol
+        )
     fit = None
     if family is not None:
         lods["lod_learned_operators"], fit = learned_stepper(
@@ -100,12 +105,16 @@ def run_case(grids, schedule, steps, layers, comm, family, samples, epochs) -> d
         )
     steppers = {"fem": fem, **lods}
     timings: dict[str, list[dict[str, float]]] = {name: [] for name in steppers}
+    recomputed: dict[str, list[int]] = {name: [] for name in lods}
 
     def observe(m, t, state):
         for name, stepper in steppers.items():
             timings[name].append(
                 {k: comm.allreduce(v, op=MPI.MAX) for k, v in stepper.timings.items()}
             )
+        for name, lod in lods.items():
+            count = lod.touched_fine["patches_recomputed"]
+            recomputed[name].append(comm.allreduce(count, op=MPI.SUM))
 
     advance(grids, schedule, 1.0, steps, list(steppers.values()), observe)
     out = {}
@@ -121,6 +130,7 @@ def run_case(grids, schedule, steps, layers, comm, family, samples, epochs) -> d
         errors = relative_errors(
             lod.solution().x.petsc_vec, fem.u.x.petsc_vec, fem.fine.M, fem.fine.S
         )
+        out[name]["patches_recomputed_per_step"] = recomputed[name]
         out[name]["rel_l2_error_T_vs_fem"] = errors["l2"]
         out[name]["fem_step_over_lod_step"] = out["fem"]["step_seconds"] / out[name]["step_seconds"]
         lod.destroy()
@@ -142,6 +152,9 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["constant", "battery", "cont"])
     parser.add_argument("--samples", type=int, default=40, help="training parameters (40)")
     parser.add_argument("--epochs", type=int, default=2000, help="operator fit epochs (2000)")
+    parser.add_argument(
+        "--tol", type=float, default=0.1, help="selective update tolerance on e_T (0.1)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/step.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)  # one thread per rank: ranks x threads <= cores
@@ -151,7 +164,9 @@ def main() -> None:
     cases = {}
     for name in args.cases:
         schedule, steps, family = all_schedules[name]
-        run = run_case(g, schedule, steps, args.layers, comm, family, args.samples, args.epochs)
+        run = run_case(
+            g, schedule, steps, args.layers, comm, family, args.samples, args.epochs, args.tol
+        )
         cases[name] = {"steps": steps, **run}
         if comm.rank == 0:
             summary = {

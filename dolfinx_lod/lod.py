@@ -22,7 +22,7 @@ from dolfinx_lod.basis import MultiscaleBasis, boundary_vertex_mask
 from dolfinx_lod.coefficients import CoefficientLike, coefficient_function
 from dolfinx_lod.forms import load_form, mass_form, stiffness_form
 from dolfinx_lod.grids import NestedGrids
-from dolfinx_lod.parallel import validate
+from dolfinx_lod.parallel import PETScResource, validate
 
 METHODS = ("galerkin", "petrov-galerkin")
 
@@ -39,7 +39,7 @@ def validate_source(f: float) -> None:
         raise ValueError(f"source f must be a finite number, got {f!r}")
 
 
-class FineSystem:
+class FineSystem(PETScResource):
     """Fine-scale operators on V_h, each assembled on first use. Forms are compiled once;
     :meth:`assemble_stiffness` and :meth:`assemble_load` reassemble after the Functions ``a``
     or ``f`` changed. Collective.
@@ -157,7 +157,7 @@ def coarse_boundary_rows(grids: NestedGrids) -> npt.NDArray[np.int32]:
     return (start + np.flatnonzero(mask)).astype(PETSc.IntType)
 
 
-class CoarseProduct:
+class CoarseProduct(PETScResource):
     """K = test^T A trial (test = trial if None) with identity rows/columns at the boundary
     coarse vertices, computed as test^T (A trial) (measured twice as fast as PETSc's PtAP
     here). The first call computes the symbolic products; later calls reuse them (the
@@ -259,10 +259,13 @@ def coarse_rhs(grids: NestedGrids, test: PETSc.Mat, F: PETSc.Vec) -> PETSc.Vec:
     return b
 
 
-def fine_solver(A: PETSc.Mat, rtol: float = 1e-12) -> PETSc.KSP:
-    """CG + GAMG for an SPD fine matrix (PETSc options prefix ``lod_fine_``). Collective."""
+def fine_solver(
+    A: PETSc.Mat, rtol: float = 1e-12, petsc_options_prefix: str = "lod_fine_"
+) -> PETSc.KSP:
+    """CG + GAMG for an SPD fine matrix; options from the database with
+    ``petsc_options_prefix`` override these defaults. The caller owns the KSP. Collective."""
     ksp = PETSc.KSP().create(A.getComm())
-    ksp.setOptionsPrefix("lod_fine_")
+    ksp.setOptionsPrefix(petsc_options_prefix)
     ksp.setOperators(A)
     ksp.setType("cg")
     ksp.getPC().setType("gamg")
@@ -271,11 +274,11 @@ def fine_solver(A: PETSc.Mat, rtol: float = 1e-12) -> PETSc.KSP:
     return ksp
 
 
-def coarse_solver(K: PETSc.Mat) -> PETSc.KSP:
-    """Direct solver (MUMPS LU) for the small coarse matrix (options prefix ``lod_coarse_``).
-    Collective."""
+def coarse_solver(K: PETSc.Mat, petsc_options_prefix: str = "lod_coarse_") -> PETSc.KSP:
+    """Direct solver (MUMPS LU) for the small coarse matrix; options from the database with
+    ``petsc_options_prefix`` override these defaults. The caller owns the KSP. Collective."""
     ksp = PETSc.KSP().create(K.getComm())
-    ksp.setOptionsPrefix("lod_coarse_")
+    ksp.setOptionsPrefix(petsc_options_prefix)
     ksp.setOperators(K)
     ksp.setType("preonly")
     ksp.getPC().setType("lu")
@@ -344,7 +347,7 @@ def galerkin_solution(
 
 
 @dataclass
-class EllipticSolution:
+class EllipticSolution(PETScResource):
     """Result of :func:`solve_elliptic`: coarse coefficients U, fine reconstruction u_ms = B U,
     coarse matrix K~ and wall times per phase. With a reference: the fine FEM solution u_h and
     relative errors against it, ``l2``, ``energy`` of u_ms and ``coarse_fem_l2``,

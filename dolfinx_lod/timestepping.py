@@ -43,7 +43,6 @@ import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
 from petsc4py import PETSc
-from tqdm import tqdm
 
 from dolfinx_lod.basis import FullUpdate, MultiscaleBasis, SelectiveUpdate, UpdateStrategy
 from dolfinx_lod.coefficients import (
@@ -70,7 +69,8 @@ from dolfinx_lod.lod import (
     to_function,
     validate_method,
 )
-from dolfinx_lod.parallel import validate
+from dolfinx_lod.parallel import PETScResource, validate
+from dolfinx_lod.progress import progress as progress_report
 
 UPDATES = ("full", "selective")
 
@@ -213,7 +213,7 @@ class _FieldTracker:
         return False
 
 
-class FEMStepper:
+class FEMStepper(PETScResource):
     """Fine FEM backward Euler, the reference: (Mc/tau + S(t_m)) u^m = Mc u^{m-1}/tau + F(t_m),
     CG + GAMG (options prefix ``lod_fine_``), the matrix reassembled only when a changed.
 
@@ -281,7 +281,7 @@ class FEMStepper:
         self.fine.destroy()
 
 
-class LODStepper:
+class LODStepper(PETScResource):
     """LOD backward Euler on the coarse coefficients U (paper (10a)); u~ = B U on request.
 
     Args:
@@ -528,7 +528,7 @@ def advance(
     state = StepCoefficient(grids, coefficient)
     tau = T / steps
     show = progress and grids.comm.rank == 0
-    for m in tqdm(range(1, steps + 1), desc="time steps", disable=not show):
+    for m in progress_report(range(1, steps + 1), "time steps", "step", show):
         state.advance(m, m * tau)
         for stepper in steppers:
             stepper.step(state, m * tau)

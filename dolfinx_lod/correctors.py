@@ -435,9 +435,11 @@ class PatchProblem(PETScResource):
     def local_operators(
         self, C: npt.NDArray[np.float64], c_patch: npt.NDArray[np.float64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Petrov–Galerkin contributions of this patch's element T to the coarse stiffness
-        P^T S B and capacity mass P^T Mc B (gridlod's pglod K_T), for the correctors ``C``
-        (vertex order) of the coefficient last passed to :meth:`system` / :meth:`solve`:
+        """Petrov–Galerkin local operators (K_T, M_T) of this patch's element T.
+
+        The contributions of T to the coarse stiffness P^T S B and capacity mass P^T Mc B
+        (gridlod's pglod K_T), for the correctors ``C`` (vertex order) of the coefficient last
+        passed to :meth:`system` / :meth:`solve`:
 
             K_T[i, j] = int_T a grad Lambda_j . grad Lambda_i - int_w a grad C_j . grad Lambda_i
             M_T[i, j] = int_T c Lambda_j Lambda_i - int_w c C_j Lambda_i,
@@ -495,8 +497,9 @@ class PatchProblem(PETScResource):
         a_ref: npt.NDArray[np.float64],
         C_ref: npt.NDArray[np.float64],
     ) -> float:
-        """Error indicator e_T of the correctors ``C_ref`` (computed for ``a_ref``) when the
-        coefficient becomes ``a_new`` (Hellman & Målqvist, Numerical homogenization of
+        """Error indicator e_T of the correctors ``C_ref`` for a new coefficient ``a_new``.
+
+        ``C_ref`` was computed for ``a_ref`` (Hellman & Målqvist, Numerical homogenization of
         elliptic PDEs with similar coefficients, MMS 2019):
 
             e_T = max_{w in Q1(T)} ||(a - a_ref) a^{-1/2} (chi_T grad w - grad C_ref w)||

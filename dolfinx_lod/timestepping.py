@@ -79,8 +79,9 @@ UPDATES = ("full", "selective")
 class CoefficientSchedule:
     """a(t_m, x) for the steps m = 1..M: ``at(m, t)`` returns (coefficient, parameter p).
 
-    Build one with :meth:`from_stack` (one fine-cell array per step) or :meth:`from_family`
-    (a family a(x, p) and a schedule p(t)).
+    Build one with :meth:`from_stack` (one fine-cell array per step), :meth:`from_family`
+    (a family a(x, p) and a schedule p(t)) or :meth:`from_function` (a DOLFINx Function
+    updated in place for each t).
     """
 
     at: Callable[[int, float], tuple[CoefficientLike, Any]]
@@ -104,6 +105,20 @@ class CoefficientSchedule:
     def from_family(cls, a: Callable, schedule: Callable[[float], Any]) -> CoefficientSchedule:
         """Coefficient a(x, p(t_m)) on step m."""
         return cls(lambda m, t: (a, schedule(t)))
+
+    @classmethod
+    def from_function(
+        cls, a: dolfinx.fem.Function, update: Callable[[dolfinx.fem.Function, float], None]
+    ) -> CoefficientSchedule:
+        """A DG0 Function a on T_h that ``update(a, t_m)`` sets in place for step m (e.g.
+        ``a.interpolate(...)``; call ``a.x.scatter_forward()`` after writing values by hand).
+        The time loop calls it before each step and reads the values right after."""
+
+        def at(m: int, t: float) -> tuple[dolfinx.fem.Function, None]:
+            update(a, t)
+            return a, None
+
+        return cls(at)
 
 
 def update_strategy(update: str, tol: float = 0.0) -> UpdateStrategy:

@@ -8,6 +8,7 @@ u_ms = B U. Coarse vertices on the boundary carry u = 0 (identity rows, zero rig
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,21 @@ def validate_source(f: float) -> None:
     """Raise ``ValueError`` unless the constant source f is a finite number."""
     if not np.isfinite(f):
         raise ValueError(f"source f must be a finite number, got {f!r}")
+
+
+def source_function(
+    grids: NestedGrids, f: float | Callable[[npt.NDArray], npt.NDArray] | dolfinx.fem.Function
+) -> float | dolfinx.fem.Function:
+    """The source f as :class:`FineSystem` takes it: a finite number, a DOLFINx Function on
+    the fine mesh (used as it is), or a callable f(x) of the fine-cell midpoints x (shape
+    (2, N)), evaluated into a DG0 Function. Collective: a bad value raises ``InputError`` on
+    every rank."""
+    if isinstance(f, dolfinx.fem.Function):
+        return f
+    if callable(f):
+        return coefficient_function(grids, lambda x, p: f(x), name="source f", positive=False)
+    validate(grids.comm, lambda: validate_source(f))
+    return float(f)
 
 
 class FineSystem(PETScResource):
@@ -387,7 +403,7 @@ def solve_elliptic(
     grids: NestedGrids,
     a: CoefficientLike,
     layers: int,
-    f: float = 1.0,
+    f: float | Callable[[npt.NDArray], npt.NDArray] | dolfinx.fem.Function = 1.0,
     method: str = "galerkin",
     p: Any = None,
     progress: bool = False,
@@ -402,7 +418,8 @@ def solve_elliptic(
         grids: Nested meshes.
         a: Coefficient (array (n, n), callable a(x, p) or DG0 Function on T_h).
         layers: l >= 1 (patch layers).
-        f: Constant source.
+        f: Source: a number, a callable f(x) of the fine-cell midpoints x (shape (2, N)) or
+            a DOLFINx Function on T_h.
         method: "galerkin" (K~ = B^T S B) or "petrov-galerkin" (K~ = P^T S B).
         p: Parameter of a callable coefficient.
         progress: Progress bar for the correctors (rank 0).
@@ -411,9 +428,10 @@ def solve_elliptic(
 
     Collective; all input is validated on every rank before any solve.
     """
-    validate(grids.comm, lambda: (validate_method(method), validate_source(f)))
+    validate(grids.comm, lambda: validate_method(method))
     timings: dict[str, float] = {}
     t = time.perf_counter()
+    f = source_function(grids, f)
     a_fun = coefficient_function(grids, a, p)
     petrov = method == "petrov-galerkin"
     basis = MultiscaleBasis(grids, layers, progress=progress, capacity=1.0 if petrov else None)

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
 import numpy as np
-from common import load_demo, machine
+from common import machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl
 from dolfinx_lod.coefficients import battery_capacity, battery_family, battery_source, cont_family
-from dolfinx_lod.experiments import Example, cached_training
 from dolfinx_lod.io import write_json
 from dolfinx_lod.neural import LearnedCorrectors, TrainedModel
+from dolfinx_lod.paper.examples import EXAMPLES
+from dolfinx_lod.paper.experiments import Example, cached_training
 from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
 
 #: Cases at (H, h, l) = (1/16, 1/128, 2): a demo's family on the finer grids (1000 epochs).
@@ -35,8 +36,8 @@ def case(comm, name: str) -> Example:
     """The demos' examples (--quick), or a demo's family at (1/16, 1/128, 2): Example 1's with
     40 training parameters, Example 2's with its capacity and source."""
     if name in ("example1", "example2"):
-        return load_demo(name).make_example("quick", comm=comm)
-    base = load_demo(FINE_CASES[name]).make_example("quick", comm=comm)
+        return EXAMPLES[name]("quick", comm=comm)
+    base = EXAMPLES[FINE_CASES[name]]("quick", comm=comm)
     n = 128
     if base.number == 1:
         extra = {"family": cont_family(n), "samples": 40}

@@ -21,14 +21,15 @@ from pathlib import Path
 import dolfinx_solver  # noqa: F401
 import numpy as np
 import torch
-from common import load_demo, machine
+from common import machine
 from mpi4py import MPI
 
-from dolfinx_lod.experiments import compare_time_loops
 from dolfinx_lod.io import write_json
 from dolfinx_lod.neural import LearnedCorrectors
 from dolfinx_lod.neural.provider import compare_providers
 from dolfinx_lod.neural.workflow import gather_model, prepare_training
+from dolfinx_lod.paper.examples import EXAMPLES
+from dolfinx_lod.paper.experiments import compare_time_loops
 
 PAPER = {"basis_error_nodal": 0.064, "example1_rel_error_final": 0.0495}
 
@@ -72,7 +73,7 @@ def first_reaching(records: list[dict], key: str, target: float) -> dict | None:
 def bench(
     name: str, samples: int | None, epochs: int, evaluate_at: list[int], network: str | None
 ) -> dict:
-    example = load_demo(name).make_example("quick", network)
+    example = EXAMPLES[name]("quick", network)
     if samples is not None:
         example.samples = samples
     settings = replace(example.settings, epochs=epochs, patience=epochs)

@@ -18,46 +18,14 @@
 
 import sys
 
-import numpy as np
-from mpi4py import MPI
-
-from dolfinx_lod.coefficients import cont_family
-from dolfinx_lod.experiments import (
-    Example,
-    example_arguments,
-    run_demo,
-    run_example,
-    sized_example,
-)
-
-# Problem sizes of the modes (training budgets: dolfinx_lod.experiments.TRAINING).
-SIZES = {
-    "paper": dict(NH=6, n=36, samples=40, tests=25, steps=24),
-    "quick": dict(NH=6, n=36, samples=160, tests=5, steps=24),
-    "tiny": dict(NH=3, n=12, samples=4, tests=2, steps=4),
-}
-
-
-def make_example(mode: str, network: str | None = None, comm=MPI.COMM_WORLD) -> Example:
-    """Example 1 at the sizes of ``mode`` (also used by the benchmarks). Test schedules: a
-    held-out p_i moving with t, p(t) = min(p_i (1 + 0.2 t), 1)."""
-    size = SIZES[mode]
-    return sized_example(
-        1,
-        mode,
-        size,
-        cont_family(size["n"]),
-        network,
-        comm,
-        schedule=lambda p, t: np.minimum(p * (1 + 0.2 * t), 1.0),
-        label=lambda p: f"p(t) = min({p[0]:.4f} (1 + 0.2 t), 1)",
-        paper={"rel_error_final_mean": 0.0495, "basis_error_nodal": 0.064},
-    )
+from dolfinx_lod.paper.examples import example1
+from dolfinx_lod.paper.experiments import example_arguments, run_demo, run_example
 
 
 def main(argv=None) -> dict:
+    """Run Example 1 with the command line ``argv``; returns the summary."""
     args = example_arguments("Paper Example 1 (oscillatory coefficients)", argv)
-    return run_example(make_example(args.mode, args.network), args.out, args.cache)
+    return run_example(example1(args.mode, args.network), args.out, args.cache)
 
 
 if __name__ == "__main__":

@@ -21,57 +21,16 @@
 import sys
 
 import numpy as np
-from mpi4py import MPI
 
-from dolfinx_lod.coefficients import (
-    battery_capacity,
-    battery_family,
-    battery_layers,
-    battery_source,
-)
-from dolfinx_lod.experiments import (
-    Example,
-    example_arguments,
-    run_demo,
-    run_example,
-    sized_example,
-)
-
-# Problem sizes of the modes (training budgets: dolfinx_lod.experiments.TRAINING).
-SIZES = {
-    "paper": dict(NH=6, n=60, samples=15, tests=25, steps=24),
-    "quick": dict(NH=6, n=60, samples=15, tests=5, steps=24),
-    "tiny": dict(NH=4, n=20, samples=4, tests=2, steps=4),
-}
-
-
-def make_example(mode: str, network: str | None = None, comm=MPI.COMM_WORLD) -> Example:
-    """Example 2 at the sizes of ``mode`` (also used by the benchmarks). Test schedules: a
-    held-out p_i drifting with t, p(t) = clip(p_i + 0.2 t, -1, 1)."""
-    size = SIZES[mode]
-    n = size["n"]
-    return sized_example(
-        2,
-        mode,
-        size,
-        battery_family(n),
-        network,
-        comm,
-        schedule=lambda p, t: np.clip(p + 0.2 * t, -1.0, 1.0),
-        label=lambda p: f"p(t) = clip({np.round(p, 4).tolist()} + 0.2 t, -1, 1)",
-        capacity=battery_capacity(n),
-        source=battery_source(n),
-        paper={
-            "rel_error_final_mean": 0.0298,
-            "rel_error_final_one": 0.0294,
-            "basis_error_nodal": 0.064,
-        },
-    )
+from dolfinx_lod.coefficients import battery_layers
+from dolfinx_lod.paper.examples import example2
+from dolfinx_lod.paper.experiments import example_arguments, run_demo, run_example
 
 
 def main(argv=None) -> dict:
+    """Run Example 2 with the command line ``argv``; returns the summary."""
     args = example_arguments("Paper Example 2 (battery cell)", argv)
-    example = make_example(args.mode, args.network)
+    example = example2(args.mode, args.network)
     summary = run_example(example, args.out, args.cache)
     grids, family, n = example.grids, example.family, example.grids.fine
     if grids.comm.rank == 0:

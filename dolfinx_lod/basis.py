@@ -23,10 +23,15 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from dolfinx_lod.coefficients import CoefficientLike, owned_coefficient_values
-from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
+from dolfinx_lod.correctors import (
+    PATCH_OPTIONS_PREFIX,
+    ClassicalCorrectors,
+    CorrectorProvider,
+    PatchProblem,
+)
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.interpolation import local_projection
-from dolfinx_lod.parallel import NumericalError, collective, fetch, validate
+from dolfinx_lod.parallel import NumericalError, PETScResource, collective, fetch, validate
 from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
 
 
@@ -102,14 +107,14 @@ class SelectiveUpdate:
             return changed
         for i in np.flatnonzero(changed):
             if basis.correctors[i] is not None:
-                problem = basis.patch_problems.problem(basis.patches[i].configuration)
+                problem = basis.patch_problem(i)
                 basis.indicators[i] = problem.indicator(
                     a_patches[i], basis.reference[i], basis.correctors[i]
                 )
         return changed & (basis.indicators > self.tol)
 
 
-class MultiscaleBasis:
+class MultiscaleBasis(PETScResource):
     """Corrected basis B = P - sum_T C_T^l of V_H^ms for a coefficient a. Collective methods.
 
     Args:
@@ -124,6 +129,10 @@ class MultiscaleBasis:
             :class:`~dolfinx_lod.neural.operators.OperatorProvider`), kept in ``operators`` for
             :class:`~dolfinx_lod.lod.LocalAssembly`. B is assembled only when asked for
             (:meth:`matrix`); with provider operators, its correctors are computed only then.
+        petsc_options_prefix: Options prefix of the classical patch solvers.
+
+    Owns PETSc objects (B, P, the patch solvers): release them with :meth:`destroy` or use
+    the basis as a context manager (``with MultiscaleBasis(grids, 1) as basis: ...``).
     """
 
     def __init__(
@@ -133,6 +142,7 @@ class MultiscaleBasis:
         provider: CorrectorProvider | None = None,
         progress: bool = False,
         capacity: CoefficientLike | float | None = None,
+        petsc_options_prefix: str = PATCH_OPTIONS_PREFIX,
     ):
         validate(
             grids.comm,
@@ -141,7 +151,7 @@ class MultiscaleBasis:
         self.grids, self.layers, self.progress = grids, layers, progress
         self.Pi = local_projection(grids)
         #: Classical patch problems: the default provider, and the error indicators.
-        self.patch_problems = ClassicalCorrectors(grids, self.Pi)
+        self.patch_problems = ClassicalCorrectors(grids, self.Pi, petsc_options_prefix)
         self.provider = provider if provider is not None else self.patch_problems
         NH = grids.coarse
         self.patches = [make_patch(int(T), NH, layers) for T in owned_cells(grids)]
@@ -167,8 +177,7 @@ class MultiscaleBasis:
         self._owed: tuple[npt.NDArray[np.int64], Any] | None = None
         self._c_patches: list[npt.NDArray[np.float64]] = []
         if self.with_operators:
-            c_local = self.local_coefficient(capacity, name="capacity")
-            self._c_patches = [c_local[index] for index in self.cell_index]
+            self._c_patches = self.patch_coefficients(capacity, name="capacity")
         self._stale = False  # B does not yet hold the current correctors
         #: Coefficient on each patch when its correctors were computed (a_ref; None when the
         #: provider does not read it), and whether the patch was computed at all.
@@ -214,6 +223,18 @@ class MultiscaleBasis:
             return np.full(self._cell_keys.size, float(a))
         values = owned_coefficient_values(g, a, p, name=name)
         return fetch(g.comm, g.fine**2, g.fine_cell_keys, values, self._cell_keys)
+
+    def patch_coefficients(
+        self, a: CoefficientLike, p: Any = None, name: str = "coefficient"
+    ) -> list[npt.NDArray[np.float64]]:
+        """Coefficient values on the fine cells of each owned patch (local patch cell order),
+        in the order of ``patches``. Collective."""
+        a_local = self.local_coefficient(a, p, name)
+        return [a_local[index] for index in self.cell_index]
+
+    def patch_problem(self, i: int) -> PatchProblem:
+        """The classical patch problem of the owned patch ``patches[i]``. Rank-local."""
+        return self.patch_problems.problem(self.patches[i].configuration)
 
     def update(
         self,

@@ -29,6 +29,7 @@ from dolfinx_lod.io import (
 from dolfinx_lod.lod import METHODS, solve_elliptic, validate_method, validate_source
 from dolfinx_lod.parallel import InputError, LodError, OutputError, collective, validate
 from dolfinx_lod.patches import validate_layers, validate_refinement
+from dolfinx_lod.progress import interactive
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
 
 COARSE_HELP = "N_H, coarse cells per direction (divides n, n / N_H >= 2)"
@@ -492,7 +493,7 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
         settings[0],
         args.out,
         resume=args.resume,
-        progress=True,
+        progress=interactive(),  # the training's tqdm bar: on a terminal only
     )
 
 

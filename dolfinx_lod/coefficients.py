@@ -234,7 +234,7 @@ def _halton(count: int, dim: int) -> npt.NDArray[np.float64]:
 
 
 def cont_family(n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
-    """The oscillatory family of the paper's Example 1 (its published code), on n x n cells:
+    """The oscillatory family of the paper's Example 1 (its published code), n x n cells.
 
     a_p = 0.01 + 0.99 s, s the min-max rescaling to [0, 1] over the fine-cell midpoints of
     g(x, y) = cos(N x^2 y - 2 N x^2) sin(N/2 y^3 x + N x^2) + cos(N x^3 - 2 N y^2), N = 100 / p,
@@ -278,8 +278,10 @@ def battery_layers(y_index: npt.NDArray[np.int64]) -> npt.NDArray[np.str_]:
 
 
 def battery_family(n: int, num_params: int = 4, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
-    """Conductivity lambda of a layered battery cell (paper Example 2): collectors with the
-    constants of Table 1, active material lambda_AM(x, p) in [1, 5] a smooth random field
+    """Conductivity lambda of a layered battery cell (paper Example 2).
+
+    Collectors with the constants of Table 1, active material lambda_AM(x, p) in [1, 5] a smooth
+    random field
 
         lambda_AM = 3 + 2 tanh(sum_k p_k phi_k(x)),  p in [-1, 1]^N_p,
 

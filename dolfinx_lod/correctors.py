@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import dolfinx.fem
@@ -25,21 +26,41 @@ import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
 from petsc4py import PETSc
-from tqdm import tqdm
 
 from dolfinx_lod.forms import element_load_form, element_mass_load_form, mass_form, stiffness_form
 from dolfinx_lod.grids import NestedGrids, lattice_index
 from dolfinx_lod.interpolation import patch_constraints
+from dolfinx_lod.parallel import PETScResource
 from dolfinx_lod.patches import Configuration, Patch
+from dolfinx_lod.progress import progress as progress_report
 
-#: Default PETSc options of the patch solvers (prefix ``lod_patch_``; override with PETSc
-#: options such as ``-lod_patch_pc_factor_mat_solver_type``).
+#: Default options prefix of the patch solvers.
+PATCH_OPTIONS_PREFIX = "lod_patch_"
+
+#: Default PETSc options of the patch solvers. Options given on the command line or set in the
+#: options database with the solver's prefix (e.g. ``-lod_patch_pc_factor_mat_solver_type``)
+#: take precedence; the defaults are put into the database only while the solver reads them.
 PATCH_SOLVER_OPTIONS = {
     "ksp_type": "preonly",
     "pc_type": "cholesky",
     "pc_factor_mat_solver_type": "mumps",
     "mat_mumps_icntl_7": 0,  # AMD ordering: the fastest numeric factorization measured here
 }
+
+
+@dataclass(frozen=True)
+class PatchSolverOptions:
+    """Options prefix (non-empty) and default PETSc options of the patch solvers (default
+    :data:`PATCH_SOLVER_OPTIONS`); options already in the database with the prefix win."""
+
+    prefix: str = PATCH_OPTIONS_PREFIX
+    options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.prefix:
+            raise ValueError("petsc_options_prefix must be a non-empty string")
+        if self.options is None:
+            object.__setattr__(self, "options", dict(PATCH_SOLVER_OPTIONS))
 
 
 class CorrectorProvider(Protocol):
@@ -74,6 +95,27 @@ class CorrectorProvider(Protocol):
 
 class PatchSolveError(RuntimeError):
     """A patch saddle-point factorization or solve failed (rank-local)."""
+
+
+@dataclass(frozen=True)
+class PatchSystem:
+    """The patch problem of one coefficient, in the patch's local vertex order (rank-local).
+
+    Attributes:
+        crow: CSR row offsets of S, shape (n + 1,).
+        cols: CSR column indices of S (sorted per row), shape (nnz,).
+        S: Values of S_h^l(a): patch stiffness, rows and columns of the patch boundary
+            replaced by the identity, shape (nnz,).
+        F: Right-hand sides F_j = (v -> int_T a grad Lambda_j . grad v), zero on the patch
+            boundary, shape (n, 4), columns j = T's corners (0,0), (1,0), (0,1), (1,1).
+        hats: Lambda_j, T's four coarse basis functions at the patch vertices, shape (n, 4).
+    """
+
+    crow: npt.NDArray[np.int64]
+    cols: npt.NDArray[np.int64]
+    S: npt.NDArray[np.float64]
+    F: npt.NDArray[np.float64]
+    hats: npt.NDArray[np.float64]
 
 
 class PatchSpace:
@@ -126,11 +168,14 @@ class PatchSpace:
         self.Mc_form = mass_form(self.V, self.c)
         self.Mc = dolfinx.fem.assemble_matrix(self.Mc_form)
         self._c_values: npt.NDArray[np.float64] | None = None  # c of Mc
+        #: Count of stiffness assemblies (S belongs to the last problem that assembled it).
+        self.assemblies = 0
         self._work: dolfinx.la.MatrixCSR | None = None
 
     def assemble_stiffness(self, a_patch: npt.NDArray[np.float64]) -> None:
         """Assemble S_full and S for coefficient values ``a_patch`` (local cell order)."""
         self.set_cells(self.a, a_patch)
+        self.assemblies += 1
         self.S_full.data[:] = 0.0
         dolfinx.fem.assemble_matrix(self.S_full, self.S_form)
         self.S.data[:] = np.where(self._bc_zero, 0.0, self.S_full.data)
@@ -182,10 +227,21 @@ class PatchSpace:
         return X.T @ self.matmul(A, X)
 
 
-class PatchProblem:
-    """The saddle-point problem of one patch configuration, set up once, solved per patch."""
+class PatchProblem(PETScResource):
+    """The saddle-point problem of one patch configuration, set up once, solved per patch.
 
-    prefix = "lod_patch_"
+    The public interface is :meth:`system` (the matrices of a coefficient) and :meth:`solve`
+    (its correctors C); the classical provider, the torch export and the tests use only these.
+    Owns PETSc objects (a KSP and matrices): release them with :meth:`destroy` or use the
+    problem as a context manager.
+
+    Args:
+        config: The patch configuration.
+        space: The fine space of the configuration's patch shape.
+        r: Fine cells per coarse cell and direction.
+        Pi: Local L2 projection of I_H (see :func:`dolfinx_lod.interpolation.local_projection`).
+        solver: Options prefix and default PETSc options of the patch solver.
+    """
 
     def __init__(
         self,
@@ -193,7 +249,12 @@ class PatchProblem:
         space: PatchSpace,
         r: int,
         Pi: npt.NDArray[np.float64],
+        solver: PatchSolverOptions | None = None,
     ):
+        solver = solver or PatchSolverOptions()
+        self.prefix, self._options = solver.prefix, solver.options
+        #: (space.assemblies, a) of the system last assembled by this problem.
+        self._assembled: tuple[int, npt.NDArray[np.float64]] | None = None
         self.space = space
         tx, ty = config.element
         V = space.V
@@ -254,39 +315,98 @@ class PatchProblem:
         self.K.setOption(PETSc.Mat.Option.SYMMETRIC, True)
 
     def _setup_solver(self) -> None:
-        opts = PETSc.Options()
-        for key, value in PATCH_SOLVER_OPTIONS.items():
-            if not opts.hasName(self.prefix + key):
-                opts.setValue(self.prefix + key, value)
         self.ksp = PETSc.KSP().create(MPI.COMM_SELF)
         self.ksp.setOptionsPrefix(self.prefix)
         self.ksp.setOperators(self.K)
-        self.ksp.setFromOptions()
+        self._set_from_options()
         size = self.num_dofs + self.num_constraints
         self.rhs = PETSc.Mat().createDense((size, 4), comm=MPI.COMM_SELF)
         self.rhs.setUp()
         self.rhs.assemble()
         self.sol = self.rhs.duplicate()
 
-    def assemble(self, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    def _set_from_options(self) -> None:
+        """Configure the KSP from the options database and the default options; the defaults
+        are in the database only during this call (none are left there)."""
+        opts = PETSc.Options()
+        added = [key for key in self._options if not opts.hasName(self.prefix + key)]
+        for key in added:
+            opts.setValue(self.prefix + key, self._options[key])
+        try:
+            self.ksp.setFromOptions()
+        finally:
+            for key in added:
+                opts.delValue(self.prefix + key)
+
+    def system(self, a_patch: npt.NDArray[np.float64]) -> PatchSystem:
+        """The patch system (S, F, Lambda) for coefficient values ``a_patch``. Rank-local.
+
+        Args:
+            a_patch: a on the patch's fine cells (local cell order).
+
+        Returns:
+            S, F and the hats Lambda_j in the patch's local vertex order (copies).
+        """
+        F_dofs = self._assemble(a_patch)
+        space = self.space
+        crow, cols, position = space.vertex_csr
+        F = np.empty_like(F_dofs)
+        F[space.dof_vertex] = F_dofs
+        return PatchSystem(crow, cols, space.S.data[position], F, self.vertex_hats)
+
+    @property
+    def num_entries(self) -> int:
+        """Stored entries (nnz) of the patch stiffness S."""
+        return int(self.space.S.data.size)
+
+    @property
+    def vertex_pattern(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The sparsity of S in local vertex order: (row offsets, sorted columns)."""
+        crow, cols, _ = self.space.vertex_csr
+        return crow, cols
+
+    @functools.cached_property
+    def vertex_hats(self) -> npt.NDArray[np.float64]:
+        """Lambda_j at the patch vertices (local vertex order), shape (n, 4)."""
+        hats = np.empty((self.num_dofs, 4))
+        hats[self.space.dof_vertex] = np.stack([hat.x.array for hat in self.hats], axis=1)
+        return hats
+
+    def _assemble(self, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Assemble S (into ``space.S``, dof order, Dirichlet rows = identity) and the four
         right-hand sides F_j for coefficient values ``a_patch`` (local cell order).
 
         Returns F (n_dofs, 4) in dof order, zero on the patch boundary. This is the one place
-        patch matrices are assembled: the classical solve and the torch export use it.
+        patch matrices are assembled: :meth:`system` and :meth:`solve` use it.
         """
         space = self.space
+        if (
+            self._assembled is not None
+            and self._assembled[0] == space.assemblies
+            and np.array_equal(self._assembled[1], a_patch)
+        ):
+            return self.rhs.getDenseArray()[: self.num_dofs]
         space.assemble_stiffness(a_patch)
         F = self.rhs.getDenseArray()
         F[:] = 0.0
         for j, L in enumerate(self.load_forms):
             dolfinx.fem.assemble_vector(F[: self.num_dofs, j], L)
         F[space.boundary_dofs] = 0.0
+        self._assembled = (space.assemblies, np.array(a_patch, copy=True))
         return F[: self.num_dofs]
 
     def solve(self, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Correctors (n_vertices, 4) for coefficient values ``a_patch`` (local cell order)."""
-        self.assemble(a_patch)
+        """Correctors C_T Lambda_j for coefficient values ``a_patch`` (local cell order).
+
+        Solves the saddle-point system [[S, B^T], [B, 0]] [C; mu] = [F; 0]. Rank-local.
+
+        Returns:
+            C, shape (n_vertices, 4), in the patch's local vertex order.
+
+        Raises:
+            PatchSolveError: The factorization or the solve failed, or C is not finite.
+        """
+        self._assemble(a_patch)
         self._values[self._S_position] = self.space.S.data
         self.K.setValuesCSR(self._indptr, self._indices, self._values)
         self.K.assemble()
@@ -308,16 +428,18 @@ class PatchProblem:
         if failure is not None:
             self.ksp.reset()  # the next solve factorizes anew
             self.ksp.setOperators(self.K)
-            self.ksp.setFromOptions()
+            self._set_from_options()
             raise PatchSolveError(failure)
         return C
 
     def local_operators(
         self, C: npt.NDArray[np.float64], c_patch: npt.NDArray[np.float64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Petrov–Galerkin contributions of this patch's element T to the coarse stiffness
-        P^T S B and capacity mass P^T Mc B (gridlod's pglod K_T), for the correctors ``C``
-        (vertex order) of the coefficient last passed to :meth:`assemble` / :meth:`solve`:
+        """Petrov–Galerkin local operators (K_T, M_T) of this patch's element T.
+
+        The contributions of T to the coarse stiffness P^T S B and capacity mass P^T Mc B
+        (gridlod's pglod K_T), for the correctors ``C`` (vertex order) of the coefficient last
+        passed to :meth:`system` / :meth:`solve`:
 
             K_T[i, j] = int_T a grad Lambda_j . grad Lambda_i - int_w a grad C_j . grad Lambda_i
             M_T[i, j] = int_T c Lambda_j Lambda_i - int_w c C_j Lambda_i,
@@ -375,8 +497,9 @@ class PatchProblem:
         a_ref: npt.NDArray[np.float64],
         C_ref: npt.NDArray[np.float64],
     ) -> float:
-        """Error indicator e_T of the correctors ``C_ref`` (computed for ``a_ref``) when the
-        coefficient becomes ``a_new`` (Hellman & Målqvist, Numerical homogenization of
+        """Error indicator e_T of the correctors ``C_ref`` for a new coefficient ``a_new``.
+
+        ``C_ref`` was computed for ``a_ref`` (Hellman & Målqvist, Numerical homogenization of
         elliptic PDEs with similar coefficients, MMS 2019):
 
             e_T = max_{w in Q1(T)} ||(a - a_ref) a^{-1/2} (chi_T grad w - grad C_ref w)||
@@ -399,7 +522,7 @@ class PatchProblem:
         return float(np.sqrt(max(np.linalg.eigvalsh(Linv @ (Q.T @ N @ Q) @ Linv.T).max(), 0.0)))
 
     def destroy(self) -> None:
-        """Free the PETSc objects."""
+        """Free the PETSc objects (the KSP and the matrices)."""
         for obj in (self.ksp, self.K, self.rhs, self.sol):
             obj.destroy()
 
@@ -409,14 +532,31 @@ def _hat(x: npt.NDArray[np.float64], centres: npt.NDArray[np.int64]) -> npt.NDAr
     return np.maximum(0.0, 1.0 - np.abs(x - centres[None, :]))
 
 
-class ClassicalCorrectors:
+class ClassicalCorrectors(PETScResource):
     """The classical corrector provider: patch saddle-point solves, one PatchProblem per
-    configuration (created on first use and kept)."""
+    configuration (created on first use and kept).
+
+    Owns the patch solvers' PETSc objects: release them with :meth:`destroy` or use the
+    provider as a context manager.
+
+    Args:
+        grids: Nested meshes.
+        Pi: Local L2 projection of I_H.
+        petsc_options_prefix: Options prefix of the patch solvers (non-empty).
+        petsc_options: PETSc options of the patch solvers (default :data:`PATCH_SOLVER_OPTIONS`).
+    """
 
     needs_coefficient = True
 
-    def __init__(self, grids: NestedGrids, Pi: npt.NDArray[np.float64]):
+    def __init__(
+        self,
+        grids: NestedGrids,
+        Pi: npt.NDArray[np.float64],
+        petsc_options_prefix: str = PATCH_OPTIONS_PREFIX,
+        petsc_options: dict[str, Any] | None = None,
+    ):
         self.grids, self.Pi = grids, Pi
+        self._solver = PatchSolverOptions(petsc_options_prefix, petsc_options)
         self._spaces: dict[tuple[int, int], PatchSpace] = {}
         self._problems: dict[Configuration, PatchProblem] = {}
 
@@ -426,7 +566,9 @@ class ClassicalCorrectors:
             if config.shape not in self._spaces:
                 self._spaces[config.shape] = PatchSpace(config.shape, self.grids)
             space = self._spaces[config.shape]
-            self._problems[config] = PatchProblem(config, space, self.grids.r, self.Pi)
+            self._problems[config] = PatchProblem(
+                config, space, self.grids.r, self.Pi, self._solver
+            )
         return self._problems[config]
 
     def _solve(self, patch: Patch, a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -450,7 +592,7 @@ class ClassicalCorrectors:
                 every rank as :class:`~dolfinx_lod.parallel.NumericalError`).
         """
         pairs = zip(patches, a_patches, strict=True)
-        bar = tqdm(pairs, total=len(patches), desc="correctors", unit="patch", disable=not progress)
+        bar = progress_report(pairs, "correctors", "patch", progress, total=len(patches))
         return [self._solve(patch, a) for patch, a in bar]
 
     def correctors_and_operators(
@@ -464,7 +606,7 @@ class ClassicalCorrectors:
         assembly of the patch matrices (:meth:`PatchProblem.local_operators`). Rank-local;
         raises like :meth:`correctors`."""
         out = []
-        bar = tqdm(range(len(patches)), desc="correctors", unit="patch", disable=not progress)
+        bar = progress_report(range(len(patches)), "correctors", "patch", progress)
         for i in bar:
             C = self._solve(patches[i], a_patches[i])
             problem = self.problem(patches[i].configuration)
@@ -483,7 +625,7 @@ class ClassicalCorrectors:
         out = []
         for patch, a, c, C in zip(patches, a_patches, c_patches, correctors, strict=True):
             problem = self.problem(patch.configuration)
-            problem.assemble(a)
+            problem.system(a)
             out.append(problem.local_operators(C, c))
         return out
 

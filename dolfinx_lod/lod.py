@@ -8,6 +8,7 @@ u_ms = B U. Coarse vertices on the boundary carry u = 0 (identity rows, zero rig
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from dolfinx_lod.basis import MultiscaleBasis, boundary_vertex_mask
 from dolfinx_lod.coefficients import CoefficientLike, coefficient_function
 from dolfinx_lod.forms import load_form, mass_form, stiffness_form
 from dolfinx_lod.grids import NestedGrids
-from dolfinx_lod.parallel import validate
+from dolfinx_lod.parallel import PETScResource, validate
 
 METHODS = ("galerkin", "petrov-galerkin")
 
@@ -39,7 +40,22 @@ def validate_source(f: float) -> None:
         raise ValueError(f"source f must be a finite number, got {f!r}")
 
 
-class FineSystem:
+def source_function(
+    grids: NestedGrids, f: float | Callable[[npt.NDArray], npt.NDArray] | dolfinx.fem.Function
+) -> float | dolfinx.fem.Function:
+    """The source f as :class:`FineSystem` takes it: a finite number, a DOLFINx Function on
+    the fine mesh (used as it is), or a callable f(x) of the fine-cell midpoints x (shape
+    (2, N)), evaluated into a DG0 Function. Collective: a bad value raises ``InputError`` on
+    every rank."""
+    if isinstance(f, dolfinx.fem.Function):
+        return f
+    if callable(f):
+        return coefficient_function(grids, lambda x, p: f(x), name="source f", positive=False)
+    validate(grids.comm, lambda: validate_source(f))
+    return float(f)
+
+
+class FineSystem(PETScResource):
     """Fine-scale operators on V_h, each assembled on first use. Forms are compiled once;
     :meth:`assemble_stiffness` and :meth:`assemble_load` reassemble after the Functions ``a``
     or ``f`` changed. Collective.
@@ -157,7 +173,7 @@ def coarse_boundary_rows(grids: NestedGrids) -> npt.NDArray[np.int32]:
     return (start + np.flatnonzero(mask)).astype(PETSc.IntType)
 
 
-class CoarseProduct:
+class CoarseProduct(PETScResource):
     """K = test^T A trial (test = trial if None) with identity rows/columns at the boundary
     coarse vertices, computed as test^T (A trial) (measured twice as fast as PETSc's PtAP
     here). The first call computes the symbolic products; later calls reuse them (the
@@ -259,10 +275,13 @@ def coarse_rhs(grids: NestedGrids, test: PETSc.Mat, F: PETSc.Vec) -> PETSc.Vec:
     return b
 
 
-def fine_solver(A: PETSc.Mat, rtol: float = 1e-12) -> PETSc.KSP:
-    """CG + GAMG for an SPD fine matrix (PETSc options prefix ``lod_fine_``). Collective."""
+def fine_solver(
+    A: PETSc.Mat, rtol: float = 1e-12, petsc_options_prefix: str = "lod_fine_"
+) -> PETSc.KSP:
+    """CG + GAMG for an SPD fine matrix; options from the database with
+    ``petsc_options_prefix`` override these defaults. The caller owns the KSP. Collective."""
     ksp = PETSc.KSP().create(A.getComm())
-    ksp.setOptionsPrefix("lod_fine_")
+    ksp.setOptionsPrefix(petsc_options_prefix)
     ksp.setOperators(A)
     ksp.setType("cg")
     ksp.getPC().setType("gamg")
@@ -271,11 +290,11 @@ def fine_solver(A: PETSc.Mat, rtol: float = 1e-12) -> PETSc.KSP:
     return ksp
 
 
-def coarse_solver(K: PETSc.Mat) -> PETSc.KSP:
-    """Direct solver (MUMPS LU) for the small coarse matrix (options prefix ``lod_coarse_``).
-    Collective."""
+def coarse_solver(K: PETSc.Mat, petsc_options_prefix: str = "lod_coarse_") -> PETSc.KSP:
+    """Direct solver (MUMPS LU) for the small coarse matrix; options from the database with
+    ``petsc_options_prefix`` override these defaults. The caller owns the KSP. Collective."""
     ksp = PETSc.KSP().create(K.getComm())
-    ksp.setOptionsPrefix("lod_coarse_")
+    ksp.setOptionsPrefix(petsc_options_prefix)
     ksp.setOperators(K)
     ksp.setType("preonly")
     ksp.getPC().setType("lu")
@@ -344,7 +363,7 @@ def galerkin_solution(
 
 
 @dataclass
-class EllipticSolution:
+class EllipticSolution(PETScResource):
     """Result of :func:`solve_elliptic`: coarse coefficients U, fine reconstruction u_ms = B U,
     coarse matrix K~ and wall times per phase. With a reference: the fine FEM solution u_h and
     relative errors against it, ``l2``, ``energy`` of u_ms and ``coarse_fem_l2``,
@@ -384,7 +403,7 @@ def solve_elliptic(
     grids: NestedGrids,
     a: CoefficientLike,
     layers: int,
-    f: float = 1.0,
+    f: float | Callable[[npt.NDArray], npt.NDArray] | dolfinx.fem.Function = 1.0,
     method: str = "galerkin",
     p: Any = None,
     progress: bool = False,
@@ -399,7 +418,8 @@ def solve_elliptic(
         grids: Nested meshes.
         a: Coefficient (array (n, n), callable a(x, p) or DG0 Function on T_h).
         layers: l >= 1 (patch layers).
-        f: Constant source.
+        f: Source: a number, a callable f(x) of the fine-cell midpoints x (shape (2, N)) or
+            a DOLFINx Function on T_h.
         method: "galerkin" (K~ = B^T S B) or "petrov-galerkin" (K~ = P^T S B).
         p: Parameter of a callable coefficient.
         progress: Progress bar for the correctors (rank 0).
@@ -408,9 +428,10 @@ def solve_elliptic(
 
     Collective; all input is validated on every rank before any solve.
     """
-    validate(grids.comm, lambda: (validate_method(method), validate_source(f)))
+    validate(grids.comm, lambda: validate_method(method))
     timings: dict[str, float] = {}
     t = time.perf_counter()
+    f = source_function(grids, f)
     a_fun = coefficient_function(grids, a, p)
     petrov = method == "petrov-galerkin"
     basis = MultiscaleBasis(grids, layers, progress=progress, capacity=1.0 if petrov else None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -183,3 +184,19 @@ def fetch(
     order = np.argsort(dest, kind="stable")
     values[order] = np.concatenate(answers) if answers else values
     return values[inverse.reshape(-1)]
+
+
+class PETScResource:
+    """Base of the classes that own PETSc objects: ``destroy()`` frees them (collective where
+    the objects live on a communicator), and ``with obj: ...`` calls it at the end of the
+    block, also after an error, so that all ranks free their objects together."""
+
+    def destroy(self) -> None:
+        """Free the owned PETSc objects."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()

@@ -43,7 +43,6 @@ import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
 from petsc4py import PETSc
-from tqdm import tqdm
 
 from dolfinx_lod.basis import FullUpdate, MultiscaleBasis, SelectiveUpdate, UpdateStrategy
 from dolfinx_lod.coefficients import (
@@ -70,7 +69,8 @@ from dolfinx_lod.lod import (
     to_function,
     validate_method,
 )
-from dolfinx_lod.parallel import validate
+from dolfinx_lod.parallel import PETScResource, validate
+from dolfinx_lod.progress import progress as progress_report
 
 UPDATES = ("full", "selective")
 
@@ -79,8 +79,9 @@ UPDATES = ("full", "selective")
 class CoefficientSchedule:
     """a(t_m, x) for the steps m = 1..M: ``at(m, t)`` returns (coefficient, parameter p).
 
-    Build one with :meth:`from_stack` (one fine-cell array per step) or :meth:`from_family`
-    (a family a(x, p) and a schedule p(t)).
+    Build one with :meth:`from_stack` (one fine-cell array per step), :meth:`from_family`
+    (a family a(x, p) and a schedule p(t)) or :meth:`from_function` (a DOLFINx Function
+    updated in place for each t).
     """
 
     at: Callable[[int, float], tuple[CoefficientLike, Any]]
@@ -104,6 +105,20 @@ class CoefficientSchedule:
     def from_family(cls, a: Callable, schedule: Callable[[float], Any]) -> CoefficientSchedule:
         """Coefficient a(x, p(t_m)) on step m."""
         return cls(lambda m, t: (a, schedule(t)))
+
+    @classmethod
+    def from_function(
+        cls, a: dolfinx.fem.Function, update: Callable[[dolfinx.fem.Function, float], None]
+    ) -> CoefficientSchedule:
+        """A DG0 Function a on T_h that ``update(a, t_m)`` sets in place for step m (e.g.
+        ``a.interpolate(...)``; call ``a.x.scatter_forward()`` after writing values by hand).
+        The time loop calls it before each step and reads the values right after."""
+
+        def at(m: int, t: float) -> tuple[dolfinx.fem.Function, None]:
+            update(a, t)
+            return a, None
+
+        return cls(at)
 
 
 def update_strategy(update: str, tol: float = 0.0) -> UpdateStrategy:
@@ -213,7 +228,7 @@ class _FieldTracker:
         return False
 
 
-class FEMStepper:
+class FEMStepper(PETScResource):
     """Fine FEM backward Euler, the reference: (Mc/tau + S(t_m)) u^m = Mc u^{m-1}/tau + F(t_m),
     CG + GAMG (options prefix ``lod_fine_``), the matrix reassembled only when a changed.
 
@@ -281,7 +296,7 @@ class FEMStepper:
         self.fine.destroy()
 
 
-class LODStepper:
+class LODStepper(PETScResource):
     """LOD backward Euler on the coarse coefficients U (paper (10a)); u~ = B U on request.
 
     Args:
@@ -528,7 +543,7 @@ def advance(
     state = StepCoefficient(grids, coefficient)
     tau = T / steps
     show = progress and grids.comm.rank == 0
-    for m in tqdm(range(1, steps + 1), desc="time steps", disable=not show):
+    for m in progress_report(range(1, steps + 1), "time steps", "step", show):
         state.advance(m, m * tau)
         for stepper in steppers:
             stepper.step(state, m * tau)

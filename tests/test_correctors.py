@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from conftest import rough_coefficient
+from petsc4py import PETSc
 from test_grids import dense
 
 import dolfinx_lod as dl
@@ -69,24 +70,60 @@ def test_reassembled_basis_equals_the_first_assembly(small):
 
 
 def test_patch_solve_matches_dense_kkt(comm):
-    """The MUMPS saddle-point solve against numpy on the dense KKT system of one patch."""
+    """The MUMPS saddle-point solve against numpy on the dense KKT system of one patch, built
+    from the patch-problem API (:meth:`PatchProblem.system`), in the patch's vertex order."""
     g = dl.create_nested_grids(comm.Split(comm.rank), 4, 16)
     basis = dl.MultiscaleBasis(g, 1)
     A = rough_coefficient(16, seed=3)
     patch = make_patch(5, 4, 1)  # an interior cell: 3 x 3 patch
     problem = basis.provider.problem(patch.configuration)
     a_patch = A.ravel()[patch.fine_cell_keys(g)]
-    C = problem.solve(a_patch)
-    S = problem.space.S.to_dense()
-    F = problem.rhs.getDenseArray()[: problem.num_dofs].copy()
-    B = patch_constraints(patch.configuration, g.r, basis.Pi)[:, problem.space.dof_vertex]
+    system = problem.system(a_patch)
+    n = system.F.shape[0]
+    S = np.zeros((n, n))
+    S[np.repeat(np.arange(n), np.diff(system.crow)), system.cols] = system.S
+    assert np.abs(S - S.T).max() <= 1e-13 * np.abs(S).max()
+    assert np.allclose(system.hats.sum(axis=1)[system.F.any(axis=1)], 1.0)  # partition of 1
+    B = patch_constraints(patch.configuration, g.r, basis.Pi)  # vertex order
     m = B.shape[0]
     KKT = np.block([[S, B.T], [B, np.zeros((m, m))]])
-    X = np.linalg.solve(KKT, np.vstack([F, np.zeros((m, 4))]))[: problem.num_dofs]
-    expected = np.empty_like(X)
-    expected[problem.space.dof_vertex] = X
+    expected = np.linalg.solve(KKT, np.vstack([system.F, np.zeros((m, 4))]))[:n]
+    C = problem.solve(a_patch)
     assert np.abs(C - expected).max() <= 1e-10 * np.abs(expected).max()
+    # Another configuration of the same shape assembles into the shared patch space: the
+    # first problem's system and solve must still be those of its own coefficient.
+    other = basis.provider.problem(make_patch(6, 4, 1).configuration)
+    other.system(a_patch[::-1].copy())
+    assert np.array_equal(problem.system(a_patch).S, system.S)
+    assert np.abs(problem.solve(a_patch) - expected).max() <= 1e-10 * np.abs(expected).max()
     basis.destroy()
+
+
+def test_patch_options_prefix_and_no_global_options(comm):
+    """The patch solvers use the caller's options prefix, take options from the database with
+    that prefix, and leave no option of their own in PETSc's global options database."""
+    g = dl.create_nested_grids(comm, 4, 16)
+    opts = PETSc.Options()
+    before = opts.getAll()
+    A = rough_coefficient(16, seed=4)
+    with dl.MultiscaleBasis(g, 1, petsc_options_prefix="my_patch_") as basis:
+        reference = dense(basis.update(A))
+        ksp = basis.patch_problem(0).ksp
+        assert ksp.getOptionsPrefix() == "my_patch_"
+        assert ksp.getPC().getType() == "cholesky"
+        assert ksp.getPC().getFactorSolverType() == "mumps"
+    assert opts.getAll() == before
+    opts["my_patch_pc_type"] = "lu"  # a user's option wins over the default
+    try:
+        with dl.MultiscaleBasis(g, 1, petsc_options_prefix="my_patch_") as basis:
+            again = dense(basis.update(A))
+            assert basis.patch_problem(0).ksp.getPC().getType() == "lu"
+    finally:
+        opts.delValue("my_patch_pc_type")
+    assert np.abs(again - reference).max() <= 1e-10 * np.abs(reference).max()
+    assert opts.getAll() == before
+    with pytest.raises(ValueError, match="petsc_options_prefix must be a non-empty string"):
+        dl.MultiscaleBasis(g, 1, petsc_options_prefix="")
 
 
 def test_exponential_decay_in_layers(comm):

@@ -47,3 +47,60 @@ def test_demo_tiny(tmp_path, demo, ranks):
     assert 0 < summary["lod_vs_fem_final_mean"] < 0.5
     for name in summary["figures"].values():
         assert (out / name).stat().st_size > 5_000
+
+
+#: The teaching demos at small sizes: (script, arguments).
+TEACHING = {
+    "demo_elliptic": ["--coarse", "4", "--fine", "16", "--layers", "1"],
+    "demo_parabolic": ["--coarse", "4", "--fine", "16", "--layers", "1", "--steps", "4"],
+    "demo_lod_ann": ["--coarse", "4", "--fine", "16", "--samples", "4", "--epochs", "20"],
+}
+
+
+@pytest.fixture(scope="module")
+def teaching_runs(tmp_path_factory):
+    """Every teaching demo run serially and under mpirun -n 2: {(demo, ranks): summary}."""
+    out = {}
+    for demo, args in TEACHING.items():
+        for ranks in (1, 2):
+            folder = tmp_path_factory.mktemp(f"{demo}-{ranks}")
+            cmd = [mpirun(), "-n", str(ranks), sys.executable, str(DEMOS / f"{demo}.py")]
+            proc = subprocess.run(
+                [*cmd, *args, "--out", str(folder)], timeout=600, capture_output=True, text=True
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert "\r" not in proc.stdout + proc.stderr  # no progress bar off a terminal
+            summary = json.loads((folder / "summary.json").read_text())
+            assert summary["ranks"] == ranks
+            for name in summary["files"]:
+                assert (folder / name).is_dir()  # VTX output (ADIOS2 folders)
+            out[demo, ranks] = summary
+    return out
+
+
+@pytest.mark.slow
+def test_demo_elliptic(teaching_runs):
+    s = teaching_runs["demo_elliptic", 1]
+    assert 0 < s["rel_l2_error"] < s["coarse_fem_rel_l2_error"] / 2
+    assert teaching_runs["demo_elliptic", 2]["rel_l2_error"] == pytest.approx(
+        s["rel_l2_error"], rel=1e-8
+    )
+
+
+@pytest.mark.slow
+def test_demo_parabolic(teaching_runs):
+    s = teaching_runs["demo_parabolic", 1]
+    # Step 1 computes every corrector; later steps only patches near the changing quarter.
+    assert s["recomputed_patches"][0] == 16 and max(s["recomputed_patches"][1:]) < 16
+    assert 0 < s["rel_l2_error_final"] < 0.2
+    assert teaching_runs["demo_parabolic", 2]["rel_l2_error_final"] == pytest.approx(
+        s["rel_l2_error_final"], rel=1e-8
+    )
+
+
+@pytest.mark.slow
+def test_demo_lod_ann(teaching_runs):
+    for ranks in (1, 2):
+        s = teaching_runs["demo_lod_ann", ranks]
+        assert 0 < s["lod_rel_l2_error"] < 0.2
+        assert 0 < s["lod_ann_rel_l2_error"] < 0.5  # 20 epochs: a rough network

@@ -96,3 +96,26 @@ def test_rectangle_domain_user_mesh(comm):
     g = dl.nested_grids_from_mesh(mesh, 4)
     sol = dl.solve_elliptic(g, rough_coefficient(32, seed=6), 2, reference=True)
     assert 0 < sol.errors["l2"] < 0.1
+
+
+def test_source_number_callable_and_function_agree(comm):
+    """f = 1 as a number, a callable and a DG0 Function give the same u_ms; a source that is
+    2 on the left half and 0 on the right gives the linear combination of the halves' ones,
+    and a bad callable value raises on every rank."""
+    g = dl.create_nested_grids(comm, 4, 16)
+    A = rough_coefficient(16, seed=5)
+
+    def u_ms(f):
+        with dl.solve_elliptic(g, A, 1, f=f) as sol:
+            return sol.u_ms.x.array.copy()
+
+    reference = u_ms(1.0)
+    ones = dolfinx.fem.Function(g.Q_h)
+    ones.x.array[:] = 1.0
+    assert np.abs(u_ms(lambda x: np.ones(x.shape[1])) - reference).max() <= 1e-12
+    assert np.abs(u_ms(ones) - reference).max() <= 1e-12
+    left = u_ms(lambda x: np.where(x[0] < 0.5, 2.0, 0.0))
+    right = u_ms(lambda x: np.where(x[0] < 0.5, 0.0, 1.0))
+    assert np.abs(left / 2 + right - reference).max() <= 1e-10 * np.abs(reference).max()
+    with pytest.raises(ValueError, match="source f"):
+        u_ms(lambda x: np.full(x.shape[1], np.nan))

@@ -86,7 +86,7 @@ def test_indicator_scales_with_the_change(comm):
     A = rough_coefficient(16, seed=3)
     basis.update(A)
     i = 0
-    problem = basis.patch_problems.problem(basis.patches[i].configuration)
+    problem = basis.patch_problem(i)
     a_ref, C = basis.reference[i], basis.correctors[i]
     e = [problem.indicator(a_ref * (1 + eps), a_ref, C) for eps in (0.0, 0.01, 0.1)]
     assert e[0] == 0.0 and 0 < e[1] < e[2]

@@ -11,7 +11,7 @@ local vertex order and padded to the largest patch (N vertices, m constraints),
 - Lambda_j: T's four coarse basis functions at the patch vertices (G, N, 4),
 - optionally the classical correctors C(p_k) (G, K, N, 4) as reference.
 
-All of it comes from :meth:`dolfinx_lod.correctors.PatchProblem.assemble` (DOLFINx); nothing is
+All of it comes from :meth:`dolfinx_lod.correctors.PatchProblem.system` (DOLFINx); nothing is
 assembled in torch. Padding vertices carry zero data and sit at (0, 0), where the localization
 (and, for the reduced networks, the zero rows of V_T) make the outputs vanish.
 """
@@ -164,36 +164,31 @@ def export_patches(
         dtype: torch dtype of the exported tensors.
     """
     r, G, K = basis.grids.r, len(basis.patches), len(params)
-    problems = [basis.patch_problems.problem(patch.configuration) for patch in basis.patches]
+    problems = [basis.patch_problem(g) for g in range(G)]
     N = max((pr.num_dofs for pr in problems), default=1)
-    nnz = max((pr.space.S.data.size for pr in problems), default=1)
+    nnz = max((pr.num_entries for pr in problems), default=1)
     m = max((pr.num_constraints for pr in problems), default=1)
     S = np.zeros((G, K, nnz))
     F = np.zeros((G, K, N, 4))
     C = np.zeros((G, K, N, 4)) if with_correctors else None
     for k, p in enumerate(params):
-        a_local = basis.local_coefficient(a, p)
-        for g, problem in enumerate(problems):
-            space = problem.space
-            a_patch = a_local[basis.cell_index[g]]
+        for g, a_patch in enumerate(basis.patch_coefficients(a, p)):
+            problem = problems[g]
+            system = problem.system(a_patch)
             if with_correctors:
                 C[g, k, : problem.num_dofs] = problem.solve(a_patch)
-                F_dofs = problem.rhs.getDenseArray()[: problem.num_dofs]
-            else:
-                F_dofs = problem.assemble(a_patch)
-            _, _, position = space.vertex_csr
-            S[g, k, : position.size] = space.S.data[position]
-            F[g, k, space.dof_vertex] = F_dofs
+            S[g, k, : problem.num_entries] = system.S
+            F[g, k, : problem.num_dofs] = system.F
     coords = torch.zeros(G, N, 2, dtype=torch.float64)
     hats = np.zeros((G, N, 4))
     rows = np.zeros((G, nnz), dtype=np.int64)
     cols = np.zeros((G, nnz), dtype=np.int64)
     b_rows, b_cols, b_vals = [], [], []
     for g, (patch, problem) in enumerate(zip(basis.patches, problems, strict=True)):
-        space, n_g = problem.space, problem.num_dofs
+        n_g = problem.num_dofs
         coords[g, :n_g] = patch_coordinates(patch.configuration, r)
-        hats[g, space.dof_vertex] = np.stack([hat.x.array for hat in problem.hats], axis=1)
-        crow, col, _ = space.vertex_csr
+        hats[g, :n_g] = problem.vertex_hats
+        crow, col = problem.vertex_pattern
         rows[g, : col.size] = np.repeat(np.arange(crow.size - 1), np.diff(crow))
         cols[g, : col.size] = col
         Bg = patch_constraints(patch.configuration, r, basis.Pi)
@@ -215,7 +210,7 @@ def export_patches(
         configs=[patch.configuration for patch in basis.patches],
         coords=coords.to(dtype),
         num_vertices=np.array([pr.num_dofs for pr in problems], dtype=np.int64),
-        num_entries=np.array([pr.space.S.data.size for pr in problems], dtype=np.int64),
+        num_entries=np.array([pr.num_entries for pr in problems], dtype=np.int64),
         hats=torch.tensor(hats, dtype=dtype),
         rows=torch.tensor(rows),
         cols=torch.tensor(cols),

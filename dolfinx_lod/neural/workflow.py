@@ -83,8 +83,10 @@ def training_problem(grids: NestedGrids, layers: int, family: Family, samples: i
     return {**problem_metadata(grids, layers, family), "samples": samples}
 
 
-def _baselines(basis: MultiscaleBasis, batch, family: Family, params) -> dict[str, Any]:
-    """No corrector, mean training corrector and nearest training parameter, per owned patch."""
+def baselines(basis: MultiscaleBasis, batch, family: Family, params) -> dict[str, Any]:
+    """Baseline providers ``none`` (no corrector), ``mean`` (mean training corrector) and
+    ``nearest`` (classical correctors of the nearest training parameter) for the owned patches
+    of ``basis``, from the classical correctors ``batch.C`` at the training parameters."""
     C = batch.C.double().numpy()
     n = batch.num_vertices
     cells = batch.cells
@@ -231,7 +233,7 @@ def train_and_evaluate(
                 model.save(output.path("model.pt"))
         learned = LearnedCorrectors(model, family, grids.r)
         errors_train = compare_providers(grids, layers, family, train_p, {"learned": learned})
-        providers = {"learned": learned, **_baselines(basis, batch, family, train_p)}
+        providers = {"learned": learned, **baselines(basis, batch, family, train_p)}
         errors_test = compare_providers(grids, layers, family, test_p, providers)
         online = {
             "classical": _online_seconds(grids, layers, family, None, test_p[0]),

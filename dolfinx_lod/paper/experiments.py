@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 from mpi4py import MPI
 
 from dolfinx_lod.basis import MultiscaleBasis
@@ -23,10 +24,12 @@ from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids, create_nested_grids
 from dolfinx_lod.io import OutputSet, gather_cell_array, gather_vertex_array, write_json
 from dolfinx_lod.lod import relative_errors
-from dolfinx_lod.neural.provider import FORMAT, FixedCorrectors, LearnedCorrectors, TrainedModel
+from dolfinx_lod.neural.export import export_patches
+from dolfinx_lod.neural.provider import FORMAT, LearnedCorrectors, TrainedModel
 from dolfinx_lod.neural.training import TrainingSettings
-from dolfinx_lod.neural.workflow import checkpoints, parse_network, train_and_evaluate
+from dolfinx_lod.neural.workflow import baselines, checkpoints, parse_network, train_and_evaluate
 from dolfinx_lod.parallel import InputError, LodError, OutputError, collective
+from dolfinx_lod.progress import interactive
 from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
 
 
@@ -70,7 +73,14 @@ def cached_training(
         keep = (checkpoints(grids.comm),)
         output = OutputSet(grids.comm, folder, "--cache (model folder)", keep, live=True)
         train_and_evaluate(
-            grids, layers, family, samples, test_samples, settings, output, progress=progress
+            grids,
+            layers,
+            family,
+            samples,
+            test_samples,
+            settings,
+            output,
+            progress=progress and interactive(),  # the training's tqdm bar: on a terminal only
         )
     summary = None
     with collective(grids.comm, InputError):
@@ -294,21 +304,15 @@ def training_settings(mode: str, network: str | None = None) -> TrainingSettings
     )
 
 
-def baseline_correctors(example: Example) -> dict[str, FixedCorrectors]:
-    """Baseline providers: ``mean``, the mean of the classical correctors over the training
-    parameters, and ``none``, no correction (plain Q1)."""
+def baseline_correctors(example: Example) -> dict[str, Any]:
+    """Baseline providers (:func:`dolfinx_lod.neural.workflow.baselines`: ``none``, ``mean``,
+    ``nearest``) from the classical correctors at the training parameters. Collective."""
     basis = MultiscaleBasis(example.grids, example.layers)
     train = example.family.training_parameters(example.samples)
-    mean: dict[int, Any] = {}
-    for p in train:
-        basis.update(example.family.a, p)
-        for patch, C in zip(basis.patches, basis.correctors, strict=True):
-            mean[patch.cell] = mean.get(patch.cell, 0) + C / len(train)
+    batch = export_patches(basis, example.family.a, train, dtype=torch.float64)
+    providers = baselines(basis, batch, example.family, train)
     basis.destroy()
-    return {
-        "mean": FixedCorrectors(mean),
-        "none": FixedCorrectors({cell: np.zeros_like(C) for cell, C in mean.items()}),
-    }
+    return providers
 
 
 def run_example(example: Example, out: Path, cache: Path | None = None) -> dict[str, Any]:

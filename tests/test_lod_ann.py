@@ -1,7 +1,7 @@
 """Coefficient-aware LOD-ANN: the exact projection onto ker B, the data-free Deep Ritz
 minimizer, training from coefficients alone and the command line with --model."""
 
-import sys
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from mpi4py import MPI
 
 import dolfinx_lod as dl
 from dolfinx_lod.interpolation import patch_constraints
-from dolfinx_lod.neural import export_patches
+from dolfinx_lod.neural import LearnedCorrectors, TrainedModel, export_patches
 from dolfinx_lod.neural.networks import CoefficientNetworks
 from dolfinx_lod.neural.training import (
     DeepRitzTrainer,
@@ -19,8 +19,6 @@ from dolfinx_lod.neural.training import (
     energy_weights,
 )
 from dolfinx_lod.patches import Configuration
-
-CLI = [sys.executable, "-m", "dolfinx_lod.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +140,119 @@ def test_coefficient_aware_training_beats_the_mean_corrector(tiny):
     assert deep_ritz_energy(test, trainer.outputs(test).detach(), w) < deep_ritz_energy(
         test, train.C.mean(1, keepdim=True).expand_as(test.C), w
     )
+
+
+def cli_main(argv, capsys) -> tuple[int, str]:
+    """The command line in-process: (exit code, stderr of this rank)."""
+    from dolfinx_lod import cli
+
+    code = cli.main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def fields(tmp_path_factory):
+    """Training and held-out coefficient stacks and a 3-step stack, n = 16 (rank 0's folder
+    on every rank)."""
+    folder = MPI.COMM_WORLD.bcast(tmp_path_factory.mktemp("fields"), root=0)
+    if MPI.COMM_WORLD.rank == 0:
+        rng = np.random.default_rng(7)
+        for name, count in (("train", 4), ("test", 2), ("steps", 3)):
+            np.save(folder / f"{name}.npy", np.exp(rng.normal(0.0, 1.0, (count, 16, 16))))
+    MPI.COMM_WORLD.Barrier()
+    return folder
+
+
+SIZES = ["--coarse", 4, "--fine", 16, "--layers", 1]
+
+
+@pytest.mark.mpi
+def test_cli_train_on_fields_and_apply_the_model(fields, tmp_dir, capsys, comm):
+    """train --coefficients/--test-coefficients (data-free), then elliptic and parabolic with
+    --model: the learned basis of the model, exactly as the library computes it."""
+    out = tmp_dir / "cnn"
+    train = ["train", "--coefficients", fields / "train.npy", *SIZES, "--network", "cnn:8x3"]
+    code, err = cli_main([*train, "--out", out], capsys)
+    assert code == 2 and "--coefficients needs --test-coefficients" in err or comm.rank
+    train += ["--test-coefficients", fields / "test.npy", "--epochs", 4]
+    assert cli_main([*train, "--out", out], capsys)[0] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["uses_corrector_data"] is False and summary["architecture"] == "cnn"
+    assert (summary["samples"], summary["test_samples"]) == (4, 2)
+    assert set(summary["baseline_errors_test"]) == {"none", "mean"}  # no p: no nearest
+    assert summary["settings"]["constraint"] == "projection"
+    model = out / "model.pt"
+    A = np.load(fields / "test.npy")[0]
+    np.save(tmp_dir / "A.npy", A) if comm.rank == 0 else None
+    comm.Barrier()
+    solve = ["elliptic", "--coefficient", tmp_dir / "A.npy", "--coarse", 4, "--layers", 1]
+    assert cli_main([*solve, "--model", model, "--no-plot", "--out", tmp_dir / "e"], capsys)[0] == 0
+    summary = json.loads((tmp_dir / "e" / "summary.json").read_text())
+    assert summary["basis"] == "learned" and summary["model"] == str(model)
+    g = dl.create_nested_grids(comm, 4, 16)
+    learned = LearnedCorrectors(TrainedModel.load(model, g, 1), None, g.r)
+    sol = dl.solve_elliptic(g, A, 1, provider=learned)
+    classical = dl.solve_elliptic(g, A, 1)
+    u = dl.io.gather_vertex_array(g, sol.u_ms)
+    u_classical = dl.io.gather_vertex_array(g, classical.u_ms)
+    if comm.rank == 0:
+        u_cli = np.load(tmp_dir / "e" / "solution.npy")
+        assert np.abs(u_cli - u).max() <= 1e-10 * np.abs(u).max()
+        assert np.abs(u_cli - u_classical).max() > 1e-6 * np.abs(u).max()  # not the classical
+    sol.destroy()
+    classical.destroy()
+    steps = ["parabolic", "--coefficients", fields / "steps.npy", "--coarse", 4, "--layers", 1]
+    steps += ["--T", 0.1, "--steps", 3, "--no-plot", "--model", model, "--out", tmp_dir / "p"]
+    assert cli_main(steps, capsys)[0] == 0
+    summary = json.loads((tmp_dir / "p" / "summary.json").read_text())
+    assert summary["basis"] == "learned" and summary["model"] == str(model)
+    # A model for other grids: the existing clear error, before any work.
+    code, err = cli_main([*solve[:3], "--coarse", 2, "--layers", 1, "--model", model, "--out",
+                          tmp_dir / "x"], capsys)  # fmt: skip
+    assert code == 2 and (comm.rank or "model does not match the problem: NH is 4" in err)
+
+
+def test_cli_p_conditioned_model_needs_its_parameter(tmp_path, capsys):
+    """A model of networks conditioned on p: elliptic needs --param, parabolic --params (one
+    per step, in the family's range); --param without --model and p-networks on given fields
+    are refused, each with one clear message."""
+    out = tmp_path / "mlp"
+    train = ["train", "--family", "cont", *SIZES, "--samples", 2, "--test-samples", 1]
+    train += ["--network", "mlp:4x1", "--epochs", 2]
+    assert cli_main([*train, "--out", out], capsys)[0] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (
+        summary["uses_corrector_data"] is False and summary["settings"]["constraint"] == "penalty"
+    )
+    model = out / "model.pt"
+    A = tmp_path / "A.npy"
+    np.save(A, np.exp(np.random.default_rng(1).normal(0.0, 1.0, (16, 16))))
+    solve = ["elliptic", "--coefficient", A, "--coarse", 4, "--layers", 1, "--no-plot"]
+    code, err = cli_main([*solve, "--model", model, "--out", tmp_path / "e"], capsys)
+    assert code == 2 and "conditioned on the parameter p of family 'cont'" in err
+    assert "give --param" in err and not (tmp_path / "e").exists()
+    code, err = cli_main([*solve, "--model", model, "--param", 3, "--out", tmp_path / "e"], capsys)
+    assert code == 2 and "--param: parameter p of family 'cont' must have 1 entries" in err
+    code, err = cli_main([*solve, "--param", 0.5, "--out", tmp_path / "e"], capsys)
+    assert code == 2 and "--param applies to --model only" in err
+    code, err = cli_main(
+        [*solve, "--model", model, "--param", 0.5, "--out", tmp_path / "e"], capsys
+    )
+    assert code == 0
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["basis"] == "learned"
+    stack = tmp_path / "S.npy"
+    np.save(stack, np.exp(np.random.default_rng(2).normal(0.0, 1.0, (2, 16, 16))))
+    steps = ["parabolic", "--coefficients", stack, "--coarse", 4, "--layers", 1, "--T", 0.1]
+    steps += ["--steps", 2, "--no-plot", "--model", model]
+    code, err = cli_main([*steps, "--out", tmp_path / "p"], capsys)
+    assert code == 2 and "give --params" in err
+    np.save(tmp_path / "P.npy", np.array([0.3, 0.4, 0.5]))
+    code, err = cli_main([*steps, "--params", tmp_path / "P.npy", "--out", tmp_path / "p"], capsys)
+    assert code == 2 and "--params must have shape (M,) or (M, N_p) with M = 2" in err
+    np.save(tmp_path / "P.npy", np.array([0.3, 0.4]))
+    code, err = cli_main([*steps, "--params", tmp_path / "P.npy", "--out", tmp_path / "p"], capsys)
+    assert code == 0
+    assert json.loads((tmp_path / "p" / "summary.json").read_text())["basis"] == "learned"
+    fields = ["train", "--coefficients", stack, "--test-coefficients", stack, *SIZES]
+    code, err = cli_main([*fields, "--network", "mlp:4x1", "--out", tmp_path / "f"], capsys)
+    assert code == 2 and "conditioned on the family parameter p" in err

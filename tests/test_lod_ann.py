@@ -256,3 +256,24 @@ def test_cli_p_conditioned_model_needs_its_parameter(tmp_path, capsys):
     fields = ["train", "--coefficients", stack, "--test-coefficients", stack, *SIZES]
     code, err = cli_main([*fields, "--network", "mlp:4x1", "--out", tmp_path / "f"], capsys)
     assert code == 2 and "conditioned on the family parameter p" in err
+
+
+@pytest.mark.mpi
+def test_shared_network_training_does_not_depend_on_the_ranks(comm):
+    """The CNN trained with the patches split over the ranks (gradients summed) equals the one
+    trained on one rank with all patches."""
+    fam = dl.coefficients.sample_family(
+        np.stack([dl.coefficients.random_coefficient(16, 0.01, 1.0, s) for s in (3, 4)])
+    )
+    settings = dict(architecture="cnn", width=8, depth=3, constraint="projection", epochs=3)
+    states = []
+    for c in (comm, MPI.COMM_SELF):
+        g = dl.create_nested_grids(c, 4, 16)
+        basis = dl.MultiscaleBasis(g, 1)
+        batch = export_patches(basis, fam.a, fam.training_parameters(2), with_correctors=False)
+        trainer = DeepRitzTrainer(batch, torch.zeros(2, 1), TrainingSettings(**settings), c)
+        trainer.train()
+        states.append(trainer.nets.state_dict())
+        basis.destroy()
+    for key, value in states[0].items():
+        torch.testing.assert_close(value, states[1][key], rtol=1e-4, atol=1e-6)

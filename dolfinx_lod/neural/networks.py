@@ -290,7 +290,7 @@ class CoefficientNetworks(torch.nn.Module):
         for conv in self.hidden:
             h = h + torch.nn.functional.gelu(conv(h))
         y = self.last(h).reshape(G, K, 4, -1)  # (G, K, 4, (W+1)^2)
-        N = max(v.numel() for _, v, _, _ in groups)
+        N = max((v.numel() for _, v, _, _ in groups), default=1)
         alpha = torch.zeros(G, K, N, 4, dtype=a.dtype, device=a.device)
         for index, verts, L, Q in groups:
             Q = (Q if project else L).to(a.device, a.dtype)

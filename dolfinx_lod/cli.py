@@ -33,6 +33,13 @@ from dolfinx_lod.progress import interactive
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
 
 COARSE_HELP = "N_H, coarse cells per direction (divides n, n / N_H >= 2)"
+#: Defaults of ``train`` for the coefficient-aware network (measured in docs/lod-ann.md).
+DEFAULT_NETWORK = "cnn:24x6"
+CNN_EPOCHS, CNN_LR, CNN_BATCH = 40, 1e-2, 2
+MODEL_HELP = (
+    "model.pt of dolfinx-lod train: the learned basis (LOD-ANN) instead of patch solves; made "
+    "for the same n, N_H, l and domain"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also solve the fine FEM (and the coarse Q1 FEM): errors in summary.json, "
         "reference.npy",
+    )
+    e.add_argument("--model", type=Path, help=MODEL_HELP)
+    e.add_argument(
+        "--param",
+        type=float,
+        nargs="+",
+        help="the family parameter p of a --model conditioned on p (not of a cnn model)",
     )
 
     q = sub.add_parser(
@@ -104,23 +118,72 @@ def _parser() -> argparse.ArgumentParser:
         help="reconstruct u_ms and write a VTX frame every K steps (default: only the "
         "snapshot steps and T)",
     )
+    q.add_argument("--model", type=Path, help=MODEL_HELP)
+    q.add_argument(
+        "--params",
+        type=Path,
+        help="(M,) or (M, N_p) .npy array: the family parameter p of each step, for a --model "
+        "conditioned on p (not for a cnn model)",
+    )
 
-    t = sub.add_parser("train", help="train LOD-ANN corrector networks (Deep Ritz) for a family")
-    t.add_argument("--family", choices=("cont", "battery"), required=True)
+    t = sub.add_parser(
+        "train", help="train LOD-ANN corrector networks (Deep Ritz) for a family or given fields"
+    )
+    source = t.add_mutually_exclusive_group(required=True)
+    source.add_argument("--family", choices=("cont", "battery"))
+    source.add_argument(
+        "--coefficients",
+        type=Path,
+        help="(K, n, n) .npy stack of training coefficients (instead of --family; cnn "
+        "networks only); needs --test-coefficients",
+    )
+    t.add_argument(
+        "--test-coefficients",
+        type=Path,
+        help="(K', n, n) .npy stack of held-out coefficients for the report (default with "
+        "--family: --test-samples parameters of the family)",
+    )
     t.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
     t.add_argument("--fine", type=int, required=True, help="n, fine cells per direction")
     t.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
-    t.add_argument("--samples", type=int, required=True, help="training parameters K")
-    t.add_argument("--test-samples", type=int, default=25, help="held-out parameters (25)")
+    t.add_argument(
+        "--samples",
+        type=int,
+        help="training parameters K (with --coefficients: the first K fields, default all)",
+    )
+    t.add_argument(
+        "--test-samples",
+        type=int,
+        help="held-out parameters (25; with --test-coefficients: the first ones, default all)",
+    )
     t.add_argument(
         "--network",
-        default="reduced:16:32x3",
-        help="'mlp:WxD' (paper Def. 3.1, e.g. mlp:128x8) or 'reduced:Q:WxD' (default "
-        "reduced:16:32x3: Q patch modes, an MLP p -> coordinates)",
+        default=DEFAULT_NETWORK,
+        help=f"'cnn:WxD' (default {DEFAULT_NETWORK}: one CNN from the coefficient on the patch, "
+        "any coefficient), 'mlp:WxD' (paper Def. 3.1, e.g. mlp:128x8) or 'reduced:Q:WxD' (Q "
+        "patch modes, an MLP p -> coordinates; needs the classical training correctors)",
     )
-    t.add_argument("--epochs", type=int, default=5000, help="Deep Ritz epochs (5000)")
+    t.add_argument(
+        "--constraint",
+        choices=("projection", "penalty"),
+        help="B alpha = 0 by the exact projection onto ker B (cnn only; the default for cnn) "
+        "or the self-adaptive penalty (16) (the default otherwise)",
+    )
+    t.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"training samples per optimizer step (projection only; default {CNN_BATCH} for "
+        "cnn, else all)",
+    )
+    t.add_argument(
+        "--epochs",
+        type=int,
+        help=f"Deep Ritz epochs ({CNN_EPOCHS} for cnn, 5000 otherwise)",
+    )
     t.add_argument("--warm-start", type=int, default=0, help="supervised epochs first (0)")
-    t.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (1e-2)")
+    t.add_argument(
+        "--lr", type=float, help=f"Adam learning rate ({CNN_LR:g} for cnn, 1e-2 otherwise)"
+    )
     t.add_argument("--patience", type=int, default=1000, help="early stopping patience (1000)")
     t.add_argument("--checkpoint-every", type=int, default=500)
     t.add_argument(
@@ -208,6 +271,49 @@ def _warn(comm: MPI.Comm, command: str, message: str) -> None:
         print(f"dolfinx-lod {command}: warning: {message}", file=sys.stderr)
 
 
+def _learned_provider(
+    args: argparse.Namespace, comm: MPI.Comm, grids, option: str, params: np.ndarray | None
+):
+    """The learned basis provider of --model (None without) and the parameters p (K, N_p) it
+    needs (None for a model that reads the coefficient). The model is checked against the
+    grids and l, a p-conditioned model against ``params`` (given by ``option``), before any
+    work. Collective."""
+    if args.model is None:
+        if params is not None:  # the same on every rank: all raise together
+            raise InputError(f"{option} applies to --model only")
+        return None, None
+    from dolfinx_lod.coefficients import family as make_family
+    from dolfinx_lod.neural.provider import LearnedCorrectors, TrainedModel
+
+    out = []
+
+    def load() -> None:
+        model = TrainedModel.load(args.model, grids, args.layers)
+        family = None
+        if not model.needs_coefficient:
+            meta = model.metadata
+            if params is None:
+                raise InputError(
+                    f"--model {args.model} is conditioned on the parameter p of family "
+                    f"{meta['family']!r} ({meta['num_params']} value(s) in "
+                    f"[{meta['param_low']}, {meta['param_high']}]): give {option}"
+                )
+            family = make_family(meta["family"], grids.fine, grids.domain)
+            for m, p in enumerate(params):
+                try:
+                    family.check(p)
+                except ValueError as e:
+                    where = f" (step {m + 1})" if len(params) > 1 else ""
+                    raise InputError(f"{option}{where}: {e}") from e
+        out.append(LearnedCorrectors(model, family, grids.r))
+
+    validate(comm, load)
+    if out[0].needs_coefficient and params is not None:
+        _warn(comm, args.command, f"{option} ignored: --model {args.model} reads the coefficient")
+        params = None
+    return out[0], params
+
+
 def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     """Run the elliptic LOD and write summary.json, solution.npy, reference.npy, elliptic.png
     as one set into --out."""
@@ -216,21 +322,25 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     n = A.shape[0]
     _check_problem(args, comm, n)
     grids = create_nested_grids(comm, args.coarse, n)
+    param = None if args.param is None else np.array([args.param])
+    provider, param = _learned_provider(args, comm, grids, "--param", param)
     with OutputSet(comm, args.out) as output:
-        summary = _elliptic(args, comm, grids, A, output, t0)
+        summary = _elliptic(args, comm, grids, A, output, t0, provider, param)
         output.commit()
     return summary
 
 
-def _elliptic(args, comm, grids, A, output: OutputSet, t0: float) -> dict:
+def _elliptic(args, comm, grids, A, output: OutputSet, t0: float, provider, param) -> dict:
     sol = solve_elliptic(
         grids,
         A,
         args.layers,
         f=args.source,
         method=args.method,
+        p=None if param is None else param[0],
         progress=True,
         reference=args.reference,
+        provider=provider,
     )
     try:  # the PETSc objects are destroyed on every rank together, also after an error
         return _elliptic_output(args, comm, grids, A, sol, output, t0)
@@ -251,6 +361,7 @@ def _elliptic_output(args, comm, grids, A, sol, output: OutputSet, t0: float) ->
         "source": args.source,
         "coefficient": str(args.coefficient) if args.coefficient else f"random(seed={args.seed})",
         "reference": args.reference,
+        **_basis_keys(args),
         "timings": sol.timings,
         "files": {"solution": "solution.npy"},
         "version": dolfinx_lod.__version__,
@@ -269,6 +380,40 @@ def _elliptic_output(args, comm, grids, A, sol, output: OutputSet, t0: float) ->
         if comm.rank == 0:
             _write_elliptic(args, output, grids, A, u_ms, u_h, summary, t0)
     return summary
+
+
+def _basis_keys(args: argparse.Namespace) -> dict:
+    """summary.json: which basis (classical patch solves or a learned model) was used."""
+    learned = args.model is not None
+    return {
+        "basis": "learned" if learned else "classical",
+        "model": str(args.model) if learned else None,
+    }
+
+
+def _load_params(args: argparse.Namespace, comm: MPI.Comm, steps: int) -> np.ndarray | None:
+    """--params as (M, N_p), M = ``steps``, checked before any work. Collective."""
+    if args.params is None:
+        return None
+    out = []
+
+    def load() -> None:
+        try:
+            P = np.load(args.params, allow_pickle=False)
+        except Exception as e:
+            raise InputError(f"--params {args.params}: cannot read a .npy array ({e})") from e
+        check_dtype(P, "--params")
+        P = np.asarray(P, dtype=np.float64)
+        P = P[:, None] if P.ndim == 1 else P
+        if P.ndim != 2 or P.shape[0] != steps:
+            raise InputError(
+                f"--params must have shape (M,) or (M, N_p) with M = {steps} (the steps of "
+                f"--coefficients); got {np.shape(P)}"
+            )
+        out.append(P)
+
+    validate(comm, load)
+    return out[0]
 
 
 def _write_elliptic(args, output: OutputSet, grids, A, u_ms, u_h, summary, t0) -> None:
@@ -343,17 +488,23 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     _check_problem(args, comm, n)
     grids = create_nested_grids(comm, args.coarse, n)
     _check_parabolic_options(args, comm, args.steps)
+    params = _load_params(args, comm, stack.shape[0])
+    provider, params = _learned_provider(args, comm, grids, "--params", params)
+    schedule = CoefficientSchedule.from_stack(stack, check=False)  # checked in _load_array
+    if params is not None:  # the step's field and its parameter p (for the learned basis)
+        schedule = CoefficientSchedule(lambda m, t: (stack[m - 1], params[m - 1]), stack.shape[0])
     with OutputSet(comm, args.out) as output:
-        summary = _parabolic(args, comm, grids, stack, capacity, output, t0)
+        summary = _parabolic(args, comm, grids, schedule, capacity, output, t0, provider)
         output.commit()
     return summary
 
 
-def _parabolic(args, comm, grids, stack, capacity, output: OutputSet, t0: float) -> dict:
+def _parabolic(
+    args, comm, grids, schedule, capacity, output: OutputSet, t0: float, provider
+) -> dict:
     import dolfinx.fem
     import dolfinx.io
 
-    schedule = CoefficientSchedule.from_stack(stack, check=False)  # checked in _load_array
     snapshots = set(
         args.snapshots if args.snapshots is not None else {1, max(args.steps // 2, 1), args.steps}
     )
@@ -405,6 +556,7 @@ def _parabolic(args, comm, grids, stack, capacity, output: OutputSet, t0: float)
             tol=0.0 if args.tol is None else args.tol,
             capacity=capacity,
             source=args.source,
+            provider=provider,
             observer=observe,
             progress=True,
             reference=args.reference,
@@ -426,6 +578,7 @@ def _parabolic(args, comm, grids, stack, capacity, output: OutputSet, t0: float)
             "ranks": comm.size,
             "source": args.source,
             "coefficients": str(args.coefficients),
+            **_basis_keys(args),
             "capacity": str(args.capacity) if args.capacity else 1.0,
             "output_steps": frames,
             "recomputed_patches_total": sum(r["recomputed_patches"] for r in records),
@@ -457,18 +610,30 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     import torch
 
     from dolfinx_lod.coefficients import family as make_family
+    from dolfinx_lod.coefficients import sample_family
     from dolfinx_lod.neural.training import TrainingSettings
     from dolfinx_lod.neural.workflow import parse_network, train_and_evaluate
 
     settings: list[TrainingSettings] = []
 
     def check() -> None:
+        if args.coefficients is not None and args.test_coefficients is None:
+            raise InputError("--coefficients needs --test-coefficients (held-out fields)")
+        if args.family is not None and args.samples is None:
+            raise InputError("--family needs --samples (training parameters K >= 1)")
         for name in ("samples", "test_samples", "threads"):
-            _check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))
+            if getattr(args, name) is not None:
+                _check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))
+        spec = parse_network(args.network)
+        cnn = spec["architecture"] == "cnn"
+        constraint = args.constraint or ("projection" if cnn else "penalty")
+        default_batch = CNN_BATCH if constraint == "projection" else 0
         s = TrainingSettings(
-            **parse_network(args.network),
-            epochs=args.epochs,
-            lr=args.lr,
+            **spec,
+            constraint=constraint,
+            batch_size=default_batch if args.batch_size is None else args.batch_size,
+            epochs=args.epochs or (CNN_EPOCHS if cnn else 5000),
+            lr=args.lr or (CNN_LR if cnn else 1e-2),
             patience=args.patience,
             warm_start=args.warm_start,
             checkpoint_every=args.checkpoint_every,
@@ -481,19 +646,35 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     validate(comm, check)
     torch.set_num_threads(args.threads)
     _check_problem(args, comm, args.fine)
+    stacks = {}
+    for option in ("coefficients", "test_coefficients"):
+        path = getattr(args, option)
+        if path is not None:
+            name = "--" + option.replace("_", "-")
+            stack = _load_array(path, name, comm, 3)
+            if stack.shape[1] != args.fine:  # the same file on every rank: all raise
+                raise InputError(
+                    f"{name} fields are {stack.shape[1]} x {stack.shape[2]}; --fine is {args.fine}"
+                )
+            stacks[option] = sample_family(stack, path.stem)
+    family = stacks.get("coefficients") or make_family(args.family, args.fine)
+    test_family = stacks.get("test_coefficients", family)
+    default_test = 25 if "test_coefficients" not in stacks else int(test_family.high[0]) + 1
+    samples = args.samples or int(family.high[0]) + 1
     grids = create_nested_grids(comm, args.coarse, args.fine)
     # train_and_evaluate checks the network size, prepares --out collectively (checkpoints go
     # there while training runs; the results are written as a set) and checks --resume.
     return train_and_evaluate(
         grids,
         args.layers,
-        make_family(args.family, args.fine),
-        args.samples,
-        args.test_samples,
+        family,
+        samples,
+        args.test_samples or default_test,
         settings[0],
         args.out,
         resume=args.resume,
         progress=interactive(),  # the training's tqdm bar: on a terminal only
+        test_family=test_family,
     )
 
 
@@ -548,13 +729,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         handshake.Free()
     if comm.rank == 0 and args.command == "train":
-        base = summary["baseline_errors_test"]
+        base = ", ".join(
+            f"{k} {v['energy']:.3e}" for k, v in summary["baseline_errors_test"].items()
+        )
         print(
             f"train: {summary['family']} n={summary['n']} NH={summary['NH']} l={summary['l']} "
             f"K={summary['samples']}: basis error train {summary['basis_error_train']:.3e}, "
-            f"test {summary['basis_error_test']:.3e} (baselines: none "
-            f"{base['none']['energy']:.3e}, mean {base['mean']['energy']:.3e}, nearest "
-            f"{base['nearest']['energy']:.3e}); {summary['epochs']} epochs in "
+            f"test {summary['basis_error_test']:.3e} (baselines: {base}); "
+            f"{summary['epochs']} epochs in "
             f"{summary['train_seconds']:.1f} s; {summary['note']}; results in {args.out}/"
         )
     elif comm.rank == 0 and args.command == "parabolic":

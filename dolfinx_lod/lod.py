@@ -21,6 +21,7 @@ from petsc4py import PETSc
 
 from dolfinx_lod.basis import MultiscaleBasis, boundary_vertex_mask
 from dolfinx_lod.coefficients import CoefficientLike, coefficient_function
+from dolfinx_lod.correctors import CorrectorProvider
 from dolfinx_lod.forms import load_form, mass_form, stiffness_form
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.parallel import PETScResource, validate
@@ -408,6 +409,7 @@ def solve_elliptic(
     p: Any = None,
     progress: bool = False,
     reference: bool = False,
+    provider: CorrectorProvider | None = None,
 ) -> EllipticSolution:
     """LOD solution of -div(a grad u) = f, u = 0 on the boundary.
 
@@ -421,10 +423,12 @@ def solve_elliptic(
         f: Source: a number, a callable f(x) of the fine-cell midpoints x (shape (2, N)) or
             a DOLFINx Function on T_h.
         method: "galerkin" (K~ = B^T S B) or "petrov-galerkin" (K~ = P^T S B).
-        p: Parameter of a callable coefficient.
+        p: Parameter of a callable coefficient (and of a provider conditioned on p).
         progress: Progress bar for the correctors (rank 0).
         reference: Also solve the fine FEM and the plain coarse Q1 FEM and report the errors
             of both against the fine solution (the fine solve is skipped otherwise).
+        provider: Corrector provider (default: classical patch solves), e.g.
+            :class:`~dolfinx_lod.neural.provider.LearnedCorrectors`.
 
     Collective; all input is validated on every rank before any solve.
     """
@@ -434,11 +438,13 @@ def solve_elliptic(
     f = source_function(grids, f)
     a_fun = coefficient_function(grids, a, p)
     petrov = method == "petrov-galerkin"
-    basis = MultiscaleBasis(grids, layers, progress=progress, capacity=1.0 if petrov else None)
+    basis = MultiscaleBasis(
+        grids, layers, provider, progress=progress, capacity=1.0 if petrov else None
+    )
     fine = FineSystem(grids, a_fun, f)
     timings["setup"] = time.perf_counter() - t
     t = time.perf_counter()
-    B = basis.update(a_fun)
+    B = basis.update(a_fun, p)
     timings["basis"] = time.perf_counter() - t
     timings.update({f"basis_{k}": v for k, v in basis.timings.items()})
     t = time.perf_counter()

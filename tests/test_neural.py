@@ -214,12 +214,17 @@ def test_divergence_is_detected_and_last_checkpoint_kept(tiny, tmp_dir):
 
 def test_bad_settings():
     with pytest.raises(ValueError, match="architecture must be"):
-        TrainingSettings(architecture="cnn").validate()
+        TrainingSettings(architecture="unet").validate()
+    with pytest.raises(ValueError, match="constraint 'projection' needs architecture 'cnn'"):
+        TrainingSettings(architecture="mlp", constraint="projection").validate()
+    with pytest.raises(ValueError, match="needs constraint 'projection'"):
+        TrainingSettings(architecture="cnn", batch_size=2).validate()
     with pytest.raises(ValueError, match="width must be >= 1"):
         TrainingSettings(width=0).validate()
     from dolfinx_lod.neural.workflow import parse_network
 
     assert parse_network("mlp:128x8") == {"architecture": "mlp", "width": 128, "depth": 8}
+    assert parse_network("cnn:32x6") == {"architecture": "cnn", "width": 32, "depth": 6}
     with pytest.raises(ValueError, match="--network must be"):
         parse_network("mlp:128")
 
@@ -253,6 +258,8 @@ def test_train_command(tmp_path):
         "3",
         "--epochs",
         "300",
+        "--network",
+        "reduced:16:32x3",
         "--out",
         str(out),
     ]

@@ -9,6 +9,8 @@ local vertex order and padded to the largest patch (N vertices, m constraints),
 - B: the patch quasi-interpolation (constraint) matrices, one block-diagonal torch sparse COO
   tensor (G m, G N) (sparse: no dense block-diagonal matrix is ever formed),
 - Lambda_j: T's four coarse basis functions at the patch vertices (G, N, 4),
+- a(p_k) on each patch's fine cells (G, K, M), local cell order (padding: 1), the input of the
+  coefficient-aware networks,
 - optionally the classical correctors C(p_k) (G, K, N, 4) as reference.
 
 All of it comes from :meth:`dolfinx_lod.correctors.PatchProblem.system` (DOLFINx); nothing is
@@ -61,6 +63,9 @@ class PatchBatch:
     F: torch.Tensor  # (G, K, N, 4)
     B: torch.Tensor  # (G m, G N) sparse COO, block diagonal
     C: torch.Tensor | None  # (G, K, N, 4) classical correctors
+    a: torch.Tensor  # (G, K, M) coefficient on the patch cells
+    layers: int  # l
+    Pi: torch.Tensor  # (4, (r+1)^2) local L2 projection Pi_K of I_H
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -130,6 +135,7 @@ class PatchBatch:
                 **{k: getattr(self, k) for k in self.__dataclass_fields__},
                 "S": self.S[:, samples],
                 "F": self.F[:, samples],
+                "a": self.a[:, samples],
                 "C": C,
             }
         )
@@ -138,7 +144,7 @@ class PatchBatch:
         """A copy on ``device``."""
         moved = {
             k: getattr(self, k).to(device)
-            for k in ("coords", "hats", "rows", "cols", "S", "F", "B")
+            for k in ("coords", "hats", "rows", "cols", "S", "F", "B", "a")
         }
         C = None if self.C is None else self.C.to(device)
         return PatchBatch(
@@ -171,10 +177,13 @@ def export_patches(
     S = np.zeros((G, K, nnz))
     F = np.zeros((G, K, N, 4))
     C = np.zeros((G, K, N, 4)) if with_correctors else None
+    M = max((len(patch.fine_cell_keys(basis.grids)) for patch in basis.patches), default=1)
+    A = np.ones((G, K, M))
     for k, p in enumerate(params):
         for g, a_patch in enumerate(basis.patch_coefficients(a, p)):
             problem = problems[g]
             system = problem.system(a_patch)
+            A[g, k, : a_patch.size] = a_patch
             if with_correctors:
                 C[g, k, : problem.num_dofs] = problem.solve(a_patch)
             S[g, k, : problem.num_entries] = system.S
@@ -218,4 +227,7 @@ def export_patches(
         F=torch.tensor(F, dtype=dtype),
         B=B,
         C=None if C is None else torch.tensor(C, dtype=dtype),
+        a=torch.tensor(A, dtype=dtype),
+        layers=basis.layers,
+        Pi=torch.tensor(basis.Pi, dtype=torch.float64),
     )

@@ -25,7 +25,11 @@ from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.export import PatchBatch, patch_coordinates
-from dolfinx_lod.neural.networks import PatchNetworks, ReducedPatchNetworks
+from dolfinx_lod.neural.networks import (
+    CoefficientNetworks,
+    PatchNetworks,
+    ReducedPatchNetworks,
+)
 from dolfinx_lod.parallel import InputError, brief
 from dolfinx_lod.patches import Configuration, Patch
 
@@ -39,13 +43,21 @@ def scale_parameters(family: Family, params: npt.ArrayLike) -> torch.Tensor:
     return torch.tensor(2 * (p - low) / (high - low) - 1, dtype=torch.float32)
 
 
-def problem_metadata(grids: NestedGrids, layers: int, family: Family) -> dict[str, Any]:
-    """What a model must match to be used for a problem."""
-    return {
+def problem_metadata(
+    grids: NestedGrids, layers: int, family: Family | None = None
+) -> dict[str, Any]:
+    """What a model must match to be used for a problem: the grids and l, and for networks
+    conditioned on p (``family`` given) the family and its parameter box."""
+    grid = {
         "domain": [list(map(float, c)) for c in grids.domain],
         "n": grids.fine,
         "NH": grids.coarse,
         "l": layers,
+    }
+    if family is None:
+        return grid
+    return {
+        **grid,
         "family": family.name,
         "param_low": list(family.low),
         "param_high": list(family.high),
@@ -67,7 +79,11 @@ class TrainedModel:
         self.cells = np.asarray(cells, dtype=np.int64)
         self.configs = [_config_from_list(c) for c in configs]
         args = (metadata["num_params"], metadata["width"], metadata["depth"])
-        if metadata["architecture"] == "reduced":
+        if metadata["architecture"] == "cnn":
+            self.nets = CoefficientNetworks(
+                metadata["l"], state["Pi"], metadata["width"], metadata["depth"]
+            )
+        elif metadata["architecture"] == "reduced":
             self.nets = ReducedPatchNetworks(state["basis"], *args)
         else:
             self.nets = PatchNetworks(len(self.cells), *args)
@@ -79,17 +95,20 @@ class TrainedModel:
         cls,
         comm: MPI.Comm,
         batch: PatchBatch,
-        nets: PatchNetworks | ReducedPatchNetworks,
+        nets: PatchNetworks | ReducedPatchNetworks | CoefficientNetworks,
         metadata: dict[str, Any],
     ) -> TrainedModel:
-        """Collect the networks trained on all ranks. Collective."""
+        """Collect the networks trained on all ranks (a network shared by all patches is the
+        same on every rank). Collective."""
         state = {k: v.detach().cpu() for k, v in nets.state_dict().items()}
-        parts = comm.allgather((batch.cells, [_config_to_list(c) for c in batch.configs], state))
+        shared = nets.needs_coefficient
+        mine = {} if shared else state
+        parts = comm.allgather((batch.cells, [_config_to_list(c) for c in batch.configs], mine))
         cells = np.concatenate([c for c, _, _ in parts])
         configs = [c for _, cs, _ in parts for c in cs]
         order = torch.as_tensor(np.argsort(cells))
-        merged = {}
-        for k in state:
+        merged = dict(state) if shared else {}
+        for k in mine:
             tensors = [st[k] for _, _, st in parts]
             if k == "basis":  # patch bases: pad the vertex dimension to the largest patch
                 N = max(t.shape[1] for t in tensors)
@@ -108,6 +127,11 @@ class TrainedModel:
         }
         return write_atomic(path, lambda f: torch.save(data, f))
 
+    @property
+    def needs_coefficient(self) -> bool:
+        """Whether the networks read the coefficient (else the parameter p)."""
+        return self.nets.needs_coefficient
+
     @classmethod
     def load(
         cls,
@@ -116,8 +140,9 @@ class TrainedModel:
         layers: int | None = None,
         family: Family | None = None,
     ) -> TrainedModel:
-        """Load a model (``weights_only=True``); with a problem given, check that the model was
-        trained for it and raise ``ValueError`` naming the first mismatch. Rank-local.
+        """Load a model (``weights_only=True``); with a problem given (grids and layers, and
+        the family for a p-conditioned model), check that the model was trained for it and
+        raise ``ValueError`` naming the first mismatch. Rank-local.
 
         Raises:
             InputError: ``path`` is not a dolfinx_lod model (damaged, empty, another format).
@@ -134,12 +159,14 @@ class TrainedModel:
             model = cls(data["metadata"], data["cells"], data["configs"], data["state"])
         except (KeyError, TypeError, RuntimeError) as e:  # damaged contents
             raise InputError(f"not a dolfinx_lod model: {path} ({brief(e)})") from e
-        if grids is not None and layers is not None and family is not None:
+        if grids is not None and layers is not None:
             model.check(grids, layers, family)
         return model
 
-    def check(self, grids: NestedGrids, layers: int, family: Family) -> None:
-        """Raise ``ValueError`` if the model was trained for another problem."""
+    def check(self, grids: NestedGrids, layers: int, family: Family | None = None) -> None:
+        """Raise ``ValueError`` if the model was trained for another problem (grids, l; the
+        family too for a p-conditioned model when ``family`` is given)."""
+        family = None if self.needs_coefficient else family
         for key, value in problem_metadata(grids, layers, family).items():
             if self.metadata.get(key) != value:
                 raise ValueError(
@@ -149,17 +176,22 @@ class TrainedModel:
 
 
 class LearnedCorrectors:
-    """Corrector provider that evaluates the trained networks (batched per configuration)."""
+    """Corrector provider that evaluates the trained networks (batched per configuration; a
+    coefficient-aware model reads the coefficient on the patches and needs no ``family``)."""
 
-    needs_coefficient = False
-
-    def __init__(self, model: TrainedModel, family: Family, r: int):
+    def __init__(self, model: TrainedModel, family: Family | None, r: int):
         self.model, self.family, self.r = model, family, r
+        self.needs_coefficient = model.needs_coefficient
         self._subsets: dict[bytes, ReducedPatchNetworks] = {}
 
     def correctors(self, patches, a_patches, p=None, progress=False):
+        if self.needs_coefficient:
+            return self._from_coefficient(patches, a_patches)
         if p is None:
-            raise ValueError("learned correctors need the coefficient parameter p")
+            raise ValueError(
+                "this learned model is conditioned on the family parameter p: give p (CLI: "
+                "--param for elliptic, --params for parabolic)"
+            )
         pt = scale_parameters(self.family, self.family.check(p))
         if not patches:
             return []
@@ -174,11 +206,7 @@ class LearnedCorrectors:
             rows = torch.zeros(nets.basis.shape[1], 2)  # V_T carries the vertices
             with torch.no_grad():
                 alpha = nets(rows, pt)[:, 0].double().numpy()
-            sizes = [
-                (w * self.r + 1) * (h * self.r + 1)
-                for w, h in (q.configuration.shape for q in patches)
-            ]
-            return [alpha[g, :size] for g, size in enumerate(sizes)]
+            return self._trim(patches, alpha)
         out: list[npt.NDArray[np.float64] | None] = [None] * len(patches)
         by_config: dict[Configuration, list[int]] = {}
         for i, patch in enumerate(patches):
@@ -190,6 +218,26 @@ class LearnedCorrectors:
                 for g, i in enumerate(index):
                     out[i] = alpha[g]
         return out
+
+    def _from_coefficient(self, patches, a_patches) -> list[npt.NDArray[np.float64]]:
+        """One batched pass of the shared network over all patches."""
+        if not patches:
+            return []
+        M = max(a.size for a in a_patches)
+        a = torch.ones(len(patches), 1, M, dtype=torch.float32)
+        for g, values in enumerate(a_patches):
+            a[g, 0, : values.size] = torch.as_tensor(values)
+        project = self.model.metadata.get("constraint") == "projection"
+        with torch.no_grad():
+            alpha = self.model.nets([q.configuration for q in patches], a, project)
+        return self._trim(patches, alpha[:, 0].double().numpy())
+
+    def _trim(self, patches, alpha: npt.NDArray) -> list[npt.NDArray[np.float64]]:
+        """The rows of the padded alpha (G, N, 4) that are each patch's vertices."""
+        sizes = [
+            (w * self.r + 1) * (h * self.r + 1) for w, h in (q.configuration.shape for q in patches)
+        ]
+        return [alpha[g, :size] for g, size in enumerate(sizes)]
 
 
 class FixedCorrectors:

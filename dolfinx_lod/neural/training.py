@@ -11,8 +11,16 @@ Adam ascent in mu (mu > 0, initialised U(0, 1)), both with the learning rate dec
 ``lr_decay`` every ``lr_step`` epochs. E is the element version of the paper's energy: for
 element correctors C_T Lambda_j the linear term is the element load F_j of (7).
 
-Networks are independent (the loss is a sum), so they are trained batched per configuration and
-split over MPI ranks with no communication but the loss history (one allreduce per epoch).
+The coefficient-aware networks (:class:`~dolfinx_lod.neural.networks.CoefficientNetworks`) see
+a on the patch instead of p. Their outputs can be projected exactly onto ker B (B does not depend
+on a): then P = 0, no multiplier is needed and E's minimizer is the classical corrector, so the
+training needs the coefficients alone. Their energy is weighted per patch and sample by
+1 / sum_j F_j^T Lambda_j = 1 / sum_j ||Lambda_j||_{a,T}^2 (computed from a, not from correctors),
+which leaves the minimizer unchanged and makes every sample count alike.
+
+Networks per patch are independent (the loss is a sum), so they are trained batched per
+configuration and split over MPI ranks with no communication but the loss history (one allreduce
+per epoch); the shared coefficient-aware network sums its gradients over the ranks.
 Every network is initialised from a generator seeded with (seed, T): results do not depend on
 the number of ranks.
 """
@@ -33,7 +41,11 @@ from tqdm import tqdm
 
 from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.export import PatchBatch
-from dolfinx_lod.neural.networks import PatchNetworks, ReducedPatchNetworks
+from dolfinx_lod.neural.networks import (
+    CoefficientNetworks,
+    PatchNetworks,
+    ReducedPatchNetworks,
+)
 from dolfinx_lod.parallel import (
     InputError,
     NumericalError,
@@ -54,7 +66,8 @@ RESUMABLE_SETTINGS = ("epochs", "patience", "checkpoint_every", "device")
 class TrainingSettings:
     """Network shape and optimisation settings (paper defaults where the paper gives them)."""
 
-    architecture: str = "mlp"  # "mlp" (paper, Def. 3.1) or "reduced" (alpha = V_T c(p))
+    #: "mlp" (paper, Def. 3.1), "reduced" (alpha = V_T c(p)) or "cnn" (coefficient-aware)
+    architecture: str = "mlp"
     width: int = 128
     depth: int = 8
     modes: int = 16  # q, patch basis size of the reduced architecture
@@ -69,11 +82,29 @@ class TrainingSettings:
     validate_every: int = 50  # epochs between validation energies (model selection)
     seed: int = 0
     device: str = "cpu"
+    #: B alpha = 0 by the self-adaptive "penalty" (16) or by the exact "projection" (cnn only)
+    constraint: str = "penalty"
+    batch_size: int = 0  # training samples per optimizer step (projection only; 0: all)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
-        if self.architecture not in ("mlp", "reduced"):
-            raise ValueError(f"architecture must be 'mlp' or 'reduced', got {self.architecture!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
+            )
+        if self.constraint not in ("penalty", "projection"):
+            raise ValueError(
+                f"constraint must be 'penalty' or 'projection', got {self.constraint!r}"
+            )
+        if self.constraint == "projection" and self.architecture != "cnn":
+            raise ValueError(
+                f"constraint 'projection' needs architecture 'cnn', got {self.architecture!r}"
+            )
+        if self.batch_size < 0 or (self.batch_size and self.constraint != "projection"):
+            raise ValueError(
+                f"batch size must be >= 0 (0: all samples) and needs constraint 'projection', "
+                f"got {self.batch_size} with {self.constraint!r}"
+            )
         for name in (
             "width",
             "depth",
@@ -94,6 +125,15 @@ class TrainingSettings:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but torch finds no CUDA device")
+
+    @property
+    def uses_corrector_data(self) -> bool:
+        """Whether training reads classical correctors (POD bases, supervised warm start)."""
+        return self.architecture == "reduced" or self.warm_start > 0
+
+
+#: Network architectures of :class:`TrainingSettings`.
+ARCHITECTURES = ("mlp", "reduced", "cnn")
 
 
 class TrainingDiverged(NumericalError):
@@ -180,13 +220,40 @@ def ritz_coordinate_statistics(
     return offset.to(A.dtype), scale.to(A.dtype)
 
 
+def log_statistics(batch: PatchBatch, comm: MPI.Comm) -> tuple[float, float]:
+    """Mean and standard deviation of log a over all patch cells and samples (global).
+    Collective."""
+    r = math.isqrt(batch.Pi.shape[1]) - 1
+    local = np.zeros(3)
+    for g, config in enumerate(batch.configs):
+        size = config.shape[0] * config.shape[1] * r * r
+        loga = torch.log(batch.a[g, :, :size].double())
+        local += [loga.numel(), float(loga.sum()), float((loga**2).sum())]
+    count, total, squares = comm.allreduce(local, op=MPI.SUM)
+    mean = total / max(count, 1)
+    return mean, math.sqrt(max(squares / max(count, 1) - mean**2, 0.0)) or 1.0
+
+
 def init_networks(
-    batch: PatchBatch, num_params: int, settings: TrainingSettings
-) -> tuple[PatchNetworks | ReducedPatchNetworks, tuple[torch.Tensor, torch.Tensor] | None]:
-    """Networks for the patches of ``batch``, each initialised from its own seeded generator,
-    and for the reduced architecture the :func:`reduced_system` (A, b) of its patch bases."""
+    batch: PatchBatch, num_params: int, settings: TrainingSettings, comm: MPI.Comm
+) -> tuple[
+    PatchNetworks | ReducedPatchNetworks | CoefficientNetworks,
+    tuple[torch.Tensor, torch.Tensor] | None,
+]:
+    """Networks for the patches of ``batch``, each initialised from its own seeded generator
+    (the shared coefficient-aware network from ``settings.seed``, the same on every rank),
+    and for the reduced architecture the :func:`reduced_system` (A, b) of its patch bases.
+    Collective."""
     cells = batch.cells
     system = None
+    if settings.architecture == "cnn":
+        stats = log_statistics(batch, comm)
+        with torch.random.fork_rng():
+            torch.manual_seed(settings.seed)
+            nets = CoefficientNetworks(
+                batch.layers, batch.Pi.float(), settings.width, settings.depth, *stats
+            )
+        return nets, None
     if settings.architecture == "reduced":
         if batch.C is None:
             raise ValueError("the reduced architecture needs the classical training correctors")
@@ -234,7 +301,7 @@ class DeepRitzTrainer:
         device = torch.device(settings.device)
         self.batch = batch.to(device)
         self.params = params.to(device)
-        nets, system = init_networks(batch, params.shape[1], settings)
+        nets, system = init_networks(batch, params.shape[1], settings, comm)
         self.nets = nets.to(device)
         G, K, _ = batch.shape
         # mu in the layout of B alpha: (G m, K 4), U(0, 1) seeded per patch.
@@ -256,10 +323,11 @@ class DeepRitzTrainer:
         #: the last checkpoint written or loaded: all checkpointed, so a resume is exact.
         self.stopping = {"best": math.inf, "since_best": 0, "first": None}
         self.checkpoint_epoch: int | None = None
-        # Model selection on validation parameters (reduced networks: alpha in ker B exactly,
-        # so the validation energy measures the energy error).
+        # Model selection on validation parameters (reduced or projected networks: alpha in
+        # ker B exactly, so the validation energy measures the energy error).
         self.validation = None
-        if validation is not None and settings.architecture == "reduced":
+        self.projected = settings.constraint == "projection"
+        if validation is not None and (settings.architecture == "reduced" or self.projected):
             self.validation = (validation[0].to(device), validation[1].to(device))
         self.best_state: tuple[float, dict, int] | None = None
         # Reduced networks train in their coordinates c (alpha = V c): the energy from
@@ -272,19 +340,42 @@ class DeepRitzTrainer:
             if self.validation is not None:
                 self.validation_system = reduced_system(self.validation[0], V)
 
-    def outputs(self) -> torch.Tensor:
-        """Network outputs alpha (G, K, N, 4) for the training parameters."""
-        return self.nets(self.batch.coords, self.params)
+        #: Sample chunks of the optimizer steps of an epoch, with their share of the samples.
+        self.chunks: list[tuple[PatchBatch, float]] = [(self.batch, 1.0)]
+        if settings.batch_size and settings.batch_size < K:
+            parts = torch.arange(K).split(settings.batch_size)
+            self.chunks = [(self.batch.select(idx), len(idx) / K) for idx in parts]
 
-    def loss_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Local (this rank's) energy (14) and self-adaptive penalty (16)."""
+    def outputs(self, batch: PatchBatch | None = None) -> torch.Tensor:
+        """Network outputs alpha (G, K, N, 4) for the training samples (or ``batch``)."""
+        batch = self.batch if batch is None else batch
+        return network_outputs(self.nets, batch, self.params, self.projected)
+
+    def loss_parts(self, batch: PatchBatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local (this rank's) energy (14) and self-adaptive penalty (16) (zero with the
+        projection), on the training samples or the chunk ``batch`` of them."""
         if self.reduced is not None:
             A, b, BV = self.reduced
             c = self.nets.coordinates(self.params)  # (G, K, q, 4)
             Bc = torch.einsum("gmq,gkqj->gmkj", BV, c).reshape(self.mu.shape)
             return reduced_energy(A, b, c), (self.mu * Bc**2).sum() / c.shape[1]
-        alpha = self.outputs()
-        return deep_ritz_energy(self.batch, alpha), adaptive_penalty(self.batch, alpha, self.mu)
+        batch = self.batch if batch is None else batch
+        alpha = self.outputs(batch)
+        if not self.nets.needs_coefficient:
+            return deep_ritz_energy(batch, alpha), adaptive_penalty(batch, alpha, self.mu)
+        energy = deep_ritz_energy(batch, alpha, energy_weights(batch))
+        if self.projected:
+            return energy, torch.zeros((), dtype=energy.dtype, device=energy.device)
+        return energy, adaptive_penalty(batch, alpha, self.mu)
+
+    def _share_gradients(self) -> None:
+        """Sum the gradients of a network shared by all patches over the ranks."""
+        if not self.nets.needs_coefficient or self.comm.size == 1:
+            return
+        for q in self.nets.parameters():
+            grad = torch.zeros_like(q) if q.grad is None else q.grad
+            total = self.comm.allreduce(grad.detach().cpu().numpy(), op=MPI.SUM)
+            q.grad = torch.as_tensor(total, device=q.device)
 
     def supervised_loss(self) -> torch.Tensor:
         """Warm start: sum_T mean_k |alpha - C|^2 / mean |C|^2, C the classical correctors."""
@@ -327,6 +418,7 @@ class DeepRitzTrainer:
                 opt.zero_grad()
                 loss = self.supervised_loss()
                 loss.backward()
+                self._share_gradients()
                 opt.step()
                 self.epoch += 1
                 (value,) = self._global(loss.item())
@@ -335,27 +427,31 @@ class DeepRitzTrainer:
         end = s.warm_start + s.epochs
         bar = tqdm(total=end, initial=self.epoch, desc="deep ritz", disable=not show, unit="epoch")
         while self.epoch < end:
-            self.opt_theta.zero_grad()
-            self.opt_mu.zero_grad()
-            energy, penalty = self.loss_parts()
-            (energy + penalty).backward()
-            e, p = self._global(energy.item(), penalty.item())
+            e = p = 0.0
+            for chunk, share in self.chunks:  # one optimizer step per chunk of samples
+                self.opt_theta.zero_grad()
+                self.opt_mu.zero_grad()
+                energy, penalty = self.loss_parts(chunk)
+                (energy + penalty).backward()
+                self._share_gradients()
+                ce, cp = self._global(energy.item(), penalty.item())
+                stop["first"] = ce + cp if stop["first"] is None else stop["first"]
+                if not math.isfinite(ce + cp) or abs(ce + cp) > 1e6 * (1.0 + abs(stop["first"])):
+                    bar.close()
+                    kept = (
+                        f"the last good checkpoint (epoch {self.checkpoint_epoch}) is kept in "
+                        f"{checkpoint}"
+                        if checkpoint is not None and self.checkpoint_epoch is not None
+                        else "no checkpoint was written"
+                    )
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {self.epoch} (loss {ce + cp:g}); {kept}; "
+                        "try a smaller --lr"
+                    )
+                self.opt_theta.step()
+                self.opt_mu.step()
+                e, p = e + share * ce, p + share * cp
             total = e + p
-            stop["first"] = total if stop["first"] is None else stop["first"]
-            if not math.isfinite(total) or abs(total) > 1e6 * (1.0 + abs(stop["first"])):
-                bar.close()
-                kept = (
-                    f"the last good checkpoint (epoch {self.checkpoint_epoch}) is kept in "
-                    f"{checkpoint}"
-                    if checkpoint is not None and self.checkpoint_epoch is not None
-                    else "no checkpoint was written"
-                )
-                raise TrainingDiverged(
-                    f"training diverged at epoch {self.epoch} (loss {total:g}); {kept}; try a "
-                    "smaller --lr"
-                )
-            self.opt_theta.step()
-            self.opt_mu.step()
             for scheduler in self.schedulers:
                 scheduler.step()
             self.epoch += 1
@@ -400,8 +496,12 @@ class DeepRitzTrainer:
         E(alpha) - E(C) = 1/2 ||alpha - C||_S^2: lower is closer to the classical correctors,
         measured without solving for them."""
         with torch.no_grad():
-            c = self.nets.coordinates(self.validation[1])
-            energy = reduced_energy(*self.validation_system, c)
+            if self.validation_system is not None:
+                c = self.nets.coordinates(self.validation[1])
+                energy = reduced_energy(*self.validation_system, c)
+            else:
+                batch = self.validation[0]
+                energy = deep_ritz_energy(batch, self.outputs(batch), energy_weights(batch))
         return self._global(energy.item())[0]
 
     def _validate(self) -> None:
@@ -589,10 +689,34 @@ class _Penalty(torch.autograd.Function):
         return grad * 2 * (ctx.Bt @ (mu * Ba)), grad * Ba**2, None, None
 
 
-def deep_ritz_energy(batch: PatchBatch, alpha: torch.Tensor) -> torch.Tensor:
-    """sum_{T, j} mean_k (1/2 alpha^T S alpha - F_j^T alpha) for alpha (G, K, N, 4)."""
+def network_outputs(
+    nets: torch.nn.Module, batch: PatchBatch, params: torch.Tensor, project: bool = False
+) -> torch.Tensor:
+    """alpha (G, K, N, 4) of any corrector network for the patches and samples of ``batch``:
+    coefficient-aware networks read a on the patches (``batch.a``), the others the scaled
+    parameters ``params`` (K, N_p)."""
+    if nets.needs_coefficient:
+        return nets(batch.configs, batch.a, project)
+    return nets(batch.coords, params)
+
+
+def energy_weights(batch: PatchBatch) -> torch.Tensor:
+    """w_{T,k} = 1 / sum_j F_j(p_k)^T Lambda_j = 1 / sum_j ||Lambda_j||_{a_k,T}^2, shape (G, K):
+    from the coefficient alone (no corrector)."""
+    return 1.0 / (batch.F * batch.hats[:, None]).sum(dim=(2, 3))
+
+
+def deep_ritz_energy(
+    batch: PatchBatch, alpha: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """sum_{T, j} mean_k w_{T,k} (1/2 alpha^T S alpha - F_j^T alpha) for alpha (G, K, N, 4)
+    (w = 1 unless ``weights`` (G, K) are given)."""
     K = alpha.shape[1]
-    a, F = batch.stiffness_layout(alpha), batch.stiffness_layout(batch.F)
+    F = batch.F
+    if weights is not None:  # w (1/2 a.Sa - F.a) = 1/2 b.Sb - G.b, b = sqrt(w) a, G = sqrt(w) F
+        root = weights.sqrt()[:, :, None, None]
+        alpha, F = alpha * root, F * root
+    a, F = batch.stiffness_layout(alpha), batch.stiffness_layout(F)
     return _Energy.apply(a, batch.block_stiffness, F) / K
 
 

@@ -13,7 +13,7 @@ from mpi4py import MPI
 
 import dolfinx_lod
 from dolfinx_lod.basis import MultiscaleBasis
-from dolfinx_lod.coefficients import Family
+from dolfinx_lod.coefficients import Family, SampleFamily
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import OutputSet, write_json
 from dolfinx_lod.neural.export import PatchBatch, export_patches
@@ -37,13 +37,13 @@ def checkpoints(comm: MPI.Comm) -> str:
 
 
 def parse_network(spec: str) -> dict[str, Any]:
-    """``mlp:WxD`` (paper MLP, width W, depth D) or ``reduced:Q:WxD`` (Q patch modes) ->
-    TrainingSettings fields."""
+    """``cnn:WxD`` (coefficient-aware CNN, W channels, D convolutions), ``mlp:WxD`` (paper
+    MLP, width W, depth D) or ``reduced:Q:WxD`` (Q patch modes) -> TrainingSettings fields."""
     parts = spec.split(":")
     try:
-        if parts[0] == "mlp" and len(parts) == 2:
+        if parts[0] in ("mlp", "cnn") and len(parts) == 2:
             w, d = parts[1].split("x")
-            return {"architecture": "mlp", "width": int(w), "depth": int(d)}
+            return {"architecture": parts[0], "width": int(w), "depth": int(d)}
         if parts[0] == "reduced" and len(parts) == 3:
             w, d = parts[2].split("x")
             return {
@@ -55,7 +55,8 @@ def parse_network(spec: str) -> dict[str, Any]:
     except ValueError:
         pass
     raise ValueError(
-        f"--network must be 'mlp:WIDTHxDEPTH' or 'reduced:MODES:WIDTHxDEPTH', got {spec!r}"
+        "--network must be 'cnn:WIDTHxDEPTH', 'mlp:WIDTHxDEPTH' or 'reduced:MODES:WIDTHxDEPTH', "
+        f"got {spec!r}"
     )
 
 
@@ -66,9 +67,18 @@ def patch_dimension(grids: NestedGrids, layers: int) -> int:
     return (w * grids.r - 1) ** 2
 
 
-def check_network_size(settings: TrainingSettings, grids: NestedGrids, layers: int) -> None:
+def check_network_size(
+    settings: TrainingSettings, grids: NestedGrids, layers: int, family: Family
+) -> None:
     """Raise ``InputError`` if the reduced networks ask for more patch modes than a patch has
-    dimensions. Rank-local (the same result on every rank)."""
+    dimensions, or if networks conditioned on p are to be trained on given fields (their
+    index is no parameter). Rank-local (the same result on every rank)."""
+    if isinstance(family, SampleFamily) and settings.architecture != "cnn":
+        raise InputError(
+            f"--coefficients: the {settings.architecture!r} networks are conditioned on the "
+            "family parameter p, which given fields do not have; use --network cnn:WxD or "
+            "--family"
+        )
     dim = patch_dimension(grids, layers)
     if settings.architecture == "reduced" and settings.modes > dim:
         raise InputError(
@@ -84,19 +94,20 @@ def training_problem(grids: NestedGrids, layers: int, family: Family, samples: i
 
 
 def baselines(basis: MultiscaleBasis, batch, family: Family, params) -> dict[str, Any]:
-    """Baseline providers ``none`` (no corrector), ``mean`` (mean training corrector) and
-    ``nearest`` (classical correctors of the nearest training parameter) for the owned patches
-    of ``basis``, from the classical correctors ``batch.C`` at the training parameters."""
+    """Baseline providers ``none`` (no corrector), ``mean`` (mean training corrector) and, for a
+    parametrized family, ``nearest`` (classical correctors of the nearest training parameter)
+    for the owned patches of ``basis``, from the classical correctors ``batch.C``."""
     C = batch.C.double().numpy()
     n = batch.num_vertices
     cells = batch.cells
-    return {
+    baselines = {
         "none": FixedCorrectors({c: np.zeros((n[g], 4)) for g, c in enumerate(cells)}),
         "mean": FixedCorrectors({c: C[g, :, : n[g]].mean(0) for g, c in enumerate(cells)}),
-        "nearest": NearestCorrectors(
-            family, params, {c: C[g, :, : n[g]] for g, c in enumerate(cells)}
-        ),
     }
+    if not isinstance(family, SampleFamily):
+        table = {c: C[g, :, : n[g]] for g, c in enumerate(cells)}
+        baselines["nearest"] = NearestCorrectors(family, params, table)
+    return baselines
 
 
 def _online_seconds(grids: NestedGrids, layers: int, family: Family, provider, p) -> float:
@@ -129,18 +140,21 @@ def prepare_training(
     grids: NestedGrids, layers: int, family: Family, samples: int, settings: TrainingSettings
 ) -> TrainingRun:
     """Export the classical patch data of ``samples`` training parameters (and of validation
-    parameters, distinct draws, for model selection) and create the trainer. Collective."""
+    parameters, distinct draws, for model selection; none for given fields) and create the
+    trainer. Collective."""
     train_p = family.training_parameters(samples)
     t0 = time.perf_counter()
     basis = MultiscaleBasis(grids, layers)
     batch = export_patches(basis, family.a, train_p)
     export_seconds = time.perf_counter() - t0
     # Validation parameters (distinct draws from the test set): only S and F are needed.
-    val_p = family.test_parameters(max(4, samples // 4), seed=20_000 + settings.seed)
-    validation = (
-        export_patches(basis, family.a, val_p, with_correctors=False),
-        scale_parameters(family, val_p),
-    )
+    validation = None
+    if not isinstance(family, SampleFamily):
+        val_p = family.test_parameters(max(4, samples // 4), seed=20_000 + settings.seed)
+        validation = (
+            export_patches(basis, family.a, val_p, with_correctors=False),
+            scale_parameters(family, val_p),
+        )
     trainer = DeepRitzTrainer(
         batch,
         scale_parameters(family, train_p),
@@ -161,7 +175,11 @@ def gather_model(
     metadata = {
         **problem_metadata(grids, layers, family),
         "num_params": family.num_params,
-        **{k: settings[k] for k in ("architecture", "width", "depth", "modes", "seed")},
+        **{
+            k: settings[k]
+            for k in ("architecture", "width", "depth", "modes", "seed", "constraint")
+        },
+        "uses_corrector_data": run.trainer.settings.uses_corrector_data,
         **extra,
     }
     nets = run.trainer.nets if nets is None else nets
@@ -178,10 +196,12 @@ def train_and_evaluate(
     out: Path | OutputSet,
     resume: bool = False,
     progress: bool = False,
+    test_family: Family | None = None,
 ) -> dict[str, Any]:
     """Train the corrector networks of all patches on ``samples`` parameters, save
     ``out/model.pt`` and return the summary (basis errors on training and held-out parameters
-    against the classical correctors, the three baselines, timings, loss history). Collective.
+    of ``test_family`` (default: ``family``) against the classical correctors, the baselines,
+    timings, loss history). Collective.
 
     The checkpoints are written into ``out`` while training goes on (the resume state); the
     results (model.pt, summary.json, loss.png) are written as one set (:class:`OutputSet`):
@@ -194,7 +214,8 @@ def train_and_evaluate(
         TrainingDiverged: The loss diverged (a :class:`NumericalError`).
     """
     comm = grids.comm
-    validate(comm, lambda: check_network_size(settings, grids, layers))
+    validate(comm, lambda: check_network_size(settings, grids, layers, family))
+    test_family = family if test_family is None else test_family
     folder = out.out if isinstance(out, OutputSet) else Path(out)
     if resume:  # before any work: a resume that cannot work fails at once
         problem = training_problem(grids, layers, family, samples)
@@ -209,7 +230,7 @@ def train_and_evaluate(
     with output:  # a failure or an interrupt discards the new results
         run = prepare_training(grids, layers, family, samples, settings)
         basis, batch, train_p, trainer = run.basis, run.batch, run.train_params, run.trainer
-        test_p = family.test_parameters(test_samples, seed=10_000 + settings.seed)
+        test_p = test_family.test_parameters(test_samples, seed=10_000 + settings.seed)
         resumed = trainer.load_checkpoint(out) if resume else False
         trainer.train(checkpoint=out, progress=progress)
         history = trainer.history
@@ -234,10 +255,10 @@ def train_and_evaluate(
         learned = LearnedCorrectors(model, family, grids.r)
         errors_train = compare_providers(grids, layers, family, train_p, {"learned": learned})
         providers = {"learned": learned, **baselines(basis, batch, family, train_p)}
-        errors_test = compare_providers(grids, layers, family, test_p, providers)
+        errors_test = compare_providers(grids, layers, test_family, test_p, providers)
         online = {
-            "classical": _online_seconds(grids, layers, family, None, test_p[0]),
-            "learned": _online_seconds(grids, layers, family, learned, test_p[0]),
+            "classical": _online_seconds(grids, layers, test_family, None, test_p[0]),
+            "learned": _online_seconds(grids, layers, test_family, learned, test_p[0]),
         }
         basis.destroy()
         learned_err = errors_test["learned"]["energy"]
@@ -247,6 +268,7 @@ def train_and_evaluate(
         summary = {
             "command": "train",
             "family": family.name,
+            "test_family": test_family.name,
             "n": grids.fine,
             "NH": grids.coarse,
             "l": layers,
@@ -254,6 +276,8 @@ def train_and_evaluate(
             "samples": samples,
             "test_samples": test_samples,
             "settings": asdict(settings),
+            "architecture": settings.architecture,
+            "uses_corrector_data": settings.uses_corrector_data,
             "resumed": resumed,
             "basis_error_train": errors_train["learned"]["energy"],
             "basis_error_train_nodal": errors_train["learned"]["nodal"],
@@ -262,7 +286,7 @@ def train_and_evaluate(
             "baseline_errors_test": {k: v for k, v in errors_test.items() if k != "learned"},
             "beats_baselines": beaten,
             "note": (
-                "the learned correctors beat all three baselines"
+                "the learned correctors beat every baseline"
                 if all(beaten.values())
                 else "the learned correctors do NOT beat every baseline: "
                 + ", ".join(k for k, v in beaten.items() if not v)

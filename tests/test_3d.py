@@ -3,6 +3,7 @@ bad input, and an independent dense numpy LOD."""
 
 import itertools
 
+import dolfinx.mesh
 import numpy as np
 import pytest
 from mpi4py import MPI
@@ -99,6 +100,18 @@ def test_3d_rank_invariance(comm):
     assert out[0].shape == (9, 9, 9) and np.abs(out[0]).max() > 1e-3
     assert np.abs(out[0] - out[2]).max() <= 1e-10
     assert np.abs(out[1] - out[3]).max() <= 1e-10
+
+
+def test_user_hex_mesh_is_wrapped(comm):
+    mesh = dolfinx.mesh.create_box(
+        comm, ((0.0, 0.0, 0.0), (2.0, 1.0, 1.0)), (4, 4, 4), dolfinx.mesh.CellType.hexahedron
+    )
+    g = dl.nested_grids_from_mesh(mesh, 2)
+    assert (g.dim, g.fine, g.r) == (3, 4, 2) and g.fine_mesh is mesh
+    assert g.domain == ((0.0, 0.0, 0.0), (2.0, 1.0, 1.0))
+    tet = dolfinx.mesh.create_unit_cube(comm, 2, 2, 2)
+    with pytest.raises(ValueError, match="quadrilateral or hexahedral"):
+        dl.nested_grids_from_mesh(tet, 1)
 
 
 def test_bad_3d_input_raises_on_every_rank(comm):

@@ -1,18 +1,16 @@
-"""3D (hexahedral) LOD: constraints, I_H B = id, the ideal method, decay in l, rank invariance,
-bad input, and an independent dense numpy LOD."""
+"""3D (hexahedral) LOD: decay in l, rank invariance, a wrapped hexahedral mesh, bad input, and
+an independent dense numpy LOD (constraints and I_H B = id: test_correctors.py, d = 2, 3)."""
 
 import itertools
 
 import dolfinx.mesh
 import numpy as np
 import pytest
+from conftest import rough_coefficient
 from mpi4py import MPI
-from test_grids import dense
 
 import dolfinx_lod as dl
-from dolfinx_lod.basis import boundary_vertex_mask
 from dolfinx_lod.grids import UNIT_CUBE, lattice_keys
-from dolfinx_lod.interpolation import patch_constraints, quasi_interpolation
 from dolfinx_lod.io import gather_vertex_array
 from dolfinx_lod.parallel import InputError
 from dolfinx_lod.patches import make_patch
@@ -20,44 +18,11 @@ from dolfinx_lod.patches import make_patch
 pytestmark = pytest.mark.mpi
 
 
-def rough3(n: int, seed: int = 1) -> np.ndarray:
-    """Values in [0.01, 1] on the n^3 fine cells, A[iz, iy, ix]."""
-    return np.random.default_rng(seed).uniform(0.01, 1.0, (n, n, n))
-
-
-@pytest.fixture(scope="module")
-def small3(comm):
-    """NH = 4, n = 8, l = 1 in 3D."""
-    g = dl.create_nested_grids(comm, 4, 8, UNIT_CUBE)
-    A = rough3(8)
-    basis = dl.MultiscaleBasis(g, 1)
-    basis.update(A)
-    return g, A, basis
-
-
-def test_constraint_residual_on_every_3d_patch(small3):
-    g, _, basis = small3
-    assert {len(p.configuration.shape) for p in basis.patches} <= {3}
-    for patch, C in zip(basis.patches, basis.correctors, strict=True):
-        Bp = patch_constraints(patch.configuration, g.r, basis.Pi)
-        assert C.shape[1] == 8
-        assert np.abs(Bp @ C).max() <= 1e-10
-        assert np.abs(C).max() > 1e-3
-
-
-def test_quasi_interpolation_of_3d_basis_is_identity(small3):
-    g, _, basis = small3
-    IHB = dense(quasi_interpolation(g, basis.Pi).matMult(basis.B))
-    dofs = g.coarse_dof_global[~boundary_vertex_mask(g.coarse, 3)]
-    assert dofs.size == 27
-    assert np.abs(IHB[np.ix_(dofs, dofs)] - np.eye(dofs.size)).max() <= 1e-10
-
-
 def test_exponential_decay_in_layers_3d():
     """||(B_l - B_ideal) e_z||_S / ||B_ideal e_z||_S for the centre vertex z decays in l: the
     column of z sums the correctors of the 8 cells at z (rank-local patch solves)."""
     g = dl.create_nested_grids(MPI.COMM_SELF, 6, 12, UNIT_CUBE)
-    A = rough3(12, seed=2).ravel()
+    A = rough_coefficient(12, seed=2, dim=3).ravel()
     basis = dl.MultiscaleBasis(g, 1)
     provider = basis.patch_problems
     cells = [
@@ -89,7 +54,7 @@ def test_exponential_decay_in_layers_3d():
 
 def test_3d_rank_invariance(comm):
     """COMM_SELF and COMM_WORLD (1 and comm.size ranks) give the same solution to 1e-10."""
-    A = rough3(8, seed=5)
+    A = rough_coefficient(8, seed=5, dim=3)
     out = []
     for c in (MPI.COMM_SELF, comm):
         g = dl.create_nested_grids(c, 4, 8, UNIT_CUBE)
@@ -212,7 +177,7 @@ def numpy_lod(A: np.ndarray, NH: int, layers: int) -> np.ndarray:
 
 
 def test_3d_lod_equals_independent_numpy_lod(comm):
-    A = rough3(6, seed=7)
+    A = rough_coefficient(6, seed=7, dim=3)
     g = dl.create_nested_grids(comm, 3, 6, UNIT_CUBE)
     sol = dl.solve_elliptic(g, A, 1)
     u = comm.bcast(gather_vertex_array(g, sol.u_ms), root=0)

@@ -42,14 +42,16 @@ def test_elliptic_dim_3_builtin_field(tmp_path):
     assert summary["dim"] == 3 and np.load(tmp_path / "solution.npy").shape == (9, 9, 9)
 
 
-def test_parabolic_3d_stack(tmp_path):
+@pytest.mark.parametrize("method, ranks", [("galerkin", 2), ("petrov-galerkin", 1)])
+def test_parabolic_3d_stack(tmp_path, method, ranks):
     stack = tmp_path / "stack.npy"
     np.save(stack, np.random.default_rng(0).uniform(0.1, 1.0, (2, 8, 8, 8)))
     out = tmp_path / "out"
     run(["parabolic", "--coefficients", stack, "--coarse", 4, "--layers", 1, "--T", 0.1,
-         "--steps", 2, "--reference", "--no-plot", "--out", out], ranks=2)  # fmt: skip
+         "--steps", 2, "--method", method, "--reference", "--no-plot", "--out", out],
+        ranks=ranks)  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["dim"] == 3 and summary["ranks"] == 2
+    assert (summary["dim"], summary["ranks"], summary["method"]) == (3, ranks, method)
     assert np.load(out / "solution_final.npy").shape == (9, 9, 9)
     assert 0 < summary["rel_l2_error_final"] < 0.5
     assert (out / "lod.bp").is_dir()

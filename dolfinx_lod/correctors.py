@@ -97,7 +97,9 @@ class PatchSpace:
         cells_per_axis = np.asarray(shape) * r
         origin = (0.0,) * d
         extent = tuple(float(w * H) for w, H in zip(shape, grids.H, strict=True))
-        self.mesh = box_mesh(MPI.COMM_SELF, (origin, extent), tuple(cells_per_axis), ghosts=True)
+        self.mesh = box_mesh(
+            MPI.COMM_SELF, (origin, extent), tuple(cells_per_axis), ghost_mode=None
+        )
         self.V = dolfinx.fem.functionspace(self.mesh, ("Lagrange", 1))
         Q = dolfinx.fem.functionspace(self.mesh, ("DG", 0))
         self.num_cells = self.mesh.topology.index_map(d).size_local

@@ -242,13 +242,17 @@ def _check_domain(domain: Domain) -> None:
 
 
 def box_mesh(
-    comm: MPI.Comm, domain: Domain, cells: int | tuple[int, ...], ghosts: bool = False
+    comm: MPI.Comm,
+    domain: Domain,
+    cells: int | tuple[int, ...],
+    ghost_mode: dolfinx.mesh.GhostMode | None = dolfinx.mesh.GhostMode.none,
 ) -> dolfinx.mesh.Mesh:
     """Structured Q1 mesh of ``domain``: quadrilaterals in 2D, hexahedra in 3D, ``cells`` per
-    direction (one number for all directions, or one per direction). Collective."""
+    direction (one number for all directions, or one per direction); ``ghost_mode`` None:
+    DOLFINx's default. Collective."""
     dim = len(domain[0])
     counts = (cells,) * dim if isinstance(cells, int | np.integer) else tuple(cells)
-    kwargs = {} if ghosts else {"ghost_mode": dolfinx.mesh.GhostMode.none}
+    kwargs = {} if ghost_mode is None else {"ghost_mode": ghost_mode}
     if dim == 2:
         quad = dolfinx.mesh.CellType.quadrilateral
         return dolfinx.mesh.create_rectangle(comm, domain, counts, quad, **kwargs)

@@ -46,7 +46,7 @@ def local_projection(grids: NestedGrids) -> npt.NDArray[np.float64]:
     """
     r, d = grids.r, grids.dim
     origin = (0.0,) * d
-    mesh = box_mesh(MPI.COMM_SELF, (origin, tuple(map(float, grids.H))), r, ghosts=True)
+    mesh = box_mesh(MPI.COMM_SELF, (origin, tuple(map(float, grids.H))), r, ghost_mode=None)
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
     M = dolfinx.fem.assemble_matrix(mass_form(V))
     ij = lattice_index(V.tabulate_dof_coordinates(), origin, grids.h)

@@ -29,16 +29,16 @@ from dolfinx_lod.correctors import (
     CorrectorProvider,
     PatchProblem,
 )
-from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.grids import NestedGrids, lattice_coordinates
 from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.parallel import NumericalError, PETScResource, collective, fetch, validate
 from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
 
 
-def boundary_vertex_mask(coarse: int) -> npt.NDArray[np.bool_]:
-    """True for coarse vertex keys on the domain boundary."""
-    mask = np.ones((coarse + 1, coarse + 1), dtype=bool)
-    mask[1:-1, 1:-1] = False
+def boundary_vertex_mask(coarse: int, dim: int = 2) -> npt.NDArray[np.bool_]:
+    """True for coarse vertex keys on the domain boundary (d = ``dim``)."""
+    mask = np.ones((coarse + 1,) * dim, dtype=bool)
+    mask[(slice(1, -1),) * dim] = False
     return mask.ravel()
 
 
@@ -46,13 +46,13 @@ def corrector_row_counts(grids: NestedGrids, layers: int) -> npt.NDArray[np.int3
     """Number of coarse columns of B that can be non-zero in each owned fine row."""
     r, NH = grids.r, grids.coarse
     counts = []
-    for j in (grids.fine_dof_keys % (grids.fine + 1), grids.fine_dof_keys // (grids.fine + 1)):
+    for j in lattice_coordinates(grids.fine_dof_keys, grids.fine + 1, grids.dim).T:
         c_lo = np.maximum(-(-j // r) - 1, 0)  # coarse cells containing the vertex
         c_hi = np.minimum(j // r, NH - 1)
         T_lo = np.maximum(c_lo - layers, 0)  # coarse cells whose patch contains it
         T_hi = np.minimum(c_hi + layers, NH - 1)
         counts.append(T_hi - T_lo + 2)
-    return (counts[0] * counts[1]).astype(np.int32)
+    return np.prod(counts, axis=0).astype(np.int32)
 
 
 def _concatenate(arrays: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
@@ -154,7 +154,7 @@ class MultiscaleBasis(PETScResource):
         self.patch_problems = ClassicalCorrectors(grids, self.Pi, petsc_options_prefix)
         self.provider = provider if provider is not None else self.patch_problems
         NH = grids.coarse
-        self.patches = [make_patch(int(T), NH, layers) for T in owned_cells(grids)]
+        self.patches = [make_patch(int(T), NH, layers, grids.dim) for T in owned_cells(grids)]
         # Global fine rows and coarse columns of every owned patch, looked up once.
         vkeys = [p.fine_vertex_keys(grids) for p in self.patches]
         unique, inverse = np.unique(_concatenate(vkeys), return_inverse=True)
@@ -162,7 +162,7 @@ class MultiscaleBasis(PETScResource):
         self._rows = _split_like(dofs, vkeys)
         corners = [p.element_vertex_keys(NH) for p in self.patches]
         self._cols = [grids.coarse_dof_global[c].astype(PETSc.IntType) for c in corners]
-        on_boundary = boundary_vertex_mask(NH)
+        on_boundary = boundary_vertex_mask(NH, grids.dim)
         self._interior = [~on_boundary[c] for c in corners]
         ckeys = [p.fine_cell_keys(grids) for p in self.patches]
         self._cell_keys, cell_inverse = np.unique(_concatenate(ckeys), return_inverse=True)
@@ -222,7 +222,7 @@ class MultiscaleBasis(PETScResource):
                 raise ValueError(f"{name} must be > 0, got {a}")
             return np.full(self._cell_keys.size, float(a))
         values = owned_coefficient_values(g, a, p, name=name)
-        return fetch(g.comm, g.fine**2, g.fine_cell_keys, values, self._cell_keys)
+        return fetch(g.comm, g.fine**g.dim, g.fine_cell_keys, values, self._cell_keys)
 
     def patch_coefficients(
         self, a: CoefficientLike, p: Any = None, name: str = "coefficient"
@@ -274,7 +274,8 @@ class MultiscaleBasis(PETScResource):
                 todo = np.zeros(len(self.patches), dtype=bool)
                 self.indicators = np.zeros(len(self.patches))
             else:
-                a_local = fetch(g.comm, g.fine**2, g.fine_cell_keys, owned, self._cell_keys)
+                nkeys = g.fine**g.dim
+                a_local = fetch(g.comm, nkeys, g.fine_cell_keys, owned, self._cell_keys)
                 a_patches = [a_local[index] for index in self.cell_index]
                 t1 = time.perf_counter()
                 todo = strategy.select(self, a_patches)
@@ -425,7 +426,7 @@ def basis_errors(
     (columns) of ``B_hat`` against ``B_ref``: [energy ||.||_S, Euclidean nodal]. Collective."""
     D = B_hat.copy()
     D.axpy(-1.0, B_ref, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
-    interior = ~boundary_vertex_mask(grids.coarse)[grids.coarse_dof_keys]
+    interior = ~boundary_vertex_mask(grids.coarse, grids.dim)[grids.coarse_dof_keys]
     out = []
     for A in (S, None):
         ratios = []

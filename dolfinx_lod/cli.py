@@ -18,7 +18,7 @@ from dolfinx_lod.coefficients import (
     random_coefficient,
     validate_array_shape,
 )
-from dolfinx_lod.grids import create_nested_grids
+from dolfinx_lod.grids import create_nested_grids, unit_box
 from dolfinx_lod.io import (
     OutputSet,
     gather_cell_array,
@@ -50,15 +50,22 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     e = sub.add_parser(
         "elliptic",
-        help="solve -div(a grad u) = f, u = 0 on the unit square, with the LOD",
+        help="solve -div(a grad u) = f, u = 0 on the unit square (cube), with the LOD",
     )
     e.add_argument(
         "--coefficient",
         type=Path,
-        help="(n, n) .npy array of fine-cell values (row = y index from the bottom); default: "
-        "random values in [0.01, 1] on a --fine x --fine grid",
+        help="(n, n) .npy array A[iy, ix] of fine-cell values (y from the bottom), or (n, n, n) "
+        "A[iz, iy, ix] (z from the bottom) for the unit cube; default: random values in "
+        "[0.01, 1] on a --fine^--dim grid",
     )
     e.add_argument("--fine", type=int, default=128, help="n for the default coefficient (128)")
+    e.add_argument(
+        "--dim",
+        type=int,
+        help="space dimension of the default coefficient, 2 or 3 (2); with --coefficient it "
+        "must match the array's axes",
+    )
     e.add_argument("--seed", type=int, default=0, help="seed of the default coefficient (0)")
     e.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
     e.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
@@ -88,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         "--coefficients",
         type=Path,
         required=True,
-        help="(M, n, n) .npy stack: coefficient of step m = 1..M (orientation as for elliptic)",
+        help="(M, n, n) or (M, n, n, n) .npy stack: coefficient of step m = 1..M (orientation "
+        "as for elliptic; 4 axes: the unit cube)",
     )
     q.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
     q.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
@@ -96,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--steps", type=int, required=True, help="M, number of time steps")
     q.add_argument("--update", choices=UPDATES, default="full", help="basis update strategy")
     q.add_argument("--tol", type=float, help="tolerance of --update selective (0)")
-    q.add_argument("--capacity", type=Path, help="(n, n) .npy array of c > 0 (default 1)")
+    q.add_argument(
+        "--capacity", type=Path, help="(n,) * d .npy array of c > 0, d as the stack (default 1)"
+    )
     q.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
     q.add_argument("--method", choices=METHODS, default="galerkin")
     q.add_argument(
@@ -199,10 +209,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_array(path: Path, option: str, comm: MPI.Comm, ndim: int) -> np.ndarray:
-    """Memory-map a .npy coefficient array ((n, n), or a (M, n, n) stack) and validate all of
-    it before any work: type, shape and every value (finite, > 0, a contrast the solver
-    resolves), a stack step by step, the steps split over the ranks. Collective."""
+def _load_array(
+    path: Path, option: str, comm: MPI.Comm, stack: bool, dims: tuple[int, ...] = (2, 3)
+) -> np.ndarray:
+    """Memory-map a .npy coefficient array ((n,) * d with d in ``dims``, or with ``stack`` an
+    (M, n, ...) stack of them) and validate all of it before any work: type, shape and every
+    value (finite, > 0, a contrast the solver resolves), a stack step by step, the steps split
+    over the ranks. Collective."""
     out: list[np.ndarray] = []
 
     def load() -> None:
@@ -217,17 +230,19 @@ def _load_array(path: Path, option: str, comm: MPI.Comm, ndim: int) -> np.ndarra
                 "numpy.save)"
             )
         check_dtype(arr, option)
-        shape = "(n, n)" if ndim == 2 else "(M, n, n) with M >= 1"
-        if arr.ndim != ndim or (ndim == 3 and arr.shape[0] == 0):
-            raise InputError(f"{option} array must have shape {shape}; got {arr.shape}")
-        validate_array_shape(arr if ndim == 2 else arr[0], option)
+        lead = ("M",) if stack else ()
+        shapes = " or ".join(str(lead + ("n",) * d).replace("'", "") for d in dims)
+        if arr.ndim - stack not in dims or (stack and arr.shape[0] == 0):
+            more = " with M >= 1" if stack else ""
+            raise InputError(f"{option} array must have shape {shapes}{more}; got {arr.shape}")
+        validate_array_shape(arr[0] if stack else arr, option, arr.ndim - stack)
         out.append(arr)
 
     validate(comm, load)
     arr = out[0]
 
     def check_values() -> None:
-        if ndim == 2:
+        if not stack:
             check_coefficient_values(np.asarray(arr), option)
             return
         M = arr.shape[0]  # contiguous blocks: the first failing rank has the first bad step
@@ -239,11 +254,19 @@ def _load_array(path: Path, option: str, comm: MPI.Comm, ndim: int) -> np.ndarra
 
 
 def _load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
-    """The coefficient array: memory-mapped from --coefficient, or the built-in default."""
+    """The coefficient array: memory-mapped from --coefficient, or the built-in default
+    (random, --dim axes)."""
+
+    def check_dim() -> None:
+        if args.dim is not None and args.dim not in (2, 3):
+            raise InputError(f"--dim must be 2 or 3, got {args.dim}")
+
+    validate(comm, check_dim)
     if args.coefficient is not None:
-        return _load_array(args.coefficient, "--coefficient", comm, 2)
+        dims = (2, 3) if args.dim is None else (args.dim,)
+        return _load_array(args.coefficient, "--coefficient", comm, False, dims)
     validate(comm, lambda: _check_positive_int(args.fine, "--fine"))
-    return random_coefficient(args.fine, seed=args.seed)
+    return random_coefficient(args.fine, seed=args.seed, dim=args.dim or 2)
 
 
 def _check_positive_int(value: int, option: str) -> None:
@@ -321,7 +344,7 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     A = _load_coefficient(args, comm)
     n = A.shape[0]
     _check_problem(args, comm, n)
-    grids = create_nested_grids(comm, args.coarse, n)
+    grids = create_nested_grids(comm, args.coarse, n, unit_box(A.ndim))
     param = None if args.param is None else np.array([args.param])
     provider, param = _learned_provider(args, comm, grids, "--param", param)
     with OutputSet(comm, args.out) as output:
@@ -354,6 +377,7 @@ def _elliptic_output(args, comm, grids, A, sol, output: OutputSet, t0: float) ->
     summary = {
         "command": "elliptic",
         "method": args.method,
+        "dim": grids.dim,
         "n": grids.fine,
         "NH": args.coarse,
         "l": args.layers,
@@ -482,11 +506,15 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     series (lod.bp: u_ms, u_h, error; coefficient.bp: a) and PNG snapshots as one set into
     --out. Every step of the coefficient stack is validated before the first step."""
     t0 = time.perf_counter()
-    stack = _load_array(args.coefficients, "--coefficients", comm, 3)
-    n = stack.shape[1]
-    capacity = 1.0 if args.capacity is None else _load_array(args.capacity, "--capacity", comm, 2)
+    stack = _load_array(args.coefficients, "--coefficients", comm, True)
+    n, dim = stack.shape[1], stack.ndim - 1
+    capacity = (
+        1.0
+        if args.capacity is None
+        else _load_array(args.capacity, "--capacity", comm, False, (dim,))
+    )
     _check_problem(args, comm, n)
-    grids = create_nested_grids(comm, args.coarse, n)
+    grids = create_nested_grids(comm, args.coarse, n, unit_box(dim))
     _check_parabolic_options(args, comm, args.steps)
     params = _load_params(args, comm, stack.shape[0])
     provider, params = _learned_provider(args, comm, grids, "--params", params)
@@ -572,6 +600,7 @@ def _parabolic(
         summary = {
             "command": "parabolic",
             **result.settings,
+            "dim": grids.dim,
             "n": grids.fine,
             "NH": args.coarse,
             "l": args.layers,

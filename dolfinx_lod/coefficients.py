@@ -19,16 +19,15 @@ import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
 
-from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.grids import NestedGrids, lattice_coordinates
 from dolfinx_lod.parallel import InputError, validate
 
 CoefficientLike = npt.ArrayLike | Callable[..., npt.ArrayLike] | dolfinx.fem.Function
 
 
 def fine_cell_midpoints(grids: NestedGrids) -> npt.NDArray[np.float64]:
-    """Midpoints (shape (2, N_owned)) of the owned fine cells, in ``fine_cell_keys`` order."""
-    n = grids.fine
-    ij = np.stack([grids.fine_cell_keys % n, grids.fine_cell_keys // n])
+    """Midpoints (shape (d, N_owned)) of the owned fine cells, in ``fine_cell_keys`` order."""
+    ij = lattice_coordinates(grids.fine_cell_keys, grids.fine, grids.dim).T
     return grids.origin[:, None] + (ij + 0.5) * grids.h[:, None]
 
 
@@ -87,17 +86,23 @@ def check_coefficient_values(values: npt.NDArray, name: str = "coefficient") -> 
         check_contrast(float(values.min()), float(values.max()), name)
 
 
-def validate_array_shape(arr: npt.NDArray, name: str = "coefficient") -> None:
-    """Raise ``ValueError`` unless ``arr`` is a square 2D array of fine-cell values."""
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
-        raise ValueError(f"{name} array must be square 2D of shape (n, n); got shape {arr.shape}")
+def validate_array_shape(arr: npt.NDArray, name: str = "coefficient", dim: int = 2) -> None:
+    """Raise ``ValueError`` unless ``arr`` is an array of fine-cell values with ``dim`` equal
+    axes: (n, n) = A[iy, ix] (square 2D) or (n, n, n) = A[iz, iy, ix] (cubic 3D)."""
+    if arr.ndim != dim or len(set(arr.shape)) != 1 or arr.shape[0] == 0:
+        kind = {2: "square 2D", 3: "cubic 3D"}[dim]
+        raise ValueError(
+            f"{name} array must be {kind} of shape {('n',) * dim}".replace("'", "")
+            + f"; got shape {arr.shape}"
+        )
 
 
 def random_coefficient(
-    n: int, low: float = 0.01, high: float = 1.0, seed: int = 0
+    n: int, low: float = 0.01, high: float = 1.0, seed: int = 0, dim: int = 2
 ) -> npt.NDArray[np.float64]:
-    """Rough coefficient: independent uniform values in [low, high] on each of n x n cells."""
-    return np.random.default_rng(seed).uniform(low, high, size=(n, n))
+    """Rough coefficient: independent uniform values in [low, high] on each of the n^d cells
+    (d = ``dim``), an array of shape (n,) * d."""
+    return np.random.default_rng(seed).uniform(low, high, size=(n,) * dim)
 
 
 def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[np.float64]:
@@ -122,9 +127,11 @@ def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[
         return values
     arr = np.asarray(a)
     check_dtype(arr, name)
-    validate_array_shape(arr, name)
-    if arr.shape != (n, n):
-        raise ValueError(f"{name} array must have shape ({n}, {n}) (fine cells); got {arr.shape}")
+    validate_array_shape(arr, name, grids.dim)
+    if arr.shape != (n,) * grids.dim:
+        raise ValueError(
+            f"{name} array must have shape {(n,) * grids.dim} (fine cells); got {arr.shape}"
+        )
     return np.asarray(arr.reshape(-1)[grids.fine_cell_keys], dtype=np.float64)
 
 
@@ -277,8 +284,17 @@ def battery_layers(y_index: npt.NDArray[np.int64]) -> npt.NDArray[np.str_]:
     return names[np.asarray(y_index) % names.size]
 
 
+def battery_layer_of(n: int, domain) -> Callable[[npt.NDArray], npt.NDArray[np.str_]]:
+    """Material name at points x (shape (d, N)) of a battery cell on n fine cells per direction
+    of ``domain``, layered through the last axis (y in 2D, z in 3D) as in
+    :data:`BATTERY_PERIOD`, from the bottom."""
+    lo, hi = domain[0][-1], domain[1][-1]
+    h = (hi - lo) / n
+    return lambda x: battery_layers(np.floor((x[len(domain[0]) - 1] - lo) / h).astype(np.int64))
+
+
 def battery_family(n: int, num_params: int = 4, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
-    """Conductivity lambda of a layered battery cell (paper Example 2).
+    """Conductivity lambda of a layered battery cell (paper Example 2; 3D: layers through z).
 
     Collectors with the constants of Table 1, active material lambda_AM(x, p) in [1, 5] a smooth
     random field
@@ -287,23 +303,26 @@ def battery_family(n: int, num_params: int = 4, domain=((0.0, 0.0), (1.0, 1.0)))
 
     phi_k fixed Fourier modes (seeded) of wave numbers 1..4 per direction.
     """
-    (x0, y0), (x1, y1) = domain
-    h = (y1 - y0) / n
+    lo, hi = (np.asarray(c, dtype=np.float64) for c in domain)
     rng = np.random.default_rng(2024)
-    kx, ky = rng.integers(1, 5, num_params), rng.integers(1, 5, num_params)
+    waves = [rng.integers(1, 5, num_params), rng.integers(1, 5, num_params)]
     phase = rng.uniform(0, 2 * np.pi, (num_params, 2))
+    if lo.size == 3:  # modes in z drawn after those of 2D: the 2D family stays the same
+        waves.append(rng.integers(1, 5, num_params))
+        phase = np.hstack([phase, rng.uniform(0, 2 * np.pi, (num_params, 1))])
+    layer_of = battery_layer_of(n, domain)
 
     def a(x, p):
         p = np.atleast_1d(np.asarray(p, dtype=np.float64))
-        xs, ys = (x[0] - x0) / (x1 - x0), (x[1] - y0) / (y1 - y0)
-        field = sum(
-            p[k]
-            * np.sin(2 * np.pi * kx[k] * xs + phase[k, 0])
-            * np.sin(2 * np.pi * ky[k] * ys + phase[k, 1])
-            for k in range(num_params)
-        )
+        s = [(x[j] - lo[j]) / (hi[j] - lo[j]) for j in range(lo.size)]
+        field = 0
+        for k in range(num_params):
+            term = p[k]
+            for j in range(lo.size):
+                term = term * np.sin(2 * np.pi * waves[j][k] * s[j] + phase[k, j])
+            field = field + term
         out = 3.0 + 2.0 * np.tanh(field)
-        layer = battery_layers(np.floor((x[1] - y0) / h).astype(np.int64))
+        layer = layer_of(x)
         for name in ("AC", "CC"):
             out = np.where(layer == name, BATTERY_MATERIALS[name]["lambda"], out)
         return out
@@ -323,13 +342,12 @@ def battery_capacity(n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Callable:
     1.584 in the anode collector. Dividing the heat equation by (rho c_p)_AM measures time in
     units of L^2 (rho c_p)_AM / (1 W/(m K)) (L the cell size), so that the conductivities
     lambda in [1, 398.65] W/(m K) act on the unit time scale of the experiment."""
-    (_, y0), (_, y1) = domain
-    h = (y1 - y0) / n
+    layer_of = battery_layer_of(n, domain)
     ref = BATTERY_MATERIALS["AM"]["rho"] * BATTERY_MATERIALS["AM"]["c_p"]
     values = {k: v["rho"] * v["c_p"] / ref for k, v in BATTERY_MATERIALS.items()}
 
     def c(x, p=None):
-        layer = battery_layers(np.floor((x[1] - y0) / h).astype(np.int64))
+        layer = layer_of(x)
         return np.vectorize(values.__getitem__)(layer).astype(np.float64)
 
     return c
@@ -337,11 +355,10 @@ def battery_capacity(n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Callable:
 
 def battery_source(n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Callable:
     """Heat source f(t, x) = 1 in the active material, 0 in the collectors."""
-    (_, y0), (_, y1) = domain
-    h = (y1 - y0) / n
+    layer_of = battery_layer_of(n, domain)
 
     def f(t, x):
-        return (battery_layers(np.floor((x[1] - y0) / h).astype(np.int64)) == "AM").astype(float)
+        return (layer_of(x) == "AM").astype(float)
 
     return f
 

@@ -1,12 +1,12 @@
 """Classical element correctors C_T^l Lambda_j (paper (7)) by patch saddle-point solves.
 
 For a patch N^l(T) with fine stiffness S (zero Dirichlet values on the patch boundary) and
-constraint matrix B = I_H restricted to the patch, the four correctors of T solve
+constraint matrix B = I_H restricted to the patch, the 2^d correctors of T (d = 2, 3) solve
 
     [ S  B^T ] [ C_j ]   [ F_j ]
     [ B   0  ] [ mu  ] = [  0  ],      F_j = (v -> int_T a grad Lambda_j . grad v),
 
-for the corners j of T, with one factorization per patch (MUMPS LDL^T) and all four
+for the corners j of T, with one factorization per patch (MUMPS LDL^T) and all
 right-hand sides at once. Everything that depends only on the patch configuration (mesh,
 compiled forms, constraint rows, sparsity, symbolic factorization) is built once and reused.
 Rank-local: no communication.
@@ -28,7 +28,14 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from dolfinx_lod.forms import element_load_form, element_mass_load_form, mass_form, stiffness_form
-from dolfinx_lod.grids import NestedGrids, lattice_index
+from dolfinx_lod.grids import (
+    NestedGrids,
+    box_mesh,
+    box_points,
+    corner_bits,
+    lattice_index,
+    lattice_keys,
+)
 from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.parallel import PETScResource
 from dolfinx_lod.patches import Configuration, Patch
@@ -87,8 +94,9 @@ class CorrectorProvider(Protocol):
             progress: Show a progress bar.
 
         Returns:
-            Per patch an array (n_vertices, 4): column j is C_T Lambda_j for T's corner j in
-            the order (0,0), (1,0), (0,1), (1,1); rows follow the patch's local vertex order.
+            Per patch an array (n_vertices, 2^d): column j is C_T Lambda_j for T's corner j in
+            the order of :func:`~dolfinx_lod.grids.corner_bits` ((0,0), (1,0), (0,1), (1,1),
+            then z = 1 in 3D); rows follow the patch's local vertex order.
         """
         ...
 
@@ -119,40 +127,39 @@ class PatchSystem:
 
 
 class PatchSpace:
-    """The fine Q1 space of a patch shape (wx x wy coarse cells), shared by all configurations
-    of that shape: mesh, spaces, coefficient Functions, stiffness form and matrices.
+    """The fine Q1 space of a patch shape (wx x wy [x wz] coarse cells), shared by all
+    configurations of that shape: mesh, spaces, coefficient Functions, stiffness form and matrices.
 
     DOLFINx meshes, spaces and matrices each hold MPI communicators (a few per object, and MPI
     allows about 2000), so they are created once per shape, not per configuration.
     """
 
-    def __init__(self, shape: tuple[int, int], grids: NestedGrids):
-        r = grids.r
-        wx, wy = shape
-        self.mesh = dolfinx.mesh.create_rectangle(
-            MPI.COMM_SELF,
-            ((0.0, 0.0), (wx * grids.H[0], wy * grids.H[1])),
-            (wx * r, wy * r),
-            dolfinx.mesh.CellType.quadrilateral,
+    def __init__(self, shape: tuple[int, ...], grids: NestedGrids):
+        r, d = grids.r, grids.dim
+        cells_per_axis = np.asarray(shape) * r
+        origin = (0.0,) * d
+        extent = tuple(float(w * H) for w, H in zip(shape, grids.H, strict=True))
+        self.mesh = box_mesh(
+            MPI.COMM_SELF, (origin, extent), tuple(cells_per_axis), ghost_mode=None
         )
         self.V = dolfinx.fem.functionspace(self.mesh, ("Lagrange", 1))
         Q = dolfinx.fem.functionspace(self.mesh, ("DG", 0))
-        self.num_cells = self.mesh.topology.index_map(2).size_local
+        self.num_cells = self.mesh.topology.index_map(d).size_local
         # Maps between DOLFINx numbering and the patch's lattice numbering.
-        self.dof_lattice = lattice_index(self.V.tabulate_dof_coordinates(), (0.0, 0.0), grids.h)
-        self.dof_vertex = self.dof_lattice[:, 1] * (wx * r + 1) + self.dof_lattice[:, 0]
+        self.dof_lattice = lattice_index(self.V.tabulate_dof_coordinates(), origin, grids.h)
+        self.dof_vertex = lattice_keys(self.dof_lattice, cells_per_axis + 1)
         cells = np.arange(self.num_cells, dtype=np.int32)
-        mid = dolfinx.mesh.compute_midpoints(self.mesh, 2, cells)
-        self.cell_lattice_ij = np.floor(mid[:, :2] / grids.h).astype(np.int64)
+        mid = dolfinx.mesh.compute_midpoints(self.mesh, d, cells)
+        self.cell_lattice_ij = np.floor(mid[:, :d] / grids.h).astype(np.int64)
         self.cell_dofs = Q.dofmap.list[:, 0]
-        self.cell_lattice = self.cell_lattice_ij[:, 1] * (wx * r) + self.cell_lattice_ij[:, 0]
+        self.cell_lattice = lattice_keys(self.cell_lattice_ij, cells_per_axis)
         self.a = dolfinx.fem.Function(Q)  # a on the patch
         self.c = dolfinx.fem.Function(Q)  # capacity c on the patch (local coarse operators)
         self.weight = dolfinx.fem.Function(Q)  # (a - a_ref)^2 / a, for the error indicator
 
-        self.mesh.topology.create_connectivity(1, 2)
+        self.mesh.topology.create_connectivity(d - 1, d)
         facets = dolfinx.mesh.exterior_facet_indices(self.mesh.topology)
-        self.boundary_dofs = dolfinx.fem.locate_dofs_topological(self.V, 1, facets)
+        self.boundary_dofs = dolfinx.fem.locate_dofs_topological(self.V, d - 1, facets)
         self.bc = dolfinx.fem.dirichletbc(0.0, self.boundary_dofs, self.V)
         self.S_form = stiffness_form(self.V, self.a)
         #: S without boundary conditions (S_full) and with the patch boundary rows/columns
@@ -256,24 +263,25 @@ class PatchProblem(PETScResource):
         #: (space.assemblies, a) of the system last assembled by this problem.
         self._assembled: tuple[int, npt.NDArray[np.float64]] | None = None
         self.space = space
-        tx, ty = config.element
+        d = len(config.shape)
+        element = np.asarray(config.element)
         V = space.V
         # Right-hand sides: int_T a grad Lambda_j . grad v; cells of T tagged 1, others 2.
-        cij = space.cell_lattice_ij
-        in_T = (cij[:, 0] // r == tx) & (cij[:, 1] // r == ty)
+        in_T = (space.cell_lattice_ij // r == element).all(axis=1)
         tags = dolfinx.mesh.meshtags(
             space.mesh,
-            2,
+            d,
             np.arange(space.num_cells, dtype=np.int32),
             np.where(in_T, 1, 2).astype(np.int32),
         )
         X = space.dof_lattice / r  # dof positions in coarse-cell units
-        wx, wy = config.shape
-        jx, jy = np.meshgrid(np.arange(wx + 1), np.arange(wy + 1))
-        #: Lambda_omega: the coarse hats of all patch vertices (jx, jy) at the fine dofs,
-        #: shape (n_dofs, (wx + 1)(wy + 1)), columns in local coarse vertex order.
-        self.coarse_hats = _hat(X[:, :1], jx.ravel()) * _hat(X[:, 1:], jy.ravel())
-        corners = [(ty + cy) * (wx + 1) + tx + cx for cx, cy in ((0, 0), (1, 0), (0, 1), (1, 1))]
+        vertices = np.asarray(config.shape) + 1
+        J = box_points(vertices)
+        #: Lambda_omega: the coarse hats of all patch vertices J at the fine dofs, shape
+        #: (n_dofs, prod(w_k + 1)), columns in local coarse vertex order.
+        self.coarse_hats = np.prod([_hat(X[:, k : k + 1], J[:, k]) for k in range(d)], axis=0)
+        corners = lattice_keys(element + corner_bits(d), vertices)
+        self.num_corners = corners.size
         self.hats = []
         for k in corners:
             hat = dolfinx.fem.Function(V)
@@ -285,7 +293,7 @@ class PatchProblem(PETScResource):
             element_mass_load_form(V, space.c, hat, tags, 1) for hat in self.hats
         ]
         self._c_assembled: npt.NDArray[np.float64] | None = None  # c of G
-        self._G = np.zeros((space.dof_vertex.size, 4), order="F")  # int_T c Lambda_j v
+        self._G = np.zeros((space.dof_vertex.size, self.num_corners), order="F")  # int_T c L_j v
 
         # Saddle-point matrix [[S, B^T], [B, 0]] in CSR with a fixed pattern.
         B = patch_constraints(config, r, Pi)[:, space.dof_vertex]  # columns in dof order
@@ -320,7 +328,7 @@ class PatchProblem(PETScResource):
         self.ksp.setOperators(self.K)
         self._set_from_options()
         size = self.num_dofs + self.num_constraints
-        self.rhs = PETSc.Mat().createDense((size, 4), comm=MPI.COMM_SELF)
+        self.rhs = PETSc.Mat().createDense((size, self.num_corners), comm=MPI.COMM_SELF)
         self.rhs.setUp()
         self.rhs.assemble()
         self.sol = self.rhs.duplicate()
@@ -367,16 +375,16 @@ class PatchProblem(PETScResource):
 
     @functools.cached_property
     def vertex_hats(self) -> npt.NDArray[np.float64]:
-        """Lambda_j at the patch vertices (local vertex order), shape (n, 4)."""
-        hats = np.empty((self.num_dofs, 4))
+        """Lambda_j at the patch vertices (local vertex order), shape (n, 2^d)."""
+        hats = np.empty((self.num_dofs, len(self.hats)))
         hats[self.space.dof_vertex] = np.stack([hat.x.array for hat in self.hats], axis=1)
         return hats
 
     def _assemble(self, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Assemble S (into ``space.S``, dof order, Dirichlet rows = identity) and the four
+        """Assemble S (into ``space.S``, dof order, Dirichlet rows = identity) and the 2^d
         right-hand sides F_j for coefficient values ``a_patch`` (local cell order).
 
-        Returns F (n_dofs, 4) in dof order, zero on the patch boundary. This is the one place
+        Returns F (n_dofs, 2^d) in dof order, zero on the patch boundary. This is the one place
         patch matrices are assembled: :meth:`system` and :meth:`solve` use it.
         """
         space = self.space
@@ -401,7 +409,7 @@ class PatchProblem(PETScResource):
         Solves the saddle-point system [[S, B^T], [B, 0]] [C; mu] = [F; 0]. Rank-local.
 
         Returns:
-            C, shape (n_vertices, 4), in the patch's local vertex order.
+            C, shape (n_vertices, 2^d), in the patch's local vertex order.
 
         Raises:
             PatchSolveError: The factorization or the solve failed, or C is not finite.
@@ -420,7 +428,7 @@ class PatchProblem(PETScResource):
                 failure = self._failure()
         except PETSc.Error as e:
             failure = self._failure() or f"PETSc error code {e.ierr}"
-        C = np.empty((self.num_dofs, 4))
+        C = np.empty((self.num_dofs, self.num_corners))
         if failure is None:
             C[self.space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
             if not np.isfinite(C).all():
@@ -516,7 +524,8 @@ class PatchProblem(PETScResource):
         N = space.quadratic(W_T, Phi - C) + space.quadratic(W_rest, C)
         D = space.quadratic(S_T, Phi)
         # Q1(T) modulo constants (both forms vanish on constants).
-        Q = np.linalg.qr(np.vstack([np.ones(4), np.eye(4)[:3]]).T)[0][:, 1:]
+        m = self.num_corners
+        Q = np.linalg.qr(np.vstack([np.ones(m), np.eye(m)[: m - 1]]).T)[0][:, 1:]
         L = np.linalg.cholesky(Q.T @ D @ Q)
         Linv = np.linalg.inv(L)
         return float(np.sqrt(max(np.linalg.eigvalsh(Linv @ (Q.T @ N @ Q) @ Linv.T).max(), 0.0)))
@@ -557,7 +566,7 @@ class ClassicalCorrectors(PETScResource):
     ):
         self.grids, self.Pi = grids, Pi
         self._solver = PatchSolverOptions(petsc_options_prefix, petsc_options)
-        self._spaces: dict[tuple[int, int], PatchSpace] = {}
+        self._spaces: dict[tuple[int, ...], PatchSpace] = {}
         self._problems: dict[Configuration, PatchProblem] = {}
 
     def problem(self, config: Configuration) -> PatchProblem:
@@ -578,7 +587,7 @@ class ClassicalCorrectors(PETScResource):
         except PatchSolveError as e:
             raise PatchSolveError(
                 f"patch solve for coarse cell T = {patch.cell} (patch of "
-                f"{patch.configuration.shape[0]} x {patch.configuration.shape[1]} coarse "
+                f"{' x '.join(map(str, patch.configuration.shape))} coarse "
                 f"cells) failed on rank {self.grids.comm.rank}: {e}; coefficient on the "
                 f"patch in [{np.min(a):.3g}, {np.max(a):.3g}]"
             ) from e

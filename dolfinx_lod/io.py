@@ -218,7 +218,8 @@ def gather_vertex_array(
     grids: NestedGrids, u: dolfinx.fem.Function, root: int = 0
 ) -> npt.NDArray[np.float64] | None:
     """Values of a V_h Function at the fine vertices as an (n+1, n+1) array on ``root``
-    (row = y index from the bottom, column = x index from the left); None on other ranks.
+    (row = y index from the bottom, column = x index from the left; in 3D (n+1, n+1, n+1),
+    u[iz, iy, ix], z from the bottom); None on other ranks.
 
     Collective. The gathered array is fine-scale sized: meant for output files only.
     """
@@ -226,21 +227,21 @@ def gather_vertex_array(
     parts = grids.comm.gather((grids.fine_dof_keys, u.x.array[:owned].copy()), root=root)
     if parts is None:
         return None
-    out = np.empty((grids.fine + 1) ** 2)
+    out = np.empty((grids.fine + 1) ** grids.dim)
     for keys, values in parts:
         out[keys] = values
-    return out.reshape(grids.fine + 1, grids.fine + 1)
+    return out.reshape((grids.fine + 1,) * grids.dim)
 
 
 def gather_cell_array(
     grids: NestedGrids, values: npt.NDArray[np.float64], root: int = 0
 ) -> npt.NDArray[np.float64] | None:
-    """Owned fine-cell values (``grids.fine_cell_keys`` order) as an (n, n) array on ``root``
+    """Owned fine-cell values (``grids.fine_cell_keys`` order) as an (n,) * d array on ``root``
     (None on other ranks). Collective; output only."""
     parts = grids.comm.gather((grids.fine_cell_keys, np.asarray(values)), root=root)
     if parts is None:
         return None
-    out = np.empty(grids.fine**2)
+    out = np.empty(grids.fine**grids.dim)
     for keys, vals in parts:
         out[keys] = vals
-    return out.reshape(grids.fine, grids.fine)
+    return out.reshape((grids.fine,) * grids.dim)

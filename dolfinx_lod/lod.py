@@ -170,7 +170,7 @@ class FineSystem(PETScResource):
 def coarse_boundary_rows(grids: NestedGrids) -> npt.NDArray[np.int32]:
     """Global V_H dof numbers of the owned coarse vertices on the boundary."""
     start = grids.V_H.dofmap.index_map.local_range[0]
-    mask = boundary_vertex_mask(grids.coarse)[grids.coarse_dof_keys]
+    mask = boundary_vertex_mask(grids.coarse, grids.dim)[grids.coarse_dof_keys]
     return (start + np.flatnonzero(mask)).astype(PETSc.IntType)
 
 
@@ -225,14 +225,14 @@ class LocalAssembly:
     """Petrov–Galerkin coarse matrices sum_T (w_K K_T + w_M M_T) from the local operators
     of a basis built with a capacity (:attr:`MultiscaleBasis.operators`), scattered to the
     global coarse dofs with a COO plan built once: an update costs one ``setValuesCOO`` of
-    O(N_H^2 (2l + 2)^2) values and touches no fine-scale data. Boundary coarse vertices get
+    O(N_H^d (2l + 2)^d) values and touches no fine-scale data. Boundary coarse vertices get
     ``diagonal`` on the diagonal and nothing else. Collective.
     """
 
     def __init__(self, basis: MultiscaleBasis):
         g, NH = basis.grids, basis.grids.coarse
         self.basis = basis
-        interior = ~boundary_vertex_mask(NH)
+        interior = ~boundary_vertex_mask(NH, g.dim)
         rows, cols, self._keep = [], [], []
         for patch in basis.patches:
             vk, ck = patch.coarse_vertex_keys(NH), patch.element_vertex_keys(NH)
@@ -418,7 +418,7 @@ def solve_elliptic(
 
     Args:
         grids: Nested meshes.
-        a: Coefficient (array (n, n), callable a(x, p) or DG0 Function on T_h).
+        a: Coefficient (array (n,) * d, callable a(x, p) or DG0 Function on T_h).
         layers: l >= 1 (patch layers).
         f: Source: a number, a callable f(x) of the fine-cell midpoints x (shape (2, N)) or
             a DOLFINx Function on T_h.

@@ -1,12 +1,13 @@
 """Patches N^l(T) around coarse cells T, their configurations, and which rank owns which.
 
-A patch is the rectangle of coarse cells within ``l`` layers of T, truncated at the domain
+A patch is the box of coarse cells within ``l`` layers of T, truncated at the domain
 boundary. Patches with equal *configuration* (shape, position of T inside, and which sides lie
 on the domain boundary) have identical topology, constraint matrix and sparsity, so all
 per-configuration work (meshes, compiled forms, factorization structure) is done once.
 
-Local numbering on a patch of wx x wy coarse cells (r fine cells per coarse cell):
-fine vertex (ax, ay) -> ay * (wx r + 1) + ax, fine cell (cx, cy) -> cy * (wx r) + cx.
+Local numbering on a patch of wx x wy (x wz) coarse cells (r fine cells per coarse cell and
+direction), lexicographic with x fastest: fine vertex (ax, ay[, az]) -> ax + (wx r + 1) ay
+(+ (wx r + 1)(wy r + 1) az), fine cell likewise with wx r, wy r cells per direction.
 """
 
 from __future__ import annotations
@@ -17,61 +18,72 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.grids import (
+    NestedGrids,
+    box_keys,
+    cell_vertex_offsets,
+    lattice_coordinates,
+    lattice_keys,
+)
 
 
 class Configuration(NamedTuple):
     """What determines a patch problem up to translation."""
 
-    shape: tuple[int, int]  # (wx, wy) coarse cells of the patch
-    element: tuple[int, int]  # position of T in the patch (coarse cell units)
-    on_boundary: tuple[bool, bool, bool, bool]  # patch side on dOmega: (left, right, bottom, top)
+    shape: tuple[int, ...]  # (wx, wy[, wz]) coarse cells of the patch
+    element: tuple[int, ...]  # position of T in the patch (coarse cell units)
+    #: patch side on dOmega: (left, right, bottom, top[, front, back]), i.e. (lo, hi) per axis
+    on_boundary: tuple[bool, ...]
 
 
 @dataclass(frozen=True)
 class Patch:
-    """N^l(T) for the coarse cell T = (Ix, Iy): coarse cells [lo, hi) in each direction."""
+    """N^l(T) for the coarse cell T: coarse cells [lo, hi) in each direction."""
 
     cell: int  # coarse cell key of T
-    lo: tuple[int, int]
-    hi: tuple[int, int]
+    lo: tuple[int, ...]
+    hi: tuple[int, ...]
     configuration: Configuration
+
+    @property
+    def dim(self) -> int:
+        """Space dimension d."""
+        return len(self.lo)
 
     def fine_vertex_keys(self, grids: NestedGrids) -> npt.NDArray[np.int64]:
         """Global fine vertex keys of the patch's vertices, in local patch order."""
-        r, n = grids.r, grids.fine
-        wx, wy = self.configuration.shape
-        ax, ay = np.meshgrid(np.arange(wx * r + 1), np.arange(wy * r + 1))
-        return ((self.lo[1] * r + ay) * (n + 1) + self.lo[0] * r + ax).ravel()
+        r = grids.r
+        counts = np.asarray(self.configuration.shape) * r + 1
+        return box_keys(np.asarray(self.lo) * r, counts, grids.fine + 1)
 
     def fine_cell_keys(self, grids: NestedGrids) -> npt.NDArray[np.int64]:
         """Global fine cell keys of the patch's cells, in local patch order."""
-        r, n = grids.r, grids.fine
-        wx, wy = self.configuration.shape
-        cx, cy = np.meshgrid(np.arange(wx * r), np.arange(wy * r))
-        return ((self.lo[1] * r + cy) * n + self.lo[0] * r + cx).ravel()
+        r = grids.r
+        return box_keys(
+            np.asarray(self.lo) * r, np.asarray(self.configuration.shape) * r, grids.fine
+        )
 
     def coarse_vertex_keys(self, NH: int) -> npt.NDArray[np.int64]:
         """Coarse vertex keys of the closed patch, local order (x fastest)."""
-        wx, wy = self.configuration.shape
-        jx, jy = np.meshgrid(np.arange(wx + 1), np.arange(wy + 1))
-        return ((self.lo[1] + jy) * (NH + 1) + self.lo[0] + jx).ravel()
+        return box_keys(self.lo, np.asarray(self.configuration.shape) + 1, NH + 1)
 
     def element_vertex_keys(self, NH: int) -> npt.NDArray[np.int64]:
-        """Coarse vertex keys of T's corners (0,0), (1,0), (0,1), (1,1)."""
-        Ix, Iy = self.cell % NH, self.cell // NH
-        return Iy * (NH + 1) + Ix + np.array([0, 1, NH + 1, NH + 2], dtype=np.int64)
+        """Coarse vertex keys of T's corners (order of :func:`~dolfinx_lod.grids.corner_bits`)."""
+        T = lattice_coordinates(np.array([self.cell]), NH, self.dim)
+        return lattice_keys(T, NH + 1) + cell_vertex_offsets(NH + 1, self.dim)
 
 
-def make_patch(cell: int, coarse: int, layers: int) -> Patch:
-    """N^l(T) of coarse cell key ``cell`` on an ``coarse`` x ``coarse`` mesh."""
-    Ix, Iy = cell % coarse, cell // coarse
-    lo = (max(Ix - layers, 0), max(Iy - layers, 0))
-    hi = (min(Ix + layers + 1, coarse), min(Iy + layers + 1, coarse))
+def make_patch(cell: int, coarse: int, layers: int, dim: int = 2) -> Patch:
+    """N^l(T) of coarse cell key ``cell`` on a mesh of ``coarse``^``dim`` cells."""
+    T = lattice_coordinates(np.array([cell]), coarse, dim)[0]
+    lo = tuple(int(max(t - layers, 0)) for t in T)
+    hi = tuple(int(min(t + layers + 1, coarse)) for t in T)
     config = Configuration(
-        shape=(hi[0] - lo[0], hi[1] - lo[1]),
-        element=(Ix - lo[0], Iy - lo[1]),
-        on_boundary=(lo[0] == 0, hi[0] == coarse, lo[1] == 0, hi[1] == coarse),
+        shape=tuple(b - a for a, b in zip(lo, hi, strict=True)),
+        element=tuple(int(t - a) for t, a in zip(T, lo, strict=True)),
+        on_boundary=tuple(
+            side for a, b in zip(lo, hi, strict=True) for side in (a == 0, b == coarse)
+        ),
     )
     return Patch(cell, lo, hi, config)
 
@@ -82,9 +94,9 @@ def owned_cells(grids: NestedGrids) -> npt.NDArray[np.int64]:
     T belongs to the rank that owns the fine cell at T's centre, so each rank works where its
     part of the fine mesh (and coefficient) lies. Local, no communication.
     """
-    r, n, NH = grids.r, grids.fine, grids.coarse
-    T = np.arange(NH * NH, dtype=np.int64)
-    centre = ((T // NH) * r + r // 2) * n + (T % NH) * r + r // 2
+    r, NH, d = grids.r, grids.coarse, grids.dim
+    T = np.arange(NH**d, dtype=np.int64)
+    centre = lattice_keys(lattice_coordinates(T, NH, d) * r + r // 2, grids.fine)
     return np.sort(T[np.isin(centre, grids.fine_cell_keys)])
 
 

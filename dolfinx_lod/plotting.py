@@ -28,6 +28,22 @@ def _grid(values: npt.NDArray[np.float64], domain, cell_data: bool):
     return grid
 
 
+def z_midplane(
+    panels: Sequence[tuple[str, npt.NDArray[np.float64], bool]], domain
+) -> tuple[list[tuple[str, npt.NDArray[np.float64], bool]], tuple]:
+    """3D panels [iz, iy, ix] -> their 2D slices near z = (z0 + z1) / 2: the vertex layer
+    k = n / 2 (rounded down), or the cell layer k = n / 2 (its midpoint); the domain's
+    (x, y) rectangle."""
+    (x0, y0, z0), (x1, y1, z1) = domain
+    out = []
+    for title, values, cells in panels:
+        n = values.shape[0] - (0 if cells else 1)
+        k = n // 2
+        z = z0 + (k + (0.5 if cells else 0.0)) * (z1 - z0) / n
+        out.append((f"{title}, z = {z:.3g}", values[k], cells))
+    return out, ((x0, y0), (x1, y1))
+
+
 def plot_fields(
     path: str | Path,
     panels: Sequence[tuple[str, npt.NDArray[np.float64], bool]],
@@ -39,8 +55,9 @@ def plot_fields(
     Args:
         path: Output PNG file.
         panels: (title, array, is_cell_data): (n, n) cell arrays or (n+1, n+1) vertex arrays,
-            row = y index from the bottom.
-        domain: ((x0, y0), (x1, y1)).
+            row = y index from the bottom; in 3D (n, n, n) / (n+1, n+1, n+1) arrays
+            [iz, iy, ix], shown in the slice through the middle of z (:func:`z_midplane`).
+        domain: ((x0, y0), (x1, y1)) or ((x0, y0, z0), (x1, y1, z1)).
         log_scale: Per panel, whether to use a logarithmic colour scale.
     """
     import pyvista
@@ -48,6 +65,8 @@ def plot_fields(
 
     vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)  # no "bad X server" warning
     pyvista.OFF_SCREEN = True
+    if len(domain[0]) == 3:
+        panels, domain = z_midplane(panels, domain)
     log_scale = log_scale or [False] * len(panels)
     plotter = pyvista.Plotter(
         shape=(1, len(panels)), off_screen=True, window_size=(520 * len(panels), 520)

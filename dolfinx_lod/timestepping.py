@@ -89,14 +89,17 @@ class CoefficientSchedule:
 
     @classmethod
     def from_stack(cls, stack: npt.ArrayLike, check: bool = True) -> CoefficientSchedule:
-        """Coefficient on step m = stack[m - 1], an (M, n, n) array (orientation as for arrays
-        of :mod:`dolfinx_lod.coefficients`). With ``check``, every step is validated now, one
-        step at a time (a memory-mapped stack is read once), so that a bad value at a later
-        step stops a run before its first step; pass False for a stack validated already."""
+        """Coefficient on step m = stack[m - 1], an (M, n, n) or (M, n, n, n) array
+        (orientation as for arrays of :mod:`dolfinx_lod.coefficients`). With ``check``, every
+        step is validated now, one step at a time (a memory-mapped stack is read once), so
+        that a bad value at a later step stops a run before its first step; pass False for a
+        stack validated already."""
         stack = np.asarray(stack) if not isinstance(stack, np.ndarray) else stack
-        if stack.ndim != 3:
-            raise ValueError(f"coefficient stack must have shape (M, n, n); got {stack.shape}")
-        validate_array_shape(stack[0], "coefficient stack entry")
+        if stack.ndim not in (3, 4):
+            raise ValueError(
+                f"coefficient stack must have shape (M, n, n) or (M, n, n, n); got {stack.shape}"
+            )
+        validate_array_shape(stack[0], "coefficient stack entry", stack.ndim - 1)
         for m in range(stack.shape[0] if check else 0):
             check_coefficient_values(np.asarray(stack[m]), f"coefficient at step {m + 1}")
         return cls(lambda m, t: (stack[m - 1], None), steps=stack.shape[0])

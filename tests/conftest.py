@@ -37,9 +37,9 @@ def tmp_dir(tmp_path, comm):
     return comm.bcast(tmp_path, root=0)
 
 
-def rough_coefficient(n: int, seed: int = 1) -> np.ndarray:
-    """Values in [0.01, 1], independent on every fine cell."""
-    return dl.coefficients.random_coefficient(n, 0.01, 1.0, seed)
+def rough_coefficient(n: int, seed: int = 1, dim: int = 2) -> np.ndarray:
+    """Values in [0.01, 1], independent on every fine cell of the n^d grid."""
+    return dl.coefficients.random_coefficient(n, 0.01, 1.0, seed, dim)
 
 
 _failed_here = ""

@@ -6,17 +6,19 @@ from test_grids import dense
 
 import dolfinx_lod as dl
 from dolfinx_lod.basis import boundary_vertex_mask
+from dolfinx_lod.grids import unit_box
 from dolfinx_lod.interpolation import patch_constraints, quasi_interpolation
 from dolfinx_lod.patches import make_patch
 
 pytestmark = pytest.mark.mpi
 
 
-@pytest.fixture(scope="module")
-def small(comm):
-    """NH = 4, n = 16, l = 1 on a rough coefficient."""
-    g = dl.create_nested_grids(comm, 4, 16)
-    A = rough_coefficient(16)
+@pytest.fixture(scope="module", params=[(2, 16), (3, 8)], ids=["2d", "3d"])
+def small(comm, request):
+    """NH = 4, n = 16 (2D) or 8 (3D), l = 1 on a rough coefficient."""
+    dim, n = request.param
+    g = dl.create_nested_grids(comm, 4, n, unit_box(dim))
+    A = rough_coefficient(n, dim=dim)
     basis = dl.MultiscaleBasis(g, 1)
     basis.update(A)
     return g, A, basis
@@ -26,6 +28,7 @@ def test_constraint_residual_on_every_patch(small):
     g, _, basis = small
     for patch, C in zip(basis.patches, basis.correctors, strict=True):
         Bp = patch_constraints(patch.configuration, g.r, basis.Pi)
+        assert C.shape[1] == 2**g.dim
         assert np.abs(Bp @ C).max() <= 1e-10
         assert np.abs(C).max() > 1e-3  # a non-trivial correction
 
@@ -33,7 +36,7 @@ def test_constraint_residual_on_every_patch(small):
 def test_global_quasi_interpolation_of_basis_is_identity(small, comm):
     g, _, basis = small
     IHB = dense(quasi_interpolation(g, basis.Pi).matMult(basis.B))
-    interior = ~boundary_vertex_mask(g.coarse)
+    interior = ~boundary_vertex_mask(g.coarse, g.dim)
     # Coarse dof numbers of the interior vertices (global numbering).
     dofs = g.coarse_dof_global[interior]
     block = IHB[np.ix_(dofs, dofs)]
@@ -44,10 +47,10 @@ def test_correctors_vanish_outside_patches(small):
     g, _, basis = small
     C = dense(basis.P) - dense(basis.B)  # sum_T C_T Lambda_z in column z
     NH, n = g.coarse, g.fine
-    fine_global = g.fine_dof_global(np.arange((n + 1) ** 2))
+    fine_global = g.fine_dof_global(np.arange((n + 1) ** g.dim))
     inside = np.zeros_like(C, dtype=bool)
-    for T in range(NH * NH):
-        patch = make_patch(T, NH, 1)
+    for T in range(NH**g.dim):
+        patch = make_patch(T, NH, 1, g.dim)
         rows = fine_global[patch.fine_vertex_keys(g)]
         cols = g.coarse_dof_global[patch.element_vertex_keys(NH)]
         inside[np.ix_(rows, cols)] = True
@@ -61,7 +64,7 @@ def test_reassembled_basis_equals_the_first_assembly(small):
     g, A, _ = small
     basis = dl.MultiscaleBasis(g, 1)
     first = dense(basis.update(A))
-    basis.update(rough_coefficient(16, seed=2))
+    basis.update(rough_coefficient(g.fine, seed=2, dim=g.dim))
     assert basis.num_assemblies == 2
     assert np.abs(dense(basis.B) - first).max() > 1e-3  # it did change
     again = dense(basis.update(A))

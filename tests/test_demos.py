@@ -104,3 +104,19 @@ def test_demo_lod_ann(teaching_runs):
         s = teaching_runs["demo_lod_ann", ranks]
         assert 0 < s["lod_rel_l2_error"] < 0.2
         assert 0 < s["lod_ann_rel_l2_error"] < 0.5  # 20 epochs: a rough network
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_battery3d_tiny(tmp_path, ranks):
+    out = tmp_path / "out"
+    cmd = [mpirun(), "-n", str(ranks), sys.executable, str(DEMOS / "battery3d.py"), "--tiny"]
+    subprocess.run([*cmd, "--out", str(out)], check=True, timeout=600, capture_output=True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n"], summary["ranks"]) == (8, ranks)
+    for run in ("lod", "lod_ann"):
+        assert 0 < summary[run]["rel_l2_error_final"] < 1.0
+        assert summary[run]["basis_update_seconds_mean"] > 0
+    assert summary["basis_update_speedup"] > 1
+    for name in summary["figures"].values():
+        assert (out / name).stat().st_size > 5_000

@@ -25,11 +25,28 @@ def test_keys_cover_everything(comm):
     assert g.r == 4 and np.allclose(g.H, [2 / 3, 0.5]) and np.allclose(g.h, [1 / 6, 0.125])
 
 
-def test_prolongation_interpolates_coarse_functions(comm):
-    g = dl.create_nested_grids(comm, 4, 16, ((0.0, 0.0), (2.0, 1.0)))
+def test_3d_keys_cover_everything(comm):
+    g = dl.create_nested_grids(comm, 2, 6, ((0.0, 0.0, 0.0), (2.0, 1.0, 3.0)))
+    assert g.dim == 3 and g.r == 3 and np.allclose(g.h, [1 / 3, 1 / 6, 0.5])
+    for keys, total in ((g.fine_cell_keys, 216), (g.fine_dof_keys, 343), (g.coarse_dof_keys, 27)):
+        assert np.array_equal(np.sort(np.concatenate(comm.allgather(keys))), np.arange(total))
+
+
+@pytest.mark.parametrize(
+    "NH, n, domain, f",
+    [  # a multilinear function is in V_H; P must reproduce it at the fine vertices
+        (4, 16, ((0.0, 0.0), (2.0, 1.0)), lambda x: x[0] * x[1] + 2 * x[0] - x[1]),
+        (
+            2,
+            6,
+            ((0.0, 0.0, 0.0), (2.0, 1.0, 3.0)),
+            lambda x: x[0] * x[1] * x[2] - 2 * x[0] * x[2] + x[1] + 1,
+        ),
+    ],
+)
+def test_prolongation_interpolates_coarse_functions(comm, NH, n, domain, f):
+    g = dl.create_nested_grids(comm, NH, n, domain)
     P = g.prolongation()
-    # A bilinear function x*y + 2x - y is in V_H; P must reproduce it at the fine vertices.
-    f = lambda x: x[0] * x[1] + 2 * x[0] - x[1]  # noqa: E731
     uH = dolfinx.fem.Function(g.V_H)
     uH.interpolate(f)
     uh = dolfinx.fem.Function(g.V_h)
@@ -38,16 +55,16 @@ def test_prolongation_interpolates_coarse_functions(comm):
     assert np.allclose(uh.x.array[: x.shape[0]], f(x.T), atol=1e-13)
 
 
-def test_quasi_interpolation_is_projection(comm):
-    g = dl.create_nested_grids(comm, 4, 24)
+@pytest.mark.parametrize("dim, NH, n", [(2, 4, 24), (3, 2, 6)])
+def test_quasi_interpolation_is_projection(comm, dim, NH, n):
+    g = dl.create_nested_grids(comm, NH, n, dl.grids.unit_box(dim))
     Pi = local_projection(g)
     # Pi_K reproduces Q1 on K: Pi_K Phi = I.
-    r = g.r
-    s = np.stack(np.meshgrid(np.arange(r + 1), np.arange(r + 1)), -1).reshape(-1, 2) / r
-    assert np.allclose(Pi @ dl.grids.bilinear_weights(s), np.eye(4), atol=1e-12)
+    s = dl.grids.box_points((g.r + 1,) * dim) / g.r
+    assert np.allclose(Pi @ dl.grids.multilinear_weights(s), np.eye(2**dim), atol=1e-12)
     IH, P = quasi_interpolation(g, Pi), g.prolongation()
     IHP = dense(IH.matMult(P))
-    assert np.abs(IHP - np.eye(25)).max() < 1e-12
+    assert np.abs(IHP - np.eye((NH + 1) ** dim)).max() < 1e-12
     # Row sums of I_H are 1 (constants are reproduced).
     assert np.allclose(dense(IH).sum(axis=1), 1.0)
 

@@ -5,13 +5,13 @@ local vertex order and padded to the largest patch (N vertices, m constraints),
 
 - S_h^l(p_k): patch stiffness (Dirichlet rows = identity) as values (G, K, nnz) on per-patch CSR
   patterns, available as a batched torch sparse CSR tensor (:meth:`PatchBatch.stiffness`),
-- F_j(p_k) = (v -> int_T a grad Lambda_j . grad v): element right-hand sides (G, K, N, 4),
+- F_j(p_k) = (v -> int_T a grad Lambda_j . grad v): element right-hand sides (G, K, N, 2^d),
 - B: the patch quasi-interpolation (constraint) matrices, one block-diagonal torch sparse COO
   tensor (G m, G N) (sparse: no dense block-diagonal matrix is ever formed),
-- Lambda_j: T's four coarse basis functions at the patch vertices (G, N, 4),
+- Lambda_j: T's 2^d coarse basis functions at the patch vertices (G, N, 2^d),
 - a(p_k) on each patch's fine cells (G, K, M), local cell order (padding: 1), the input of the
   coefficient-aware networks,
-- optionally the classical correctors C(p_k) (G, K, N, 4) as reference.
+- optionally the classical correctors C(p_k) (G, K, N, 2^d) as reference (d = 2, 3).
 
 All of it comes from :meth:`dolfinx_lod.correctors.PatchProblem.system` (DOLFINx); nothing is
 assembled in torch. Padding vertices carry zero data and sit at (0, 0), where the localization
@@ -29,6 +29,7 @@ import numpy.typing as npt
 import torch
 
 from dolfinx_lod.basis import MultiscaleBasis
+from dolfinx_lod.grids import box_points
 from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.patches import Configuration
 
@@ -37,14 +38,9 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 
 
 def patch_coordinates(config: Configuration, r: int) -> torch.Tensor:
-    """Patch vertices in local vertex order, scaled to [0, 1]^2: shape (N, 2), float64."""
-    wx, wy = config.shape
-    ay, ax = torch.meshgrid(
-        torch.arange(wy * r + 1, dtype=torch.float64),
-        torch.arange(wx * r + 1, dtype=torch.float64),
-        indexing="ij",
-    )
-    return torch.stack([ax.ravel() / (wx * r), ay.ravel() / (wy * r)], dim=1)
+    """Patch vertices in local vertex order, scaled to [0, 1]^d: shape (N, d), float64."""
+    cells = np.asarray(config.shape) * r
+    return torch.as_tensor(box_points(cells + 1) / cells, dtype=torch.float64)
 
 
 @dataclass
@@ -53,19 +49,19 @@ class PatchBatch:
 
     cells: npt.NDArray[np.int64]  # (G,) coarse cell keys T
     configs: list[Configuration]  # (G,)
-    coords: torch.Tensor  # (G, N, 2) vertices scaled to [0, 1]^2 (padding: 0)
-    hats: torch.Tensor  # (G, N, 4)
+    coords: torch.Tensor  # (G, N, d) vertices scaled to [0, 1]^d (padding: 0)
+    hats: torch.Tensor  # (G, N, 2^d)
     num_vertices: npt.NDArray[np.int64]  # (G,) real vertices per patch
     num_entries: npt.NDArray[np.int64]  # (G,) real entries of S per patch
     rows: torch.Tensor  # (G, nnz) CSR rows of S (padding entries: row 0, value 0)
     cols: torch.Tensor  # (G, nnz)
     S: torch.Tensor  # (G, K, nnz)
-    F: torch.Tensor  # (G, K, N, 4)
+    F: torch.Tensor  # (G, K, N, 2^d)
     B: torch.Tensor  # (G m, G N) sparse COO, block diagonal
-    C: torch.Tensor | None  # (G, K, N, 4) classical correctors
+    C: torch.Tensor | None  # (G, K, N, 2^d) classical correctors
     a: torch.Tensor  # (G, K, M) coefficient on the patch cells
     layers: int  # l
-    Pi: torch.Tensor  # (4, (r+1)^2) local L2 projection Pi_K of I_H
+    Pi: torch.Tensor  # (2^d, (r+1)^d) local L2 projection Pi_K of I_H
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -169,14 +165,14 @@ def export_patches(
         with_correctors: Also solve the classical patch problems (reference correctors).
         dtype: torch dtype of the exported tensors.
     """
-    r, G, K = basis.grids.r, len(basis.patches), len(params)
+    r, G, K, d = basis.grids.r, len(basis.patches), len(params), basis.grids.dim
     problems = [basis.patch_problem(g) for g in range(G)]
     N = max((pr.num_dofs for pr in problems), default=1)
     nnz = max((pr.num_entries for pr in problems), default=1)
     m = max((pr.num_constraints for pr in problems), default=1)
     S = np.zeros((G, K, nnz))
-    F = np.zeros((G, K, N, 4))
-    C = np.zeros((G, K, N, 4)) if with_correctors else None
+    F = np.zeros((G, K, N, 2**d))
+    C = np.zeros((G, K, N, 2**d)) if with_correctors else None
     M = max((len(patch.fine_cell_keys(basis.grids)) for patch in basis.patches), default=1)
     A = np.ones((G, K, M))
     for k, p in enumerate(params):
@@ -188,8 +184,8 @@ def export_patches(
                 C[g, k, : problem.num_dofs] = problem.solve(a_patch)
             S[g, k, : problem.num_entries] = system.S
             F[g, k, : problem.num_dofs] = system.F
-    coords = torch.zeros(G, N, 2, dtype=torch.float64)
-    hats = np.zeros((G, N, 4))
+    coords = torch.zeros(G, N, d, dtype=torch.float64)
+    hats = np.zeros((G, N, 2**d))
     rows = np.zeros((G, nnz), dtype=np.int64)
     cols = np.zeros((G, nnz), dtype=np.int64)
     b_rows, b_cols, b_vals = [], [], []

@@ -1,17 +1,17 @@
 """Corrector networks, one per patch, batched: G independent networks of identical shape are
 stored as stacked weight tensors and evaluated (and trained) together.
 
-Three architectures produce the correctors alpha (G, K, N, 4) at the patch vertices (paper (13)).
+Three architectures produce the correctors alpha (G, K, N, 2^d) at the patch vertices (paper (13)).
 All share one interface: ``architecture`` (name), ``needs_coefficient`` (input: the coefficient
-on the patch, or the parameter p) and a forward pass to alpha (G, K, N, 4);
+on the patch, or the parameter p) and a forward pass to alpha (G, K, N, 2^d);
 :func:`dolfinx_lod.neural.training.network_outputs` calls any of them on a
 :class:`~dolfinx_lod.neural.export.PatchBatch`.
 
-- :class:`PatchNetworks` (paper Definitions 3.1 and 3.3): an MLP (x, p) -> R^4 with tanh
+- :class:`PatchNetworks` (paper Definitions 3.1 and 3.3): an MLP (x, p) -> R^{2^d} with tanh
   activations and Xavier/Glorot normal initialization, localized by
-  g(x) = 16 x_1 x_2 (1 - x_1)(1 - x_2) in patch coordinates scaled to [0, 1]^2, so that every
+  g(x) = prod_k 4 x_k (1 - x_k) in patch coordinates scaled to [0, 1]^d, so that every
   output vanishes on the patch boundary.
-- :class:`ReducedPatchNetworks`: an MLP p -> R^{q x 4} giving coordinates of the correctors in a
+- :class:`ReducedPatchNetworks`: an MLP p -> R^{q x 2^d} giving coordinates of the correctors in a
   fixed patch basis V_T (N x q, columns in ker B, zero on the patch boundary), alpha = V_T c(p).
   One forward pass costs O(q) network work plus one N x q product per patch, instead of an MLP
   evaluation at every vertex.
@@ -32,9 +32,8 @@ from dolfinx_lod.interpolation import patch_constraints
 
 
 def localization(coords: torch.Tensor) -> torch.Tensor:
-    """g(x) = 16 x_1 x_2 (1 - x_1)(1 - x_2) on [0, 1]^2 (max 1), shape (..., N, 1)."""
-    x, y = coords[..., 0], coords[..., 1]
-    return (16 * x * y * (1 - x) * (1 - y))[..., None]
+    """g(x) = prod_k 4 x_k (1 - x_k) on [0, 1]^d (max 1), shape (..., N, 1)."""
+    return torch.prod(4 * coords * (1 - coords), dim=-1, keepdim=True)
 
 
 class _BatchedMLP(torch.nn.Module):
@@ -67,35 +66,36 @@ class _BatchedMLP(torch.nn.Module):
 
 
 class PatchNetworks(_BatchedMLP):
-    """The paper's corrector networks: G MLPs (x, p) -> R^4, localized (Def. 3.3)."""
+    """The paper's corrector networks: G MLPs (x, p) -> R^{2^d}, localized (Def. 3.3)."""
 
     architecture = "mlp"
     needs_coefficient = False
 
-    def __init__(self, count: int, num_params: int, width: int = 128, depth: int = 8):
-        super().__init__(count, 2 + num_params, 4, width, depth)
+    def __init__(self, count: int, num_params: int, width: int = 128, depth: int = 8, dim: int = 2):
+        super().__init__(count, dim + num_params, 2**dim, width, depth)
+        self.dim = dim
 
     def forward(
         self, coords: torch.Tensor, p: torch.Tensor, index: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Localized outputs at the vertices ``coords`` ((N, 2) shared, or (G, N, 2) per
-        network) for parameters ``p`` (K, N_p): shape (G, K, N, 4); only the networks
+        """Localized outputs at the vertices ``coords`` ((N, d) shared, or (G, N, d) per
+        network) for parameters ``p`` (K, N_p): shape (G, K, N, 2^d); only the networks
         ``index`` if given."""
         W1, b1 = self.weights[0], self.biases[0]
         if index is not None:
             W1, b1 = W1[index], b1[index]
         # First layer split into its x and p parts: [x; p] -> W_x x + W_p p + b.
         spec = "gon,Nn->gNo" if coords.dim() == 2 else "gon,gNn->gNo"
-        hx = torch.einsum(spec, W1[:, :, :2], coords)  # (G, N, width)
-        hp = torch.einsum("gon,kn->gko", W1[:, :, 2:], p)  # (G, K, width)
+        hx = torch.einsum(spec, W1[:, :, : self.dim], coords)  # (G, N, width)
+        hp = torch.einsum("gon,kn->gko", W1[:, :, self.dim :], p)  # (G, K, width)
         h = self.hidden(hx[:, None, :, :] + hp[:, :, None, :] + b1, index)
         g = localization(coords)  # padding vertices sit at (0, 0): g = 0 there
         return (g if coords.dim() == 2 else g[:, None]) * h
 
 
 class ReducedPatchNetworks(_BatchedMLP):
-    """G MLPs p -> R^{q x 4}, alpha = V_T c(p) with fixed patch bases V_T (G, N, q) and
-    c(p) = offset + scale * MLP(p) (output normalization, offset and scale (G, q, 4) fixed)."""
+    """G MLPs p -> R^{q x 2^d}, alpha = V_T c(p) with fixed patch bases V_T (G, N, q) and
+    c(p) = offset + scale * MLP(p) (output normalization, offset and scale (G, q, 2^d) fixed)."""
 
     architecture = "reduced"
     needs_coefficient = False
@@ -108,12 +108,15 @@ class ReducedPatchNetworks(_BatchedMLP):
         depth: int = 3,
         offset: torch.Tensor | None = None,
         scale: torch.Tensor | None = None,
+        dim: int = 2,
     ):
         count, _, q = basis.shape
-        super().__init__(count, num_params, 4 * q, width, depth)
+        self.corners = 2**dim
+        super().__init__(count, num_params, self.corners * q, width, depth)
+        shape = (count, q, self.corners)
         self.register_buffer("basis", basis)
-        self.register_buffer("offset", torch.zeros(count, q, 4) if offset is None else offset)
-        self.register_buffer("scale", torch.ones(count, q, 4) if scale is None else scale)
+        self.register_buffer("offset", torch.zeros(shape) if offset is None else offset)
+        self.register_buffer("scale", torch.ones(shape) if scale is None else scale)
 
     def subset(self, index: torch.Tensor) -> ReducedPatchNetworks:
         """The networks ``index`` as their own (smaller) batch: evaluating them then needs no
@@ -125,6 +128,7 @@ class ReducedPatchNetworks(_BatchedMLP):
             self.depth,
             self.offset[index],
             self.scale[index],
+            self.corners.bit_length() - 1,
         )
         with torch.no_grad():
             for mine, theirs in zip(self.parameters(), sub.parameters(), strict=True):
@@ -132,13 +136,13 @@ class ReducedPatchNetworks(_BatchedMLP):
         return sub.eval()
 
     def coordinates(self, p: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """c(p): shape (G, K, q, 4)."""
+        """c(p): shape (G, K, q, 2^d)."""
         W1, b1 = self.weights[0], self.biases[0]
         if index is not None:
             W1, b1 = W1[index], b1[index]
         h = torch.einsum("gon,kn->gko", W1, p)[:, :, None, :] + b1  # (G, K, 1, width)
         c = self.hidden(h, index)[:, :, 0, :]
-        c = c.reshape(c.shape[0], c.shape[1], -1, 4)
+        c = c.reshape(c.shape[0], c.shape[1], -1, self.corners)
         offset, scale = (
             (self.offset, self.scale) if index is None else (self.offset[index], self.scale[index])
         )
@@ -148,7 +152,7 @@ class ReducedPatchNetworks(_BatchedMLP):
         self, coords: torch.Tensor, p: torch.Tensor, index: torch.Tensor | None = None
     ) -> torch.Tensor:
         """alpha = V_T c(p) at the patch vertices (the first N = len(coords) rows of V_T):
-        shape (G, K, N, 4)."""
+        shape (G, K, N, 2^d)."""
         V = self.basis if index is None else self.basis[index]
         V = V[:, : coords.shape[-2]]
         return torch.einsum("gnq,gkqj->gknj", V, self.coordinates(p, index))

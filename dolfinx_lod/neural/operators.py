@@ -2,7 +2,7 @@
 
 For a coefficient family a(x, p), each patch's local operators (K_T(p), M_T(p)) (see
 :meth:`dolfinx_lod.correctors.PatchProblem.local_operators`) are a small, smooth map of p:
-(wx + 1)(wy + 1) x 4 numbers each. :class:`LearnedOperators` fits one MLP per owned patch to
+prod_k (w_k + 1) x 2^d numbers each. :class:`LearnedOperators` fits one MLP per owned patch to
 them by least squares at training parameters (Kröpfl, Maier, Peterseim, *Operator compression
 with deep neural networks*, 2022: learn the local coarse contributions instead of
 reassembling them), with the outputs normalized per entry. :class:`OperatorProvider` pairs the
@@ -34,18 +34,19 @@ from dolfinx_lod.patches import Patch
 def operator_samples(
     basis: MultiscaleBasis, family: Family, params: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
-    """Local operators of every owned patch at each parameter: shape (G, K, 2 N_max 4), rows
+    """Local operators of every owned patch at each parameter: shape (G, K, 2 N_max 2^d), rows
     [K_T; M_T] flattened and zero-padded to the largest patch. ``basis`` must have a capacity
     (its provider produces the correctors). Collective."""
     if not basis.with_operators:
         raise ValueError("operator samples need a MultiscaleBasis built with a capacity")
     size = max((len(p.coarse_vertex_keys(basis.grids.coarse)) for p in basis.patches), default=1)
-    out = np.zeros((len(basis.patches), len(params), 2 * size * 4))
+    corners = 2**basis.grids.dim
+    out = np.zeros((len(basis.patches), len(params), 2 * size * corners))
     for k, p in enumerate(params):
         basis.update(family.a, p, assemble=False)
         for g, (K, M) in enumerate(basis.operators):
             out[g, k, : K.size] = K.ravel()
-            out[g, k, size * 4 : size * 4 + M.size] = M.ravel()
+            out[g, k, size * corners : size * corners + M.size] = M.ravel()
     return out
 
 
@@ -60,17 +61,19 @@ class LearnedOperators(_BatchedMLP):
         family: Family,
         width: int = 32,
         depth: int = 3,
+        dim: int = 2,
     ):
-        self.size = max(sizes, default=1)
-        super().__init__(len(cells), family.num_params, 2 * self.size * 4, width, depth)
+        self.size, self.corners = max(sizes, default=1), 2**dim
+        outputs = 2 * self.size * self.corners
+        super().__init__(len(cells), family.num_params, outputs, width, depth)
         self.family = family
         self.cells = np.asarray(cells, dtype=np.int64)
         self.sizes = list(sizes)
-        self.register_buffer("offset", torch.zeros(len(cells), 1, 2 * self.size * 4))
-        self.register_buffer("scale", torch.ones(len(cells), 1, 2 * self.size * 4))
+        self.register_buffer("offset", torch.zeros(len(cells), 1, outputs))
+        self.register_buffer("scale", torch.ones(len(cells), 1, outputs))
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
-        """Normalized outputs for scaled parameters p (K, N_p): shape (G, K, 2 N_max 4)."""
+        """Normalized outputs for scaled parameters p (K, N_p): shape (G, K, 2 N_max 2^d)."""
         h = torch.einsum("gon,kn->gko", self.weights[0], p)[:, :, None, :] + self.biases[0]
         return self.hidden(h, None)[:, :, 0, :]
 
@@ -82,7 +85,7 @@ class LearnedOperators(_BatchedMLP):
         lr: float = 1e-2,
         seed: int = 0,
     ) -> float:
-        """Least-squares fit of the normalized samples (G, K, 2 N_max 4) at ``params`` with Adam
+        """Least-squares fit of the normalized samples (G, K, 2 N_max 2^d) at ``params`` with Adam
         (learning rate decayed 100x over the epochs). Returns the final mean squared error of
         the normalized outputs."""
         torch.manual_seed(seed)
@@ -104,7 +107,7 @@ class LearnedOperators(_BatchedMLP):
         return float(loss.detach())
 
     def evaluate(self, p: Any) -> npt.NDArray[np.float64]:
-        """(K_T, M_T) flattened for one parameter p: shape (G, 2 N_max 4)."""
+        """(K_T, M_T) flattened for one parameter p: shape (G, 2 N_max 2^d)."""
         with torch.no_grad():
             y = self(scale_parameters(self.family, self.family.check(p)))
             return (self.offset + self.scale * y)[:, 0].double().numpy()
@@ -155,15 +158,15 @@ class OperatorProvider:
     ) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
         """(K_T, M_T) of each patch for parameter p, by one batched forward pass."""
         values = self.operators.evaluate(p)
-        size = self.operators.size
+        size, c = self.operators.size, self.operators.corners
         out = []
         for patch in patches:
             g = self._position[patch.cell]
             n = self.operators.sizes[g]
             out.append(
                 (
-                    values[g, : n * 4].reshape(n, 4),
-                    values[g, size * 4 : size * 4 + n * 4].reshape(n, 4),
+                    values[g, : n * c].reshape(n, c),
+                    values[g, size * c : size * c + n * c].reshape(n, c),
                 )
             )
         return out
@@ -183,5 +186,6 @@ def fit_operators(
     samples = operator_samples(basis, family, params)
     NH = basis.grids.coarse
     sizes = [len(p.coarse_vertex_keys(NH)) for p in basis.patches]
-    nets = LearnedOperators([p.cell for p in basis.patches], sizes, family, width, depth)
+    cells = [p.cell for p in basis.patches]
+    nets = LearnedOperators(cells, sizes, family, width, depth, basis.grids.dim)
     return nets, nets.fit(params, samples, epochs=epochs)

@@ -79,14 +79,15 @@ class TrainedModel:
         self.cells = np.asarray(cells, dtype=np.int64)
         self.configs = [_config_from_list(c) for c in configs]
         args = (metadata["num_params"], metadata["width"], metadata["depth"])
+        dim = len(metadata["domain"][0])
         if metadata["architecture"] == "cnn":
             self.nets = CoefficientNetworks(
                 metadata["l"], state["Pi"], metadata["width"], metadata["depth"]
             )
         elif metadata["architecture"] == "reduced":
-            self.nets = ReducedPatchNetworks(state["basis"], *args)
+            self.nets = ReducedPatchNetworks(state["basis"], *args, dim=dim)
         else:
-            self.nets = PatchNetworks(len(self.cells), *args)
+            self.nets = PatchNetworks(len(self.cells), *args, dim=dim)
         self.nets.load_state_dict(state)
         self.nets.eval()
 
@@ -203,7 +204,7 @@ class LearnedCorrectors:
             if key not in self._subsets:  # the patches of a rank: the same at every update
                 self._subsets = {key: self.model.nets.subset(which)}
             nets = self._subsets[key]
-            rows = torch.zeros(nets.basis.shape[1], 2)  # V_T carries the vertices
+            rows = torch.zeros(nets.basis.shape[1], 1)  # V_T carries the vertices
             with torch.no_grad():
                 alpha = nets(rows, pt)[:, 0].double().numpy()
             return self._trim(patches, alpha)
@@ -233,10 +234,8 @@ class LearnedCorrectors:
         return self._trim(patches, alpha[:, 0].double().numpy())
 
     def _trim(self, patches, alpha: npt.NDArray) -> list[npt.NDArray[np.float64]]:
-        """The rows of the padded alpha (G, N, 4) that are each patch's vertices."""
-        sizes = [
-            (w * self.r + 1) * (h * self.r + 1) for w, h in (q.configuration.shape for q in patches)
-        ]
+        """The rows of the padded alpha (G, N, 2^d) that are each patch's vertices."""
+        sizes = [int(np.prod(np.asarray(q.configuration.shape) * self.r + 1)) for q in patches]
         return [alpha[g, :size] for g, size in enumerate(sizes)]
 
 
@@ -272,7 +271,8 @@ def _config_to_list(config: Configuration) -> list[int]:
 
 def _config_from_list(values: Sequence[int]) -> Configuration:
     v = [int(x) for x in values]
-    return Configuration((v[0], v[1]), (v[2], v[3]), tuple(bool(x) for x in v[4:8]))
+    d = len(v) // 4  # shape, element: d entries each; on_boundary: 2 d
+    return Configuration(tuple(v[:d]), tuple(v[d : 2 * d]), tuple(bool(x) for x in v[2 * d :]))
 
 
 def compare_providers(

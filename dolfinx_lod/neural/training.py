@@ -163,13 +163,15 @@ def patch_bases(batch: PatchBatch, modes: int) -> torch.Tensor:
     conditioned in the coordinates even for high-contrast coefficients. Like the correctors,
     the columns vanish on the patch boundary."""
     C = batch.C.double()
-    G, K, N, _ = C.shape
+    G, K, N, corners = C.shape
     V = torch.zeros(G, N, modes, dtype=torch.float64)
     m = batch.B.shape[0] // G
     (rows, cols), values = batch.B.indices(), batch.B.values().double()  # coalesced: row-sorted
     bounds = torch.searchsorted(rows, torch.arange(G + 1) * m)
     for g in range(G):
-        U, s, _ = torch.linalg.svd(C[g].permute(1, 0, 2).reshape(N, K * 4), full_matrices=False)
+        U, s, _ = torch.linalg.svd(
+            C[g].permute(1, 0, 2).reshape(N, K * corners), full_matrices=False
+        )
         keep = min(modes, int((s > 1e-6 * s[0]).sum()))
         Vg = U[:, :keep]
         lo, hi = bounds[g], bounds[g + 1]
@@ -246,7 +248,10 @@ def init_networks(
     Collective."""
     cells = batch.cells
     system = None
+    dim = batch.coords.shape[-1]
     if settings.architecture == "cnn":
+        if dim != 2:
+            raise ValueError(f"the cnn network is for 2D patches, got dimension {dim}")
         stats = log_statistics(batch, comm)
         with torch.random.fork_rng():
             torch.manual_seed(settings.seed)
@@ -260,9 +265,11 @@ def init_networks(
         V = patch_bases(batch, settings.modes)
         system = reduced_system(batch, V)
         offset, scale = ritz_coordinate_statistics(*system, V)
-        nets = ReducedPatchNetworks(V, num_params, settings.width, settings.depth, offset, scale)
+        nets = ReducedPatchNetworks(
+            V, num_params, settings.width, settings.depth, offset, scale, dim
+        )
     else:
-        nets = PatchNetworks(len(cells), num_params, settings.width, settings.depth)
+        nets = PatchNetworks(len(cells), num_params, settings.width, settings.depth, dim)
     with torch.no_grad():
         for g, cell in enumerate(cells):
             gen = _network_generator(settings.seed, cell)
@@ -304,12 +311,13 @@ class DeepRitzTrainer:
         nets, system = init_networks(batch, params.shape[1], settings, comm)
         self.nets = nets.to(device)
         G, K, _ = batch.shape
-        # mu in the layout of B alpha: (G m, K 4), U(0, 1) seeded per patch.
+        corners = batch.F.shape[-1]
+        # mu in the layout of B alpha: (G m, K 2^d), U(0, 1) seeded per patch.
         m = batch.B.shape[0] // max(G, 1)
-        mu = torch.empty(G, m, K * 4)
+        mu = torch.empty(G, m, K * corners)
         for g, cell in enumerate(batch.cells):
             mu[g] = torch.rand(mu.shape[1:], generator=_network_generator(settings.seed + 1, cell))
-        self.mu = torch.nn.Parameter(mu.reshape(G * m, K * 4).to(device))
+        self.mu = torch.nn.Parameter(mu.reshape(G * m, K * corners).to(device))
         self.opt_theta = torch.optim.Adam(self.nets.parameters(), lr=settings.lr)
         self.opt_mu = torch.optim.Adam([self.mu], lr=settings.lr, maximize=True)
         self.schedulers = [

@@ -64,7 +64,7 @@ def patch_dimension(grids: NestedGrids, layers: int) -> int:
     """Interior fine vertices of the largest patch N^l(T): an upper bound of the number of
     independent corrector values, so of useful patch modes Q."""
     w = min(2 * layers + 1, grids.coarse)
-    return (w * grids.r - 1) ** 2
+    return (w * grids.r - 1) ** grids.dim
 
 
 def check_network_size(
@@ -101,7 +101,7 @@ def baselines(basis: MultiscaleBasis, batch, family: Family, params) -> dict[str
     n = batch.num_vertices
     cells = batch.cells
     baselines = {
-        "none": FixedCorrectors({c: np.zeros((n[g], 4)) for g, c in enumerate(cells)}),
+        "none": FixedCorrectors({c: np.zeros((n[g], C.shape[-1])) for g, c in enumerate(cells)}),
         "mean": FixedCorrectors({c: C[g, :, : n[g]].mean(0) for g, c in enumerate(cells)}),
     }
     if not isinstance(family, SampleFamily):

@@ -680,7 +680,7 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
         path = getattr(args, option)
         if path is not None:
             name = "--" + option.replace("_", "-")
-            stack = _load_array(path, name, comm, 3)
+            stack = _load_array(path, name, comm, True, (2,))
             if stack.shape[1] != args.fine:  # the same file on every rank: all raise
                 raise InputError(
                     f"{name} fields are {stack.shape[1]} x {stack.shape[2]}; --fine is {args.fine}"

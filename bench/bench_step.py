@@ -103,6 +103,8 @@ def run_case(grids, schedule, steps, layers, comm, family, samples, epochs, tol)
         lods["lod_learned_operators"], fit = learned_stepper(
             grids, layers, tau, family, samples, epochs
         )
+        if comm.rank == 0:
+            print(f"  operator fit: {fit['seconds']:.1f} s, loss {fit['loss']:.2e}", flush=True)
     steppers = {"fem": fem, **lods}
     timings: dict[str, list[dict[str, float]]] = {name: [] for name in steppers}
     recomputed: dict[str, list[int]] = {name: [] for name in lods}
@@ -115,6 +117,9 @@ def run_case(grids, schedule, steps, layers, comm, family, samples, epochs, tol)
         for name, lod in lods.items():
             count = lod.touched_fine["patches_recomputed"]
             recomputed[name].append(comm.allreduce(count, op=MPI.SUM))
+        if comm.rank == 0:
+            seconds = ", ".join(f"{k} {sum(v[-1].values()):.3f}" for k, v in timings.items())
+            print(f"  step {m} (s): {seconds}", flush=True)
 
     advance(grids, schedule, 1.0, steps, list(steppers.values()), observe)
     out = {}
@@ -161,21 +166,6 @@ def main() -> None:
     comm = MPI.COMM_WORLD
     g = dl.create_nested_grids(comm, args.coarse, args.fine)
     all_schedules = schedules(args.fine, args.steps, args.changing_steps)
-    cases = {}
-    for name in args.cases:
-        schedule, steps, family = all_schedules[name]
-        run = run_case(
-            g, schedule, steps, args.layers, comm, family, args.samples, args.epochs, args.tol
-        )
-        cases[name] = {"steps": steps, **run}
-        if comm.rank == 0:
-            summary = {
-                k: (v["step_seconds"], v.get("rel_l2_error_T_vs_fem"))
-                for k, v in cases[name].items()
-                if k != "steps"
-            }
-            print(name, summary, flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB (kB on Linux)
     result = {
         "benchmark": "step",
         "H": 1 / args.coarse,
@@ -183,11 +173,22 @@ def main() -> None:
         "layers": args.layers,
         "ranks": comm.size,
         "machine": machine(),
-        "peak_memory_gib_per_rank": comm.allgather(peak),
-        "cases": cases,
+        "cases": {},
     }
-    if comm.rank == 0:
-        write_json(args.out, result)
+    for name in args.cases:
+        schedule, steps, family = all_schedules[name]
+        run = run_case(
+            g, schedule, steps, args.layers, comm, family, args.samples, args.epochs, args.tol
+        )
+        result["cases"][name] = {"steps": steps, **run}
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB (kB on Linux)
+        result["peak_memory_gib_per_rank"] = comm.allgather(peak)
+        if comm.rank == 0:
+            summary = {
+                k: (v["step_seconds"], v.get("rel_l2_error_T_vs_fem")) for k, v in run.items()
+            }
+            print(name, summary, flush=True)
+            write_json(args.out, result)  # after every case: a long run keeps what it measured
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from dolfinx_lod.io import (
 )
 from dolfinx_lod.lod import METHODS, solve_elliptic, validate_method, validate_source
 from dolfinx_lod.parallel import InputError, LodError, OutputError, collective, validate
-from dolfinx_lod.patches import validate_layers, validate_refinement
+from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
 from dolfinx_lod.progress import interactive
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
 
@@ -36,6 +36,7 @@ COARSE_HELP = "N_H, coarse cells per direction (divides n, n / N_H >= 2)"
 #: Defaults of ``train`` for the coefficient-aware network (measured in docs/lod-ann.md).
 DEFAULT_NETWORK = "cnn:24x6"
 CNN_EPOCHS, CNN_LR, CNN_BATCH = 40, 1e-2, 2
+FAMILIES = ("cont", "battery")
 MODEL_HELP = (
     "model.pt of dolfinx-lod train: the learned basis (LOD-ANN) instead of patch solves; made "
     "for the same n, N_H, l and domain"
@@ -132,15 +133,42 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--params",
         type=Path,
-        help="(M,) or (M, N_p) .npy array: the family parameter p of each step, for a --model "
-        "conditioned on p (not for a cnn model)",
+        help="(M,) or (M, N_p) .npy array: the family parameter p of each step, for --operators "
+        "and a --model conditioned on p (not for a cnn model)",
     )
+    q.add_argument(
+        "--operators",
+        type=Path,
+        help="operators.pt of dolfinx-lod operators: the Petrov-Galerkin coarse operators of "
+        "each step from p (--params) by the networks, no patch solve or fine-scale product in "
+        "a step; u_ms at the output steps from the correctors of --model (p-conditioned) or "
+        "else from patch solves at p; needs --method petrov-galerkin and capacity 1",
+    )
+
+    o = sub.add_parser(
+        "operators",
+        help="fit learned Petrov-Galerkin local operators p -> (K_T, M_T) of a family, for "
+        "parabolic --operators",
+    )
+    o.add_argument("--family", choices=FAMILIES, required=True)
+    o.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
+    o.add_argument("--fine", type=int, required=True, help="n, fine cells per direction")
+    o.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
+    o.add_argument("--samples", type=int, default=40, help="training parameters K (40)")
+    o.add_argument(
+        "--test-samples", type=int, default=5, help="held-out parameters for the report (5)"
+    )
+    o.add_argument("--network", default="mlp:32x3", help="'mlp:WxD', one MLP per patch (mlp:32x3)")
+    o.add_argument("--epochs", type=int, default=2000, help="Adam epochs of the fit (2000)")
+    o.add_argument("--threads", type=int, default=1, help="torch threads per MPI rank (1)")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--out", type=Path, required=True, help="output folder")
 
     t = sub.add_parser(
         "train", help="train LOD-ANN corrector networks (Deep Ritz) for a family or given fields"
     )
     source = t.add_mutually_exclusive_group(required=True)
-    source.add_argument("--family", choices=("cont", "battery"))
+    source.add_argument("--family", choices=FAMILIES)
     source.add_argument(
         "--coefficients",
         type=Path,
@@ -302,9 +330,10 @@ def _learned_provider(
     grids and l, a p-conditioned model against ``params`` (given by ``option``), before any
     work. Collective."""
     if args.model is None:
-        if params is not None:  # the same on every rank: all raise together
-            raise InputError(f"{option} applies to --model only")
-        return None, None
+        if params is not None and getattr(args, "operators", None) is None:
+            allowed = "--model and --operators" if "operators" in args else "--model"
+            raise InputError(f"{option} applies to {allowed} only")
+        return None, params
     from dolfinx_lod.coefficients import family as make_family
     from dolfinx_lod.neural.provider import LearnedCorrectors, TrainedModel
 
@@ -409,9 +438,11 @@ def _elliptic_output(args, comm, grids, A, sol, output: OutputSet, t0: float) ->
 def _basis_keys(args: argparse.Namespace) -> dict:
     """summary.json: which basis (classical patch solves or a learned model) was used."""
     learned = args.model is not None
+    operators = getattr(args, "operators", None)
     return {
         "basis": "learned" if learned else "classical",
         "model": str(args.model) if learned else None,
+        "operators": str(operators) if operators is not None else None,
     }
 
 
@@ -521,10 +552,63 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     schedule = CoefficientSchedule.from_stack(stack, check=False)  # checked in _load_array
     if params is not None:  # the step's field and its parameter p (for the learned basis)
         schedule = CoefficientSchedule(lambda m, t: (stack[m - 1], params[m - 1]), stack.shape[0])
-    with OutputSet(comm, args.out) as output:
-        summary = _parabolic(args, comm, grids, schedule, capacity, output, t0, provider)
-        output.commit()
+    provider, classical = _operator_provider(args, comm, grids, provider, params)
+    try:
+        with OutputSet(comm, args.out) as output:
+            summary = _parabolic(args, comm, grids, schedule, capacity, output, t0, provider)
+            output.commit()
+    finally:
+        if classical is not None:
+            classical.destroy()
     return summary
+
+
+def _operator_provider(args: argparse.Namespace, comm: MPI.Comm, grids, provider, params):
+    """With --operators, the provider whose Petrov-Galerkin operators come from the networks
+    and whose correctors (output steps) from ``provider`` (--model) or from patch solves at p,
+    with the classical patch solvers it created (to destroy; None if none). The options and
+    the file are checked before any work. Collective."""
+    if args.operators is None:
+        return provider, None
+    from dolfinx_lod.correctors import ClassicalCorrectors
+    from dolfinx_lod.interpolation import local_projection
+    from dolfinx_lod.neural.operators import FamilyCorrectors, LearnedOperators, OperatorProvider
+
+    def check() -> None:
+        if args.method != "petrov-galerkin":
+            raise InputError("--operators needs --method petrov-galerkin")
+        if args.capacity is not None or args.update != "full":
+            raise InputError(
+                "--operators: the operators were fitted for capacity c = 1 and a full update; "
+                "drop --capacity / --update selective"
+            )
+        if params is None:
+            raise InputError("--operators needs --params (the family parameter p of each step)")
+        if provider is not None and provider.needs_coefficient:
+            raise InputError(
+                f"--operators with --model {args.model}: the model reads the coefficient; use a "
+                "model conditioned on p, or none (patch solves at the output steps)"
+            )
+
+    validate(comm, check)
+    patches = [make_patch(int(T), grids.coarse, args.layers, grids.dim) for T in owned_cells(grids)]
+    nets: list = []
+
+    def load() -> None:
+        ops = LearnedOperators.load(args.operators, grids, args.layers, [p.cell for p in patches])
+        for m, p in enumerate(params):
+            try:
+                ops.family.check(p)
+            except ValueError as e:
+                raise InputError(f"--params (step {m + 1}): {e}") from e
+        nets.append(ops)
+
+    validate(comm, load)
+    classical = None
+    if provider is None:
+        classical = ClassicalCorrectors(grids, local_projection(grids))
+        provider = FamilyCorrectors(classical, nets[0].family)
+    return OperatorProvider(provider, nets[0]), classical
 
 
 def _parabolic(
@@ -707,6 +791,65 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     )
 
 
+def operators(args: argparse.Namespace, comm: MPI.Comm) -> dict:
+    """Fit the learned Petrov-Galerkin local operators of every patch; write operators.pt and
+    summary.json as one set into --out."""
+    import torch
+
+    from dolfinx_lod.coefficients import family as make_family
+    from dolfinx_lod.neural.operators import train_operators
+    from dolfinx_lod.neural.workflow import parse_network
+
+    spec: list[dict] = []
+
+    def check() -> None:
+        for name in ("samples", "test_samples", "epochs", "threads"):
+            _check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))
+        network = parse_network(args.network)
+        if network["architecture"] != "mlp":
+            raise InputError(f"--network must be 'mlp:WIDTHxDEPTH', got {args.network!r}")
+        spec.append(network)
+
+    validate(comm, check)
+    _check_problem(args, comm, args.fine)
+    torch.set_num_threads(args.threads)
+    family = make_family(args.family, args.fine)
+    grids = create_nested_grids(comm, args.coarse, args.fine)
+    with OutputSet(comm, args.out, markers=("summary.json", "operators.pt")) as output:
+        nets, report = train_operators(
+            grids,
+            args.layers,
+            family,
+            args.samples,
+            args.test_samples,
+            spec[0]["width"],
+            spec[0]["depth"],
+            args.epochs,
+            args.seed,
+        )
+        summary = {
+            "command": "operators",
+            "family": family.name,
+            "n": grids.fine,
+            "NH": grids.coarse,
+            "l": args.layers,
+            "ranks": comm.size,
+            "samples": args.samples,
+            "test_samples": args.test_samples,
+            "network": args.network,
+            "epochs": args.epochs,
+            **{k: v for k, v in report.items() if k != "metadata"},
+            "files": {"operators": "operators.pt"},
+            "version": dolfinx_lod.__version__,
+        }
+        with collective(comm, OutputError):
+            nets.save(comm, output.path("operators.pt"), report["metadata"])
+            if comm.rank == 0:
+                write_json(output.path("summary.json"), summary)
+        output.commit()
+    return summary
+
+
 def _all_ranks_failed(comm: MPI.Comm, seconds: float = 5.0) -> bool:
     """Whether every rank reaches this point (all raised) within ``seconds``. Called by the
     failing ranks on a communicator used for nothing else, so that a rank still waiting in a
@@ -725,7 +868,12 @@ def main(argv: list[str] | None = None) -> int:
     comm = MPI.COMM_WORLD
     handshake = comm.Dup()  # for errors raised outside dolfinx_lod.parallel.collective
     try:
-        commands = {"elliptic": elliptic, "parabolic": parabolic, "train": train}
+        commands = {
+            "elliptic": elliptic,
+            "parabolic": parabolic,
+            "train": train,
+            "operators": operators,
+        }
         summary = commands[args.command](args, comm)
     except LodError as e:  # raised on every rank together (dolfinx_lod.parallel.collective)
         if comm.rank == 0:
@@ -767,6 +915,14 @@ def main(argv: list[str] | None = None) -> int:
             f"test {summary['basis_error_test']:.3e} (baselines: {base}); "
             f"{summary['epochs']} epochs in "
             f"{summary['train_seconds']:.1f} s; {summary['note']}; results in {args.out}/"
+        )
+    elif comm.rank == 0 and args.command == "operators":
+        err = summary["operator_error_test"]
+        print(
+            f"operators: {summary['family']} n={summary['n']} NH={summary['NH']} "
+            f"l={summary['l']} K={summary['samples']}: held-out relative error K "
+            f"{err['K']:.3e}, M {err['M']:.3e}; offline {summary['offline_seconds']:.1f} s; "
+            f"results in {args.out}/"
         )
     elif comm.rank == 0 and args.command == "parabolic":
         errors = (

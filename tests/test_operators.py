@@ -1,16 +1,25 @@
 """Learned Petrov–Galerkin local operators: fitted to the classical ones, and an LOD step that
 uses them reads no coefficient and computes correctors only for the reconstruction."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from mpi4py import MPI
+from test_lod_ann import cli_main
 from test_neural import SMOOTH
 
 import dolfinx_lod as dl
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.lod import relative_errors
-from dolfinx_lod.neural.operators import FamilyCorrectors, OperatorProvider, fit_operators
+from dolfinx_lod.neural.operators import (
+    FamilyCorrectors,
+    LearnedOperators,
+    OperatorProvider,
+    fit_operators,
+)
 from dolfinx_lod.timestepping import CoefficientSchedule, LODStepper, StepCoefficient
 
 
@@ -78,3 +87,90 @@ def test_step_with_learned_operators_reads_no_coefficient(fitted):
     assert relative_errors(u.x.petsc_vec, ref.x.petsc_vec, M, M)["l2"] < 2e-2
     for stepper in (learned, classical):
         stepper.destroy()
+
+
+def family_stack(family: Family, n: int, params: np.ndarray) -> np.ndarray:
+    """a(x, p) on the n x n fine cells for each p: an (M, n, n) stack, rows y."""
+    c = (np.arange(n) + 0.5) / n
+    X, Y = np.meshgrid(c, c)
+    x = np.stack([X.ravel(), Y.ravel()])
+    return np.stack([family.a(x, p).reshape(n, n) for p in params])
+
+
+@pytest.mark.mpi
+def test_fit_does_not_depend_on_the_ranks(fitted, comm):
+    """The networks of a cell are the same whichever rank fits them (serial fit on each rank
+    compared with the fit on all ranks)."""
+    g, basis, nets, _ = fitted
+    serial = dl.create_nested_grids(MPI.COMM_SELF, 4, 32)
+    with MultiscaleBasis(serial, 1, capacity=1.0) as whole:
+        alone, _ = fit_operators(whole, SMOOTH, SMOOTH.training_parameters(9), epochs=1500)
+    rows = [int(np.flatnonzero(alone.cells == c)[0]) for c in nets.cells]
+    p = np.array([0.37])
+    ours, theirs = nets.evaluate(p), alone.evaluate(p)[rows]
+    assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
+
+
+@pytest.mark.mpi
+def test_cli_operators_then_parabolic(tmp_dir, capsys, comm):
+    """dolfinx-lod operators writes operators.pt and its report; parabolic --operators advances
+    with them exactly as the library does, close to the classical Petrov-Galerkin LOD; wrong
+    combinations are refused before any work."""
+    family = dl.coefficients.family("battery", 16)
+    out = tmp_dir / "ops"
+    sizes = ["--coarse", 4, "--layers", 1]
+    fit = ["operators", "--family", "battery", "--fine", 16, *sizes, "--samples", 12]
+    assert cli_main([*fit, "--epochs", 600, "--out", out], capsys)[0] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["files"] == {"operators": "operators.pt"} and summary["ranks"] == comm.size
+    assert max(summary["operator_error_test"].values()) < 0.05
+    params = family.test_parameters(3, seed=3)
+    if comm.rank == 0:
+        np.save(tmp_dir / "S.npy", family_stack(family, 16, params))
+        np.save(tmp_dir / "P.npy", params)
+    comm.Barrier()
+    steps = ["parabolic", "--coefficients", tmp_dir / "S.npy", *sizes, "--T", 0.3, "--steps", 3]
+    steps += ["--no-plot", "--method", "petrov-galerkin", "--params", tmp_dir / "P.npy"]
+    ops = ["--operators", out / "operators.pt"]
+    assert cli_main([*steps, *ops, "--out", tmp_dir / "p"], capsys)[0] == 0
+    summary = json.loads((tmp_dir / "p" / "summary.json").read_text())
+    assert summary["operators"] == str(out / "operators.pt") and summary["basis"] == "classical"
+    assert cli_main([*steps, "--out", tmp_dir / "c"], capsys)[0] == 2  # --params needs them
+    assert cli_main([*steps[:-2], "--out", tmp_dir / "c"], capsys)[0] == 0
+    u_cli = np.load(tmp_dir / "p" / "solution_final.npy") if comm.rank == 0 else None
+    u_classical = np.load(tmp_dir / "c" / "solution_final.npy") if comm.rank == 0 else None
+    # The library with the same file: the same result.
+    g = dl.create_nested_grids(comm, 4, 16)
+    with MultiscaleBasis(g, 1) as basis:
+        cells = [p.cell for p in basis.patches]
+        nets = LearnedOperators.load(out / "operators.pt", g, 1, cells)
+        provider = OperatorProvider(FamilyCorrectors(basis.patch_problems, family), nets)
+        stack = family_stack(family, 16, params)
+        schedule = CoefficientSchedule(lambda m, t: (stack[m - 1], params[m - 1]), 3)
+        with LODStepper(g, 1, 0.1, "petrov-galerkin", provider=provider) as lod:
+            state = StepCoefficient(g, schedule)
+            for m in (1, 2, 3):
+                state.advance(m, 0.1 * m)
+                lod.step(state, 0.1 * m)
+            u = dl.io.gather_vertex_array(g, lod.solution())
+    if comm.rank == 0:
+        assert np.abs(u_cli - u).max() <= 1e-10 * np.abs(u).max()
+        assert np.abs(u_cli - u_classical).max() <= 0.05 * np.abs(u_classical).max()
+    for extra, message in (
+        (["--method", "galerkin"], "--operators needs --method petrov-galerkin"),
+        (["--update", "selective"], "capacity c = 1 and a full update"),
+    ):
+        code, err = cli_main([*steps, *ops, *extra, "--out", tmp_dir / "x"], capsys)
+        assert code == 2 and (comm.rank or message in err)
+    code, err = cli_main([*steps[:-2], *ops, "--out", tmp_dir / "x"], capsys)
+    assert code == 2 and (comm.rank or "--operators needs --params" in err)
+    other = ["--coarse", 2, "--layers", 1, *steps[7:], *ops, "--out", tmp_dir / "x"]
+    code, err = cli_main([*steps[:3], *other], capsys)
+    assert code == 2 and (comm.rank or "does not match the problem: NH is 4" in err)
+    np.save(tmp_dir / "bad.npy", np.zeros(3)) if comm.rank == 0 else None
+    comm.Barrier()
+    code, err = cli_main(
+        [*steps, "--operators", tmp_dir / "bad.npy", "--out", tmp_dir / "x"], capsys
+    )
+    assert code == 2 and (comm.rank or "not a dolfinx_lod operator file" in err)
+    assert not (tmp_dir / "x").exists()

@@ -16,19 +16,34 @@ Rank-local: each rank fits and evaluates the networks of the patches it owns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
+from mpi4py import MPI
 
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family
+from dolfinx_lod.coefficients import family as make_family
 from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
+from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.networks import _BatchedMLP
-from dolfinx_lod.neural.provider import scale_parameters
+from dolfinx_lod.neural.provider import problem_metadata, scale_parameters
+from dolfinx_lod.parallel import InputError, brief
 from dolfinx_lod.patches import Patch
+
+FORMAT = "dolfinx_lod.operators/1"
+
+
+def max_patch_vertices(coarse: int, layers: int, dim: int) -> int:
+    """Coarse vertices of the largest patch N^l(T): min(2 l + 2, N_H + 1)^d (the same on every
+    rank, so that the networks' output size does not depend on the partition)."""
+    return min(2 * layers + 2, coarse + 1) ** dim
 
 
 def operator_samples(
@@ -39,7 +54,8 @@ def operator_samples(
     (its provider produces the correctors). Collective."""
     if not basis.with_operators:
         raise ValueError("operator samples need a MultiscaleBasis built with a capacity")
-    size = max((len(p.coarse_vertex_keys(basis.grids.coarse)) for p in basis.patches), default=1)
+    g = basis.grids
+    size = max_patch_vertices(g.coarse, basis.layers, g.dim)
     corners = 2**basis.grids.dim
     out = np.zeros((len(basis.patches), len(params), 2 * size * corners))
     for k, p in enumerate(params):
@@ -52,18 +68,31 @@ def operator_samples(
 
 class LearnedOperators(_BatchedMLP):
     """G MLPs p -> (K_T, M_T) (tanh, ``width`` x ``depth``), outputs normalized per entry by
-    the training data's mean and spread. Rank-local."""
+    the training data's mean and spread. Rank-local.
+
+    Args:
+        cells: Coarse cell T of each network.
+        sizes: Coarse vertices of each patch N^l(T).
+        family: The coefficient family a(x, p).
+        size: Output rows per operator: the largest patch (:func:`max_patch_vertices`).
+        width, depth: Network size.
+        dim: Space dimension d.
+        seed: The network of cell T is initialized from the seed (``seed``, T): the networks,
+            and so the fit, do not depend on which rank owns T.
+    """
 
     def __init__(
         self,
         cells: Sequence[int],
         sizes: Sequence[int],
         family: Family,
+        size: int,
         width: int = 32,
         depth: int = 3,
         dim: int = 2,
+        seed: int = 0,
     ):
-        self.size, self.corners = max(sizes, default=1), 2**dim
+        self.size, self.corners = size, 2**dim
         outputs = 2 * self.size * self.corners
         super().__init__(len(cells), family.num_params, outputs, width, depth)
         self.family = family
@@ -71,6 +100,12 @@ class LearnedOperators(_BatchedMLP):
         self.sizes = list(sizes)
         self.register_buffer("offset", torch.zeros(len(cells), 1, outputs))
         self.register_buffer("scale", torch.ones(len(cells), 1, outputs))
+        with torch.no_grad():
+            for g, cell in enumerate(self.cells):
+                generator = torch.Generator().manual_seed(seed * 1_000_003 + int(cell))
+                for W in self.weights:  # Xavier/Glorot normal, as _BatchedMLP, per cell
+                    std = float(np.sqrt(2.0 / sum(W.shape[1:])))
+                    W[g] = torch.randn(W.shape[1:], generator=generator) * std
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         """Normalized outputs for scaled parameters p (K, N_p): shape (G, K, 2 N_max 2^d)."""
@@ -83,12 +118,11 @@ class LearnedOperators(_BatchedMLP):
         samples: npt.NDArray[np.float64],
         epochs: int = 2000,
         lr: float = 1e-2,
-        seed: int = 0,
-    ) -> float:
+    ) -> npt.NDArray[np.float64]:
         """Least-squares fit of the normalized samples (G, K, 2 N_max 2^d) at ``params`` with Adam
-        (learning rate decayed 100x over the epochs). Returns the final mean squared error of
-        the normalized outputs."""
-        torch.manual_seed(seed)
+        (learning rate decayed 100x over the epochs); the loss is the sum over the networks of
+        each one's mean squared error, so that every network's fit is independent of the others.
+        Returns the final mean squared error of each network's normalized outputs, shape (G,)."""
         y = torch.tensor(samples, dtype=torch.float32)
         with torch.no_grad():
             self.offset.copy_(y.mean(1, keepdim=True))
@@ -97,20 +131,80 @@ class LearnedOperators(_BatchedMLP):
         p = scale_parameters(self.family, params)
         optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, 0.01 ** (1 / epochs))
-        loss = torch.zeros(())
+        errors = torch.zeros(len(self.cells))
         for _ in range(epochs):
             optimizer.zero_grad()
-            loss = ((self(p) - target) ** 2).mean()
-            loss.backward()
+            errors = ((self(p) - target) ** 2).mean(dim=(1, 2))
+            errors.sum().backward()
             optimizer.step()
             schedule.step()
-        return float(loss.detach())
+        return errors.detach().double().numpy()
 
     def evaluate(self, p: Any) -> npt.NDArray[np.float64]:
         """(K_T, M_T) flattened for one parameter p: shape (G, 2 N_max 2^d)."""
         with torch.no_grad():
             y = self(scale_parameters(self.family, self.family.check(p)))
             return (self.offset + self.scale * y)[:, 0].double().numpy()
+
+    def save(self, comm: MPI.Comm, path: str | Path, metadata: dict[str, Any]) -> None:
+        """Gather the networks of all ranks (sorted by cell T) and write them with
+        ``metadata`` atomically (rank 0). Collective."""
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        parts = comm.allgather((self.cells, self.sizes, state))
+        cells = np.concatenate([c for c, _, _ in parts])
+        order = np.argsort(cells)
+        sizes = [s for _, ss, _ in parts for s in ss]
+        rows = torch.as_tensor(order)
+        data = {
+            "format": FORMAT,
+            "metadata": metadata,
+            "cells": cells[order].tolist(),
+            "sizes": [sizes[i] for i in order],
+            "state": {k: torch.cat([st[k] for _, _, st in parts])[rows] for k in state},
+        }
+        if comm.rank == 0:
+            write_atomic(path, lambda f: torch.save(data, f))
+
+    @classmethod
+    def load(
+        cls, path: str | Path, grids: NestedGrids, layers: int, cells: Sequence[int]
+    ) -> LearnedOperators:
+        """The networks of ``cells`` (e.g. the owned patches) from a file of :meth:`save`,
+        checked against the grids and l. Rank-local.
+
+        Raises:
+            InputError: ``path`` is not an operator file, or it was fitted for another problem.
+        """
+        try:
+            data = torch.load(path, weights_only=True)
+            meta, state = data["metadata"], data["state"]
+            if data["format"] != FORMAT:
+                raise ValueError(f"format {FORMAT} expected")
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # truncated, empty, not a torch file, another format
+            raise InputError(f"not a dolfinx_lod operator file: {path} ({brief(e)})") from e
+        family = make_family(meta["family"], grids.fine, grids.domain)
+        for key, value in problem_metadata(grids, layers, family).items():
+            if meta.get(key) != value:
+                raise InputError(
+                    f"{path} does not match the problem: {key} is {meta.get(key)!r} there but "
+                    f"{value!r} here"
+                )
+        position = {c: i for i, c in enumerate(data["cells"])}
+        rows = torch.as_tensor([position[int(c)] for c in cells], dtype=torch.int64)
+        nets = cls(
+            cells,
+            [data["sizes"][i] for i in rows],
+            family,
+            max_patch_vertices(grids.coarse, layers, grids.dim),
+            meta["width"],
+            meta["depth"],
+            grids.dim,
+        )
+        nets.load_state_dict({k: v[rows] for k, v in state.items()})
+        nets.metadata = meta
+        return nets
 
 
 class FamilyCorrectors:
@@ -179,13 +273,86 @@ def fit_operators(
     width: int = 32,
     depth: int = 3,
     epochs: int = 2000,
+    seed: int = 0,
 ) -> tuple[LearnedOperators, float]:
     """Operator networks for the owned patches of ``basis`` (built with a capacity), fitted to
-    the local operators its provider gives at ``params``. Returns (networks, final normalized
-    mean squared error). Collective (the basis updates)."""
+    the local operators its provider gives at ``params``. Returns (networks, mean over all
+    patches of the final normalized mean squared error). Collective (the basis updates); the
+    networks do not depend on the number of ranks."""
     samples = operator_samples(basis, family, params)
-    NH = basis.grids.coarse
-    sizes = [len(p.coarse_vertex_keys(NH)) for p in basis.patches]
+    g = basis.grids
+    sizes = [len(p.coarse_vertex_keys(g.coarse)) for p in basis.patches]
     cells = [p.cell for p in basis.patches]
-    nets = LearnedOperators(cells, sizes, family, width, depth, basis.grids.dim)
-    return nets, nets.fit(params, samples, epochs=epochs)
+    size = max_patch_vertices(g.coarse, basis.layers, g.dim)
+    nets = LearnedOperators(cells, sizes, family, size, width, depth, g.dim, seed)
+    errors = nets.fit(params, samples, epochs=epochs)
+    total = g.comm.allreduce(float(errors.sum()))
+    return nets, total / g.comm.allreduce(len(cells))
+
+
+def operator_errors(
+    basis: MultiscaleBasis, learned: OperatorProvider, family: Family, params: npt.NDArray
+) -> dict[str, float]:
+    """Relative Frobenius error of the learned local operators against the classical ones of
+    ``basis`` (built with a capacity, classical provider) over all patches and ``params``:
+    {"K": ||K~ - K||_F / ||K||_F, "M": likewise}. Collective."""
+    sums = np.zeros(4)  # ||dK||^2, ||K||^2, ||dM||^2, ||M||^2
+    for p in params:
+        basis.update(family.a, p, assemble=False)
+        ops = learned.local_operators(basis.patches, p)
+        for (K, M), (K_ref, M_ref) in zip(ops, basis.operators, strict=True):
+            for k, (X, X_ref) in enumerate(((K, K_ref), (M, M_ref))):
+                sums[2 * k : 2 * k + 2] += ((X - X_ref) ** 2).sum(), (X_ref**2).sum()
+    sums = basis.grids.comm.allreduce(sums)
+    return {"K": float(np.sqrt(sums[0] / sums[1])), "M": float(np.sqrt(sums[2] / sums[3]))}
+
+
+def train_operators(
+    grids: NestedGrids,
+    layers: int,
+    family: Family,
+    samples: int,
+    test_samples: int,
+    width: int = 32,
+    depth: int = 3,
+    epochs: int = 2000,
+    seed: int = 0,
+) -> tuple[LearnedOperators, dict[str, Any]]:
+    """Fit the operator networks of every owned patch at ``samples`` training parameters of
+    ``family`` (capacity c = 1) and measure them on ``test_samples`` held-out parameters.
+    Returns (networks, report: offline time (classical samples and fit), fit loss, held-out
+    errors, online time of the operators of one p, metadata for :meth:`LearnedOperators.save`).
+    Collective."""
+    comm = grids.comm
+    train_p = family.training_parameters(samples)
+    test_p = family.test_parameters(test_samples, seed=10_000 + seed)
+    t0 = time.perf_counter()
+    with MultiscaleBasis(grids, layers, capacity=1.0) as basis:
+        nets, loss = fit_operators(basis, family, train_p, width, depth, epochs, seed)
+        offline_seconds = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+        learned = OperatorProvider(basis.patch_problems, nets)
+        errors = operator_errors(basis, learned, family, test_p)
+        t1 = time.perf_counter()
+        basis.update(family.a, test_p[0], assemble=False)
+        classical_seconds = comm.allreduce(time.perf_counter() - t1, op=MPI.MAX)
+        t1 = time.perf_counter()
+        learned.local_operators(basis.patches, test_p[0])
+        learned_seconds = comm.allreduce(time.perf_counter() - t1, op=MPI.MAX)
+    metadata = {
+        **problem_metadata(grids, layers, family),
+        "num_params": family.num_params,
+        "width": width,
+        "depth": depth,
+        "seed": seed,
+        "samples": samples,
+        "epochs": epochs,
+        "capacity": 1.0,
+    }
+    report = {
+        "metadata": metadata,
+        "offline_seconds": offline_seconds,
+        "fit_loss": loss,
+        "operator_error_test": errors,
+        "online_operator_seconds": {"classical": classical_seconds, "learned": learned_seconds},
+    }
+    return nets, report

@@ -217,9 +217,9 @@ def write_npy(path: str | Path, array: npt.NDArray) -> Path:
 def gather_vertex_array(
     grids: NestedGrids, u: dolfinx.fem.Function, root: int = 0
 ) -> npt.NDArray[np.float64] | None:
-    """Values of a V_h Function at the fine vertices as an (n+1, n+1) array on ``root``
-    (row = y index from the bottom, column = x index from the left; in 3D (n+1, n+1, n+1),
-    u[iz, iy, ix], z from the bottom); None on other ranks.
+    """Values of a V_h Function at the fine vertices as an (n_y + 1, n_x + 1) array on
+    ``root`` (row = y index from the bottom, column = x index from the left; in 3D
+    (n_z + 1, n_y + 1, n_x + 1), u[iz, iy, ix], z from the bottom); None on other ranks.
 
     Collective. The gathered array is fine-scale sized: meant for output files only.
     """
@@ -227,21 +227,22 @@ def gather_vertex_array(
     parts = grids.comm.gather((grids.fine_dof_keys, u.x.array[:owned].copy()), root=root)
     if parts is None:
         return None
-    out = np.empty((grids.fine + 1) ** grids.dim)
+    out = np.empty(grids.num_fine_vertices)
     for keys, values in parts:
         out[keys] = values
-    return out.reshape((grids.fine + 1,) * grids.dim)
+    return out.reshape(grids.vertex_array_shape)
 
 
 def gather_cell_array(
     grids: NestedGrids, values: npt.NDArray[np.float64], root: int = 0
 ) -> npt.NDArray[np.float64] | None:
-    """Owned fine-cell values (``grids.fine_cell_keys`` order) as an (n,) * d array on ``root``
-    (None on other ranks). Collective; output only."""
+    """Owned fine-cell values (``grids.fine_cell_keys`` order) as an array of shape
+    ``grids.cell_array_shape`` ((n_y, n_x) or (n_z, n_y, n_x)) on ``root`` (None on other
+    ranks). Collective; output only."""
     parts = grids.comm.gather((grids.fine_cell_keys, np.asarray(values)), root=root)
     if parts is None:
         return None
-    out = np.empty(grids.fine**grids.dim)
+    out = np.empty(grids.num_fine_cells)
     for keys, vals in parts:
         out[keys] = vals
-    return out.reshape((grids.fine,) * grids.dim)
+    return out.reshape(grids.cell_array_shape)

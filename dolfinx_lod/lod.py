@@ -2,7 +2,8 @@
 
 With trial basis B (fine x coarse) and test basis B (Galerkin) or P (Petrov–Galerkin) the
 coarse stiffness is K~ = test^T S trial; the LOD solution is reconstructed on the fine grid as
-u_ms = B U. Coarse vertices on the boundary carry u = 0 (identity rows, zero right-hand side).
+u_ms = B U. Coarse vertices on a Dirichlet side carry u = 0 (identity rows, zero right-hand
+side); on a Neumann side they are unknowns like interior ones (the natural condition).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from petsc4py import PETSc
 
-from dolfinx_lod.basis import MultiscaleBasis, boundary_vertex_mask
+from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import CoefficientLike, coefficient_function
 from dolfinx_lod.correctors import CorrectorProvider
 from dolfinx_lod.forms import load_form, mass_form, stiffness_form
@@ -64,7 +65,9 @@ class FineSystem(PETScResource):
     - S: stiffness int a grad u . grad v, Dirichlet rows/columns = identity;
     - M: L2 mass int u v (no boundary condition; error norms);
     - Mc: capacity-weighted mass int c u v, Dirichlet rows/columns zero (time stepping);
-    - F: load int f v, zero on the boundary.
+    - F: load int f v, zero on the Dirichlet sides.
+
+    The Dirichlet sides are those of ``grids`` (:attr:`NestedGrids.neumann` names the others).
 
     ``assemblies`` counts the fine assemblies done (S and F), so that callers can show that a
     path touched no fine-scale operator.
@@ -79,10 +82,7 @@ class FineSystem(PETScResource):
     ):
         self.grids, self.a, self.c = grids, a, c
         mesh = grids.fine_mesh
-        mesh.topology.create_connectivity(mesh.topology.dim - 1, mesh.topology.dim)
-        facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-        dofs = dolfinx.fem.locate_dofs_topological(grids.V_h, mesh.topology.dim - 1, facets)
-        self.bc = dolfinx.fem.dirichletbc(0.0, dofs, grids.V_h)
+        self.bc = dolfinx.fem.dirichletbc(0.0, grids.dirichlet_dofs(grids.V_h), grids.V_h)
         source = f if isinstance(f, dolfinx.fem.Function) else dolfinx.fem.Constant(mesh, float(f))
         self._source = source
         self._objects: dict[str, PETSc.Mat | PETSc.Vec] = {}
@@ -168,9 +168,9 @@ class FineSystem(PETScResource):
 
 
 def coarse_boundary_rows(grids: NestedGrids) -> npt.NDArray[np.int32]:
-    """Global V_H dof numbers of the owned coarse vertices on the boundary."""
+    """Global V_H dof numbers of the owned coarse vertices on a Dirichlet side."""
     start = grids.V_H.dofmap.index_map.local_range[0]
-    mask = boundary_vertex_mask(grids.coarse, grids.dim)[grids.coarse_dof_keys]
+    mask = grids.coarse_dirichlet_mask()[grids.coarse_dof_keys]
     return (start + np.flatnonzero(mask)).astype(PETSc.IntType)
 
 
@@ -230,9 +230,9 @@ class LocalAssembly:
     """
 
     def __init__(self, basis: MultiscaleBasis):
-        g, NH = basis.grids, basis.grids.coarse
+        g, NH = basis.grids, basis.grids.coarse_sizes
         self.basis = basis
-        interior = ~boundary_vertex_mask(NH, g.dim)
+        interior = ~g.coarse_dirichlet_mask()
         rows, cols, self._keep = [], [], []
         for patch in basis.patches:
             vk, ck = patch.coarse_vertex_keys(NH), patch.element_vertex_keys(NH)

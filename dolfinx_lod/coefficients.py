@@ -99,11 +99,13 @@ def validate_array_shape(arr: npt.NDArray, name: str = "coefficient", dim: int =
 
 
 def random_coefficient(
-    n: int, low: float = 0.01, high: float = 1.0, seed: int = 0, dim: int = 2
+    n: int | tuple[int, ...], low: float = 0.01, high: float = 1.0, seed: int = 0, dim: int = 2
 ) -> npt.NDArray[np.float64]:
-    """Rough coefficient: independent uniform values in [low, high] on each of the n^d cells
-    (d = ``dim``), an array of shape (n,) * d."""
-    return np.random.default_rng(seed).uniform(low, high, size=(n,) * dim)
+    """Rough coefficient: independent uniform values in [low, high] on every fine cell of an
+    n^d grid (d = ``dim``) or, for n = (n_x, n_y[, n_z]), of that grid: an array of shape
+    (n_y, n_x) or (n_z, n_y, n_x)."""
+    shape = (n,) * dim if isinstance(n, int | np.integer) else tuple(n)[::-1]
+    return np.random.default_rng(seed).uniform(low, high, size=shape)
 
 
 def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[np.float64]:

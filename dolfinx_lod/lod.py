@@ -47,8 +47,8 @@ def source_function(
 ) -> float | dolfinx.fem.Function:
     """The source f as :class:`FineSystem` takes it: a finite number, a DOLFINx Function on
     the fine mesh (used as it is), or a callable f(x) of the fine-cell midpoints x (shape
-    (2, N)), evaluated into a DG0 Function. Collective: a bad value raises ``InputError`` on
-    every rank."""
+    (3, N), as DOLFINx interpolation passes them), evaluated into a DG0 Function.
+    Collective: a bad value raises ``InputError`` on every rank."""
     if isinstance(f, dolfinx.fem.Function):
         return f
     if callable(f):
@@ -366,8 +366,8 @@ def galerkin_solution(
 @dataclass
 class EllipticSolution(PETScResource):
     """Result of :func:`solve_elliptic`: coarse coefficients U, fine reconstruction u_ms = B U,
-    coarse matrix K~ and wall times per phase. With a reference: the fine FEM solution u_h and
-    relative errors against it, ``l2``, ``energy`` of u_ms and ``coarse_fem_l2``,
+    the coefficient a as a DG0 Function on T_h, coarse matrix K~ and wall times per phase.
+    With a reference: the fine FEM solution u_h and relative errors against it, ``l2``, ``energy`` of u_ms and ``coarse_fem_l2``,
     ``coarse_fem_energy`` of the plain Q1 FEM on T_H (without: u_h is None, errors empty).
 
     Owns PETSc objects (K, the basis): release them with :meth:`destroy`."""
@@ -379,6 +379,7 @@ class EllipticSolution(PETScResource):
     basis: MultiscaleBasis
     errors: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    a: dolfinx.fem.Function | None = None
 
     def destroy(self) -> None:
         """Free K and the basis. Collective."""
@@ -411,16 +412,19 @@ def solve_elliptic(
     reference: bool = False,
     provider: CorrectorProvider | None = None,
 ) -> EllipticSolution:
-    """LOD solution of -div(a grad u) = f, u = 0 on the boundary.
+    """LOD solution of -div(a grad u) = f with u = 0 on the Dirichlet sides of ``grids`` and
+    a grad u . n = 0 on its Neumann sides (:func:`~dolfinx_lod.grids.create_nested_grids`).
 
     Galerkin: K~ = B^T S B (fine stiffness and products); Petrov–Galerkin: K~ = P^T S B from
     the patches' local operators (:class:`LocalAssembly`), no fine-scale matrix at all.
 
     Args:
         grids: Nested meshes.
-        a: Coefficient (array (n,) * d, callable a(x, p) or DG0 Function on T_h).
+        a: Coefficient: array of shape ``grids.cell_array_shape`` ((n_y, n_x) = A[iy, ix] or
+            (n_z, n_y, n_x)), callable a(x, p) of the fine-cell midpoints x (shape (3, N)) or
+            DG0 Function on T_h.
         layers: l >= 1 (patch layers).
-        f: Source: a number, a callable f(x) of the fine-cell midpoints x (shape (2, N)) or
+        f: Source: a number, a callable f(x) of the fine-cell midpoints x (shape (3, N)) or
             a DOLFINx Function on T_h.
         method: "galerkin" (K~ = B^T S B) or "petrov-galerkin" (K~ = P^T S B).
         p: Parameter of a callable coefficient (and of a provider conditioned on p).
@@ -437,6 +441,7 @@ def solve_elliptic(
     t = time.perf_counter()
     f = source_function(grids, f)
     a_fun = coefficient_function(grids, a, p)
+    a_fun.name = "a"
     petrov = method == "petrov-galerkin"
     basis = MultiscaleBasis(
         grids, layers, provider, progress=progress, capacity=1.0 if petrov else None
@@ -467,6 +472,7 @@ def solve_elliptic(
         K=K,
         basis=basis,
         timings=timings,
+        a=a_fun,
     )
     if reference:
         t = time.perf_counter()

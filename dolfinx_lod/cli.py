@@ -71,6 +71,8 @@ def _counts(text: str) -> int | tuple[int, ...]:
 def _sides(text: str) -> tuple[str, ...]:
     """argparse type of --neumann: "left,right" -> ("left", "right") (checked later)."""
     return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 #: Defaults of ``train`` for the coefficient-aware network (measured in docs/lod-ann.md).
 DEFAULT_NETWORK = "cnn:24x6"
 CNN_EPOCHS, CNN_LR, CNN_BATCH = 40, 1e-2, 2

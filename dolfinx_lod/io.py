@@ -214,9 +214,7 @@ def write_npy(path: str | Path, array: npt.NDArray) -> Path:
     return write_atomic(path, lambda f: np.save(f, array))
 
 
-def write_vtx(
-    path: str | Path, functions: Sequence[dolfinx.fem.Function], t: float = 0.0
-) -> Path:
+def write_vtx(path: str | Path, functions: Sequence[dolfinx.fem.Function], t: float = 0.0) -> Path:
     """Write ``functions`` (all on one function space, e.g. u_ms and u_h on V_h, or the DG0
     coefficient a on T_h) at time ``t`` into the VTX folder ``path`` (``*.bp``) that ParaView
     opens. Collective over the functions' mesh communicator.

@@ -368,7 +368,8 @@ class EllipticSolution(PETScResource):
     """Result of :func:`solve_elliptic`: coarse coefficients U, fine reconstruction u_ms = B U,
     the coefficient a as a DG0 Function on T_h, coarse matrix K~ and wall times per phase.
     With a reference: the fine FEM solution u_h and relative errors against it, ``l2``,
-    ``energy`` of u_ms and ``coarse_fem_l2``, ``coarse_fem_energy`` of the plain Q1 FEM on T_H (without: u_h is None, errors empty).
+    ``energy`` of u_ms and ``coarse_fem_l2``, ``coarse_fem_energy`` of the plain Q1 FEM on T_H
+    (without: u_h is None, errors empty).
 
     Owns PETSc objects (K, the basis): release them with :meth:`destroy`."""
 

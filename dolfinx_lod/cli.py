@@ -283,7 +283,8 @@ def _load_array(
             )
         check_dtype(arr, option)
         lead = ("M",) if stack else ()
-        shapes = " or ".join(str(lead + ("n",) * d).replace("'", "") for d in dims)
+        axes = {2: ("n_y", "n_x"), 3: ("n_z", "n_y", "n_x")}
+        shapes = " or ".join(str(lead + axes[d]).replace("'", "") for d in dims)
         if arr.ndim - stack not in dims or (stack and arr.shape[0] == 0):
             more = " with M >= 1" if stack else ""
             raise InputError(f"{option} array must have shape {shapes}{more}; got {arr.shape}")

@@ -234,7 +234,8 @@ def test_parabolic_bad_stack(tmp_path):
         ],
         check=False,
     )
-    assert res.returncode == 2 and "--coefficients array must have shape (M, n, n)" in res.stderr
+    expected = "--coefficients array must have shape (M, n_y, n_x)"
+    assert res.returncode == 2 and expected in res.stderr
 
 
 def test_elliptic_rectangle_with_insulated_sides(tmp_path):

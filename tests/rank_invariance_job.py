@@ -16,6 +16,7 @@ from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
 
 comm = MPI.COMM_WORLD
 counts = [tuple(int(v) for v in arg.split(",")) for arg in sys.argv[1:3]]
+counts = [c[0] if len(c) == 1 else c for c in counts]
 layers, method, out = int(sys.argv[3]), sys.argv[4], sys.argv[5]
 neumann = () if len(sys.argv) < 7 or sys.argv[6] == "-" else tuple(sys.argv[6].split(","))
 extent = (1.0, 1.0) if len(sys.argv) < 8 else tuple(float(v) for v in sys.argv[7].split(","))

@@ -585,7 +585,7 @@ class ClassicalCorrectors(PETScResource):
     def problem(self, config: Configuration) -> PatchProblem:
         """The (cached) PatchProblem of a configuration."""
         if config not in self._problems:
-            key = (config.shape, config.neumann)
+            key = (config.shape, tuple(config.neumann_sides().ravel()))
             if key not in self._spaces:
                 self._spaces[key] = PatchSpace(config.shape, self.grids, config.dirichlet_sides())
             space = self._spaces[key]

@@ -30,24 +30,25 @@ from dolfinx_lod.grids import (
     lattice_keys,
 )
 
+#: Value of :attr:`Configuration.on_boundary` for a patch side on a Neumann side of dOmega.
+NEUMANN = 2
+
 
 class Configuration(NamedTuple):
     """What determines a patch problem up to translation."""
 
     shape: tuple[int, ...]  # (wx, wy[, wz]) coarse cells of the patch
     element: tuple[int, ...]  # position of T in the patch (coarse cell units)
-    #: patch side on dOmega: (left, right, bottom, top[, front, back]), i.e. (lo, hi) per axis
-    on_boundary: tuple[bool, ...]
-    #: patch side on a Neumann side of dOmega, same order; () when the patch touches none (so
-    #: that Dirichlet-only configurations are the same as without boundary flags)
-    neumann: tuple[bool, ...] = ()
+    #: patch side on dOmega: (left, right, bottom, top[, front, back]), i.e. (lo, hi) per axis;
+    #: False inside the domain, True on a Dirichlet side, :data:`NEUMANN` on a Neumann side
+    #: (truthy too: the side lies on dOmega either way)
+    on_boundary: tuple[bool | int, ...]
 
     def dirichlet_sides(self) -> npt.NDArray[np.bool_]:
         """(d, 2) mask of the patch sides where the correctors vanish: every side except those
         on a Neumann side of dOmega."""
         d = len(self.shape)
-        free = np.asarray(self.neumann or (False,) * 2 * d, dtype=bool)
-        return ~free.reshape(d, 2)
+        return (np.asarray(self.on_boundary) != NEUMANN).reshape(d, 2)
 
     def neumann_sides(self) -> npt.NDArray[np.bool_]:
         """(d, 2) mask of the patch sides on a Neumann side of dOmega."""
@@ -114,16 +115,14 @@ def make_patch(
     T = lattice_coordinates(np.array([cell]), NH, dim)[0]
     lo = tuple(int(max(t - layers, 0)) for t in T)
     hi = tuple(int(min(t + layers + 1, N)) for t, N in zip(T, NH, strict=True))
-    on_boundary = tuple(
-        bool(side) for a, b, N in zip(lo, hi, NH, strict=True) for side in (a == 0, b == N)
-    )
+    on_domain = [side for a, b, N in zip(lo, hi, NH, strict=True) for side in (a == 0, b == N)]
     free = np.zeros(2 * dim, dtype=bool) if neumann is None else np.ravel(neumann)
-    on_neumann = tuple(bool(b and f) for b, f in zip(on_boundary, free, strict=True))
     config = Configuration(
         shape=tuple(b - a for a, b in zip(lo, hi, strict=True)),
         element=tuple(int(t - a) for t, a in zip(T, lo, strict=True)),
-        on_boundary=on_boundary,
-        neumann=on_neumann if any(on_neumann) else (),
+        on_boundary=tuple(
+            NEUMANN if on and f else bool(on) for on, f in zip(on_domain, free, strict=True)
+        ),
     )
     return Patch(cell, lo, hi, config)
 

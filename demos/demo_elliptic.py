@@ -2,14 +2,15 @@
 #
 # We solve
 #
-# $$ -\nabla \cdot (a \nabla u) = f \quad \text{in } \Omega = [0, 1]^2, \qquad u = 0 \text{ on }
-# \partial\Omega, $$
+# $$ -\nabla \cdot (a \nabla u) = f \quad \text{in } \Omega = [0, 2] \times [0, 1], \qquad
+# u = 0 \text{ at the bottom and top}, \qquad a \nabla u \cdot n = 0 \text{ left and right}, $$
 #
-# where $a$ varies on the fine mesh $\mathcal{T}_h$ ($n \times n$ cells), with the localized
-# orthogonal decomposition on a coarse mesh $\mathcal{T}_H$ ($N_H \times N_H$ cells): the
-# multiscale basis $\tilde\Lambda_j = \Lambda_j - \sum_T C_T^l \Lambda_j$ is computed from
-# local saddle-point problems on the patches $N^l(T)$, and the coarse system has only
-# $(N_H + 1)^2$ unknowns. For comparison, the fine FEM solution $u_h$ is computed too.
+# (insulated left and right sides) where $a$ varies on the fine mesh $\mathcal{T}_h$
+# ($2n \times n$ square cells), with the localized orthogonal decomposition on a coarse mesh
+# $\mathcal{T}_H$ ($2N_H \times N_H$ cells): the multiscale basis
+# $\tilde\Lambda_j = \Lambda_j - \sum_T C_T^l \Lambda_j$ is computed from local saddle-point
+# problems on the patches $N^l(T)$, and the coarse system has only about $2 N_H^2$ unknowns.
+# For comparison, the fine FEM solution $u_h$ is computed too.
 #
 # Run it serially or in parallel:
 #
@@ -18,8 +19,8 @@
 # mpirun -n 2 python demos/demo_elliptic.py --out results/demo_elliptic
 # ```
 #
-# The results, `summary.json` and `solution.bp` (VTX: the coefficient, $u_{ms}$ and $u_h$; open
-# it in ParaView), land in the `--out` folder.
+# The results, `summary.json`, `solution.bp` (VTX: $u_{ms}$ and $u_h$) and `coefficient.bp`
+# (VTX: $a$; open them in ParaView), land in the `--out` folder.
 
 # +
 import argparse
@@ -30,7 +31,6 @@ import dolfinx_solver  # noqa: F401  (first: loads the PETSc libraries of the wh
 
 # isort: split
 import dolfinx.fem
-import dolfinx.io
 import dolfinx.mesh
 import numpy as np
 from mpi4py import MPI
@@ -41,12 +41,12 @@ import dolfinx_lod as dl
 
 # ## Problem size
 #
-# The fine mesh must refine the coarse one: $r = n / N_H$ fine cells per coarse cell and
+# The fine mesh must refine the coarse one: $r = n / N_H$ fine cells per coarse cell in each
 # direction, an integer $\geq 2$. The patches have $l$ layers of coarse cells around $T$.
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--coarse", type=int, default=8, help="N_H, coarse cells per direction")
-parser.add_argument("--fine", type=int, default=64, help="n, fine cells per direction")
+parser.add_argument("--coarse", type=int, default=8, help="N_H, coarse cells in y (2 N_H in x)")
+parser.add_argument("--fine", type=int, default=64, help="n, fine cells in y (2 n in x)")
 parser.add_argument("--layers", type=int, default=2, help="l, patch layers")
 parser.add_argument("--out", type=Path, required=True, help="output folder")
 args = parser.parse_args()
@@ -54,14 +54,19 @@ comm = MPI.COMM_WORLD
 
 # ## The fine mesh and the nested coarse mesh
 #
-# Any uniform, axis-aligned quadrilateral DOLFINx mesh of a rectangle works;
-# {py:func}`dolfinx_lod.nested_grids_from_mesh` builds the coarse mesh, the $Q_1$ spaces
-# $V_H$, $V_h$ and the prolongation $P: V_H \to V_h$ around it.
+# Any uniform, axis-aligned quadrilateral DOLFINx mesh of a rectangle works, with
+# $n_x \times n_y$ cells; {py:func}`dolfinx_lod.nested_grids_from_mesh` builds the coarse mesh
+# ($N_x \times N_y$ cells: one number per direction, or one for both), the $Q_1$ spaces
+# $V_H$, $V_h$ and the prolongation $P: V_H \to V_h$ around it. `neumann` names the insulated
+# sides (out of "left", "right", "bottom", "top"); the others carry $u = 0$.
 
+nx, ny = 2 * args.fine, args.fine
 mesh = dolfinx.mesh.create_rectangle(
-    comm, [[0.0, 0.0], [1.0, 1.0]], [args.fine, args.fine], dolfinx.mesh.CellType.quadrilateral
+    comm, [[0.0, 0.0], [2.0, 1.0]], [nx, ny], dolfinx.mesh.CellType.quadrilateral
 )
-grids = dl.nested_grids_from_mesh(mesh, coarse=args.coarse)
+grids = dl.nested_grids_from_mesh(
+    mesh, coarse=(2 * args.coarse, args.coarse), neumann=("left", "right")
+)
 
 # ## The coefficient as a DOLFINx Function
 #
@@ -69,13 +74,13 @@ grids = dl.nested_grids_from_mesh(mesh, coarse=args.coarse)
 # $[0.01, 1]$ on every fine cell (the same seed on every rank, so the field does not depend on
 # the partition). Interpolation into DG0 evaluates at the cell midpoints.
 
-values = np.random.default_rng(0).uniform(0.01, 1.0, (args.fine, args.fine))
+values = np.random.default_rng(0).uniform(0.01, 1.0, (ny, nx))  # values[iy, ix]
 
 
 def rough(x):
-    """The cell value of the cell that contains the midpoints x (shape (3, N))."""
-    ix = np.minimum((x[0] * args.fine).astype(int), args.fine - 1)
-    iy = np.minimum((x[1] * args.fine).astype(int), args.fine - 1)
+    """The value of the cell that contains the midpoints x (shape (3, N), cell size 1 / n)."""
+    ix = np.minimum((x[0] * ny).astype(int), nx - 1)
+    iy = np.minimum((x[1] * ny).astype(int), ny - 1)
     return values[iy, ix]
 
 
@@ -95,23 +100,19 @@ with dl.solve_elliptic(grids, a, layers=args.layers, f=1.0, reference=True) as s
 
     # ## Output
     #
-    # $u_{ms}$ and $u_h$ live in the same space $V_h$: one VTX file holds both. The
-    # coefficient goes into a file of its own (a DG0 space).
+    # $u_{ms}$ and $u_h$ (named "u_ms", "u_h") live in the same space $V_h$: one VTX folder
+    # holds both. The coefficient goes into a folder of its own (a DG0 space).
+    # {py:func}`dolfinx_lod.write_vtx` is collective and replaces a folder as a whole.
 
-    sol.u_ms.name, sol.u_h.name = "u_ms", "u_h"
-    if comm.rank == 0:
-        args.out.mkdir(parents=True, exist_ok=True)
-    comm.Barrier()
-    with dolfinx.io.VTXWriter(comm, args.out / "solution.bp", [sol.u_ms, sol.u_h]) as vtx:
-        vtx.write(0.0)
-    with dolfinx.io.VTXWriter(comm, args.out / "coefficient.bp", [a]) as vtx:
-        vtx.write(0.0)
+    dl.write_vtx(args.out / "solution.bp", [sol.u_ms, sol.u_h])
+    dl.write_vtx(args.out / "coefficient.bp", [a])
 
 # The LOD error against the fine FEM, and plain $Q_1$ FEM on the coarse mesh for comparison:
 
 summary = {
-    "n": args.fine,
-    "NH": args.coarse,
+    "n": [nx, ny],
+    "NH": list(grids.coarse_cells),
+    "neumann": list(grids.neumann),
     "l": args.layers,
     "ranks": comm.size,
     "rel_l2_error": errors["l2"],

@@ -60,8 +60,9 @@ grids = dl.create_nested_grids(comm, coarse=args.coarse, fine=args.fine)
 # ## A coefficient family
 #
 # A {py:class}`~dolfinx_lod.coefficients.Family` is a callable $a(x, p)$ of the fine-cell
-# midpoints x (shape (2, N)) with a box for $p$; here one parameter in $[0, 1]$ shifts an
-# oscillating pattern. (The paper's families: `cont_family`, `battery_family`.)
+# midpoints x (shape (3, N), as every callable gets) with a box for $p$; here one parameter
+# in $[0, 1]$ shifts an oscillating pattern. (The paper's families: `cont_family`,
+# `battery_family`.)
 
 family = Family(
     "demo",

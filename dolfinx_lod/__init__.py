@@ -12,6 +12,7 @@ from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import coefficient_function
 from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
 from dolfinx_lod.grids import NestedGrids, create_nested_grids, nested_grids_from_mesh
+from dolfinx_lod.io import write_vtx
 from dolfinx_lod.lod import EllipticSolution, FineSystem, solve_elliptic
 
 try:
@@ -31,4 +32,5 @@ __all__ = [
     "create_nested_grids",
     "nested_grids_from_mesh",
     "solve_elliptic",
+    "write_vtx",
 ]

@@ -7,8 +7,9 @@ fetching only the coefficient values on those patches, with a
 :class:`~dolfinx_lod.correctors.CorrectorProvider` (classical patch solves by default, or a
 learned provider), and keeps them so that a later update may recompute only some patches.
 
-Columns of coarse vertices on the domain boundary are the uncorrected hat functions; the coarse
-Dirichlet condition eliminates them (see :mod:`dolfinx_lod.lod`).
+Columns of coarse vertices on a Dirichlet side of the domain are the uncorrected hat functions;
+the coarse Dirichlet condition eliminates them (see :mod:`dolfinx_lod.lod`). Coarse vertices on
+a Neumann side are coarse dofs like interior ones.
 """
 
 from __future__ import annotations
@@ -35,18 +36,11 @@ from dolfinx_lod.parallel import NumericalError, PETScResource, collective, fetc
 from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
 
 
-def boundary_vertex_mask(coarse: int, dim: int = 2) -> npt.NDArray[np.bool_]:
-    """True for coarse vertex keys on the domain boundary (d = ``dim``)."""
-    mask = np.ones((coarse + 1,) * dim, dtype=bool)
-    mask[(slice(1, -1),) * dim] = False
-    return mask.ravel()
-
-
 def corrector_row_counts(grids: NestedGrids, layers: int) -> npt.NDArray[np.int32]:
     """Number of coarse columns of B that can be non-zero in each owned fine row."""
-    r, NH = grids.r, grids.coarse
     counts = []
-    for j in lattice_coordinates(grids.fine_dof_keys, grids.fine + 1, grids.dim).T:
+    index = lattice_coordinates(grids.fine_dof_keys, grids.fine_sizes + 1, grids.dim).T
+    for j, r, NH in zip(index, grids.refinement, grids.coarse_sizes, strict=True):
         c_lo = np.maximum(-(-j // r) - 1, 0)  # coarse cells containing the vertex
         c_hi = np.minimum(j // r, NH - 1)
         T_lo = np.maximum(c_lo - layers, 0)  # coarse cells whose patch contains it
@@ -146,15 +140,18 @@ class MultiscaleBasis(PETScResource):
     ):
         validate(
             grids.comm,
-            lambda: (validate_layers(layers), validate_refinement(grids.coarse, grids.fine)),
+            lambda: (
+                validate_layers(layers),
+                validate_refinement(grids.coarse_cells, grids.fine_cells),
+            ),
         )
         self.grids, self.layers, self.progress = grids, layers, progress
         self.Pi = local_projection(grids)
         #: Classical patch problems: the default provider, and the error indicators.
         self.patch_problems = ClassicalCorrectors(grids, self.Pi, petsc_options_prefix)
         self.provider = provider if provider is not None else self.patch_problems
-        NH = grids.coarse
-        self.patches = [make_patch(int(T), NH, layers, grids.dim) for T in owned_cells(grids)]
+        NH, free = grids.coarse_sizes, ~grids.dirichlet_sides
+        self.patches = [make_patch(int(T), NH, layers, grids.dim, free) for T in owned_cells(grids)]
         # Global fine rows and coarse columns of every owned patch, looked up once.
         vkeys = [p.fine_vertex_keys(grids) for p in self.patches]
         unique, inverse = np.unique(_concatenate(vkeys), return_inverse=True)
@@ -162,7 +159,7 @@ class MultiscaleBasis(PETScResource):
         self._rows = _split_like(dofs, vkeys)
         corners = [p.element_vertex_keys(NH) for p in self.patches]
         self._cols = [grids.coarse_dof_global[c].astype(PETSc.IntType) for c in corners]
-        on_boundary = boundary_vertex_mask(NH, grids.dim)
+        on_boundary = grids.coarse_dirichlet_mask()
         self._interior = [~on_boundary[c] for c in corners]
         ckeys = [p.fine_cell_keys(grids) for p in self.patches]
         self._cell_keys, cell_inverse = np.unique(_concatenate(ckeys), return_inverse=True)
@@ -222,7 +219,7 @@ class MultiscaleBasis(PETScResource):
                 raise ValueError(f"{name} must be > 0, got {a}")
             return np.full(self._cell_keys.size, float(a))
         values = owned_coefficient_values(g, a, p, name=name)
-        return fetch(g.comm, g.fine**g.dim, g.fine_cell_keys, values, self._cell_keys)
+        return fetch(g.comm, g.num_fine_cells, g.fine_cell_keys, values, self._cell_keys)
 
     def patch_coefficients(
         self, a: CoefficientLike, p: Any = None, name: str = "coefficient"
@@ -274,7 +271,7 @@ class MultiscaleBasis(PETScResource):
                 todo = np.zeros(len(self.patches), dtype=bool)
                 self.indicators = np.zeros(len(self.patches))
             else:
-                nkeys = g.fine**g.dim
+                nkeys = g.num_fine_cells
                 a_local = fetch(g.comm, nkeys, g.fine_cell_keys, owned, self._cell_keys)
                 a_patches = [a_local[index] for index in self.cell_index]
                 t1 = time.perf_counter()
@@ -422,11 +419,12 @@ class MultiscaleBasis(PETScResource):
 def basis_errors(
     grids: NestedGrids, B_hat: PETSc.Mat, B_ref: PETSc.Mat, S: PETSc.Mat
 ) -> npt.NDArray[np.float64]:
-    """Mean over interior coarse vertices j of the relative errors of the basis functions
-    (columns) of ``B_hat`` against ``B_ref``: [energy ||.||_S, Euclidean nodal]. Collective."""
+    """Mean over the coarse dofs j (vertices not on a Dirichlet side) of the relative errors
+    of the basis functions (columns) of ``B_hat`` against ``B_ref``: [energy ||.||_S, Euclidean
+    nodal]. Collective."""
     D = B_hat.copy()
     D.axpy(-1.0, B_ref, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
-    interior = ~boundary_vertex_mask(grids.coarse, grids.dim)[grids.coarse_dof_keys]
+    interior = ~grids.coarse_dirichlet_mask()[grids.coarse_dof_keys]
     out = []
     for A in (S, None):
         ratios = []

@@ -18,13 +18,14 @@ from dolfinx_lod.coefficients import (
     random_coefficient,
     validate_array_shape,
 )
-from dolfinx_lod.grids import create_nested_grids, unit_box
+from dolfinx_lod.grids import SIDES, create_nested_grids, unit_box
 from dolfinx_lod.io import (
     OutputSet,
     gather_cell_array,
     gather_vertex_array,
     write_json,
     write_npy,
+    write_vtx,
 )
 from dolfinx_lod.lod import METHODS, solve_elliptic, validate_method, validate_source
 from dolfinx_lod.parallel import InputError, LodError, OutputError, collective, validate
@@ -33,6 +34,45 @@ from dolfinx_lod.progress import interactive
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
 
 COARSE_HELP = "N_H, coarse cells per direction (divides n, n / N_H >= 2)"
+COUNTS_HELP = (
+    "N_H, coarse cells per direction: one number, or one per direction as NX,NY[,NZ] (each "
+    "divides the fine cells n of its direction, n / N_H >= 2)"
+)
+DOMAIN_HELP = (
+    "the box: X0,Y0,X1,Y1 (2D) or X0,Y0,Z0,X1,Y1,Z1 (3D), lower-left then upper-right corner "
+    "(default: the unit square / cube)"
+)
+NEUMANN_HELP = (
+    f"sides with a homogeneous Neumann (insulated) condition, comma-separated out of "
+    f"{','.join(SIDES)} (front/back: z, 3D only); the others have u = 0 (default: none)"
+)
+
+
+def _numbers(kind: type, what: str):
+    """argparse type: comma-separated numbers of ``kind``."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(v) for v in text.split(","))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be comma-separated {kind.__name__}s, got {text!r}"
+            ) from e
+
+    return parse
+
+
+def _counts(text: str) -> int | tuple[int, ...]:
+    """argparse type of --coarse / --fine: "8" -> 8, "8,4" -> (8, 4)."""
+    values = _numbers(int, "cell counts")(text)
+    return values[0] if len(values) == 1 else values
+
+
+def _sides(text: str) -> tuple[str, ...]:
+    """argparse type of --neumann: "left,right" -> ("left", "right") (checked later)."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 #: Defaults of ``train`` for the coefficient-aware network (measured in docs/lod-ann.md).
 DEFAULT_NETWORK = "cnn:24x6"
 CNN_EPOCHS, CNN_LR, CNN_BATCH = 40, 1e-2, 2
@@ -51,16 +91,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     e = sub.add_parser(
         "elliptic",
-        help="solve -div(a grad u) = f, u = 0 on the unit square (cube), with the LOD",
+        help="solve -div(a grad u) = f on a box (u = 0 or insulated sides) with the LOD",
     )
     e.add_argument(
         "--coefficient",
         type=Path,
-        help="(n, n) .npy array A[iy, ix] of fine-cell values (y from the bottom), or (n, n, n) "
-        "A[iz, iy, ix] (z from the bottom) for the unit cube; default: random values in "
-        "[0.01, 1] on a --fine^--dim grid",
+        help="(n_y, n_x) .npy array A[iy, ix] of fine-cell values (y from the bottom), or "
+        "(n_z, n_y, n_x) A[iz, iy, ix] (z from the bottom) in 3D; default: random values in "
+        "[0.01, 1] on a --fine grid of --dim dimensions",
     )
-    e.add_argument("--fine", type=int, default=128, help="n for the default coefficient (128)")
+    e.add_argument(
+        "--fine",
+        type=_counts,
+        default=128,
+        help="n for the default coefficient: one number or NX,NY[,NZ] (128)",
+    )
     e.add_argument(
         "--dim",
         type=int,
@@ -68,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
         "must match the array's axes",
     )
     e.add_argument("--seed", type=int, default=0, help="seed of the default coefficient (0)")
-    e.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
+    e.add_argument("--coarse", type=_counts, required=True, help=COUNTS_HELP)
+    e.add_argument("--domain", type=_numbers(float, "--domain"), help=DOMAIN_HELP)
+    e.add_argument("--neumann", type=_sides, default=(), help=NEUMANN_HELP)
     e.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
     e.add_argument("--method", choices=METHODS, default="galerkin")
     e.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
@@ -96,17 +143,22 @@ def _parser() -> argparse.ArgumentParser:
         "--coefficients",
         type=Path,
         required=True,
-        help="(M, n, n) or (M, n, n, n) .npy stack: coefficient of step m = 1..M (orientation "
-        "as for elliptic; 4 axes: the unit cube)",
+        help="(M, n_y, n_x) or (M, n_z, n_y, n_x) .npy stack: coefficient of step m = 1..M "
+        "(orientation as for elliptic; 4 axes: 3D)",
     )
-    q.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
+    q.add_argument("--coarse", type=_counts, required=True, help=COUNTS_HELP)
+    q.add_argument("--domain", type=_numbers(float, "--domain"), help=DOMAIN_HELP)
+    q.add_argument("--neumann", type=_sides, default=(), help=NEUMANN_HELP)
     q.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
     q.add_argument("--T", type=float, required=True, help="final time T > 0")
     q.add_argument("--steps", type=int, required=True, help="M, number of time steps")
     q.add_argument("--update", choices=UPDATES, default="full", help="basis update strategy")
     q.add_argument("--tol", type=float, help="tolerance of --update selective (0)")
     q.add_argument(
-        "--capacity", type=Path, help="(n,) * d .npy array of c > 0, d as the stack (default 1)"
+        "--capacity",
+        type=Path,
+        help="(n_y, n_x) or (n_z, n_y, n_x) .npy array of c > 0, shaped like a stack entry "
+        "(default 1)",
     )
     q.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
     q.add_argument("--method", choices=METHODS, default="galerkin")
@@ -259,7 +311,8 @@ def _load_array(
             )
         check_dtype(arr, option)
         lead = ("M",) if stack else ()
-        shapes = " or ".join(str(lead + ("n",) * d).replace("'", "") for d in dims)
+        axes = {2: ("n_y", "n_x"), 3: ("n_z", "n_y", "n_x")}
+        shapes = " or ".join(str(lead + axes[d]).replace("'", "") for d in dims)
         if arr.ndim - stack not in dims or (stack and arr.shape[0] == 0):
             more = " with M >= 1" if stack else ""
             raise InputError(f"{option} array must have shape {shapes}{more}; got {arr.shape}")
@@ -293,13 +346,73 @@ def _load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
     if args.coefficient is not None:
         dims = (2, 3) if args.dim is None else (args.dim,)
         return _load_array(args.coefficient, "--coefficient", comm, False, dims)
-    validate(comm, lambda: _check_positive_int(args.fine, "--fine"))
-    return random_coefficient(args.fine, seed=args.seed, dim=args.dim or 2)
+    fine = args.fine if isinstance(args.fine, tuple) else (args.fine,) * (args.dim or 2)
+
+    def check_fine() -> None:
+        if args.dim is not None and len(fine) != args.dim:
+            raise InputError(f"--fine {args.fine} has {len(fine)} counts; --dim is {args.dim}")
+        if len(fine) not in (2, 3):
+            raise InputError(f"--fine must be one count or 2 or 3 counts, got {args.fine}")
+        for n in fine:
+            _check_positive_int(n, "--fine")
+
+    validate(comm, check_fine)
+    return random_coefficient(fine, seed=args.seed, dim=len(fine))
 
 
 def _check_positive_int(value: int, option: str) -> None:
     if value < 1:
         raise ValueError(f"{option} must be >= 1, got {value}")
+
+
+def _grids(args: argparse.Namespace, comm: MPI.Comm, shape: tuple[int, ...]):
+    """The nested grids of a fine-cell array of ``shape`` ((n_y, n_x) or (n_z, n_y, n_x)) on
+    --domain with --coarse cells and --neumann sides, all checked (with --layers and the
+    method) on every rank before any work. Collective."""
+    dim = len(shape)
+    fine = tuple(shape[::-1])
+
+    def check() -> None:
+        if args.domain is not None and len(args.domain) != 2 * dim:
+            raise InputError(
+                f"--domain needs {2 * dim} numbers for a {dim}D coefficient "
+                f"({'X0,Y0,X1,Y1' if dim == 2 else 'X0,Y0,Z0,X1,Y1,Z1'}), got {len(args.domain)}"
+            )
+        if isinstance(args.coarse, tuple) and len(args.coarse) != dim:
+            raise InputError(
+                f"--coarse {','.join(map(str, args.coarse))} has {len(args.coarse)} counts; the "
+                f"coefficient is {dim}D (give one number or {dim} counts)"
+            )
+        if args.model is not None and args.neumann:
+            raise InputError(
+                "--neumann applies to the classical basis only: a --model is trained with u = 0 "
+                "on every side"
+            )
+
+    validate(comm, check)
+    _check_problem(args, comm, fine)
+    domain = (
+        unit_box(dim)
+        if args.domain is None
+        else (tuple(args.domain[:dim]), tuple(args.domain[dim:]))
+    )
+    return create_nested_grids(comm, args.coarse, fine, domain, neumann=args.neumann)
+
+
+def _counts_key(counts: tuple[int, ...]) -> int | list[int]:
+    """summary.json value of cell counts: one number when equal in every direction."""
+    return counts[0] if len(set(counts)) == 1 else list(counts)
+
+
+def _grid_keys(grids) -> dict:
+    """summary.json: the grid sizes (n, NH: a number, or [x, y(, z)] counts), domain, sides."""
+    return {
+        "dim": grids.dim,
+        "n": _counts_key(grids.fine_cells),
+        "NH": _counts_key(grids.coarse_cells),
+        "domain": [list(grids.domain[0]), list(grids.domain[1])],
+        "neumann": list(grids.neumann),
+    }
 
 
 def _check_problem(args: argparse.Namespace, comm: MPI.Comm, n: int) -> None:
@@ -371,9 +484,7 @@ def elliptic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     as one set into --out."""
     t0 = time.perf_counter()
     A = _load_coefficient(args, comm)
-    n = A.shape[0]
-    _check_problem(args, comm, n)
-    grids = create_nested_grids(comm, args.coarse, n, unit_box(A.ndim))
+    grids = _grids(args, comm, A.shape)
     param = None if args.param is None else np.array([args.param])
     provider, param = _learned_provider(args, comm, grids, "--param", param)
     with OutputSet(comm, args.out) as output:
@@ -406,9 +517,7 @@ def _elliptic_output(args, comm, grids, A, sol, output: OutputSet, t0: float) ->
     summary = {
         "command": "elliptic",
         "method": args.method,
-        "dim": grids.dim,
-        "n": grids.fine,
-        "NH": args.coarse,
+        **_grid_keys(grids),
         "l": args.layers,
         "ranks": comm.size,
         "source": args.source,
@@ -416,9 +525,16 @@ def _elliptic_output(args, comm, grids, A, sol, output: OutputSet, t0: float) ->
         "reference": args.reference,
         **_basis_keys(args),
         "timings": sol.timings,
-        "files": {"solution": "solution.npy"},
+        "files": {
+            "solution": "solution.npy",
+            "solution_vtx": "solution.bp",
+            "coefficient_vtx": "coefficient.bp",
+        },
         "version": dolfinx_lod.__version__,
     }
+    fields = [sol.u_ms, sol.u_h] if args.reference else [sol.u_ms]
+    write_vtx(output.path("solution.bp"), fields)
+    write_vtx(output.path("coefficient.bp"), [sol.a])
     if args.reference:
         summary.update(
             {
@@ -538,14 +654,13 @@ def parabolic(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     --out. Every step of the coefficient stack is validated before the first step."""
     t0 = time.perf_counter()
     stack = _load_array(args.coefficients, "--coefficients", comm, True)
-    n, dim = stack.shape[1], stack.ndim - 1
+    dim = stack.ndim - 1
     capacity = (
         1.0
         if args.capacity is None
         else _load_array(args.capacity, "--capacity", comm, False, (dim,))
     )
-    _check_problem(args, comm, n)
-    grids = create_nested_grids(comm, args.coarse, n, unit_box(dim))
+    grids = _grids(args, comm, stack.shape[1:])
     _check_parabolic_options(args, comm, args.steps)
     params = _load_params(args, comm, stack.shape[0])
     provider, params = _learned_provider(args, comm, grids, "--params", params)
@@ -684,9 +799,7 @@ def _parabolic(
         summary = {
             "command": "parabolic",
             **result.settings,
-            "dim": grids.dim,
-            "n": grids.fine,
-            "NH": args.coarse,
+            **_grid_keys(grids),
             "l": args.layers,
             "ranks": comm.size,
             "source": args.source,

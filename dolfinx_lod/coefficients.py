@@ -1,9 +1,10 @@
 """Coefficients a(x) >= alpha > 0, piecewise constant on the fine cells of T_h (DG0).
 
 A coefficient can be given as
-- a numpy array of fine-cell values of shape (n, n): row = y index from the bottom,
-  column = x index from the left (``A[iy, ix]``),
-- a callable ``a(x, p)`` evaluated at fine-cell midpoints ``x`` (shape (2, N_cells)),
+- a numpy array of fine-cell values of shape (n_y, n_x): row = y index from the bottom,
+  column = x index from the left (``A[iy, ix]``); in 3D (n_z, n_y, n_x), ``A[iz, iy, ix]``,
+- a callable ``a(x, p)`` evaluated at fine-cell midpoints ``x`` of shape (3, N_cells), as
+  DOLFINx passes points to ``Function.interpolate`` (z = 0 in 2D),
 - a DG0 :class:`dolfinx.fem.Function` on the fine mesh.
 """
 
@@ -26,9 +27,12 @@ CoefficientLike = npt.ArrayLike | Callable[..., npt.ArrayLike] | dolfinx.fem.Fun
 
 
 def fine_cell_midpoints(grids: NestedGrids) -> npt.NDArray[np.float64]:
-    """Midpoints (shape (d, N_owned)) of the owned fine cells, in ``fine_cell_keys`` order."""
-    ij = lattice_coordinates(grids.fine_cell_keys, grids.fine, grids.dim).T
-    return grids.origin[:, None] + (ij + 0.5) * grids.h[:, None]
+    """Midpoints x of the owned fine cells, in ``fine_cell_keys`` order: shape (3, N_owned),
+    the shape DOLFINx gives interpolation callables (x[2] = 0 in 2D)."""
+    ij = lattice_coordinates(grids.fine_cell_keys, grids.fine_sizes, grids.dim).T
+    x = np.zeros((3, ij.shape[1]))
+    x[: grids.dim] = grids.origin[:, None] + (ij + 0.5) * grids.h[:, None]
+    return x
 
 
 #: Smallest ratio min(a) / max(a) the patch solves resolve in double precision (a contrast of
@@ -87,27 +91,25 @@ def check_coefficient_values(values: npt.NDArray, name: str = "coefficient") -> 
 
 
 def validate_array_shape(arr: npt.NDArray, name: str = "coefficient", dim: int = 2) -> None:
-    """Raise ``ValueError`` unless ``arr`` is an array of fine-cell values with ``dim`` equal
-    axes: (n, n) = A[iy, ix] (square 2D) or (n, n, n) = A[iz, iy, ix] (cubic 3D)."""
-    if arr.ndim != dim or len(set(arr.shape)) != 1 or arr.shape[0] == 0:
-        kind = {2: "square 2D", 3: "cubic 3D"}[dim]
-        raise ValueError(
-            f"{name} array must be {kind} of shape {('n',) * dim}".replace("'", "")
-            + f"; got shape {arr.shape}"
-        )
+    """Raise ``ValueError`` unless ``arr`` is a non-empty array of fine-cell values with ``dim``
+    axes: (n_y, n_x) = A[iy, ix] in 2D or (n_z, n_y, n_x) = A[iz, iy, ix] in 3D."""
+    if arr.ndim != dim or 0 in arr.shape:
+        axes = {2: "(n_y, n_x)", 3: "(n_z, n_y, n_x)"}[dim]
+        raise ValueError(f"{name} array must be {dim}D of shape {axes}; got shape {arr.shape}")
 
 
 def random_coefficient(
-    n: int, low: float = 0.01, high: float = 1.0, seed: int = 0, dim: int = 2
+    n: int | tuple[int, ...], low: float = 0.01, high: float = 1.0, seed: int = 0, dim: int = 2
 ) -> npt.NDArray[np.float64]:
-    """Rough coefficient: independent uniform values in [low, high] on each of the n^d cells
-    (d = ``dim``), an array of shape (n,) * d."""
-    return np.random.default_rng(seed).uniform(low, high, size=(n,) * dim)
+    """Rough coefficient: independent uniform values in [low, high] on every fine cell of an
+    n^d grid (d = ``dim``) or, for n = (n_x, n_y[, n_z]), of that grid: an array of shape
+    (n_y, n_x) or (n_z, n_y, n_x)."""
+    shape = (n,) * dim if isinstance(n, int | np.integer) else tuple(n)[::-1]
+    return np.random.default_rng(seed).uniform(low, high, size=shape)
 
 
 def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[np.float64]:
     """Values of ``a`` on the owned fine cells (local, no communication)."""
-    n = grids.fine
     if isinstance(a, dolfinx.fem.Function):
         element = a.function_space.element
         if a.function_space.mesh is not grids.fine_mesh or element.space_dimension != 1:
@@ -128,9 +130,11 @@ def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[
     arr = np.asarray(a)
     check_dtype(arr, name)
     validate_array_shape(arr, name, grids.dim)
-    if arr.shape != (n,) * grids.dim:
+    if arr.shape != grids.cell_array_shape:
+        axes = "(n_y, n_x)" if grids.dim == 2 else "(n_z, n_y, n_x)"
         raise ValueError(
-            f"{name} array must have shape {(n,) * grids.dim} (fine cells); got {arr.shape}"
+            f"{name} array must have shape {axes} = {grids.cell_array_shape} (fine cells); "
+            f"got {arr.shape}"
         )
     return np.asarray(arr.reshape(-1)[grids.fine_cell_keys], dtype=np.float64)
 
@@ -187,7 +191,7 @@ def set_cell_values(f: dolfinx.fem.Function, values: npt.NDArray[np.float64]) ->
 @dataclass(frozen=True)
 class Family:
     """A parametrized coefficient family a(x, p), p in the box [low, high] (one entry per
-    parameter). ``a(x, p)`` takes fine-cell midpoints x (shape (2, N)) and returns N values.
+    parameter). ``a(x, p)`` takes fine-cell midpoints x (shape (3, N)) and returns N values.
     """
 
     name: str

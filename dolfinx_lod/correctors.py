@@ -1,6 +1,7 @@
 """Classical element correctors C_T^l Lambda_j (paper (7)) by patch saddle-point solves.
 
-For a patch N^l(T) with fine stiffness S (zero Dirichlet values on the patch boundary) and
+For a patch N^l(T) with fine stiffness S (zero Dirichlet values on the patch boundary, except
+on patch sides that lie on a Neumann side of the domain, where the correctors are free) and
 constraint matrix B = I_H restricted to the patch, the 2^d correctors of T (d = 2, 3) solve
 
     [ S  B^T ] [ C_j ]   [ F_j ]
@@ -36,7 +37,7 @@ from dolfinx_lod.grids import (
     lattice_index,
     lattice_keys,
 )
-from dolfinx_lod.interpolation import patch_constraints
+from dolfinx_lod.interpolation import patch_constraints, patch_dirichlet_vertices
 from dolfinx_lod.parallel import PETScResource
 from dolfinx_lod.patches import Configuration, Patch
 from dolfinx_lod.progress import progress as progress_report
@@ -127,15 +128,27 @@ class PatchSystem:
 
 
 class PatchSpace:
-    """The fine Q1 space of a patch shape (wx x wy [x wz] coarse cells), shared by all
-    configurations of that shape: mesh, spaces, coefficient Functions, stiffness form and matrices.
+    """The fine Q1 space of a patch shape (wx x wy [x wz] coarse cells) and its Dirichlet
+    sides, shared by all configurations with both: mesh, spaces, coefficient Functions,
+    stiffness form and matrices.
 
     DOLFINx meshes, spaces and matrices each hold MPI communicators (a few per object, and MPI
     allows about 2000), so they are created once per shape, not per configuration.
+
+    Args:
+        shape: Coarse cells of the patch per direction.
+        grids: Nested meshes (fine cells per coarse cell, mesh sizes).
+        sides: (d, 2) mask of the patch sides where the correctors vanish
+            (:meth:`~dolfinx_lod.patches.Configuration.dirichlet_sides`); None: all.
     """
 
-    def __init__(self, shape: tuple[int, ...], grids: NestedGrids):
-        r, d = grids.r, grids.dim
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        grids: NestedGrids,
+        sides: npt.NDArray[np.bool_] | None = None,
+    ):
+        r, d = grids.refinement, grids.dim
         cells_per_axis = np.asarray(shape) * r
         origin = (0.0,) * d
         extent = tuple(float(w * H) for w, H in zip(shape, grids.H, strict=True))
@@ -157,9 +170,9 @@ class PatchSpace:
         self.c = dolfinx.fem.Function(Q)  # capacity c on the patch (local coarse operators)
         self.weight = dolfinx.fem.Function(Q)  # (a - a_ref)^2 / a, for the error indicator
 
-        self.mesh.topology.create_connectivity(d - 1, d)
-        facets = dolfinx.mesh.exterior_facet_indices(self.mesh.topology)
-        self.boundary_dofs = dolfinx.fem.locate_dofs_topological(self.V, d - 1, facets)
+        sides = np.ones((d, 2), dtype=bool) if sides is None else sides
+        fixed = patch_dirichlet_vertices(cells_per_axis, sides)[self.dof_vertex]
+        self.boundary_dofs = np.flatnonzero(fixed).astype(np.int32)
         self.bc = dolfinx.fem.dirichletbc(0.0, self.boundary_dofs, self.V)
         self.S_form = stiffness_form(self.V, self.a)
         #: S without boundary conditions (S_full) and with the patch boundary rows/columns
@@ -245,7 +258,7 @@ class PatchProblem(PETScResource):
     Args:
         config: The patch configuration.
         space: The fine space of the configuration's patch shape.
-        r: Fine cells per coarse cell and direction.
+        r: Fine cells per coarse cell in each direction (one number or one per direction).
         Pi: Local L2 projection of I_H (see :func:`dolfinx_lod.interpolation.local_projection`).
         solver: Options prefix and default PETSc options of the patch solver.
     """
@@ -254,7 +267,7 @@ class PatchProblem(PETScResource):
         self,
         config: Configuration,
         space: PatchSpace,
-        r: int,
+        r: int | npt.ArrayLike,
         Pi: npt.NDArray[np.float64],
         solver: PatchSolverOptions | None = None,
     ):
@@ -463,8 +476,8 @@ class PatchProblem(PETScResource):
             for j, L in enumerate(self._mass_load_forms):
                 dolfinx.fem.assemble_vector(self._G[:, j], L)
             self._c_assembled = np.array(c_patch, copy=True)
-        # F_j is zeroed at the patch boundary: there T touches the domain boundary, where the
-        # hats of the rows kept (interior coarse vertices) vanish.
+        # F_j is zeroed where the correctors vanish: there T touches the Dirichlet boundary of
+        # the domain, where the hats of the rows kept (coarse dofs) vanish.
         F = self.rhs.getDenseArray()[: self.num_dofs]
         C_dofs = C[space.dof_vertex]
         Lt = self.coarse_hats.T
@@ -566,17 +579,18 @@ class ClassicalCorrectors(PETScResource):
     ):
         self.grids, self.Pi = grids, Pi
         self._solver = PatchSolverOptions(petsc_options_prefix, petsc_options)
-        self._spaces: dict[tuple[int, ...], PatchSpace] = {}
+        self._spaces: dict[tuple[tuple[int, ...], tuple[bool, ...]], PatchSpace] = {}
         self._problems: dict[Configuration, PatchProblem] = {}
 
     def problem(self, config: Configuration) -> PatchProblem:
         """The (cached) PatchProblem of a configuration."""
         if config not in self._problems:
-            if config.shape not in self._spaces:
-                self._spaces[config.shape] = PatchSpace(config.shape, self.grids)
-            space = self._spaces[config.shape]
+            key = (config.shape, tuple(config.neumann_sides().ravel()))
+            if key not in self._spaces:
+                self._spaces[key] = PatchSpace(config.shape, self.grids, config.dirichlet_sides())
+            space = self._spaces[key]
             self._problems[config] = PatchProblem(
-                config, space, self.grids.r, self.Pi, self._solver
+                config, space, self.grids.refinement, self.Pi, self._solver
             )
         return self._problems[config]
 

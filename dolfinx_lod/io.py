@@ -1,5 +1,5 @@
 """Output: result folders written as a set, atomic file writes, summary.json, fine-vertex
-arrays gathered for ``.npy`` files."""
+arrays gathered for ``.npy`` files, and VTX (ADIOS2 ``.bp``) folders for ParaView."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy.typing as npt
 from mpi4py import MPI
 
 from dolfinx_lod.grids import NestedGrids
-from dolfinx_lod.parallel import OutputError, collective
+from dolfinx_lod.parallel import OutputError, collective, validate
 
 _UMASK_LOCK = threading.Lock()
 
@@ -214,12 +214,76 @@ def write_npy(path: str | Path, array: npt.NDArray) -> Path:
     return write_atomic(path, lambda f: np.save(f, array))
 
 
+def write_vtx(path: str | Path, functions: Sequence[dolfinx.fem.Function], t: float = 0.0) -> Path:
+    """Write ``functions`` (all on one function space, e.g. u_ms and u_h on V_h, or the DG0
+    coefficient a on T_h) at time ``t`` into the VTX folder ``path`` (``*.bp``) that ParaView
+    opens. Collective over the functions' mesh communicator.
+
+    The folder is written as a whole: into a hidden folder beside ``path`` first, which then
+    replaces ``path`` in one step (an earlier ``path`` is removed), so a reader never sees a
+    half-written one. Write a time series with ``dolfinx.io.VTXWriter`` directly.
+
+    Raises:
+        ValueError: On every rank: no functions, functions on different spaces, or ``path``
+            not ending in ``.bp``.
+        OutputError: On every rank, if the folder cannot be written.
+    """
+    import dolfinx.io
+
+    functions = list(functions)
+    if not functions:
+        raise ValueError("write_vtx needs at least one Function")
+    V = functions[0].function_space
+    comm = V.mesh.comm
+    path = Path(os.path.abspath(path))
+
+    def check() -> None:
+        if path.suffix != ".bp":
+            raise ValueError(f"VTX path must end in .bp, got {path.name}")
+        for f in functions[1:]:
+            space = f.function_space
+            if space.mesh is not V.mesh or space.ufl_element() != V.ufl_element():
+                raise ValueError(
+                    f"write_vtx: all functions must live on one function space; {f.name!r} is "
+                    f"on {space.ufl_element()}, {functions[0].name!r} on {V.ufl_element()} "
+                    "(write them into separate .bp folders)"
+                )
+
+    validate(comm, check)
+    staging = None
+    with collective(comm, OutputError):
+        if comm.rank == 0:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                staging = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+            except OSError as e:
+                raise OutputError(f"cannot write {path}: {_os_message(e)}") from e
+    folder = Path(comm.bcast(staging, root=0))
+    try:
+        with dolfinx.io.VTXWriter(comm, folder / path.name, functions) as writer:
+            writer.write(t)
+        comm.Barrier()
+        with collective(comm, OutputError):
+            if comm.rank == 0:
+                try:
+                    if path.exists():
+                        exchange(folder / path.name, path)
+                    else:
+                        os.rename(folder / path.name, path)
+                except OSError as e:
+                    raise OutputError(f"cannot write {path}: {_os_message(e)}") from e
+    finally:
+        if comm.rank == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+    return path
+
+
 def gather_vertex_array(
     grids: NestedGrids, u: dolfinx.fem.Function, root: int = 0
 ) -> npt.NDArray[np.float64] | None:
-    """Values of a V_h Function at the fine vertices as an (n+1, n+1) array on ``root``
-    (row = y index from the bottom, column = x index from the left; in 3D (n+1, n+1, n+1),
-    u[iz, iy, ix], z from the bottom); None on other ranks.
+    """Values of a V_h Function at the fine vertices as an (n_y + 1, n_x + 1) array on
+    ``root`` (row = y index from the bottom, column = x index from the left; in 3D
+    (n_z + 1, n_y + 1, n_x + 1), u[iz, iy, ix], z from the bottom); None on other ranks.
 
     Collective. The gathered array is fine-scale sized: meant for output files only.
     """
@@ -227,21 +291,22 @@ def gather_vertex_array(
     parts = grids.comm.gather((grids.fine_dof_keys, u.x.array[:owned].copy()), root=root)
     if parts is None:
         return None
-    out = np.empty((grids.fine + 1) ** grids.dim)
+    out = np.empty(grids.num_fine_vertices)
     for keys, values in parts:
         out[keys] = values
-    return out.reshape((grids.fine + 1,) * grids.dim)
+    return out.reshape(grids.vertex_array_shape)
 
 
 def gather_cell_array(
     grids: NestedGrids, values: npt.NDArray[np.float64], root: int = 0
 ) -> npt.NDArray[np.float64] | None:
-    """Owned fine-cell values (``grids.fine_cell_keys`` order) as an (n,) * d array on ``root``
-    (None on other ranks). Collective; output only."""
+    """Owned fine-cell values (``grids.fine_cell_keys`` order) as an array of shape
+    ``grids.cell_array_shape`` ((n_y, n_x) or (n_z, n_y, n_x)) on ``root`` (None on other
+    ranks). Collective; output only."""
     parts = grids.comm.gather((grids.fine_cell_keys, np.asarray(values)), root=root)
     if parts is None:
         return None
-    out = np.empty(grids.fine**grids.dim)
+    out = np.empty(grids.num_fine_cells)
     for keys, vals in parts:
         out[keys] = vals
-    return out.reshape((grids.fine,) * grids.dim)
+    return out.reshape(grids.cell_array_shape)

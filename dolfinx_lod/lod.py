@@ -2,7 +2,8 @@
 
 With trial basis B (fine x coarse) and test basis B (Galerkin) or P (Petrov–Galerkin) the
 coarse stiffness is K~ = test^T S trial; the LOD solution is reconstructed on the fine grid as
-u_ms = B U. Coarse vertices on the boundary carry u = 0 (identity rows, zero right-hand side).
+u_ms = B U. Coarse vertices on a Dirichlet side carry u = 0 (identity rows, zero right-hand
+side); on a Neumann side they are unknowns like interior ones (the natural condition).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from petsc4py import PETSc
 
-from dolfinx_lod.basis import MultiscaleBasis, boundary_vertex_mask
+from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import CoefficientLike, coefficient_function
 from dolfinx_lod.correctors import CorrectorProvider
 from dolfinx_lod.forms import load_form, mass_form, stiffness_form
@@ -46,8 +47,8 @@ def source_function(
 ) -> float | dolfinx.fem.Function:
     """The source f as :class:`FineSystem` takes it: a finite number, a DOLFINx Function on
     the fine mesh (used as it is), or a callable f(x) of the fine-cell midpoints x (shape
-    (2, N)), evaluated into a DG0 Function. Collective: a bad value raises ``InputError`` on
-    every rank."""
+    (3, N), as DOLFINx interpolation passes them), evaluated into a DG0 Function.
+    Collective: a bad value raises ``InputError`` on every rank."""
     if isinstance(f, dolfinx.fem.Function):
         return f
     if callable(f):
@@ -64,7 +65,9 @@ class FineSystem(PETScResource):
     - S: stiffness int a grad u . grad v, Dirichlet rows/columns = identity;
     - M: L2 mass int u v (no boundary condition; error norms);
     - Mc: capacity-weighted mass int c u v, Dirichlet rows/columns zero (time stepping);
-    - F: load int f v, zero on the boundary.
+    - F: load int f v, zero on the Dirichlet sides.
+
+    The Dirichlet sides are those of ``grids`` (:attr:`NestedGrids.neumann` names the others).
 
     ``assemblies`` counts the fine assemblies done (S and F), so that callers can show that a
     path touched no fine-scale operator.
@@ -79,10 +82,7 @@ class FineSystem(PETScResource):
     ):
         self.grids, self.a, self.c = grids, a, c
         mesh = grids.fine_mesh
-        mesh.topology.create_connectivity(mesh.topology.dim - 1, mesh.topology.dim)
-        facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-        dofs = dolfinx.fem.locate_dofs_topological(grids.V_h, mesh.topology.dim - 1, facets)
-        self.bc = dolfinx.fem.dirichletbc(0.0, dofs, grids.V_h)
+        self.bc = dolfinx.fem.dirichletbc(0.0, grids.dirichlet_dofs(grids.V_h), grids.V_h)
         source = f if isinstance(f, dolfinx.fem.Function) else dolfinx.fem.Constant(mesh, float(f))
         self._source = source
         self._objects: dict[str, PETSc.Mat | PETSc.Vec] = {}
@@ -168,9 +168,9 @@ class FineSystem(PETScResource):
 
 
 def coarse_boundary_rows(grids: NestedGrids) -> npt.NDArray[np.int32]:
-    """Global V_H dof numbers of the owned coarse vertices on the boundary."""
+    """Global V_H dof numbers of the owned coarse vertices on a Dirichlet side."""
     start = grids.V_H.dofmap.index_map.local_range[0]
-    mask = boundary_vertex_mask(grids.coarse, grids.dim)[grids.coarse_dof_keys]
+    mask = grids.coarse_dirichlet_mask()[grids.coarse_dof_keys]
     return (start + np.flatnonzero(mask)).astype(PETSc.IntType)
 
 
@@ -230,9 +230,9 @@ class LocalAssembly:
     """
 
     def __init__(self, basis: MultiscaleBasis):
-        g, NH = basis.grids, basis.grids.coarse
+        g, NH = basis.grids, basis.grids.coarse_sizes
         self.basis = basis
-        interior = ~boundary_vertex_mask(NH, g.dim)
+        interior = ~g.coarse_dirichlet_mask()
         rows, cols, self._keep = [], [], []
         for patch in basis.patches:
             vk, ck = patch.coarse_vertex_keys(NH), patch.element_vertex_keys(NH)
@@ -366,9 +366,10 @@ def galerkin_solution(
 @dataclass
 class EllipticSolution(PETScResource):
     """Result of :func:`solve_elliptic`: coarse coefficients U, fine reconstruction u_ms = B U,
-    coarse matrix K~ and wall times per phase. With a reference: the fine FEM solution u_h and
-    relative errors against it, ``l2``, ``energy`` of u_ms and ``coarse_fem_l2``,
-    ``coarse_fem_energy`` of the plain Q1 FEM on T_H (without: u_h is None, errors empty).
+    the coefficient a as a DG0 Function on T_h, coarse matrix K~ and wall times per phase.
+    With a reference: the fine FEM solution u_h and relative errors against it, ``l2``,
+    ``energy`` of u_ms and ``coarse_fem_l2``, ``coarse_fem_energy`` of the plain Q1 FEM on T_H
+    (without: u_h is None, errors empty).
 
     Owns PETSc objects (K, the basis): release them with :meth:`destroy`."""
 
@@ -379,6 +380,7 @@ class EllipticSolution(PETScResource):
     basis: MultiscaleBasis
     errors: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    a: dolfinx.fem.Function | None = None
 
     def destroy(self) -> None:
         """Free K and the basis. Collective."""
@@ -411,16 +413,19 @@ def solve_elliptic(
     reference: bool = False,
     provider: CorrectorProvider | None = None,
 ) -> EllipticSolution:
-    """LOD solution of -div(a grad u) = f, u = 0 on the boundary.
+    """LOD solution of -div(a grad u) = f with u = 0 on the Dirichlet sides of ``grids`` and
+    a grad u . n = 0 on its Neumann sides (:func:`~dolfinx_lod.grids.create_nested_grids`).
 
     Galerkin: K~ = B^T S B (fine stiffness and products); Petrov–Galerkin: K~ = P^T S B from
     the patches' local operators (:class:`LocalAssembly`), no fine-scale matrix at all.
 
     Args:
         grids: Nested meshes.
-        a: Coefficient (array (n,) * d, callable a(x, p) or DG0 Function on T_h).
+        a: Coefficient: array of shape ``grids.cell_array_shape`` ((n_y, n_x) = A[iy, ix] or
+            (n_z, n_y, n_x)), callable a(x, p) of the fine-cell midpoints x (shape (3, N)) or
+            DG0 Function on T_h.
         layers: l >= 1 (patch layers).
-        f: Source: a number, a callable f(x) of the fine-cell midpoints x (shape (2, N)) or
+        f: Source: a number, a callable f(x) of the fine-cell midpoints x (shape (3, N)) or
             a DOLFINx Function on T_h.
         method: "galerkin" (K~ = B^T S B) or "petrov-galerkin" (K~ = P^T S B).
         p: Parameter of a callable coefficient (and of a provider conditioned on p).
@@ -437,6 +442,7 @@ def solve_elliptic(
     t = time.perf_counter()
     f = source_function(grids, f)
     a_fun = coefficient_function(grids, a, p)
+    a_fun.name = "a"
     petrov = method == "petrov-galerkin"
     basis = MultiscaleBasis(
         grids, layers, provider, progress=progress, capacity=1.0 if petrov else None
@@ -467,6 +473,7 @@ def solve_elliptic(
         K=K,
         basis=basis,
         timings=timings,
+        a=a_fun,
     )
     if reference:
         t = time.perf_counter()

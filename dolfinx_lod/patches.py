@@ -5,9 +5,12 @@ boundary. Patches with equal *configuration* (shape, position of T inside, and w
 on the domain boundary) have identical topology, constraint matrix and sparsity, so all
 per-configuration work (meshes, compiled forms, factorization structure) is done once.
 
-Local numbering on a patch of wx x wy (x wz) coarse cells (r fine cells per coarse cell and
-direction), lexicographic with x fastest: fine vertex (ax, ay[, az]) -> ax + (wx r + 1) ay
-(+ (wx r + 1)(wy r + 1) az), fine cell likewise with wx r, wy r cells per direction.
+Local numbering on a patch of wx x wy (x wz) coarse cells (r_k fine cells per coarse cell in
+direction k), lexicographic with x fastest: fine vertex (ax, ay[, az]) -> ax + (wx r_x + 1) ay
+(+ (wx r_x + 1)(wy r_y + 1) az), fine cell likewise with wx r_x, wy r_y cells per direction.
+
+A patch side on a Neumann side of the domain is a natural boundary of the patch problem: the
+correctors are free there (they vanish only on the rest of the patch boundary).
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ from dolfinx_lod.grids import (
     NestedGrids,
     box_keys,
     cell_vertex_offsets,
+    check_nested,
     lattice_coordinates,
     lattice_keys,
 )
+
+#: Value of :attr:`Configuration.on_boundary` for a patch side on a Neumann side of dOmega.
+NEUMANN = 2
 
 
 class Configuration(NamedTuple):
@@ -32,8 +39,26 @@ class Configuration(NamedTuple):
 
     shape: tuple[int, ...]  # (wx, wy[, wz]) coarse cells of the patch
     element: tuple[int, ...]  # position of T in the patch (coarse cell units)
-    #: patch side on dOmega: (left, right, bottom, top[, front, back]), i.e. (lo, hi) per axis
-    on_boundary: tuple[bool, ...]
+    #: patch side on dOmega: (left, right, bottom, top[, front, back]), i.e. (lo, hi) per axis;
+    #: False inside the domain, True on a Dirichlet side, :data:`NEUMANN` on a Neumann side
+    #: (truthy too: the side lies on dOmega either way)
+    on_boundary: tuple[bool | int, ...]
+
+    def dirichlet_sides(self) -> npt.NDArray[np.bool_]:
+        """(d, 2) mask of the patch sides where the correctors vanish: every side except those
+        on a Neumann side of dOmega."""
+        d = len(self.shape)
+        return (np.asarray(self.on_boundary) != NEUMANN).reshape(d, 2)
+
+    def neumann_sides(self) -> npt.NDArray[np.bool_]:
+        """(d, 2) mask of the patch sides on a Neumann side of dOmega."""
+        return ~self.dirichlet_sides()
+
+    def constrained_sides(self) -> npt.NDArray[np.bool_]:
+        """(d, 2) mask of the patch sides on the Dirichlet part of dOmega (coarse vertices
+        there are not coarse dofs, so not constrained by I_H v = 0)."""
+        d = len(self.shape)
+        return np.asarray(self.on_boundary, dtype=bool).reshape(d, 2) & self.dirichlet_sides()
 
 
 @dataclass(frozen=True)
@@ -52,37 +77,51 @@ class Patch:
 
     def fine_vertex_keys(self, grids: NestedGrids) -> npt.NDArray[np.int64]:
         """Global fine vertex keys of the patch's vertices, in local patch order."""
-        r = grids.r
+        r = grids.refinement
         counts = np.asarray(self.configuration.shape) * r + 1
-        return box_keys(np.asarray(self.lo) * r, counts, grids.fine + 1)
+        return box_keys(np.asarray(self.lo) * r, counts, grids.fine_sizes + 1)
 
     def fine_cell_keys(self, grids: NestedGrids) -> npt.NDArray[np.int64]:
         """Global fine cell keys of the patch's cells, in local patch order."""
-        r = grids.r
+        r = grids.refinement
         return box_keys(
-            np.asarray(self.lo) * r, np.asarray(self.configuration.shape) * r, grids.fine
+            np.asarray(self.lo) * r, np.asarray(self.configuration.shape) * r, grids.fine_sizes
         )
 
-    def coarse_vertex_keys(self, NH: int) -> npt.NDArray[np.int64]:
-        """Coarse vertex keys of the closed patch, local order (x fastest)."""
+    def coarse_vertex_keys(self, NH: int | npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Coarse vertex keys of the closed patch, local order (x fastest); ``NH`` coarse
+        cells per direction (one number or one per direction)."""
+        NH = np.asarray(NH, dtype=np.int64)
         return box_keys(self.lo, np.asarray(self.configuration.shape) + 1, NH + 1)
 
-    def element_vertex_keys(self, NH: int) -> npt.NDArray[np.int64]:
+    def element_vertex_keys(self, NH: int | npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Coarse vertex keys of T's corners (order of :func:`~dolfinx_lod.grids.corner_bits`)."""
+        NH = np.asarray(NH, dtype=np.int64)
         T = lattice_coordinates(np.array([self.cell]), NH, self.dim)
         return lattice_keys(T, NH + 1) + cell_vertex_offsets(NH + 1, self.dim)
 
 
-def make_patch(cell: int, coarse: int, layers: int, dim: int = 2) -> Patch:
-    """N^l(T) of coarse cell key ``cell`` on a mesh of ``coarse``^``dim`` cells."""
-    T = lattice_coordinates(np.array([cell]), coarse, dim)[0]
+def make_patch(
+    cell: int,
+    coarse: int | npt.ArrayLike,
+    layers: int,
+    dim: int = 2,
+    neumann: npt.ArrayLike | None = None,
+) -> Patch:
+    """N^l(T) of coarse cell key ``cell`` on a mesh of ``coarse`` cells per direction (one
+    number or one per direction), d = ``dim``; ``neumann``: (d, 2) mask of the domain sides
+    with a Neumann condition (``~grids.dirichlet_sides``; None: all Dirichlet)."""
+    NH = np.broadcast_to(np.asarray(coarse, dtype=np.int64), (dim,))
+    T = lattice_coordinates(np.array([cell]), NH, dim)[0]
     lo = tuple(int(max(t - layers, 0)) for t in T)
-    hi = tuple(int(min(t + layers + 1, coarse)) for t in T)
+    hi = tuple(int(min(t + layers + 1, N)) for t, N in zip(T, NH, strict=True))
+    on_domain = [side for a, b, N in zip(lo, hi, NH, strict=True) for side in (a == 0, b == N)]
+    free = np.zeros(2 * dim, dtype=bool) if neumann is None else np.ravel(neumann)
     config = Configuration(
         shape=tuple(b - a for a, b in zip(lo, hi, strict=True)),
         element=tuple(int(t - a) for t, a in zip(T, lo, strict=True)),
         on_boundary=tuple(
-            side for a, b in zip(lo, hi, strict=True) for side in (a == 0, b == coarse)
+            NEUMANN if on and f else bool(on) for on, f in zip(on_domain, free, strict=True)
         ),
     )
     return Patch(cell, lo, hi, config)
@@ -94,9 +133,9 @@ def owned_cells(grids: NestedGrids) -> npt.NDArray[np.int64]:
     T belongs to the rank that owns the fine cell at T's centre, so each rank works where its
     part of the fine mesh (and coefficient) lies. Local, no communication.
     """
-    r, NH, d = grids.r, grids.coarse, grids.dim
-    T = np.arange(NH**d, dtype=np.int64)
-    centre = lattice_keys(lattice_coordinates(T, NH, d) * r + r // 2, grids.fine)
+    r, NH, d = grids.refinement, grids.coarse_sizes, grids.dim
+    T = np.arange(np.prod(NH), dtype=np.int64)
+    centre = lattice_keys(lattice_coordinates(T, NH, d) * r + r // 2, grids.fine_sizes)
     return np.sort(T[np.isin(centre, grids.fine_cell_keys)])
 
 
@@ -106,22 +145,12 @@ def validate_layers(layers: int) -> None:
         raise ValueError(f"layers l must be an integer >= 1, got {layers!r}")
 
 
-def validate_refinement(coarse: int, fine: int) -> None:
-    """Raise ``ValueError`` unless N_H divides n with r = n / N_H >= 2: with one fine cell per
-    coarse cell the constraint I_H v = 0 leaves the patch saddle-point systems singular (the
-    factorization fails on patches away from the boundary). Sizes < 1 are left to
+def validate_refinement(coarse: int | tuple[int, ...], fine: int | tuple[int, ...]) -> None:
+    """Raise ``ValueError`` unless N_k divides n_k with r_k = n_k / N_k >= 2 in every direction
+    (one count for all directions or one per direction): with one fine cell per coarse cell
+    the constraint I_H v = 0 leaves the patch saddle-point systems singular (the factorization
+    fails on patches away from the boundary). Sizes < 1 are left to
     :func:`dolfinx_lod.grids.create_nested_grids`."""
-    if not all(isinstance(v, int | np.integer) and v >= 1 for v in (coarse, fine)):
-        return
-    allowed = [d for d in range(1, fine // 2 + 1) if fine % d == 0]
-    if fine % coarse:
-        raise ValueError(
-            f"coarse cells per direction NH ({coarse}) must divide fine cells per direction "
-            f"n ({fine}) with r = n / NH >= 2; allowed: NH in {allowed}"
-        )
-    if fine < 2 * coarse:
-        raise ValueError(
-            f"coarse cells per direction NH ({coarse}) must be at most n / 2 = {fine // 2}: the "
-            f"patch problems need r = n / NH >= 2 fine cells per coarse cell; allowed: NH in "
-            f"{allowed}"
-        )
+    pairs = np.broadcast_arrays(np.atleast_1d(coarse), np.atleast_1d(fine))
+    if all(isinstance(v, int | np.integer) and v >= 1 for v in np.concatenate(pairs)):
+        check_nested(tuple(map(int, pairs[0])), tuple(map(int, pairs[1])), min_ratio=2)

@@ -1,4 +1,5 @@
-"""Backward Euler for c d_t u - div(a(t, x) grad u) = f(t, x), u = 0 on the boundary.
+"""Backward Euler for c d_t u - div(a(t, x) grad u) = f(t, x), u = 0 on the Dirichlet sides
+(a grad u . n = 0 on the Neumann sides of the grids).
 
 With tau = T / M and t_m = m tau, the fine FEM (paper (10b)) solves
 
@@ -89,7 +90,7 @@ class CoefficientSchedule:
 
     @classmethod
     def from_stack(cls, stack: npt.ArrayLike, check: bool = True) -> CoefficientSchedule:
-        """Coefficient on step m = stack[m - 1], an (M, n, n) or (M, n, n, n) array
+        """Coefficient on step m = stack[m - 1], an (M, n_y, n_x) or (M, n_z, n_y, n_x) array
         (orientation as for arrays of :mod:`dolfinx_lod.coefficients`). With ``check``, every
         step is validated now, one step at a time (a memory-mapped stack is read once), so
         that a bad value at a later step stops a run before its first step; pass False for a
@@ -97,7 +98,8 @@ class CoefficientSchedule:
         stack = np.asarray(stack) if not isinstance(stack, np.ndarray) else stack
         if stack.ndim not in (3, 4):
             raise ValueError(
-                f"coefficient stack must have shape (M, n, n) or (M, n, n, n); got {stack.shape}"
+                f"coefficient stack must have shape (M, n_y, n_x) or (M, n_z, n_y, n_x); got "
+                f"{stack.shape}"
             )
         validate_array_shape(stack[0], "coefficient stack entry", stack.ndim - 1)
         for m in range(stack.shape[0] if check else 0):

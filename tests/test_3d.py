@@ -85,11 +85,12 @@ def test_bad_3d_input_raises_on_every_rank(comm):
     with pytest.raises(ValueError, match="domain"):
         dl.create_nested_grids(comm, 2, 4, ((0.0, 0.0, 0.0), (1.0, 0.0, 1.0)))
     g = dl.create_nested_grids(comm, 2, 4, UNIT_CUBE)
-    with pytest.raises(InputError, match=r"cubic 3D of shape \(n, n, n\); got shape \(4, 4, 5\)"):
+    expected = r"shape \(n_z, n_y, n_x\) = \(4, 4, 4\) \(fine cells\); got \(4, 4, 5\)"
+    with pytest.raises(InputError, match=expected):
         dl.solve_elliptic(g, np.ones((4, 4, 5)), 1)
-    with pytest.raises(InputError, match=r"must have shape \(4, 4, 4\)"):
+    with pytest.raises(InputError, match=r"= \(4, 4, 4\) \(fine cells\); got \(6, 6, 6\)"):
         dl.solve_elliptic(g, np.ones((6, 6, 6)), 1)
-    with pytest.raises(InputError, match="cubic 3D"):
+    with pytest.raises(InputError, match=r"3D of shape \(n_z, n_y, n_x\); got shape \(4, 4\)"):
         dl.solve_elliptic(g, np.ones((4, 4)), 1)
 
 

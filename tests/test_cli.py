@@ -1,6 +1,7 @@
 """The `dolfinx-lod elliptic` command line, serial and under mpirun."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -98,12 +99,12 @@ def test_elliptic_bad_input(tmp_path, coefficient, args, message):
 
 def test_elliptic_bad_array(tmp_path):
     bad = tmp_path / "bad.npy"
-    np.save(bad, np.ones((4, 6)))
+    np.save(bad, np.ones((4, 5)))
     res = run(
         ["elliptic", "--coefficient", bad, "--coarse", 2, "--layers", 1, "--out", tmp_path],
         check=False,
     )
-    assert res.returncode == 2 and "square 2D" in res.stderr
+    assert res.returncode == 2 and r"coarse cells in direction x NH (2) must divide" in res.stderr
     neg = tmp_path / "neg.npy"
     np.save(neg, -np.ones((4, 4)))
     res = run(
@@ -233,4 +234,65 @@ def test_parabolic_bad_stack(tmp_path):
         ],
         check=False,
     )
-    assert res.returncode == 2 and "--coefficients array must have shape (M, n, n)" in res.stderr
+    expected = "--coefficients array must have shape (M, n_y, n_x)"
+    assert res.returncode == 2 and expected in res.stderr
+
+
+def test_elliptic_rectangle_with_insulated_sides(tmp_path):
+    """The docs/cli.md example: square cells on [0, 2] x [0, 1], insulated left and right
+    sides; serial and on 2 ranks the same; VTX folders next to summary.json."""
+    args = "elliptic --fine 64,32 --coarse 8,4 --domain 0,0,2,1 --neumann left,right --layers 2"
+    run([*args.split(), "--reference", "--out", tmp_path / "s"])
+    run([*args.split(), "--no-plot", "--out", tmp_path / "p"], ranks=2)
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert (summary["n"], summary["NH"]) == ([64, 32], [8, 4])
+    assert summary["neumann"] == ["left", "right"]
+    assert summary["domain"] == [[0.0, 0.0], [2.0, 1.0]]
+    assert summary["rel_l2_error"] < summary["coarse_fem_rel_l2_error"] / 3
+    u = np.load(tmp_path / "s" / "solution.npy")
+    assert u.shape == (33, 65)  # (n_y + 1, n_x + 1)
+    assert np.abs(u[[0, -1], :]).max() == 0.0  # u = 0 at the bottom and top
+    assert np.abs(u[16, [0, -1]]).min() > 0.1 * np.abs(u).max()  # free at left and right
+    assert np.abs(np.load(tmp_path / "p" / "solution.npy") - u).max() <= 1e-10
+    for name, fields in (("solution.bp", ("u_ms", "u_h")), ("coefficient.bp", ("a",))):
+        assert summary["files"][name.replace(".bp", "_vtx")] == name
+        metadata = (tmp_path / "s" / name / "md.0").read_bytes()
+        for field in fields:
+            assert f'<DataArray Name="{field}" />'.encode() in metadata
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--neumann", "left,up"], r"neumann sides must be distinct names out of"),
+        (["--neumann", "left,right,bottom,top"], "at least one side must stay Dirichlet"),
+        (["--coarse", "3,4"], r"coarse cells in direction x NH \(3\) must divide .* n \(16\)"),
+        (["--coarse", "4,4,4"], r"--coarse 4,4,4 has 3 counts; the coefficient is 2D"),
+        (["--domain", "0,0,2"], r"--domain needs 4 numbers"),
+        (["--domain", "0,0,0,1"], r"domain must be"),
+    ],
+)
+def test_elliptic_bad_grid_options(tmp_path, args, message):
+    base = ["elliptic", "--fine", "16,8", "--coarse", "4,2", "--layers", 1]
+    res = run([*base, *args, "--out", tmp_path / "o"], ranks=2, check=False)
+    assert res.returncode == 2 and re.search(message, res.stderr), res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_parabolic_rectangle_with_an_insulated_side(tmp_path):
+    stack = tmp_path / "stack.npy"
+    rng = np.random.default_rng(2)
+    np.save(stack, rng.uniform(0.05, 1.0, (3, 16, 32)))
+    out = tmp_path / "out"
+    run(
+        "parabolic --coefficients STACK --coarse 8,4 --domain 0,0,2,1 --neumann top --layers 2 "
+        "--T 0.1 --steps 3 --reference --no-plot --out OUT".replace("STACK", str(stack))
+        .replace("OUT", str(out))
+        .split()
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n"], summary["NH"], summary["neumann"]) == ([32, 16], [8, 4], ["top"])
+    assert summary["rel_l2_error_final"] < 0.1
+    u = np.load(out / "solution_final.npy")
+    assert u.shape == (17, 33) and np.abs(u[0]).max() == 0.0  # bottom: u = 0
+    assert np.abs(u[-1, 1:-1]).min() > 0.0  # top: insulated (its corners lie on left, right)

@@ -60,10 +60,10 @@ def test_parabolic_3d_stack(tmp_path, method, ranks):
 @pytest.mark.parametrize(
     "shape, args, message",
     [
-        ((8, 8, 6), ["--coarse", 2], r"cubic 3D of shape \(n, n, n\); got shape \(8, 8, 6\)"),
+        ((8, 8, 5), ["--coarse", 2], r"cells in direction x NH \(2\) must divide .* n \(5\)"),
         ((8, 8, 8), ["--coarse", 3], r"NH \(3\) must divide .* n \(8\)"),
-        ((8, 8, 8), ["--coarse", 2, "--dim", 2], r"must have shape \(n, n\); got \(8, 8, 8\)"),
-        ((2, 8, 8, 8), ["--coarse", 2], r"shape \(n, n\) or \(n, n, n\); got \(2, 8, 8, 8\)"),
+        ((8, 8, 8), ["--coarse", 2, "--dim", 2], r"must have shape \(n_y, n_x\); got \(8, 8, 8\)"),
+        ((2, 8, 8, 8), ["--coarse", 2], r"or \(n_z, n_y, n_x\); got \(2, 8, 8, 8\)"),
     ],
 )
 def test_elliptic_3d_bad_input_under_mpirun(tmp_path, shape, args, message):

@@ -5,7 +5,6 @@ from petsc4py import PETSc
 from test_grids import dense
 
 import dolfinx_lod as dl
-from dolfinx_lod.basis import boundary_vertex_mask
 from dolfinx_lod.grids import unit_box
 from dolfinx_lod.interpolation import patch_constraints, quasi_interpolation
 from dolfinx_lod.patches import make_patch
@@ -13,12 +12,18 @@ from dolfinx_lod.patches import make_patch
 pytestmark = pytest.mark.mpi
 
 
-@pytest.fixture(scope="module", params=[(2, 16), (3, 8)], ids=["2d", "3d"])
+@pytest.fixture(
+    scope="module",
+    params=[(2, 4, 16, ()), (3, 4, 8, ()), (2, (4, 3), (16, 6), ("left", "top"))],
+    ids=["2d", "3d", "rectangle-neumann"],
+)
 def small(comm, request):
-    """NH = 4, n = 16 (2D) or 8 (3D), l = 1 on a rough coefficient."""
-    dim, n = request.param
-    g = dl.create_nested_grids(comm, 4, n, unit_box(dim))
-    A = rough_coefficient(n, dim=dim)
+    """NH = 4, n = 16 (2D) or 8 (3D), l = 1 on a rough coefficient; and a 4 x 3 / 16 x 6 grid
+    of [0, 2] x [0, 1] with Neumann sides left and top."""
+    dim, NH, n, neumann = request.param
+    domain = ((0.0, 0.0), (2.0, 1.0)) if neumann else unit_box(dim)
+    g = dl.create_nested_grids(comm, NH, n, domain, neumann=neumann)
+    A = np.random.default_rng(0).uniform(0.01, 1.0, size=g.cell_array_shape)
     basis = dl.MultiscaleBasis(g, 1)
     basis.update(A)
     return g, A, basis
@@ -27,7 +32,7 @@ def small(comm, request):
 def test_constraint_residual_on_every_patch(small):
     g, _, basis = small
     for patch, C in zip(basis.patches, basis.correctors, strict=True):
-        Bp = patch_constraints(patch.configuration, g.r, basis.Pi)
+        Bp = patch_constraints(patch.configuration, g.refinement, basis.Pi)
         assert C.shape[1] == 2**g.dim
         assert np.abs(Bp @ C).max() <= 1e-10
         assert np.abs(C).max() > 1e-3  # a non-trivial correction
@@ -36,8 +41,8 @@ def test_constraint_residual_on_every_patch(small):
 def test_global_quasi_interpolation_of_basis_is_identity(small, comm):
     g, _, basis = small
     IHB = dense(quasi_interpolation(g, basis.Pi).matMult(basis.B))
-    interior = ~boundary_vertex_mask(g.coarse, g.dim)
-    # Coarse dof numbers of the interior vertices (global numbering).
+    interior = ~g.coarse_dirichlet_mask()
+    # Coarse dof numbers of the vertices not on a Dirichlet side (global numbering).
     dofs = g.coarse_dof_global[interior]
     block = IHB[np.ix_(dofs, dofs)]
     assert np.abs(block - np.eye(dofs.size)).max() <= 1e-10
@@ -46,11 +51,11 @@ def test_global_quasi_interpolation_of_basis_is_identity(small, comm):
 def test_correctors_vanish_outside_patches(small):
     g, _, basis = small
     C = dense(basis.P) - dense(basis.B)  # sum_T C_T Lambda_z in column z
-    NH, n = g.coarse, g.fine
-    fine_global = g.fine_dof_global(np.arange((n + 1) ** g.dim))
+    NH = g.coarse_sizes
+    fine_global = g.fine_dof_global(np.arange(g.num_fine_vertices))
     inside = np.zeros_like(C, dtype=bool)
-    for T in range(NH**g.dim):
-        patch = make_patch(T, NH, 1, g.dim)
+    for T in range(int(np.prod(NH))):
+        patch = make_patch(T, NH, 1, g.dim, ~g.dirichlet_sides)
         rows = fine_global[patch.fine_vertex_keys(g)]
         cols = g.coarse_dof_global[patch.element_vertex_keys(NH)]
         inside[np.ix_(rows, cols)] = True
@@ -64,7 +69,7 @@ def test_reassembled_basis_equals_the_first_assembly(small):
     g, A, _ = small
     basis = dl.MultiscaleBasis(g, 1)
     first = dense(basis.update(A))
-    basis.update(rough_coefficient(g.fine, seed=2, dim=g.dim))
+    basis.update(np.random.default_rng(2).uniform(0.01, 1.0, size=g.cell_array_shape))
     assert basis.num_assemblies == 2
     assert np.abs(dense(basis.B) - first).max() > 1e-3  # it did change
     again = dense(basis.update(A))

@@ -29,3 +29,32 @@ def test_readme_api_example_runs():
     assert out.returncode == 0, out.stderr[-3000:]
     errors = eval(out.stdout.strip().splitlines()[-1])  # the printed errors dict
     assert 0 < errors["l2"] < 0.05 and errors["l2"] < errors["coarse_fem_l2"] / 3
+
+
+def api_blocks(*markers: str) -> str:
+    """The python blocks of docs/api.md that contain all of ``markers``, joined."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.S)
+    return "\n".join(b for b in blocks if all(m in b for m in markers))
+
+
+@pytest.mark.slow
+def test_api_grids_and_time_loop_examples_run(tmp_path):
+    """docs/api.md: the rectangle with insulated sides, a time-dependent DOLFINx Function in
+    the time loop and the observer writing a VTX frame every 4th step."""
+    code = "\n".join(
+        [
+            "import dolfinx_lod as dl  # first: loads the PETSc libraries\nimport dolfinx.fem",
+            "import numpy as np\nfrom mpi4py import MPI",
+            "from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic",
+            api_blocks("neumann=", "cell_array_shape"),
+            api_blocks("def update(a_fun, t)"),
+            api_blocks("observer(view)", "VTXWriter"),
+            "print(grids.cell_array_shape, [r['step'] for r in res.records])",
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "(32, 64) [1, 2, 3, 4, 5, 6, 7, 8]"
+    assert b'<DataArray Name="u_ms" />' in (tmp_path / "out" / "lod.bp" / "md.0").read_bytes()

@@ -88,3 +88,44 @@ def test_bad_grids_raise_everywhere(comm):
     tri = dolfinx.mesh.create_unit_square(comm, 4, 4)
     with pytest.raises(ValueError, match="quadrilateral"):
         dl.nested_grids_from_mesh(tri, 2)
+
+
+def test_rectangular_grids(comm):
+    """N_x x N_y coarse and n_x x n_y fine cells (r differs between directions here)."""
+    g = dl.create_nested_grids(comm, (4, 2), (16, 12), ((0.0, 0.0), (2.0, 1.0)))
+    assert g.coarse_cells == (4, 2) and g.fine_cells == (16, 12)
+    assert list(g.refinement) == [4, 6] and np.allclose(g.h, [0.125, 1 / 12])
+    assert g.cell_array_shape == (12, 16) and g.vertex_array_shape == (13, 17)
+    for keys, total in ((g.fine_cell_keys, 192), (g.fine_dof_keys, 221), (g.coarse_dof_keys, 15)):
+        assert np.array_equal(np.sort(np.concatenate(comm.allgather(keys))), np.arange(total))
+    x = g.V_h.tabulate_dof_coordinates()[: g.fine_dof_keys.size]
+    assert np.allclose(x[:, 0], (g.fine_dof_keys % 17) * 0.125)  # keys: x fastest
+    for name in ("coarse", "fine", "r"):
+        with pytest.raises(ValueError, match="differ between directions"):
+            getattr(g, name)
+    P = g.prolongation()  # reproduces a bilinear function at the fine vertices
+    uH = dolfinx.fem.Function(g.V_H)
+    uH.interpolate(lambda x: 1 + x[0] * x[1] - 2 * x[1])
+    uh = dolfinx.fem.Function(g.V_h)
+    P.mult(uH.x.petsc_vec, uh.x.petsc_vec)
+    assert np.allclose(uh.x.array[: x.shape[0]], 1 + x[:, 0] * x[:, 1] - 2 * x[:, 1])
+    mesh = dolfinx.mesh.create_rectangle(
+        comm, ((0.0, 0.0), (2.0, 1.0)), (24, 12), dolfinx.mesh.CellType.quadrilateral
+    )
+    w = dl.nested_grids_from_mesh(mesh, (6, 3), neumann="top")
+    assert (w.fine_cells, w.coarse_cells, w.neumann) == ((24, 12), (6, 3), ("top",))
+
+
+@pytest.mark.parametrize(
+    "coarse, fine, message",
+    [
+        ((3, 2), (16, 8), r"coarse cells in direction x NH \(3\) must divide fine cells in "),
+        ((4, 3), (16, 8), r"in direction y NH \(3\) must divide .* n \(8\); allowed: NH in"),
+        ((4, 2, 1), (16, 8), r"coarse cells per direction NH must be .* tuple of 2 integers"),
+        ((4, 0), (16, 8), r"coarse cells per direction NH must be an integer >= 1"),
+        (4, (16, 8.0), r"fine cells per direction n must be"),
+    ],
+)
+def test_bad_counts_per_direction_raise_everywhere(comm, coarse, fine, message):
+    with pytest.raises(ValueError, match=message):
+        dl.create_nested_grids(comm, coarse, fine, ((0.0, 0.0), (2.0, 1.0)))

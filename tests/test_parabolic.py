@@ -151,7 +151,7 @@ def test_bad_input_raises_before_stepping(comm, kwargs, message):
     assert not calls
 
 
-@pytest.mark.parametrize("shape", [(16, 16), (3, 16, 8), (3, 4)])
+@pytest.mark.parametrize("shape", [(16, 16), (3, 16, 0), (3, 4)])
 def test_bad_stack_shape(shape):
     with pytest.raises(ValueError, match="coefficient stack"):
         CoefficientSchedule.from_stack(np.ones(shape))

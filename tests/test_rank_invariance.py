@@ -17,7 +17,8 @@ def mpirun() -> str:
     return str(local) if local.exists() else shutil.which("mpirun")
 
 
-def run_job(ranks: int, out: Path, method: str) -> dict:
+def run_job(ranks: int, out: Path, method: str, grid: tuple[str, ...]) -> dict:
+    NH, n, *boundary = grid
     cmd = [
         mpirun(),
         "-n",
@@ -26,20 +27,30 @@ def run_job(ranks: int, out: Path, method: str) -> dict:
         "-m",
         "mpi4py",
         str(HERE / "rank_invariance_job.py"),
-        "6",
-        "48",
+        NH,
+        n,
         "2",
         method,
         str(out),
+        *boundary,
     ]
     subprocess.run(cmd, check=True, timeout=300, cwd=HERE)
     return dict(np.load(out))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["galerkin", "petrov-galerkin"])
-def test_same_results_on_1_2_3_ranks(tmp_path, method):
-    results = [run_job(n, tmp_path / f"r{n}.npz", method) for n in (1, 2, 3)]
+@pytest.mark.parametrize(
+    "method, grid",
+    [
+        ("galerkin", ("6", "48")),
+        ("petrov-galerkin", ("6", "48")),
+        # 6 x 3 coarse, 24 x 12 fine cells of [0, 2] x [0, 1], insulated left and top sides
+        ("galerkin", ("6,3", "24,12", "left,top", "2,1")),
+        ("petrov-galerkin", ("6,3", "24,12", "left,top", "2,1")),
+    ],
+)
+def test_same_results_on_1_2_3_ranks(tmp_path, method, grid):
+    results = [run_job(n, tmp_path / f"r{n}.npz", method, grid) for n in (1, 2, 3)]
     ref = results[0]
     assert np.abs(ref["K"]).max() > 1.0 and np.abs(ref["U"]).max() > 1e-3
     for res in results[1:]:

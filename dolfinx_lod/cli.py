@@ -383,10 +383,17 @@ def _grids(args: argparse.Namespace, comm: MPI.Comm, shape: tuple[int, ...]):
                 f"--coarse {','.join(map(str, args.coarse))} has {len(args.coarse)} counts; the "
                 f"coefficient is {dim}D (give one number or {dim} counts)"
             )
-        if args.model is not None and args.neumann:
+        learned = [f"--{k}" for k in ("model", "operators") if getattr(args, k, None)]
+        if learned and args.neumann:
             raise InputError(
-                "--neumann applies to the classical basis only: a --model is trained with u = 0 "
-                "on every side"
+                f"--neumann applies to the classical basis only: {' and '.join(learned)} "
+                "was trained with u = 0 on every side"
+            )
+        coarse = args.coarse if isinstance(args.coarse, tuple) else (args.coarse,)
+        if learned and len(set(fine)) * len(set(coarse)) > 1:
+            raise InputError(
+                f"{' and '.join(learned)} need the same number of cells in every direction "
+                f"(the networks are trained on n x n grids); got fine {fine}, coarse {coarse}"
             )
 
     validate(comm, check)

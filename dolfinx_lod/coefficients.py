@@ -26,10 +26,13 @@ from dolfinx_lod.parallel import InputError, validate
 CoefficientLike = npt.ArrayLike | Callable[..., npt.ArrayLike] | dolfinx.fem.Function
 
 
-def fine_cell_midpoints(grids: NestedGrids) -> npt.NDArray[np.float64]:
-    """Midpoints x of the owned fine cells, in ``fine_cell_keys`` order: shape (3, N_owned),
-    the shape DOLFINx gives interpolation callables (x[2] = 0 in 2D)."""
-    ij = lattice_coordinates(grids.fine_cell_keys, grids.fine_sizes, grids.dim).T
+def fine_cell_midpoints(
+    grids: NestedGrids, keys: npt.NDArray[np.int64] | None = None
+) -> npt.NDArray[np.float64]:
+    """Midpoints x of the fine cells ``keys`` (default: the owned ones, in ``fine_cell_keys``
+    order): shape (3, N), the shape DOLFINx gives interpolation callables (x[2] = 0 in 2D)."""
+    keys = grids.fine_cell_keys if keys is None else keys
+    ij = lattice_coordinates(keys, grids.fine_sizes, grids.dim).T
     x = np.zeros((3, ij.shape[1]))
     x[: grids.dim] = grids.origin[:, None] + (ij + 0.5) * grids.h[:, None]
     return x

@@ -27,7 +27,7 @@ import torch
 from mpi4py import MPI
 
 from dolfinx_lod.basis import MultiscaleBasis
-from dolfinx_lod.coefficients import Family
+from dolfinx_lod.coefficients import Family, fine_cell_midpoints
 from dolfinx_lod.coefficients import family as make_family
 from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
 from dolfinx_lod.grids import NestedGrids
@@ -221,9 +221,7 @@ class FamilyCorrectors:
         g = self.classical.grids
         a = []
         for patch in patches:
-            keys = patch.fine_cell_keys(g)
-            ij = np.stack([keys % g.fine, keys // g.fine]).astype(np.float64)
-            x = g.origin[:, None] + (ij + 0.5) * g.h[:, None]
+            x = fine_cell_midpoints(g, patch.fine_cell_keys(g))
             a.append(self.family.a(x, self.family.check(p)))
         return self.classical.correctors(patches, a, progress=progress)
 

@@ -194,6 +194,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--lr", type=float, help=f"Adam learning rate ({CNN_LR:g} for cnn, 1e-2 otherwise)"
     )
+    t.add_argument(
+        "--lr-step", type=int, help="epochs between learning-rate decays by --lr-decay (1000)"
+    )
+    t.add_argument("--lr-decay", type=float, help="learning-rate factor every --lr-step (0.9)")
     t.add_argument("--patience", type=int, default=1000, help="early stopping patience (1000)")
     t.add_argument("--checkpoint-every", type=int, default=500)
     t.add_argument(
@@ -663,6 +667,9 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
             batch_size=default_batch if args.batch_size is None else args.batch_size,
             epochs=args.epochs or (CNN_EPOCHS if cnn else 5000),
             lr=args.lr or (CNN_LR if cnn else 1e-2),
+            **{
+                k: getattr(args, k) for k in ("lr_step", "lr_decay") if getattr(args, k) is not None
+            },
             patience=args.patience,
             warm_start=args.warm_start,
             checkpoint_every=args.checkpoint_every,

@@ -90,6 +90,35 @@ def test_projected_energy_minimizer_is_the_classical_corrector(tiny):
             assert err <= 1e-7 * torch.sqrt((C * (S[k] @ C)).sum())
 
 
+def test_data_free_loss_has_the_gradient_of_the_supervised_energy_error(tiny):
+    """With the projection, the data-free weighted energy and the supervised energy-norm error
+    1/2 sum w ||alpha - C||_S^2 differ by a constant: their gradients in the network weights
+    agree, so training from coefficients alone follows the supervised path exactly."""
+    g, basis, batch = tiny
+    nets = CoefficientNetworks(1, batch.Pi.float(), 8, 3).double()
+    w = energy_weights(batch)
+
+    def gradients(project: bool) -> list[torch.Tensor]:
+        out = []
+        for supervised in (False, True):
+            nets.zero_grad()
+            alpha = nets(batch.configs, batch.a, project)
+            if supervised:
+                d = alpha - batch.C
+                loss = 0.5 * (w[:, :, None, None] * d * batch.apply_stiffness(d)).sum()
+                loss = loss / d.shape[1]
+            else:
+                loss = deep_ritz_energy(batch, alpha, w)
+            loss.backward()
+            out.append(torch.cat([q.grad.ravel() for q in nets.parameters()]))
+        return out
+
+    free, supervised = gradients(True)
+    torch.testing.assert_close(free, supervised, rtol=1e-6, atol=1e-9 * supervised.abs().max())
+    free, supervised = gradients(False)  # outputs outside ker B: they differ (can fail)
+    assert (free - supervised).abs().max() > 1e-3 * supervised.abs().max()
+
+
 def test_same_patch_coefficient_same_correctors(tiny):
     """One network for all patches: the same coefficient on patches of one configuration at
     two positions of a batch gives the same correctors, whatever the other patches hold, and

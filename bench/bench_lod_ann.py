@@ -57,7 +57,27 @@ from dolfinx_lod.neural.workflow import baselines
 
 #: Configuration name -> train options (besides the problem options of :func:`train_command`).
 RUNS = {
-    "cnn:24x6": ["--network", "cnn:24x6"],
+    "cnn:24x6": ["--network", "cnn:24x6", "--epochs", "40"],
+    "cnn:24x6 150 epochs": [
+        "--network",
+        "cnn:24x6",
+        "--epochs",
+        "150",
+        "--lr-step",
+        "100",
+        "--lr-decay",
+        "0.3",
+    ],  # fmt: skip
+    "cnn:48x8 100 epochs": [
+        "--network",
+        "cnn:48x8",
+        "--epochs",
+        "100",
+        "--lr-step",
+        "50",
+        "--lr-decay",
+        "0.3",
+    ],  # fmt: skip
     "reduced:16:32x3": ["--network", "reduced:16:32x3"],
     "mlp:32x4": ["--network", "mlp:32x4", "--epochs", "300"],
 }

@@ -35,7 +35,9 @@ from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
 COARSE_HELP = "N_H, coarse cells per direction (divides n, n / N_H >= 2)"
 #: Defaults of ``train`` for the coefficient-aware network (measured in docs/lod-ann.md).
 DEFAULT_NETWORK = "cnn:24x6"
-CNN_EPOCHS, CNN_LR, CNN_BATCH = 40, 1e-2, 2
+CNN_EPOCHS, CNN_LR, CNN_BATCH = 150, 1e-2, 2
+#: Learning-rate schedule of ``train`` for the coefficient-aware network: factor, every epochs.
+CNN_LR_DECAY, CNN_LR_STEP = 0.3, 100
 MODEL_HELP = (
     "model.pt of dolfinx-lod train: the learned basis (LOD-ANN) instead of patch solves; made "
     "for the same n, N_H, l and domain"
@@ -195,9 +197,16 @@ def _parser() -> argparse.ArgumentParser:
         "--lr", type=float, help=f"Adam learning rate ({CNN_LR:g} for cnn, 1e-2 otherwise)"
     )
     t.add_argument(
-        "--lr-step", type=int, help="epochs between learning-rate decays by --lr-decay (1000)"
+        "--lr-step",
+        type=int,
+        help=f"epochs between learning-rate decays by --lr-decay ({CNN_LR_STEP} for cnn, 1000 "
+        "otherwise)",
     )
-    t.add_argument("--lr-decay", type=float, help="learning-rate factor every --lr-step (0.9)")
+    t.add_argument(
+        "--lr-decay",
+        type=float,
+        help=f"learning-rate factor every --lr-step ({CNN_LR_DECAY:g} for cnn, 0.9 otherwise)",
+    )
     t.add_argument("--patience", type=int, default=1000, help="early stopping patience (1000)")
     t.add_argument("--checkpoint-every", type=int, default=500)
     t.add_argument(
@@ -667,9 +676,8 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
             batch_size=default_batch if args.batch_size is None else args.batch_size,
             epochs=args.epochs or (CNN_EPOCHS if cnn else 5000),
             lr=args.lr or (CNN_LR if cnn else 1e-2),
-            **{
-                k: getattr(args, k) for k in ("lr_step", "lr_decay") if getattr(args, k) is not None
-            },
+            lr_step=args.lr_step or (CNN_LR_STEP if cnn else 1000),
+            lr_decay=args.lr_decay or (CNN_LR_DECAY if cnn else 0.9),
             patience=args.patience,
             warm_start=args.warm_start,
             checkpoint_every=args.checkpoint_every,

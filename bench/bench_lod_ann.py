@@ -2,8 +2,8 @@
 
 Run by hand (one rank; under the shared benchmark lock), e.g.
 
-    flock /tmp/dolfinx_lod_bench.lock python bench/bench_lod_ann.py --runs cnn:48x8 \\
-        --online --out bench/results/lod-ann-example1.json
+    flock /tmp/dolfinx_lod_bench.lock python bench/bench_lod_ann.py \\
+        --runs "cnn:24x6 150 epochs" --online --out bench/results/lod-ann-example1.json
 
 ``--runs``: trains each named configuration of :data:`RUNS` with ``dolfinx-lod train`` on
 Example 1 (family cont, ``--coarse``, ``--fine``, l = 1, K = ``--samples``) and records from
@@ -67,7 +67,7 @@ RUNS = {
         "100",
         "--lr-decay",
         "0.3",
-    ],  # fmt: skip
+    ],
     "cnn:48x8 100 epochs": [
         "--network",
         "cnn:48x8",
@@ -77,7 +77,7 @@ RUNS = {
         "50",
         "--lr-decay",
         "0.3",
-    ],  # fmt: skip
+    ],
     "reduced:16:32x3": ["--network", "reduced:16:32x3"],
     "mlp:32x4": ["--network", "mlp:32x4", "--epochs", "300"],
 }

@@ -75,7 +75,9 @@ def _sides(text: str) -> tuple[str, ...]:
 
 #: Defaults of ``train`` for the coefficient-aware network (measured in docs/lod-ann.md).
 DEFAULT_NETWORK = "cnn:24x6"
-CNN_EPOCHS, CNN_LR, CNN_BATCH = 40, 1e-2, 2
+CNN_EPOCHS, CNN_LR, CNN_BATCH = 150, 1e-2, 2
+#: Learning-rate schedule of ``train`` for the coefficient-aware network: factor, every epochs.
+CNN_LR_DECAY, CNN_LR_STEP = 0.3, 100
 FAMILIES = ("cont", "battery")
 MODEL_HELP = (
     "model.pt of dolfinx-lod train: the learned basis (LOD-ANN) instead of patch solves; made "
@@ -273,6 +275,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--warm-start", type=int, default=0, help="supervised epochs first (0)")
     t.add_argument(
         "--lr", type=float, help=f"Adam learning rate ({CNN_LR:g} for cnn, 1e-2 otherwise)"
+    )
+    t.add_argument(
+        "--lr-step",
+        type=int,
+        help=f"epochs between learning-rate decays by --lr-decay ({CNN_LR_STEP} for cnn, 1000 "
+        "otherwise)",
+    )
+    t.add_argument(
+        "--lr-decay",
+        type=float,
+        help=f"learning-rate factor every --lr-step ({CNN_LR_DECAY:g} for cnn, 0.9 otherwise)",
     )
     t.add_argument("--patience", type=int, default=1000, help="early stopping patience (1000)")
     t.add_argument("--checkpoint-every", type=int, default=500)
@@ -867,6 +880,8 @@ def train(args: argparse.Namespace, comm: MPI.Comm) -> dict:
             batch_size=default_batch if args.batch_size is None else args.batch_size,
             epochs=args.epochs or (CNN_EPOCHS if cnn else 5000),
             lr=args.lr or (CNN_LR if cnn else 1e-2),
+            lr_step=args.lr_step or (CNN_LR_STEP if cnn else 1000),
+            lr_decay=args.lr_decay or (CNN_LR_DECAY if cnn else 0.9),
             patience=args.patience,
             warm_start=args.warm_start,
             checkpoint_every=args.checkpoint_every,

@@ -10,7 +10,12 @@ from mpi4py import MPI
 
 import dolfinx_lod as dl
 from dolfinx_lod.interpolation import patch_constraints
-from dolfinx_lod.neural import LearnedCorrectors, TrainedModel, export_patches
+from dolfinx_lod.neural import (
+    LearnedCorrectors,
+    NearestCoefficientCorrectors,
+    TrainedModel,
+    export_patches,
+)
 from dolfinx_lod.neural.networks import CoefficientNetworks
 from dolfinx_lod.neural.training import (
     DeepRitzTrainer,
@@ -85,19 +90,68 @@ def test_projected_energy_minimizer_is_the_classical_corrector(tiny):
             assert err <= 1e-7 * torch.sqrt((C * (S[k] @ C)).sum())
 
 
+def test_data_free_loss_has_the_gradient_of_the_supervised_energy_error(tiny):
+    """With the projection, the data-free weighted energy and the supervised energy-norm error
+    1/2 sum w ||alpha - C||_S^2 differ by a constant: their gradients in the network weights
+    agree, so training from coefficients alone follows the supervised path exactly."""
+    g, basis, batch = tiny
+    nets = CoefficientNetworks(1, batch.Pi.float(), 8, 3).double()
+    w = energy_weights(batch)
+
+    def gradients(project: bool) -> list[torch.Tensor]:
+        out = []
+        for supervised in (False, True):
+            nets.zero_grad()
+            alpha = nets(batch.configs, batch.a, project)
+            if supervised:
+                d = alpha - batch.C
+                loss = 0.5 * (w[:, :, None, None] * d * batch.apply_stiffness(d)).sum()
+                loss = loss / d.shape[1]
+            else:
+                loss = deep_ritz_energy(batch, alpha, w)
+            loss.backward()
+            out.append(torch.cat([q.grad.ravel() for q in nets.parameters()]))
+        return out
+
+    free, supervised = gradients(True)
+    torch.testing.assert_close(free, supervised, rtol=1e-6, atol=1e-9 * supervised.abs().max())
+    free, supervised = gradients(False)  # outputs outside ker B: they differ (can fail)
+    assert (free - supervised).abs().max() > 1e-3 * supervised.abs().max()
+
+
 def test_same_patch_coefficient_same_correctors(tiny):
     """One network for all patches: the same coefficient on patches of one configuration at
-    two positions of a batch gives the same correctors, whatever the other patches hold."""
+    two positions of a batch gives the same correctors, whatever the other patches hold, and
+    so does the coefficient times a constant (like the classical correctors)."""
     g, basis, batch = tiny
     nets = CoefficientNetworks(1, batch.Pi.float(), 8, 3)
     inner = Configuration((3, 3), (1, 1), (False,) * 4)  # an interior patch (N_H >= 5)
     configs = [inner, batch.configs[0], inner]
     a = torch.rand(3, 1, 144, generator=torch.Generator().manual_seed(0)) + 0.01
-    a[2] = a[0]
+    a[2] = 7.0 * a[0]
     with torch.no_grad():
         alpha = nets(configs, a)
     assert alpha[0].abs().max() > 0
     torch.testing.assert_close(alpha[0], alpha[2], rtol=1e-5, atol=1e-7)
+
+
+def test_nearest_coefficient_baseline(tiny):
+    """The nearest-coefficient baseline returns, per patch, the classical correctors of the
+    training sample nearest on that patch: those of the sample itself for a training
+    coefficient, also scaled, and the other sample's where only its patch matches."""
+    g, basis, batch = tiny
+    nearest = NearestCoefficientCorrectors(batch)
+    a0, a1 = (batch.a[:, k].double().numpy() for k in range(2))
+    sizes = [int(np.prod(c.shape)) * g.r**2 for c in batch.configs]
+    mixed = [(a1 if i == 5 else a0)[i, :m] for i, m in enumerate(sizes)]
+    for a_patches, picks in (
+        ([3.0 * a1[i, :m] for i, m in enumerate(sizes)], [1] * len(sizes)),
+        (mixed, [1 if i == 5 else 0 for i in range(len(sizes))]),
+    ):
+        found = nearest.correctors(basis.patches, a_patches)
+        for i, (C, k) in enumerate(zip(found, picks, strict=True)):
+            n = int(batch.num_vertices[i])
+            np.testing.assert_array_equal(C, batch.C[i, k, :n].numpy())
 
 
 def test_coefficient_aware_training_beats_the_mean_corrector(tiny):
@@ -175,8 +229,10 @@ def test_cli_train_on_fields_and_apply_the_model(fields, tmp_dir, capsys, comm):
     code, err = cli_main([*train, "--out", out], capsys)
     assert code == 2 and "--coefficients needs --test-coefficients" in err or comm.rank
     train += ["--test-coefficients", fields / "test.npy", "--epochs", 4]
+    train += ["--lr-step", 2, "--lr-decay", 0.5]
     assert cli_main([*train, "--out", out], capsys)[0] == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert (summary["settings"]["lr_step"], summary["settings"]["lr_decay"]) == (2, 0.5)
     assert summary["uses_corrector_data"] is False and summary["architecture"] == "cnn"
     assert (summary["samples"], summary["test_samples"]) == (4, 2)
     assert set(summary["baseline_errors_test"]) == {"none", "mean"}  # no p: no nearest

@@ -11,6 +11,7 @@ from dolfinx_lod.neural.networks import PatchNetworks
 from dolfinx_lod.neural.provider import (
     FixedCorrectors,
     LearnedCorrectors,
+    NearestCoefficientCorrectors,
     NearestCorrectors,
     TrainedModel,
     compare_providers,
@@ -21,6 +22,7 @@ __all__ = [
     "DeepRitzTrainer",
     "FixedCorrectors",
     "LearnedCorrectors",
+    "NearestCoefficientCorrectors",
     "NearestCorrectors",
     "PatchBatch",
     "PatchNetworks",

@@ -168,12 +168,14 @@ class CoefficientNetworks(torch.nn.Module):
 
     Every patch is placed into the window of the (2l+1) x (2l+1) coarse cells centred at T
     (W = (2l+1) r fine cells a side); cells of the window outside the patch (truncation at the
-    domain boundary) carry a mask channel 0. Input channels: mask * (log a - m) / s, mask and
-    the cell centre coordinates (so the network knows where T is). Dilated 3 x 3 convolutions
-    (residual, GELU) act on the W x W cells; a final 2 x 2 convolution gives four values (one
-    per corner j of T) at the (W+1)^2 vertices. The values at the patch's vertices are set to
-    zero on the patch boundary and, with ``project``, mapped by the exact projection onto
-    ker B (B = I_H on the patch, independent of a):
+    domain boundary) carry a mask channel 0. Input channels: mask * (log a - m_T) / s (m_T the
+    mean of log a over the patch, s a fixed scale), mask and the cell centre coordinates (so the
+    network knows where T is). The inputs, hence the outputs, depend on a only through
+    a / exp(m_T): like the correctors, they do not change when a is scaled. Dilated 3 x 3
+    convolutions (residual, GELU) act on the W x W cells; a final 2 x 2 convolution gives four
+    values (one per corner j of T) at the (W+1)^2 vertices. The values at the patch's
+    vertices are set to zero on the patch boundary and, with ``project``, mapped by the exact
+    projection onto ker B (B = I_H on the patch, independent of a):
 
         alpha = D y - B^T (B B^T)^+ B D y,   D the interior-vertex mask,
 
@@ -190,7 +192,6 @@ class CoefficientNetworks(torch.nn.Module):
         Pi: torch.Tensor,
         width: int = 32,
         depth: int = 6,
-        log_center: float = 0.0,
         log_scale: float = 1.0,
     ):
         super().__init__()
@@ -200,7 +201,7 @@ class CoefficientNetworks(torch.nn.Module):
         self.r = math.isqrt(Pi.shape[1]) - 1
         self.cells = (2 * layers + 1) * self.r  # W
         self.register_buffer("Pi", Pi.clone())
-        self.register_buffer("log_stats", torch.tensor([log_center, log_scale]))
+        self.register_buffer("log_scale", torch.tensor(log_scale))
         self.first = torch.nn.Conv2d(CHANNELS, width, 3, padding=1)
         dilations = [d for d in (1, 2, 4, 8, 16) if 2 * d < self.cells] or [1]
         self.hidden = torch.nn.ModuleList(
@@ -270,14 +271,18 @@ class CoefficientNetworks(torch.nn.Module):
 
     def inputs(self, configs: list, a: torch.Tensor) -> torch.Tensor:
         """Network input (G K, CHANNELS, W, W) from a on the patch cells (G, K, M) (local
-        order): normalized log a, the patch mask, the cell centres and the element loads
-        a grad Lambda_j / exp(mean log a) on T (the right-hand sides of the correctors)."""
+        order): log a centred on the patch, the patch mask, the cell centres and the element
+        loads a grad Lambda_j / exp(m_T) on T (the right-hand sides of the correctors), m_T the
+        mean of log a over the patch."""
         cells = self.geometry(configs)[0].to(a.device)
         G, K, _ = a.shape
         W = self.cells
         M = cells.shape[1]
         real = cells >= 0
-        loga = (torch.log(a[:, :, :M].clamp_min(1e-30)) - self.log_stats[0]) / self.log_stats[1]
+        loga = torch.log(a[:, :, :M].clamp_min(1e-30))
+        mask = real[:, None].to(a.dtype)  # (G, 1, M)
+        m_T = (loga * mask).sum(2, keepdim=True) / mask.sum(2, keepdim=True).clamp_min(1)
+        loga = (loga - m_T) / self.log_scale
         x = torch.zeros(G, K, 2, W * W, dtype=a.dtype, device=a.device)
         index = cells.clamp_min(0)[:, None].expand(G, K, M)
         x[:, :, 0].scatter_(2, index, torch.where(real[:, None], loga, 0.0))
@@ -285,7 +290,7 @@ class CoefficientNetworks(torch.nn.Module):
         centre = (torch.arange(W, dtype=a.dtype, device=a.device) + 0.5) * 2 / W - 1
         cy, cx = torch.meshgrid(centre, centre, indexing="ij")
         xy = torch.stack([cx, cy]).reshape(1, 1, 2, W * W).expand(G, K, 2, W * W)
-        scaled = torch.exp(x[:, :, :1] * self.log_stats[1]) * x[:, :, 1:2]  # a / exp(mean)
+        scaled = torch.exp(x[:, :, :1] * self.log_scale) * x[:, :, 1:2]  # a / exp(m_T)
         loads = scaled * self.source_gradients().to(a.device, a.dtype).reshape(1, 1, 8, W * W)
         return torch.cat([x, xy, loads], dim=2).reshape(G * K, CHANNELS, W, W)
 

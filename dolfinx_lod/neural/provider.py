@@ -5,11 +5,12 @@ metadata of the problem they were trained for; :class:`LearnedCorrectors` is a
 :class:`~dolfinx_lod.correctors.CorrectorProvider`, so ``MultiscaleBasis(grids, l,
 provider=LearnedCorrectors(model))`` gives B(p) by batched forward passes and the parabolic loop
 runs LOD-ANN unchanged. Baseline providers (no corrector, mean training corrector, nearest
-training parameter) use the same interface.
+training parameter, nearest training coefficient on the patch) use the same interface.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,37 @@ class NearestCorrectors:
     def correctors(self, patches: Sequence[Patch], a_patches, p=None, progress=False):
         k = int(torch.argmin(((self.params - scale_parameters(self.family, p)) ** 2).sum(1)))
         return [self.table[patch.cell][k] for patch in patches]
+
+
+class NearestCoefficientCorrectors:
+    """Baseline provider for any coefficient: per patch, the classical correctors of the
+    training sample whose coefficient on that patch is nearest, in the Euclidean distance of
+    log a - m_T over the patch's fine cells (m_T the patch mean of log a: the correctors do not
+    change when a is scaled)."""
+
+    needs_coefficient = True
+
+    def __init__(self, batch: PatchBatch):
+        C = batch.C.double().numpy()
+        r = math.isqrt(batch.Pi.shape[1]) - 1
+        self.logs, self.table = {}, {}
+        for g, (cell, config) in enumerate(zip(batch.cells, batch.configs, strict=True)):
+            cells = int(np.prod(config.shape)) * r ** len(config.shape)
+            self.logs[int(cell)] = _centred_log(batch.a[g, :, :cells].double().numpy())
+            self.table[int(cell)] = C[g, :, : batch.num_vertices[g]]
+
+    def correctors(self, patches: Sequence[Patch], a_patches, p=None, progress=False):
+        out = []
+        for patch, a in zip(patches, a_patches, strict=True):
+            distance = ((self.logs[patch.cell] - _centred_log(a)) ** 2).sum(1)
+            out.append(self.table[patch.cell][int(np.argmin(distance))])
+        return out
+
+
+def _centred_log(a: npt.NDArray) -> npt.NDArray[np.float64]:
+    """log a - its mean over the last axis."""
+    loga = np.log(np.asarray(a, dtype=np.float64))
+    return loga - loga.mean(-1, keepdims=True)
 
 
 def _config_to_list(config: Configuration) -> list[int]:

@@ -256,7 +256,7 @@ def init_networks(
         with torch.random.fork_rng():
             torch.manual_seed(settings.seed)
             nets = CoefficientNetworks(
-                batch.layers, batch.Pi.float(), settings.width, settings.depth, *stats
+                batch.layers, batch.Pi.float(), settings.width, settings.depth, stats[1]
             )
         return nets, None
     if settings.architecture == "reduced":

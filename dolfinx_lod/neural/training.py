@@ -478,7 +478,9 @@ class DeepRitzTrainer:
                 self._share_gradients()
                 node = [0.0, 0.0]
                 if self.node:
-                    node = [float(t[self.node].sum()) for t in (energy_terms_, penalty_terms_)]
+                    node = [
+                        float(t.detach()[self.node].sum()) for t in (energy_terms_, penalty_terms_)
+                    ]
                 ce, cp, ne, npen = self._global(energy.item(), penalty.item(), *node)
                 stop["first"] = ce + cp if stop["first"] is None else stop["first"]
                 if not math.isfinite(ce + cp) or abs(ce + cp) > 1e6 * (1.0 + abs(stop["first"])):

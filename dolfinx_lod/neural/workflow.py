@@ -355,3 +355,32 @@ def plot_loss(path: Path, history) -> None:
     fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
+
+
+def plot_node_loss(path: Path, history, node: str) -> None:
+    """The loss parts of the correction of one node's basis function over the epochs, log-log
+    (paper Fig. 3): left the energy (14) (shifted by its minimum, it is negative), right the
+    interpolation penalty (16) (omitted when it is zero: the exact projection)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dolfinx_lod.io import write_atomic
+
+    ritz = np.array(history.phase) == "ritz"
+    epoch = np.array(history.epoch)[ritz]
+    energy = np.array(history.node_energy)
+    penalty = np.array(history.node_penalty)
+    panels = [("energy loss - min", energy - energy.min() + 1e-12)]
+    if penalty.any():
+        panels.append(("interpolation loss (16)", penalty + 1e-16))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (title, values) in zip(axes[0], panels, strict=True):
+        ax.loglog(epoch, values, lw=1.0)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{title}, node {node}")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)

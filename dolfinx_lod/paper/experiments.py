@@ -27,12 +27,18 @@ from dolfinx_lod.io import OutputSet, gather_cell_array, gather_vertex_array, wr
 from dolfinx_lod.lod import relative_errors
 from dolfinx_lod.neural.export import export_patches
 from dolfinx_lod.neural.provider import FORMAT, LearnedCorrectors, TrainedModel
-from dolfinx_lod.neural.training import RESUMABLE_SETTINGS, TrainingSettings, read_checkpoint
+from dolfinx_lod.neural.training import (
+    RESUMABLE_SETTINGS,
+    History,
+    TrainingSettings,
+    read_checkpoint,
+)
 from dolfinx_lod.neural.workflow import (
     baselines,
     checkpoints,
     node_networks,
     parse_network,
+    plot_node_loss,
     train_and_evaluate,
     training_problem,
 )
@@ -498,6 +504,9 @@ def _run_example(example: Example, output: OutputSet, cache: Path | None) -> dic
         "ranks": g.comm.size,
         "model": str(folder),
         "model_reused": reused,
+        "training": {
+            k: trained.get(k) for k in ("epochs", "selected_epoch", "resumed", "train_seconds")
+        },
         "test_schedules": ex.schedule_labels,
         "rel_error_final": errors.tolist(),
         "rel_error_final_mean": float(errors.mean()),
@@ -545,56 +554,151 @@ def _run_example(example: Example, output: OutputSet, cache: Path | None) -> dic
     return summary
 
 
+def configuration_vertices(grids: NestedGrids) -> list[tuple[tuple[int, int], int]]:
+    """For each of the 9 patch configurations of l = 1 (the coarse cells T = (c_x, c_y) with
+    c in {0, N_H / 2, N_H - 1}): T and the key of T's corner nearest to the domain centre, an
+    interior coarse vertex whose basis function is corrected on T's patch (paper Fig. 4)."""
+    NH = grids.coarse
+    out = []
+    for cy in (0, NH // 2, NH - 1):
+        for cx in (0, NH // 2, NH - 1):
+            vx, vy = (c + 1 if 2 * c < NH else c for c in (cx, cy))
+            out.append(((cx, cy), vy * (NH + 1) + vx))
+    return out
+
+
 def _figures(ex: Example, sh, learned, folder: Path, output: OutputSet, shots) -> dict[str, str]:
-    """Loss (Fig. 3), basis function (Figs. 4, 5), solutions (Fig. 6), cross sections (Fig. 7)
-    and |LOD - LOD-ANN| (Fig. 8) into the staging folder of ``output``. Collective (gathers);
-    rank 0 plots (a failure raises on every rank)."""
+    """The paper's figures into the staging folder of ``output``: loss of the node (0.5, 0.5)
+    (Fig. 3), classical and learned basis functions for the 9 patch configurations (Fig. 4)
+    and three cross sections (Fig. 5), solutions (Fig. 6) and cross sections (Fig. 7) at three
+    times, |LOD - LOD-ANN| at those times (Fig. 8); for the battery cell also two training
+    coefficients and a test coefficient at t = 1/6 (Fig. 9) and LOD / LOD-ANN solutions for two
+    training coefficients at t = 1/2, 1 and a test schedule at t = 1/8 (Fig. 11). Collective
+    (time loops, gathers); rank 0 plots (a failure raises on every rank)."""
     g, fam = ex.grids, ex.family
     p = ex.schedules[0](ex.T)
-    centre = (g.coarse // 2) * (g.coarse + 1) + g.coarse // 2
-    columns = {}
+    vertices = configuration_vertices(g)
+    columns: dict[str, list] = {}
     for name, provider in (("classical", None), ("learned", learned)):
         basis = MultiscaleBasis(g, ex.layers, provider=provider)
-        columns[name] = basis_function(g, basis.update(fam.a, p), centre)
+        B = basis.update(fam.a, p)
+        columns[name] = [basis_function(g, B, key) for _, key in vertices]
         basis.destroy()
+    battery = _battery_snapshots(ex, learned) if ex.number == 2 else None
     figures: dict[str, str] = {}
     with collective(g.comm, OutputError):
         if g.comm.rank == 0:
             figures = _plot_figures(ex, sh, columns, folder, output.staging, shots)
+            if battery is not None:
+                figures.update(_plot_battery(ex, battery, output.staging))
+    return figures
+
+
+def _battery_snapshots(ex: Example, learned) -> dict[str, Any]:
+    """Fig. 9 and 11 data: LOD and LOD-ANN snapshots for the first two training parameters
+    (constant in time) at t = 1/2, 1 and for the first test schedule at t = 1/8. Collective."""
+    train = ex.family.training_parameters(ex.samples)[:2]
+    half, eighth = ex.steps // 2, max(ex.steps // 8, 1)
+    runs = [
+        compare_time_loops(
+            ex.grids,
+            ex.layers,
+            ex.family,
+            schedule,
+            ex.T,
+            ex.steps,
+            {"ann": learned},
+            snapshot_steps=steps,
+            capacity=ex.capacity,
+            source=ex.source,
+        )["snapshots"]
+        for schedule, steps in (
+            *((lambda t, q=q: q, (half, ex.steps)) for q in train),
+            (ex.schedules[0], (eighth,)),
+        )
+    ]
+    test_t = ex.T / 6
+    return {"train": train, "runs": runs, "test_t": test_t, "test_p": ex.schedules[0](test_t)}
+
+
+def _plot_battery(ex: Example, data: dict[str, Any], out: Path) -> dict[str, str]:
+    """Figs. 9 and 11 of the battery cell (rank 0)."""
+    from dolfinx_lod.coefficients import battery_layers
+    from dolfinx_lod.plotting import plot_solution_grid
+
+    g, fam, n = ex.grids, ex.family, ex.grids.fine
+    materials = {"CC": 0, "AM": 1, "AC": 2}
+    rows = np.vectorize(materials.__getitem__)(battery_layers(np.arange(n)))
+    layout = np.repeat(rows[:, None], n, axis=1).astype(float)
+    mid = (np.arange(n) + 0.5) / n
+    X, Y = np.meshgrid(mid, mid)
+    xy = np.stack([X.ravel(), Y.ravel()])
+    panels = [("layers: 0 CC, 1 AM, 2 AC", layout, False)]
+    for i, q in enumerate(data["train"]):
+        panels.append((f"lambda, training p_{i + 1}", fam.a(xy, q).reshape(n, n), True))
+    panels.append(
+        (f"lambda, test at t = {data['test_t']:.3f}", fam.a(xy, data["test_p"]).reshape(n, n), True)
+    )
+    figures = {
+        "coefficients": plot_solution_grid(
+            out / "fig9_coefficients.png", [("", panels)], g.domain
+        ).name
+    }
+    solution_rows = []
+    for method, label in (("lod", "LOD"), ("ann", "LOD-ANN")):
+        cells = []
+        for i, shots in enumerate(data["runs"]):
+            kind = f"training p_{i + 1}" if i < len(data["train"]) else "test"
+            for _, shot in sorted(shots[method].items()):
+                cells.append((f"{kind}, t = {shot['t']:.3f}", shot["u"], False))
+        solution_rows.append((label, cells))
+    figures["solutions_train_test"] = plot_solution_grid(
+        out / "fig11_solutions.png", solution_rows, g.domain
+    ).name
     return figures
 
 
 def _plot_figures(ex: Example, sh, columns, folder: Path, out: Path, shots) -> dict[str, str]:
-    """The figures of :func:`_figures` (rank 0)."""
+    """The figures of :func:`_figures` but those of the battery cell (rank 0)."""
     g = ex.grids
     from shutil import copyfile
 
     from dolfinx_lod.plotting import plot_cross_sections, plot_solution_grid
 
-    copyfile(folder / "loss.png", out / "fig3_loss.png")
+    summary = json.loads((folder / "summary.json").read_text())
+    history = History(**summary["loss_history"]) if "loss_history" in summary else None
+    if history is not None and history.node_energy:
+        plot_node_loss(out / "fig3_loss.png", history, str(CENTRE))
+    else:  # a cached model trained before the node's loss was recorded: the total loss
+        copyfile(folder / "loss.png", out / "fig3_loss.png")
     x = np.linspace(g.domain[0][0], g.domain[1][0], g.fine + 1)
     mid = g.fine // 2
     y_mid = g.domain[0][1] + mid * g.h[1]
     classical, ann = columns["classical"], columns["learned"]
+    vertices = configuration_vertices(g)
+    titles = [f"T = {cell}" for cell, _ in vertices]
     figures = {"loss": "fig3_loss.png"}
     figures["basis"] = plot_solution_grid(
-        out / "fig4_basis_function.png",
+        out / "fig4_basis_functions.png",
         [
-            (
-                "",
-                [
-                    ("classical basis function", classical, False),
-                    ("learned basis function", ann, False),
-                    ("difference", np.abs(classical - ann), False),
-                ],
-            )
+            ("classical", [(t, c, False) for t, c in zip(titles, classical, strict=True)]),
+            ("learned", [(t, c, False) for t, c in zip(titles, ann, strict=True)]),
         ],
         g.domain,
     ).name
+    sections = []
+    for i in (3, 4, 5):  # the middle row of configurations: three basis functions
+        key = vertices[i][1]
+        row = key // (g.coarse + 1) * g.r  # fine row of the basis function's vertex
+        y = g.domain[0][1] + row * g.h[1]
+        sections.append(
+            (
+                f"{titles[i]}, y = {y:.3f}",
+                [("classical", (x, classical[i][row])), ("learned", (x, ann[i][row]))],
+            )
+        )
     figures["basis_cross_section"] = plot_cross_sections(
-        out / "fig5_basis_cross_section.png",
-        [(f"y = {y_mid:.3f}", [("classical", (x, classical[mid])), ("learned", (x, ann[mid]))])],
-        "x",
+        out / "fig5_basis_cross_sections.png", sections, "x"
     ).name
     figures["solutions"] = plot_solution_grid(
         out / "fig6_solutions.png",
@@ -626,13 +730,19 @@ def _plot_figures(ex: Example, sh, columns, folder: Path, out: Path, shots) -> d
         ],
         "x",
     ).name
-    last = shots[-1]
     figures["difference"] = plot_solution_grid(
         out / "fig8_difference.png",
         [
             (
-                f"t = {sh['lod'][last]['t']:.3f}",
-                [("|LOD - LOD-ANN|", np.abs(sh["lod"][last]["u"] - sh["ann"][last]["u"]), False)],
+                "",
+                [
+                    (
+                        f"|LOD - LOD-ANN|, t = {sh['lod'][m]['t']:.3f}",
+                        np.abs(sh["lod"][m]["u"] - sh["ann"][m]["u"]),
+                        False,
+                    )
+                    for m in shots
+                ],
             )
         ],
         g.domain,

@@ -66,7 +66,7 @@ from dolfinx_lod.parallel import (
 CHECKPOINT_FORMAT = "dolfinx_lod.checkpoint/3"
 #: Settings that may differ between a checkpoint and the run that resumes it (they decide how
 #: long training goes on and where, not the path it takes).
-RESUMABLE_SETTINGS = ("epochs", "patience", "checkpoint_every", "device")
+RESUMABLE_SETTINGS = ("epochs", "patience", "checkpoint_every", "device", "compile")
 
 
 @dataclass
@@ -92,6 +92,9 @@ class TrainingSettings:
     #: B alpha = 0 by the self-adaptive "penalty" (16) or by the exact "projection" (cnn only)
     constraint: str = "penalty"
     batch_size: int = 0  # training samples per optimizer step (projection only; 0: all)
+    #: Train the mlp networks through torch.compile (fused kernels: bias, tanh and their
+    #: derivatives in one pass; docs/results.md has the time per epoch); needs a C compiler.
+    compile: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -326,6 +329,10 @@ class DeepRitzTrainer:
         self.params = params.to(device)
         nets, system = init_networks(batch, params.shape[1], settings, comm)
         self.nets = nets.to(device)
+        #: The training forward pass: compiled for the mlp networks if asked (same weights).
+        self.forward = self.nets
+        if settings.compile and settings.architecture == "mlp":
+            self.forward = torch.compile(self.nets, dynamic=False)
         G, K, _ = batch.shape
         corners = batch.F.shape[-1]
         # mu in the layout of B alpha: (G m, K 2^d), U(0, 1) seeded per patch.
@@ -383,7 +390,7 @@ class DeepRitzTrainer:
     def outputs(self, batch: PatchBatch | None = None) -> torch.Tensor:
         """Network outputs alpha (G, K, N, 4) for the training samples (or ``batch``)."""
         batch = self.batch if batch is None else batch
-        return network_outputs(self.nets, batch, self.params, self.projected)
+        return network_outputs(self.forward, batch, self.params, self.projected)
 
     def loss_terms(self, batch: PatchBatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Local (this rank's) energy (14) and self-adaptive penalty (16) (zero with the

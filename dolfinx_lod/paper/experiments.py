@@ -403,10 +403,16 @@ ALPHAS = (0.1, 0.01)
 #: Training budgets of the demo modes. "paper": the paper's network and optimizer (Adam,
 #: learning rate 1e-3 decaying by 0.9 every 1000 epochs, 30 000 epochs; docs/results.md has
 #: the time per epoch); "quick": the coefficient-aware CNN trained from coefficients alone
-#: (docs/lod-ann.md); "tiny": for the test suite. Options of another --network: those of its
+#: (docs/lod-ann.md); "tiny": for the test suite. "compile": the mlp through torch.compile. Options of another --network: those of its
 #: architecture in ``dolfinx-lod train``.
 TRAINING = {
-    "paper": {"network": "mlp:128x8", "epochs": 30000, "lr": 1e-3, "patience": 30000},
+    "paper": {
+        "network": "mlp:128x8",
+        "epochs": 30000,
+        "lr": 1e-3,
+        "patience": 30000,
+        "compile": True,
+    },
     "quick": {"network": DEFAULT_NETWORK, "epochs": CNN_EPOCHS, "lr": CNN_LR, "patience": 1000},
     "tiny": {"network": "reduced:8:16x2", "epochs": 200, "lr": 1e-2, "patience": 1000},
 }
@@ -427,6 +433,7 @@ def training_settings(
         patience=budget["patience"],
         constraint="projection" if cnn else "penalty",
         batch_size=CNN_BATCH if cnn else 0,
+        compile=budget.get("compile", False) and spec["architecture"] == "mlp",
     )
 
 

@@ -403,8 +403,8 @@ ALPHAS = (0.1, 0.01)
 #: Training budgets of the demo modes. "paper": the paper's network and optimizer (Adam,
 #: learning rate 1e-3 decaying by 0.9 every 1000 epochs, 30 000 epochs; docs/results.md has
 #: the time per epoch); "quick": the coefficient-aware CNN trained from coefficients alone
-#: (docs/lod-ann.md); "tiny": for the test suite. "compile": the mlp through torch.compile. Options of another --network: those of its
-#: architecture in ``dolfinx-lod train``.
+#: (docs/lod-ann.md); "tiny": for the test suite. "compile": the mlp through torch.compile.
+#: Options of another --network: those of its architecture in ``dolfinx-lod train``.
 TRAINING = {
     "paper": {
         "network": "mlp:128x8",

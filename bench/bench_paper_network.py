@@ -64,12 +64,17 @@ def main() -> None:
     if args.resume:
         trainer.load_checkpoint(args.checkpoint)
     start = trainer.train_seconds
+    clock = [(trainer.epoch, start)]  # (epoch, training seconds) after every chunk
     while comm.bcast(trainer.train_seconds - start < args.budget):
         trainer.settings.epochs = trainer.epoch + args.chunk
         trainer.train(checkpoint=args.checkpoint)
+        clock.append((trainer.epoch, comm.allreduce(trainer.train_seconds, op=MPI.MAX)))
         if comm.rank == 0:
             print(f"epoch {trainer.epoch}: {trainer.train_seconds:.0f} s", flush=True)
-    seconds = comm.allreduce(trainer.train_seconds, op=MPI.MAX)
+    seconds = clock[-1][1]
+    # Steady state: after the first chunk (which includes torch.compile's compilation).
+    (e0, s0), (e1, s1) = clock[min(1, len(clock) - 1)], clock[-1]
+    steady = (s1 - s0) / (e1 - e0) if e1 > e0 else seconds / max(trainer.epoch, 1)
     t0 = time.perf_counter()
     measured = evaluate(example, run, trainer.nets, solution=True)
     baselines = baseline_correctors(example)
@@ -91,8 +96,13 @@ def main() -> None:
         "settings": {k: getattr(example.settings, k) for k in ("lr", "lr_decay", "lr_step")},
         "epochs": trainer.epoch,
         "train_seconds": seconds,
-        "seconds_per_epoch": seconds / max(trainer.epoch, 1),
-        "extrapolated_seconds_30000_epochs": seconds / max(trainer.epoch, 1) * PAPER_EPOCHS,
+        "seconds_per_epoch_mean": seconds / max(trainer.epoch, 1),
+        "seconds_per_epoch_steady": steady,
+        "first_chunk": {"epochs": clock[1][0] - clock[0][0], "seconds": clock[1][1] - clock[0][1]}
+        if len(clock) > 1
+        else None,
+        "extrapolated_hours_30000_epochs": steady * PAPER_EPOCHS / 3600,
+        "clock": clock,
         **measured,
         "baseline_basis_errors": base,
         "evaluation_seconds": time.perf_counter() - t0,

@@ -31,6 +31,7 @@ def test_demos_use_the_papers_setting(comm, mode):
     assert example1(mode, comm=comm, alpha=0.01).family.name == "cont"
     paper = mode == "paper"
     assert (one.network == "mlp:128x8") is paper and one.settings.compile is paper
+    assert two.network == ("mlp:128x8" if paper else "reduced:16:32x3")
     assert (one.settings.lr, one.settings.lr_decay, one.settings.lr_step) == (
         (1e-3, 0.9, 1000) if paper else (1e-2, 0.9, 1000)
     )

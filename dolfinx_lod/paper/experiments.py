@@ -416,6 +416,8 @@ TRAINING = {
     "quick": {"network": DEFAULT_NETWORK, "epochs": CNN_EPOCHS, "lr": CNN_LR, "patience": 1000},
     "tiny": {"network": "reduced:8:16x2", "epochs": 200, "lr": 1e-2, "patience": 1000},
 }
+#: The "quick" budget of networks conditioned on p (reduced, mlp).
+QUICK_P_NETWORKS = {"epochs": 3000, "lr": 1e-2}
 
 
 def training_settings(
@@ -426,6 +428,8 @@ def training_settings(
     budget = TRAINING[mode]
     spec = parse_network(network or budget["network"])
     cnn = spec["architecture"] == "cnn"
+    if mode == "quick" and not cnn:
+        budget = {**budget, **QUICK_P_NETWORKS}
     return TrainingSettings(
         **spec,
         epochs=epochs or budget["epochs"],

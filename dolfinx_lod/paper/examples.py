@@ -105,8 +105,10 @@ def example2(
 
 
 #: Example 2's network per mode where it differs from the mode's: the coefficient-aware CNN
-#: does not train on the battery cell (its energy weights 1 / sum_j F_j^T Lambda_j come out
-#: negative for some patches at h = 1/60 and the loss is NaN at the first epoch); the reduced
+#: does not train on the battery cell: its energy weights 1 / sum_j F_j^T Lambda_j
+#: (``training.energy_weights``) come out negative for cells at the domain boundary (the
+#: exported Lambda_j are zero at the Dirichlet vertices, so F_j^T Lambda_j is not
+#: ||Lambda_j||_a^2 there), their square root is NaN and so is the first loss. The reduced
 #: network reaches the paper's basis error (docs/results.md).
 EXAMPLE2_NETWORKS = {"quick": "reduced:16:32x3"}
 

@@ -247,13 +247,21 @@ def _halton(count: int, dim: int) -> npt.NDArray[np.float64]:
     return out
 
 
-def cont_family(n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
-    """The oscillatory family of the paper's Example 1 (its published code), n x n cells.
+def cont_family(n: int, domain=((0.0, 0.0), (1.0, 1.0)), low: float = 0.01) -> Family:
+    """The oscillatory family of the paper's Example 1, n x n cells.
 
-    a_p = 0.01 + 0.99 s, s the min-max rescaling to [0, 1] over the fine-cell midpoints of
+    a_p = low + (1 - low) s, s the min-max rescaling to [0, 1] over the fine-cell midpoints of
     g(x, y) = cos(N x^2 y - 2 N x^2) sin(N/2 y^3 x + N x^2) + cos(N x^3 - 2 N y^2), N = 100 / p,
-    p in [0.01, 1].
+    p in [0.01, 1]. The lower bound alpha = ``low`` is 0.01 in the paper's published code and
+    0.1 in its text (the family is then named ``cont0.1``); the upper bound is beta = 1.
+
+    Raises:
+        ValueError: ``low`` outside (0, 1).
     """
+    if not 0.0 < low < 1.0:
+        raise ValueError(
+            f"cont_family: the lower coefficient bound low must be in (0, 1), got {low}"
+        )
     (x0, y0), (x1, y1) = domain
     mx = x0 + (np.arange(n) + 0.5) * (x1 - x0) / n
     my = y0 + (np.arange(n) + 0.5) * (y1 - y0) / n
@@ -269,9 +277,10 @@ def cont_family(n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
         p = float(np.atleast_1d(p)[0])
         G = g(X, Y, p)  # all midpoints: the rescaling is global
         s = (g(x[0], x[1], p) - G.min()) / (G.max() - G.min())
-        return 0.01 + 0.99 * s
+        return low + (1.0 - low) * s
 
-    return Family("cont", (0.01,), (1.0,), a, "paper Example 1: a in [0.01, 1], N = 100 / p")
+    name = "cont" if low == 0.01 else f"cont{low:g}"
+    return Family(name, (0.01,), (1.0,), a, f"paper Example 1: a in [{low:g}, 1], N = 100 / p")
 
 
 #: Thermal data of the battery cell (paper Table 1): density rho, heat capacity c_p,

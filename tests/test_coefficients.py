@@ -30,6 +30,14 @@ def midpoints(n):
 def test_paper_families():
     a = cont_family(36).a(midpoints(36), 0.3)
     assert a.min() == pytest.approx(0.01) and a.max() == pytest.approx(1.0)
+    text = cont_family(36, low=0.1)  # the paper's text: alpha = 0.1, beta = 1
+    b = text.a(midpoints(36), 0.3)
+    assert b.min() == pytest.approx(0.1) and b.max() == pytest.approx(1.0)
+    assert np.allclose((b - 0.1) / 0.9, (a - 0.01) / 0.99)  # the same pattern, rescaled
+    assert text.name == "cont0.1" and cont_family(36).name == "cont"  # distinct models/caches
+    for low in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match=r"low must be in \(0, 1\)"):
+            cont_family(36, low=low)
     lam = battery_family(60).a(midpoints(60), [0.3, -0.2, 0.9, -1.0]).reshape(60, 60)
     assert np.all(lam[0:2] == BATTERY_MATERIALS["CC"]["lambda"])  # bottom rows: CC
     assert np.all(lam[10:12] == BATTERY_MATERIALS["AC"]["lambda"])

@@ -47,6 +47,39 @@ def test_demo_tiny(tmp_path, demo, ranks):
     assert 0 < summary["lod_vs_fem_final_mean"] < 0.5
     for name in summary["figures"].values():
         assert (out / name).stat().st_size > 5_000
+    settings = summary["settings"]
+    assert settings["samples"] == 4 and settings["network"] == "reduced:8:16x2"
+    assert settings["alpha"] == (0.1 if demo == "example1" else None)
+    assert len(settings["test_schedules"]) == len(summary["rel_error_final"]) == 2
+    assert settings["schedule_clearance"] > 0
+    assert len(summary["rel_error_euclidean_all_steps"]) == 2
+    assert 0 < summary["rel_error_euclidean_all_steps_mean"] < 0.5
+    expected = {"fig3_loss.png", "fig4_basis_functions.png", "fig8_difference.png"}
+    if demo == "example2":
+        expected |= {"fig9_coefficients.png", "fig11_solutions.png"}
+    assert expected <= set(summary["figures"].values())
+
+
+@pytest.mark.slow
+def test_paper_network_demo_checkpoints_and_resumes(tmp_path):
+    """The paper's MLP in the demo (tiny problem): a run with an epoch budget trains and
+    checkpoints; a rerun with a larger budget resumes from the checkpoint instead of starting
+    over; the node (0.5, 0.5)'s loss curve is recorded for every epoch."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    base = [sys.executable, str(DEMOS / "example1.py"), "--tiny", "--network", "mlp:8x2"]
+    base += ["--alpha", "0.01", "--cache", str(cache), "--out", str(out)]
+    for epochs, resumed in ((3, False), (6, True)):
+        subprocess.run([*base, "--epochs", str(epochs)], check=True, timeout=600)
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["training"]["epochs"] == epochs
+        assert summary["training"]["resumed"] is resumed
+        assert summary["settings"]["alpha"] == 0.01
+    (model,) = cache.iterdir()
+    assert model.name.startswith("cont-")  # alpha 0.01: the family of the paper's code
+    assert list(model.glob("checkpoint-rank0-of1.pt"))
+    history = json.loads((model / "summary.json").read_text())["loss_history"]
+    assert len(history["node_energy"]) == len(history["node_penalty"]) == 6
+    assert any(history["node_penalty"])
 
 
 #: The teaching demos at small sizes: (script, arguments).

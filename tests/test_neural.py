@@ -20,7 +20,7 @@ from dolfinx_lod.neural import (
     export_patches,
 )
 from dolfinx_lod.neural.provider import compare_providers, problem_metadata, scale_parameters
-from dolfinx_lod.neural.training import adaptive_penalty, deep_ritz_energy
+from dolfinx_lod.neural.training import adaptive_penalty, deep_ritz_energy, penalty_terms
 
 pytestmark = pytest.mark.mpi
 
@@ -93,6 +93,39 @@ def test_energy_equals_quadratic_form_and_is_stationary_at_the_corrector(tiny):
     assert projected.abs().max() < 1e-6 * grad.abs().max()
     mu = torch.rand(B.shape[0], layout.shape[1], dtype=torch.float64)
     assert adaptive_penalty(b64, b64.C, mu).item() < 1e-12
+
+
+def test_penalty_is_the_papers_16(tiny):
+    """Per network (T, j) the penalty is ||mu (.) I_H^l alpha||^2 / (N_s N_H^l) (paper (16)),
+    divided by N_s like the energy: checked against a dense I_H^l per patch (N_H^l its rows),
+    with the gradients in alpha and mu (mu squared: d/dmu = 2 mu (I_H alpha)^2 / ...)."""
+    g, basis, train, batch = tiny
+    b = batch.select(slice(0, 3))
+    G, K, N, c = b.F.shape
+    m = b.B.shape[0] // G
+    torch.manual_seed(3)
+    alpha = torch.randn(G, K, N, c, requires_grad=True)
+    mu = torch.rand(G * m, K * c, requires_grad=True)
+    terms = penalty_terms(b, alpha, mu)
+    (terms * torch.arange(1.0, c + 1)).sum().backward()  # distinct weights per corner j
+    mu4 = mu.detach().reshape(G, m, K, c)
+    for gi in range(G):
+        n = int(b.num_vertices[gi])
+        I_H = torch.tensor(
+            dl.interpolation.patch_constraints(b.configs[gi], g.r, basis.Pi), dtype=torch.float32
+        )
+        N_H = I_H.shape[0]
+        a = alpha.detach()[gi, :, :n]  # (K, n, c)
+        Ia = torch.einsum("mn,knc->mkc", I_H, a)
+        w = mu4[gi, :N_H]
+        expected = ((w * Ia) ** 2).sum(dim=(0, 1)) / (K * N_H) / K
+        assert torch.allclose(terms[gi].detach(), expected, rtol=1e-5)
+        j = torch.arange(1.0, c + 1)
+        grad_mu = 2 * w * Ia**2 / (K * N_H) / K * j
+        assert torch.allclose(mu.grad.reshape(G, m, K, c)[gi, :N_H], grad_mu, rtol=1e-4)
+        grad_a = 2 * torch.einsum("mn,mkc->knc", I_H, w**2 * Ia) / (K * N_H) / K * j
+        assert torch.allclose(alpha.grad[gi, :, :n], grad_a, rtol=1e-4, atol=1e-7)
+    assert adaptive_penalty(b, alpha, mu).item() == pytest.approx(terms.sum().item(), rel=1e-6)
 
 
 def train_tiny(tiny, tmp_path=None, epochs=1500, **kwargs):

@@ -3,13 +3,19 @@
 For every owned patch (network) and training parameter p_k, with alpha = network output at the
 patch vertices (4 columns, one per corner j of T),
 
-    energy  E = sum_{T, j} mean_k [ 1/2 alpha^T S(p_k) alpha - F_j(p_k)^T alpha ]      (14)
-    penalty P = sum_{T, j} mean_k sum_c mu_{T,k,c,j} (B alpha)_c^2                       (16)
+    energy  E = sum_{T, j} 1/N_s sum_k [ 1/2 alpha^T S(p_k) alpha - F_j(p_k)^T alpha ]          (14)
+    penalty P = sum_{T, j} 1/N_s 1/(N_s N_H^l) ||mu_{T,j} (.) I_H^l alpha_{T,j}||_2^2        (16)
 
-and the networks solve the min-max problem min_theta max_mu E + P (18): Adam descent in theta,
-Adam ascent in mu (mu > 0, initialised U(0, 1)), both with the learning rate decaying by
-``lr_decay`` every ``lr_step`` epochs. E is the element version of the paper's energy: for
-element correctors C_T Lambda_j the linear term is the element load F_j of (7).
+(N_s = K samples, N_H^l = coarse vertices of the patch: rows of its I_H^l = B) and the networks
+solve the min-max problem min_theta max_mu E + P (18): Adam descent in theta, Adam ascent in mu
+(initialised U(0, 1)), both with the learning rate decaying by ``lr_decay`` every ``lr_step``
+epochs. Per network (T, j) this is the paper's loss (17) = (14) + (16) divided by N_s, which
+leaves Adam's steps unchanged (Adam is invariant to a constant factor of the loss, up to its
+epsilon) and keeps the learning rate independent of N_s. E is the element version of the
+paper's energy: for element correctors C_T Lambda_j the linear term is the element load F_j
+of (7). The loss is a sum of one term per network (T, j); :meth:`DeepRitzTrainer.loss_terms`
+returns them (the loss curve of one node's correction, paper Fig. 3, is their sum over the
+elements at that node).
 
 The coefficient-aware networks (:class:`~dolfinx_lod.neural.networks.CoefficientNetworks`) see
 a on the patch instead of p. Their outputs can be projected exactly onto ker B (B does not depend
@@ -56,10 +62,11 @@ from dolfinx_lod.parallel import (
 )
 
 #: Format tag of the training checkpoints.
-CHECKPOINT_FORMAT = "dolfinx_lod.checkpoint/2"
+#: 3: the penalty (16) with mu squared, normalized by N_s N_H^l.
+CHECKPOINT_FORMAT = "dolfinx_lod.checkpoint/3"
 #: Settings that may differ between a checkpoint and the run that resumes it (they decide how
 #: long training goes on and where, not the path it takes).
-RESUMABLE_SETTINGS = ("epochs", "patience", "checkpoint_every", "device")
+RESUMABLE_SETTINGS = ("epochs", "patience", "checkpoint_every", "device", "compile")
 
 
 @dataclass
@@ -85,6 +92,9 @@ class TrainingSettings:
     #: B alpha = 0 by the self-adaptive "penalty" (16) or by the exact "projection" (cnn only)
     constraint: str = "penalty"
     batch_size: int = 0  # training samples per optimizer step (projection only; 0: all)
+    #: Train the mlp networks through torch.compile (fused kernels: bias, tanh and their
+    #: derivatives in one pass; docs/results.md has the time per epoch); needs a C compiler.
+    compile: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -149,6 +159,10 @@ class History:
     penalty: list[float] = field(default_factory=list)
     phase: list[str] = field(default_factory=list)  # "warm" (supervised) or "ritz"
     validation: list[tuple[int, float]] = field(default_factory=list)  # (epoch, energy)
+    #: The loss parts of the correction of one coarse node's basis function (paper Fig. 3):
+    #: the terms of the networks (T, j) at that node, per epoch (empty if no node was chosen).
+    node_energy: list[float] = field(default_factory=list)
+    node_penalty: list[float] = field(default_factory=list)
 
 
 def _network_generator(seed: int, cell: int) -> torch.Generator:
@@ -202,9 +216,9 @@ def reduced_system(batch: PatchBatch, V: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def reduced_energy(A: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """sum_{T, j} mean_k (1/2 c^T A_k c - b_k^T c) for coordinates c (G, K, q, 4): the energy
-    of :func:`deep_ritz_energy` for alpha = V c."""
-    return (0.5 * c * (A @ c) - b * c).sum() / c.shape[1]
+    """mean_k (1/2 c^T A_k c - b_k^T c) per network (T, j), shape (G, 4), for coordinates
+    c (G, K, q, 4): the terms of :func:`energy_terms` for alpha = V c."""
+    return (0.5 * c * (A @ c) - b * c).sum(dim=(1, 2)) / c.shape[1]
 
 
 def ritz_coordinate_statistics(
@@ -289,6 +303,10 @@ class DeepRitzTrainer:
         params: Training parameters scaled to [-1, 1], shape (K, N_p).
         settings: Network and optimiser settings.
         comm: Communicator over which the patches are split.
+        validation: Patch data and scaled parameters for model selection.
+        problem: Problem metadata (recorded in the checkpoints).
+        node: The networks (coarse cell T, corner j) of one coarse node's basis function
+            (global); the history records their loss terms per epoch (paper Fig. 3).
     """
 
     def __init__(
@@ -299,6 +317,7 @@ class DeepRitzTrainer:
         comm: MPI.Comm,
         validation: tuple[PatchBatch, torch.Tensor] | None = None,
         problem: dict | None = None,
+        node: list[tuple[int, int]] = (),
     ):
         settings.validate()
         self.settings, self.comm = settings, comm
@@ -310,6 +329,10 @@ class DeepRitzTrainer:
         self.params = params.to(device)
         nets, system = init_networks(batch, params.shape[1], settings, comm)
         self.nets = nets.to(device)
+        #: The training forward pass: compiled for the mlp networks if asked (same weights).
+        self.forward = self.nets
+        if settings.compile and settings.architecture == "mlp":
+            self.forward = torch.compile(self.nets, dynamic=False)
         G, K, _ = batch.shape
         corners = batch.F.shape[-1]
         # mu in the layout of B alpha: (G m, K 2^d), U(0, 1) seeded per patch.
@@ -325,6 +348,12 @@ class DeepRitzTrainer:
             for opt in (self.opt_theta, self.opt_mu)
         ]
         self.history = History()
+        #: This rank's networks of ``node``: indices into (G, 2^d) of the loss terms.
+        index = {int(c): g for g, c in enumerate(batch.cells)}
+        mine = np.array([(index[c], j) for c, j in node if c in index], dtype=np.int64)
+        mine = torch.from_numpy(mine.reshape(-1, 2))
+        self.node = (mine[:, 0], mine[:, 1]) if len(mine) else ()
+        self.monitors_node = bool(node)
         self.epoch = 0
         self.train_seconds = 0.0
         #: Early-stopping state (best training loss, epochs since, first loss) and the epoch of
@@ -353,28 +382,39 @@ class DeepRitzTrainer:
         if settings.batch_size and settings.batch_size < K:
             parts = torch.arange(K).split(settings.batch_size)
             self.chunks = [(self.batch.select(idx), len(idx) / K) for idx in parts]
+        #: Row weights 1 / (N_s^2 N_H^l) of the penalty (16) per chunk size.
+        self.penalty_weights = {
+            k: constraint_weights(self.batch, k) for k in {c.shape[1] for c, _ in self.chunks}
+        }
 
     def outputs(self, batch: PatchBatch | None = None) -> torch.Tensor:
         """Network outputs alpha (G, K, N, 4) for the training samples (or ``batch``)."""
         batch = self.batch if batch is None else batch
-        return network_outputs(self.nets, batch, self.params, self.projected)
+        return network_outputs(self.forward, batch, self.params, self.projected)
 
-    def loss_parts(self, batch: PatchBatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_terms(self, batch: PatchBatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Local (this rank's) energy (14) and self-adaptive penalty (16) (zero with the
-        projection), on the training samples or the chunk ``batch`` of them."""
+        projection) of every network (T, j), shape (G, 2^d) each, on the training samples or
+        the chunk ``batch`` of them."""
         if self.reduced is not None:
             A, b, BV = self.reduced
-            c = self.nets.coordinates(self.params)  # (G, K, q, 4)
-            Bc = torch.einsum("gmq,gkqj->gmkj", BV, c).reshape(self.mu.shape)
-            return reduced_energy(A, b, c), (self.mu * Bc**2).sum() / c.shape[1]
+            c = self.nets.coordinates(self.params)  # (G, K, q, 2^d)
+            Bc = torch.einsum("gmq,gkqj->gmkj", BV, c)
+            w = self.penalty_weights[c.shape[1]].reshape(Bc.shape[0], -1, 1, 1)
+            mu = self.mu.reshape(Bc.shape)
+            return reduced_energy(A, b, c), (w * (mu * Bc) ** 2).sum(dim=(1, 2))
         batch = self.batch if batch is None else batch
         alpha = self.outputs(batch)
-        if not self.nets.needs_coefficient:
-            return deep_ritz_energy(batch, alpha), adaptive_penalty(batch, alpha, self.mu)
-        energy = deep_ritz_energy(batch, alpha, energy_weights(batch))
+        weights = energy_weights(batch) if self.nets.needs_coefficient else None
+        energy = energy_terms(batch, alpha, weights)
         if self.projected:
-            return energy, torch.zeros((), dtype=energy.dtype, device=energy.device)
-        return energy, adaptive_penalty(batch, alpha, self.mu)
+            return energy, torch.zeros_like(energy)
+        w = self.penalty_weights[batch.shape[1]]
+        return energy, penalty_terms(batch, alpha, self.mu, w)
+
+    def loss_parts(self, batch: PatchBatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local energy (14) and penalty (16): the sums of :meth:`loss_terms`."""
+        return tuple(t.sum() for t in self.loss_terms(batch))
 
     def _share_gradients(self) -> None:
         """Sum the gradients of a network shared by all patches over the ranks."""
@@ -435,14 +475,20 @@ class DeepRitzTrainer:
         end = s.warm_start + s.epochs
         bar = tqdm(total=end, initial=self.epoch, desc="deep ritz", disable=not show, unit="epoch")
         while self.epoch < end:
-            e = p = 0.0
+            e = p = node_e = node_p = 0.0
             for chunk, share in self.chunks:  # one optimizer step per chunk of samples
                 self.opt_theta.zero_grad()
                 self.opt_mu.zero_grad()
-                energy, penalty = self.loss_parts(chunk)
+                energy_terms_, penalty_terms_ = self.loss_terms(chunk)
+                energy, penalty = energy_terms_.sum(), penalty_terms_.sum()
                 (energy + penalty).backward()
                 self._share_gradients()
-                ce, cp = self._global(energy.item(), penalty.item())
+                node = [0.0, 0.0]
+                if self.node:
+                    node = [
+                        float(t.detach()[self.node].sum()) for t in (energy_terms_, penalty_terms_)
+                    ]
+                ce, cp, ne, npen = self._global(energy.item(), penalty.item(), *node)
                 stop["first"] = ce + cp if stop["first"] is None else stop["first"]
                 if not math.isfinite(ce + cp) or abs(ce + cp) > 1e6 * (1.0 + abs(stop["first"])):
                     bar.close()
@@ -459,11 +505,15 @@ class DeepRitzTrainer:
                 self.opt_theta.step()
                 self.opt_mu.step()
                 e, p = e + share * ce, p + share * cp
+                node_e, node_p = node_e + share * ne, node_p + share * npen
             total = e + p
             for scheduler in self.schedulers:
                 scheduler.step()
             self.epoch += 1
             self._record(e, p, "ritz")
+            if self.monitors_node:
+                self.history.node_energy.append(node_e)
+                self.history.node_penalty.append(node_p)
             bar.update()
             bar.set_postfix(energy=f"{e:.4e}", penalty=f"{p:.2e}", refresh=False)
             best = stop["best"]
@@ -506,7 +556,7 @@ class DeepRitzTrainer:
         with torch.no_grad():
             if self.validation_system is not None:
                 c = self.nets.coordinates(self.validation[1])
-                energy = reduced_energy(*self.validation_system, c)
+                energy = reduced_energy(*self.validation_system, c).sum()
             else:
                 batch = self.validation[0]
                 energy = deep_ritz_energy(batch, self.outputs(batch), energy_weights(batch))
@@ -666,35 +716,43 @@ def read_checkpoint(
     return loaded[0]
 
 
-class _Energy(torch.autograd.Function):
-    """sum(1/2 a.Sa - F.a) with the gradient S a - F from the one product S a (S symmetric)."""
+class _EnergyTerms(torch.autograd.Function):
+    """Per network (T, j): the sum over samples and vertices of 1/2 a.Sa - F.a, shape (G, c),
+    for a, F in the layout (K G N, c) (``shape`` = (K, G, N)); the gradient S a - F from the
+    one product S a (S symmetric)."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, S: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, a: torch.Tensor, S: torch.Tensor, F: torch.Tensor, shape: tuple):
         Sa = S @ a
         ctx.save_for_backward(Sa - F)
-        return (0.5 * a * Sa - F * a).sum()
+        ctx.shape = shape
+        return (0.5 * a * Sa - F * a).reshape(*shape, -1).sum(dim=(0, 2))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (gradient,) = ctx.saved_tensors
-        return grad * gradient, None, None
+        terms = grad[None, :, None, :] * gradient.reshape(*ctx.shape, -1)
+        return terms.reshape(gradient.shape), None, None, None
 
 
-class _Penalty(torch.autograd.Function):
-    """sum(mu (B a)^2) with gradients 2 B^T (mu B a) in a and (B a)^2 in mu."""
+class _PenaltyTerms(torch.autograd.Function):
+    """Per network (T, j): sum_{k, c} w_c (mu (B a))_{c, k j}^2, shape (G, 2^d), for a in the
+    layout (G N, K 2^d) and mu, w (rows of B) in the layout (G m, K 2^d) (``shape`` =
+    (G, m, K, 2^d)); gradients 2 B^T (w mu^2 B a) in a and 2 w mu (B a)^2 in mu."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, mu: torch.Tensor, B: torch.Tensor, Bt: torch.Tensor):
+    def forward(ctx, a, mu, w, B, Bt, shape: tuple) -> torch.Tensor:
         Ba = B @ a
-        ctx.save_for_backward(Ba, mu)
-        ctx.Bt = Bt
-        return (mu * Ba**2).sum()
+        ctx.save_for_backward(Ba, mu, w)
+        ctx.Bt, ctx.shape = Bt, shape
+        return (w * (mu * Ba) ** 2).reshape(shape).sum(dim=(1, 2))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        Ba, mu = ctx.saved_tensors
-        return grad * 2 * (ctx.Bt @ (mu * Ba)), grad * Ba**2, None, None
+        Ba, mu, w = ctx.saved_tensors
+        G, m, K, c = ctx.shape
+        g = grad[:, None, None, :].expand(G, m, K, c).reshape(Ba.shape)
+        return 2 * (ctx.Bt @ (g * w * mu**2 * Ba)), 2 * g * w * mu * Ba**2, None, None, None, None
 
 
 def network_outputs(
@@ -714,21 +772,51 @@ def energy_weights(batch: PatchBatch) -> torch.Tensor:
     return 1.0 / (batch.F * batch.hats[:, None]).sum(dim=(2, 3))
 
 
-def deep_ritz_energy(
+def energy_terms(
     batch: PatchBatch, alpha: torch.Tensor, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """sum_{T, j} mean_k w_{T,k} (1/2 alpha^T S alpha - F_j^T alpha) for alpha (G, K, N, 4)
-    (w = 1 unless ``weights`` (G, K) are given)."""
-    K = alpha.shape[1]
+    """E_{T,j} = mean_k w_{T,k} (1/2 alpha^T S alpha - F_j^T alpha) (14) per network (T, j),
+    shape (G, 2^d), for alpha (G, K, N, 2^d) (w = 1 unless ``weights`` (G, K) are given)."""
+    G, K, N, _ = alpha.shape
     F = batch.F
     if weights is not None:  # w (1/2 a.Sa - F.a) = 1/2 b.Sb - G.b, b = sqrt(w) a, G = sqrt(w) F
         root = weights.sqrt()[:, :, None, None]
         alpha, F = alpha * root, F * root
     a, F = batch.stiffness_layout(alpha), batch.stiffness_layout(F)
-    return _Energy.apply(a, batch.block_stiffness, F) / K
+    return _EnergyTerms.apply(a, batch.block_stiffness, F, (K, G, N)) / K
+
+
+def deep_ritz_energy(
+    batch: PatchBatch, alpha: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """E = sum_{T, j} E_{T,j} of :func:`energy_terms`."""
+    return energy_terms(batch, alpha, weights).sum()
+
+
+def constraint_weights(batch: PatchBatch, samples: int) -> torch.Tensor:
+    """The normalization 1 / (N_s^2 N_H^l) of (16) (times 1/N_s, see the module) for every row
+    of B: N_H^l the rows of the row's patch (its coarse vertices; padding rows count not),
+    in the layout (G m, 1)."""
+    G = len(batch.cells)
+    m = batch.B.shape[0] // max(G, 1)
+    rows = torch.unique(batch.B.indices()[0])
+    counts = torch.bincount(rows // m, minlength=G).clamp_min(1).to(batch.F.dtype)
+    return (1.0 / (samples**2 * counts)).repeat_interleave(m)[:, None].to(batch.F.device)
+
+
+def penalty_terms(
+    batch: PatchBatch, alpha: torch.Tensor, mu: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """P_{T,j} = ||mu (.) I_H^l alpha||^2 / (N_s^2 N_H^l) (16) per network (T, j), shape
+    (G, 2^d), for alpha (G, K, N, 2^d) and mu in the layout (G m, K 2^d); ``weights``: the
+    :func:`constraint_weights` of ``batch`` (computed if not given)."""
+    G, K, _, c = alpha.shape
+    B, Bt = batch.constraint_csr
+    w = constraint_weights(batch, K) if weights is None else weights
+    shape = (G, B.shape[0] // max(G, 1), K, c)
+    return _PenaltyTerms.apply(batch.constraint_layout(alpha), mu, w, B, Bt, shape)
 
 
 def adaptive_penalty(batch: PatchBatch, alpha: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """sum_{T, j} mean_k sum_c mu (B alpha)_c^2, mu in the layout (G m, K 4)."""
-    B, Bt = batch.constraint_csr
-    return _Penalty.apply(batch.constraint_layout(alpha), mu, B, Bt) / alpha.shape[1]
+    """P = sum_{T, j} P_{T,j} of :func:`penalty_terms`."""
+    return penalty_terms(batch, alpha, mu).sum()

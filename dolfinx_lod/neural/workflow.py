@@ -14,7 +14,7 @@ from mpi4py import MPI
 import dolfinx_lod
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family, SampleFamily
-from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.grids import NestedGrids, corner_bits, lattice_index, lattice_keys
 from dolfinx_lod.io import OutputSet, write_json
 from dolfinx_lod.neural.export import PatchBatch, export_patches
 from dolfinx_lod.neural.provider import (
@@ -88,6 +88,20 @@ def check_network_size(
         )
 
 
+def node_networks(grids: NestedGrids, point: npt.ArrayLike) -> list[tuple[int, int]]:
+    """The networks (coarse cell key T, corner j) whose correctors make up the correction of
+    the basis function of the coarse vertex nearest to ``point`` (the elements at that vertex;
+    paper Fig. 3: node (0.5, 0.5)). Rank-local (the same on every rank)."""
+    z = lattice_index(np.asarray(point, dtype=np.float64)[None], grids.origin, grids.H)[0]
+    z = np.clip(z, 0, grids.coarse)
+    pairs = []
+    for j, bits in enumerate(corner_bits(grids.dim)):
+        cell = z - bits
+        if np.all((cell >= 0) & (cell < grids.coarse)):
+            pairs.append((int(lattice_keys(cell[None], grids.coarse)[0]), j))
+    return pairs
+
+
 def training_problem(grids: NestedGrids, layers: int, family: Family, samples: int) -> dict:
     """What the training data is made of: a checkpoint must match it to be resumed."""
     return {**problem_metadata(grids, layers, family), "samples": samples}
@@ -137,11 +151,17 @@ class TrainingRun:
 
 
 def prepare_training(
-    grids: NestedGrids, layers: int, family: Family, samples: int, settings: TrainingSettings
+    grids: NestedGrids,
+    layers: int,
+    family: Family,
+    samples: int,
+    settings: TrainingSettings,
+    node: list[tuple[int, int]] = (),
 ) -> TrainingRun:
     """Export the classical patch data of ``samples`` training parameters (and of validation
     parameters, distinct draws, for model selection; none for given fields) and create the
-    trainer. Collective."""
+    trainer (recording the loss of the networks ``node``, :func:`node_networks`).
+    Collective."""
     train_p = family.training_parameters(samples)
     t0 = time.perf_counter()
     basis = MultiscaleBasis(grids, layers)
@@ -162,6 +182,7 @@ def prepare_training(
         grids.comm,
         validation=validation,
         problem=training_problem(grids, layers, family, samples),
+        node=node,
     )
     return TrainingRun(basis, batch, train_p, trainer, export_seconds)
 
@@ -197,6 +218,7 @@ def train_and_evaluate(
     resume: bool = False,
     progress: bool = False,
     test_family: Family | None = None,
+    node: list[tuple[int, int]] = (),
 ) -> dict[str, Any]:
     """Train the corrector networks of all patches on ``samples`` parameters, save
     ``out/model.pt`` and return the summary (basis errors on training and held-out parameters
@@ -228,7 +250,7 @@ def train_and_evaluate(
         out = OutputSet(comm, out, keep=(checkpoints(comm),), live=True)
     output, out = out, folder
     with output:  # a failure or an interrupt discards the new results
-        run = prepare_training(grids, layers, family, samples, settings)
+        run = prepare_training(grids, layers, family, samples, settings, node)
         basis, batch, train_p, trainer = run.basis, run.batch, run.train_params, run.trainer
         test_p = test_family.test_parameters(test_samples, seed=10_000 + settings.seed)
         resumed = trainer.load_checkpoint(out) if resume else False
@@ -330,6 +352,35 @@ def plot_loss(path: Path, history) -> None:
     ax.set_ylabel("loss part")
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+
+
+def plot_node_loss(path: Path, history, node: str) -> None:
+    """The loss parts of the correction of one node's basis function over the epochs, log-log
+    (paper Fig. 3): left the energy (14) (shifted by its minimum, it is negative), right the
+    interpolation penalty (16) (omitted when it is zero: the exact projection)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dolfinx_lod.io import write_atomic
+
+    ritz = np.array(history.phase) == "ritz"
+    epoch = np.array(history.epoch)[ritz]
+    energy = np.array(history.node_energy)
+    penalty = np.array(history.node_penalty)
+    panels = [("energy loss - min", energy - energy.min() + 1e-12)]
+    if penalty.any():
+        panels.append(("interpolation loss (16)", penalty + 1e-16))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (title, values) in zip(axes[0], panels, strict=True):
+        ax.loglog(epoch, values, lw=1.0)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{title}, node {node}")
+        ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)

@@ -20,17 +20,34 @@ import torch
 from mpi4py import MPI
 
 from dolfinx_lod.basis import MultiscaleBasis
+from dolfinx_lod.cli import CNN_BATCH, CNN_EPOCHS, CNN_LR, DEFAULT_NETWORK
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids, create_nested_grids
 from dolfinx_lod.io import OutputSet, gather_cell_array, gather_vertex_array, write_json
 from dolfinx_lod.lod import relative_errors
 from dolfinx_lod.neural.export import export_patches
 from dolfinx_lod.neural.provider import FORMAT, LearnedCorrectors, TrainedModel
-from dolfinx_lod.neural.training import TrainingSettings
-from dolfinx_lod.neural.workflow import baselines, checkpoints, parse_network, train_and_evaluate
+from dolfinx_lod.neural.training import (
+    RESUMABLE_SETTINGS,
+    History,
+    TrainingSettings,
+    read_checkpoint,
+)
+from dolfinx_lod.neural.workflow import (
+    baselines,
+    checkpoints,
+    node_networks,
+    parse_network,
+    plot_node_loss,
+    train_and_evaluate,
+    training_problem,
+)
 from dolfinx_lod.parallel import InputError, LodError, OutputError, collective
 from dolfinx_lod.progress import interactive
 from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
+
+#: The node whose correction's loss curve is recorded (paper Fig. 3: node (0.5, 0.5)).
+CENTRE = (0.5, 0.5)
 
 
 def cache_folder() -> Path:
@@ -51,8 +68,12 @@ def cached_training(
 ) -> tuple[Path, dict[str, Any], bool]:
     """Train (or reuse) the corrector networks for these settings. Collective.
 
-    The model is stored in a folder keyed by a hash of everything that determines it, so a
-    rerun with the same settings skips training. Returns (folder, training summary, reused).
+    The model is stored in a folder keyed by a hash of everything that determines the training
+    path (all settings but :data:`RESUMABLE_SETTINGS`, e.g. the epochs), so a rerun with the
+    same settings skips training. A folder whose model was trained for other epochs, or whose
+    training was interrupted, holds the checkpoints (every ``settings.checkpoint_every``
+    epochs): training resumes from them (the same number of ranks) up to ``settings.epochs``.
+    Returns (folder, training summary, reused).
     """
     key_data = {
         "family": family.name,
@@ -62,14 +83,16 @@ def cached_training(
         "domain": grids.domain,
         "samples": samples,
         "test_samples": test_samples,
-        "settings": asdict(settings),
+        "settings": {k: v for k, v in asdict(settings).items() if k not in RESUMABLE_SETTINGS},
         "format": FORMAT,
     }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     folder = (cache or cache_folder()) / f"{family.name}-{key}"
-    reused = (folder / "model.pt").exists() and (folder / "summary.json").exists()
-    reused = grids.comm.allreduce(reused, op=MPI.LAND)
+    summary = _cached_summary(grids.comm, folder)
+    reused = summary is not None and summary["settings"]["epochs"] == settings.epochs
     if not reused:
+        problem = training_problem(grids, layers, family, samples)
+        resume = read_checkpoint(grids.comm, folder, asdict(settings), problem) is not None
         keep = (checkpoints(grids.comm),)
         output = OutputSet(grids.comm, folder, "--cache (model folder)", keep, live=True)
         train_and_evaluate(
@@ -80,16 +103,27 @@ def cached_training(
             test_samples,
             settings,
             output,
+            resume=resume,
             progress=progress and interactive(),  # the training's tqdm bar: on a terminal only
+            node=node_networks(grids, CENTRE),
         )
+        summary = _cached_summary(grids.comm, folder)
+    if summary is None:
+        raise InputError(damaged_cache(folder / "summary.json", FileNotFoundError("missing")))
+    return folder, summary, reused
+
+
+def _cached_summary(comm: MPI.Comm, folder: Path) -> dict[str, Any] | None:
+    """The training summary of a cached model folder (None if it has no model yet).
+    Collective: a damaged summary raises ``InputError`` on every rank."""
     summary = None
-    with collective(grids.comm, InputError):
-        if grids.comm.rank == 0:
+    with collective(comm, InputError):
+        if comm.rank == 0 and (folder / "model.pt").exists():
             try:
                 summary = json.loads((folder / "summary.json").read_text())
             except (OSError, ValueError) as e:
                 raise InputError(damaged_cache(folder / "summary.json", e)) from e
-    return folder, grids.comm.bcast(summary), reused
+    return comm.bcast(summary)
 
 
 def damaged_cache(path: Path, error: Exception) -> str:
@@ -131,11 +165,15 @@ def compare_time_loops(
     runs: dict[str, Any] = {}
     walls: dict[str, float] = {}
     snapshots: dict[str, dict[int, Any]] = {}
+    trajectories: dict[str, list[npt.NDArray]] = {}  # owned u_ms values of every step
     coefficient = CoefficientSchedule.from_family(family.a, lambda t: family.check(schedule(t)))
     for name, provider in {"lod": None, **providers}.items():
         shots: dict[int, Any] = {}
+        trajectory = trajectories.setdefault(name, [])
 
-        def observe(view, shots=shots):
+        def observe(view, shots=shots, trajectory=trajectory):
+            owned_dofs = view.u_ms.function_space.dofmap.index_map.size_local
+            trajectory.append(view.u_ms.x.array[:owned_dofs].copy())
             if view.m in snapshot_steps:
                 owned = grids.fine_cell_keys.size
                 a_fun = view.a
@@ -171,6 +209,9 @@ def compare_time_loops(
         rec = res.records
         out["runs"][name] = {
             "rel_error_vs_lod": relative_errors(res.u_ms.x.petsc_vec, ref, M, M)["l2"],
+            "rel_error_vs_lod_euclidean_all_steps": euclidean_error(
+                grids.comm, trajectories[name], trajectories["lod"]
+            ),
             "rel_error_vs_fem": res.final_errors["l2"],
             "basis_seconds_per_step": float(np.mean([r["timings"]["basis_update"] for r in rec])),
             "coarse_seconds_per_step": float(
@@ -186,6 +227,20 @@ def compare_time_loops(
         res.basis.destroy()
     M.destroy()
     return out
+
+
+def euclidean_error(comm: MPI.Comm, u: list[npt.NDArray], ref: list[npt.NDArray]) -> float:
+    """The error metric of the paper's code: ||U - U_ref||_2 / ||U_ref||_2 with U the nodal
+    values of all time steps stacked (Euclidean, unweighted). ``u``, ``ref``: owned values per
+    step. Collective."""
+    local = np.array(
+        [
+            sum(float(((a - b) ** 2).sum()) for a, b in zip(u, ref, strict=True)),
+            sum(float((b**2).sum()) for b in ref),
+        ]
+    )
+    diff, norm = comm.allreduce(local, op=MPI.SUM)
+    return float(np.sqrt(diff / norm))
 
 
 def basis_function(grids: NestedGrids, B, vertex_key: int) -> npt.NDArray | None:
@@ -233,6 +288,10 @@ class Example:
     capacity: Any = 1.0
     source: Any = 1.0
     paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
+    alpha: float | None = None  # Example 1: the coefficient's lower bound
+    network: str = ""  # the --network spec of the settings
+    #: Held-out draws p_i behind the schedules (schedule i at t: ``schedule(p_i, t)``).
+    test_draws: npt.NDArray[np.float64] | None = None
 
 
 def sized_example(
@@ -241,6 +300,7 @@ def sized_example(
     size: dict[str, int],
     family: Family,
     network: str | None,
+    epochs: int | None,
     comm: MPI.Comm,
     schedule: Callable[[npt.NDArray[np.float64], float], npt.ArrayLike],
     label: Callable[[npt.NDArray[np.float64]], str],
@@ -248,9 +308,15 @@ def sized_example(
 ) -> Example:
     """A paper example (l = 1, T = 1) at ``size`` (NH, n, samples, tests, steps) with the
     training settings of ``mode``, and one test schedule t -> schedule(p_i, t) per held-out
-    parameter p_i (``tests`` of them, seed 7); ``extra``: capacity, source, paper."""
+    parameter p_i (``tests`` of them, seed 7); ``extra``: capacity, source, paper, alpha.
+
+    Raises:
+        ValueError: A schedule takes a training parameter at a time step
+            (:func:`schedule_clearance`).
+    """
     p0 = family.test_parameters(size["tests"], seed=7)
-    return Example(
+    spec = network or TRAINING[mode]["network"]
+    example = Example(
         number=number,
         mode=mode,
         grids=create_nested_grids(comm, size["NH"], size["n"]),
@@ -260,47 +326,118 @@ def sized_example(
         test_samples=size["tests"],
         steps=size["steps"],
         T=1.0,
-        settings=training_settings(mode, network),
+        settings=training_settings(mode, network, epochs),
         schedules=[lambda t, p=p: schedule(p, t) for p in p0],
         schedule_labels=[label(p) for p in p0],
+        network=spec,
+        test_draws=p0,
         **extra,
     )
+    clearance = schedule_clearance(example)
+    if not clearance > 1e-9:
+        raise ValueError(
+            f"Example {number} ({mode}): a test schedule takes a training parameter "
+            f"(distance {clearance:g}); schedules must stay off the training values"
+        )
+    return example
 
 
-def example_arguments(description: str, argv=None) -> argparse.Namespace:
-    """Command line of the demos: --quick (default) | --paper | --tiny, --network, --cache,
-    --out; ``mode`` is set to the chosen size."""
+def schedule_clearance(example: Example) -> float:
+    """Smallest distance (max norm) between a schedule's parameter p(t_m) at a time t_m =
+    m T / steps, m = 0..steps, and a training parameter: > 0 means no test schedule ever uses
+    a training value."""
+    train = example.family.training_parameters(example.samples)
+    times = np.linspace(0.0, example.T, example.steps + 1)
+    values = np.array([np.atleast_1d(s(t)) for s in example.schedules for t in times])
+    return float(np.abs(values[:, None, :] - train[None]).max(axis=2).min())
+
+
+def example_arguments(description: str, argv=None, alpha: bool = False) -> argparse.Namespace:
+    """Command line of the demos: --quick (default) | --paper | --tiny, --network, --epochs,
+    --cache, --out (and --alpha if ``alpha``); ``mode`` is set to the chosen size. Bad values
+    exit with a message naming the option and the allowed range (before any work)."""
     parser = argparse.ArgumentParser(description=description)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="default: paper problem, fast network")
-    size.add_argument("--paper", action="store_true", help="the paper's settings (days on 2 cores)")
+    size.add_argument(
+        "--quick",
+        action="store_true",
+        help="default: the paper's setting (K training parameters, 25 test schedules) with the "
+        "best network here",
+    )
+    size.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's setting with the paper's network and optimizer (mlp:128x8, Adam "
+        "1e-3, decay 0.9 per 1000 epochs, 30 000 epochs: days on 2 cores; checkpointed, a "
+        "rerun resumes)",
+    )
     size.add_argument("--tiny", action="store_true", help="a very small version (tests)")
     parser.add_argument("--network", help="override the network, e.g. mlp:128x8")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="override the training epochs (a budget; a rerun with more epochs resumes from the "
+        "checkpoints)",
+    )
+    if alpha:
+        parser.add_argument(
+            "--alpha",
+            type=float,
+            default=ALPHAS[0],
+            choices=ALPHAS,
+            help="lower bound of the coefficient: 0.1 (the paper's text, default) or 0.01 (the "
+            "paper's code)",
+        )
     parser.add_argument("--cache", type=Path, help="model cache folder")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")
     args.mode = "paper" if args.paper else "tiny" if args.tiny else "quick"
     return args
 
 
-#: Training budgets of the demo modes. "paper": the paper's network and epochs (128 x 8:
-#: about 10 s per epoch for 36 networks on 2 cores, days for 30 000 epochs); "quick": the
-#: reduced network; "tiny": for the test suite.
+#: Lower coefficient bounds of Example 1: the paper's text (0.1, the default) and code (0.01).
+ALPHAS = (0.1, 0.01)
+
+#: Training budgets of the demo modes. "paper": the paper's network and optimizer (Adam,
+#: learning rate 1e-3 decaying by 0.9 every 1000 epochs, 30 000 epochs; docs/results.md has
+#: the time per epoch); "quick": the coefficient-aware CNN trained from coefficients alone
+#: (docs/lod-ann.md); "tiny": for the test suite. "compile": the mlp through torch.compile.
+#: Options of another --network: those of its architecture in ``dolfinx-lod train``.
 TRAINING = {
-    "paper": {"network": "mlp:128x8", "epochs": 30000, "lr": 1e-3, "patience": 2000},
-    "quick": {"network": "reduced:16:32x3", "epochs": 3000, "lr": 1e-2, "patience": 1000},
+    "paper": {
+        "network": "mlp:128x8",
+        "epochs": 30000,
+        "lr": 1e-3,
+        "patience": 30000,
+        "compile": True,
+    },
+    "quick": {"network": DEFAULT_NETWORK, "epochs": CNN_EPOCHS, "lr": CNN_LR, "patience": 1000},
     "tiny": {"network": "reduced:8:16x2", "epochs": 200, "lr": 1e-2, "patience": 1000},
 }
+#: The "quick" budget of networks conditioned on p (reduced, mlp).
+QUICK_P_NETWORKS = {"epochs": 3000, "lr": 1e-2}
 
 
-def training_settings(mode: str, network: str | None = None) -> TrainingSettings:
-    """Training settings of a demo mode (its network unless ``network`` overrides it)."""
+def training_settings(
+    mode: str, network: str | None = None, epochs: int | None = None
+) -> TrainingSettings:
+    """Training settings of a demo mode (its network and epochs unless overridden); the CNN
+    trains with the exact projection onto ker B, ``CNN_BATCH`` samples per step."""
     budget = TRAINING[mode]
+    spec = parse_network(network or budget["network"])
+    cnn = spec["architecture"] == "cnn"
+    if mode == "quick" and not cnn:
+        budget = {**budget, **QUICK_P_NETWORKS}
     return TrainingSettings(
-        **parse_network(network or budget["network"]),
-        epochs=budget["epochs"],
+        **spec,
+        epochs=epochs or budget["epochs"],
         lr=budget["lr"],
         patience=budget["patience"],
+        constraint="projection" if cnn else "penalty",
+        batch_size=CNN_BATCH if cnn else 0,
+        compile=budget.get("compile", False) and spec["architecture"] == "mlp",
     )
 
 
@@ -355,6 +492,7 @@ def _run_example(example: Example, output: OutputSet, cache: Path | None) -> dic
         return float(np.mean([r["runs"][run][key] for r in runs]))
 
     errors = np.array([r["runs"]["ann"]["rel_error_vs_lod"] for r in runs])
+    euclidean = np.array([r["runs"]["ann"]["rel_error_vs_lod_euclidean_all_steps"] for r in runs])
     summary: dict[str, Any] = {
         "example": ex.number,
         "mode": ex.mode,
@@ -362,20 +500,33 @@ def _run_example(example: Example, output: OutputSet, cache: Path | None) -> dic
             "n": g.fine,
             "NH": g.coarse,
             "l": ex.layers,
+            "alpha": ex.alpha,
+            "family": fam.description,
+            "network": ex.network,
             "samples": ex.samples,
             "test_samples": ex.test_samples,
             "T": ex.T,
             "steps": ex.steps,
             "tau": ex.T / ex.steps,
             "training": asdict(ex.settings),
+            "test_schedules": ex.schedule_labels,
+            "schedule_clearance": schedule_clearance(ex),
         },
         "ranks": g.comm.size,
         "model": str(folder),
         "model_reused": reused,
+        "training": {
+            k: trained.get(k) for k in ("epochs", "selected_epoch", "resumed", "train_seconds")
+        },
         "test_schedules": ex.schedule_labels,
         "rel_error_final": errors.tolist(),
         "rel_error_final_mean": float(errors.mean()),
         "rel_error_final_max": float(errors.max()),
+        "rel_error_euclidean_all_steps": euclidean.tolist(),
+        "rel_error_euclidean_all_steps_mean": float(euclidean.mean()),
+        "baseline_rel_error_euclidean_all_steps_mean": mean_of(
+            "baseline", "rel_error_vs_lod_euclidean_all_steps"
+        ),
         "basis_error_mean": trained["basis_error_test"],
         "basis_error_mean_nodal": trained["basis_error_test_nodal"],
         "baseline_basis_errors": trained["baseline_errors_test"],
@@ -399,69 +550,166 @@ def _run_example(example: Example, output: OutputSet, cache: Path | None) -> dic
             write_json(output.path("summary.json"), summary)
     if g.comm.rank == 0:
         print(
-            f"Example {ex.number} ({ex.mode}, {g.comm.size} ranks): LOD vs LOD-ANN at T: mean "
+            f"Example {ex.number} ({ex.mode}, {ex.network}, alpha {ex.alpha}, K = {ex.samples}, "
+            f"{len(runs)} schedules, {g.comm.size} ranks): LOD vs LOD-ANN at T: mean "
             f"{summary['rel_error_final_mean']:.4f}, max {summary['rel_error_final_max']:.4f} "
-            f"(paper {ex.paper.get('rel_error_final_mean')}); baseline (mean training "
+            f"(paper: {ex.paper}); Euclidean over all steps "
+            f"{summary['rel_error_euclidean_all_steps_mean']:.4f}; baseline (mean training "
             f"corrector) {summary['baseline_rel_error_final_mean']:.4f}, no corrector "
             f"{summary['no_corrector_rel_error_final_mean']:.4f}; basis error "
-            f"{summary['basis_error_mean']:.3f}, nodal {summary['basis_error_mean_nodal']:.3f} "
-            f"(paper {ex.paper.get('basis_error_nodal')}); LOD vs FEM "
+            f"{summary['basis_error_mean']:.3f}, nodal {summary['basis_error_mean_nodal']:.3f}; "
+            "LOD vs FEM "
             f"{summary['lod_vs_fem_final_mean']:.4f}; {summary['wall_seconds']:.0f} s; "
             f"results in {out}/"
         )
     return summary
 
 
+def configuration_vertices(grids: NestedGrids) -> list[tuple[tuple[int, int], int]]:
+    """For each of the 9 patch configurations of l = 1 (the coarse cells T = (c_x, c_y) with
+    c in {0, N_H / 2, N_H - 1}): T and the key of T's corner nearest to the domain centre, an
+    interior coarse vertex whose basis function is corrected on T's patch (paper Fig. 4)."""
+    NH = grids.coarse
+    out = []
+    for cy in (0, NH // 2, NH - 1):
+        for cx in (0, NH // 2, NH - 1):
+            vx, vy = (c + 1 if 2 * c < NH else c for c in (cx, cy))
+            out.append(((cx, cy), vy * (NH + 1) + vx))
+    return out
+
+
 def _figures(ex: Example, sh, learned, folder: Path, output: OutputSet, shots) -> dict[str, str]:
-    """Loss (Fig. 3), basis function (Figs. 4, 5), solutions (Fig. 6), cross sections (Fig. 7)
-    and |LOD - LOD-ANN| (Fig. 8) into the staging folder of ``output``. Collective (gathers);
-    rank 0 plots (a failure raises on every rank)."""
+    """The paper's figures into the staging folder of ``output``: loss of the node (0.5, 0.5)
+    (Fig. 3), classical and learned basis functions for the 9 patch configurations (Fig. 4)
+    and three cross sections (Fig. 5), solutions (Fig. 6) and cross sections (Fig. 7) at three
+    times, |LOD - LOD-ANN| at those times (Fig. 8); for the battery cell also two training
+    coefficients and a test coefficient at t = 1/6 (Fig. 9) and LOD / LOD-ANN solutions for two
+    training coefficients at t = 1/2, 1 and a test schedule at t = 1/8 (Fig. 11). Collective
+    (time loops, gathers); rank 0 plots (a failure raises on every rank)."""
     g, fam = ex.grids, ex.family
     p = ex.schedules[0](ex.T)
-    centre = (g.coarse // 2) * (g.coarse + 1) + g.coarse // 2
-    columns = {}
+    vertices = configuration_vertices(g)
+    columns: dict[str, list] = {}
     for name, provider in (("classical", None), ("learned", learned)):
         basis = MultiscaleBasis(g, ex.layers, provider=provider)
-        columns[name] = basis_function(g, basis.update(fam.a, p), centre)
+        B = basis.update(fam.a, p)
+        columns[name] = [basis_function(g, B, key) for _, key in vertices]
         basis.destroy()
+    battery = _battery_snapshots(ex, learned) if ex.number == 2 else None
     figures: dict[str, str] = {}
     with collective(g.comm, OutputError):
         if g.comm.rank == 0:
             figures = _plot_figures(ex, sh, columns, folder, output.staging, shots)
+            if battery is not None:
+                figures.update(_plot_battery(ex, battery, output.staging))
+    return figures
+
+
+def _battery_snapshots(ex: Example, learned) -> dict[str, Any]:
+    """Fig. 9 and 11 data: LOD and LOD-ANN snapshots for the first two training parameters
+    (constant in time) at t = 1/2, 1 and for the first test schedule at t = 1/8. Collective."""
+    train = ex.family.training_parameters(ex.samples)[:2]
+    half, eighth = ex.steps // 2, max(ex.steps // 8, 1)
+    runs = [
+        compare_time_loops(
+            ex.grids,
+            ex.layers,
+            ex.family,
+            schedule,
+            ex.T,
+            ex.steps,
+            {"ann": learned},
+            snapshot_steps=steps,
+            capacity=ex.capacity,
+            source=ex.source,
+        )["snapshots"]
+        for schedule, steps in (
+            *((lambda t, q=q: q, (half, ex.steps)) for q in train),
+            (ex.schedules[0], (eighth,)),
+        )
+    ]
+    test_t = ex.T / 6
+    return {"train": train, "runs": runs, "test_t": test_t, "test_p": ex.schedules[0](test_t)}
+
+
+def _plot_battery(ex: Example, data: dict[str, Any], out: Path) -> dict[str, str]:
+    """Figs. 9 and 11 of the battery cell (rank 0)."""
+    from dolfinx_lod.coefficients import battery_layers
+    from dolfinx_lod.plotting import plot_solution_grid
+
+    g, fam, n = ex.grids, ex.family, ex.grids.fine
+    materials = {"CC": 0, "AM": 1, "AC": 2}
+    rows = np.vectorize(materials.__getitem__)(battery_layers(np.arange(n)))
+    layout = np.repeat(rows[:, None], n, axis=1).astype(float)
+    mid = (np.arange(n) + 0.5) / n
+    X, Y = np.meshgrid(mid, mid)
+    xy = np.stack([X.ravel(), Y.ravel()])
+    panels = [("layers: 0 CC, 1 AM, 2 AC", layout, False)]
+    for i, q in enumerate(data["train"]):
+        panels.append((f"lambda, training p_{i + 1}", fam.a(xy, q).reshape(n, n), True))
+    panels.append(
+        (f"lambda, test at t = {data['test_t']:.3f}", fam.a(xy, data["test_p"]).reshape(n, n), True)
+    )
+    figures = {
+        "coefficients": plot_solution_grid(
+            out / "fig9_coefficients.png", [("", panels)], g.domain
+        ).name
+    }
+    solution_rows = []
+    for method, label in (("lod", "LOD"), ("ann", "LOD-ANN")):
+        cells = []
+        for i, shots in enumerate(data["runs"]):
+            kind = f"training p_{i + 1}" if i < len(data["train"]) else "test"
+            for _, shot in sorted(shots[method].items()):
+                cells.append((f"{kind}, t = {shot['t']:.3f}", shot["u"], False))
+        solution_rows.append((label, cells))
+    figures["solutions_train_test"] = plot_solution_grid(
+        out / "fig11_solutions.png", solution_rows, g.domain
+    ).name
     return figures
 
 
 def _plot_figures(ex: Example, sh, columns, folder: Path, out: Path, shots) -> dict[str, str]:
-    """The figures of :func:`_figures` (rank 0)."""
+    """The figures of :func:`_figures` but those of the battery cell (rank 0)."""
     g = ex.grids
     from shutil import copyfile
 
     from dolfinx_lod.plotting import plot_cross_sections, plot_solution_grid
 
-    copyfile(folder / "loss.png", out / "fig3_loss.png")
+    summary = json.loads((folder / "summary.json").read_text())
+    history = History(**summary["loss_history"]) if "loss_history" in summary else None
+    if history is not None and history.node_energy:
+        plot_node_loss(out / "fig3_loss.png", history, str(CENTRE))
+    else:  # a cached model trained before the node's loss was recorded: the total loss
+        copyfile(folder / "loss.png", out / "fig3_loss.png")
     x = np.linspace(g.domain[0][0], g.domain[1][0], g.fine + 1)
     mid = g.fine // 2
     y_mid = g.domain[0][1] + mid * g.h[1]
     classical, ann = columns["classical"], columns["learned"]
+    vertices = configuration_vertices(g)
+    titles = [f"T = {cell}" for cell, _ in vertices]
     figures = {"loss": "fig3_loss.png"}
     figures["basis"] = plot_solution_grid(
-        out / "fig4_basis_function.png",
+        out / "fig4_basis_functions.png",
         [
-            (
-                "",
-                [
-                    ("classical basis function", classical, False),
-                    ("learned basis function", ann, False),
-                    ("difference", np.abs(classical - ann), False),
-                ],
-            )
+            ("classical", [(t, c, False) for t, c in zip(titles, classical, strict=True)]),
+            ("learned", [(t, c, False) for t, c in zip(titles, ann, strict=True)]),
         ],
         g.domain,
     ).name
+    sections = []
+    for i in (3, 4, 5):  # the middle row of configurations: three basis functions
+        key = vertices[i][1]
+        row = key // (g.coarse + 1) * g.r  # fine row of the basis function's vertex
+        y = g.domain[0][1] + row * g.h[1]
+        sections.append(
+            (
+                f"{titles[i]}, y = {y:.3f}",
+                [("classical", (x, classical[i][row])), ("learned", (x, ann[i][row]))],
+            )
+        )
     figures["basis_cross_section"] = plot_cross_sections(
-        out / "fig5_basis_cross_section.png",
-        [(f"y = {y_mid:.3f}", [("classical", (x, classical[mid])), ("learned", (x, ann[mid]))])],
-        "x",
+        out / "fig5_basis_cross_sections.png", sections, "x"
     ).name
     figures["solutions"] = plot_solution_grid(
         out / "fig6_solutions.png",
@@ -493,13 +741,19 @@ def _plot_figures(ex: Example, sh, columns, folder: Path, out: Path, shots) -> d
         ],
         "x",
     ).name
-    last = shots[-1]
     figures["difference"] = plot_solution_grid(
         out / "fig8_difference.png",
         [
             (
-                f"t = {sh['lod'][last]['t']:.3f}",
-                [("|LOD - LOD-ANN|", np.abs(sh["lod"][last]["u"] - sh["ann"][last]["u"]), False)],
+                "",
+                [
+                    (
+                        f"|LOD - LOD-ANN|, t = {sh['lod'][m]['t']:.3f}",
+                        np.abs(sh["lod"][m]["u"] - sh["ann"][m]["u"]),
+                        False,
+                    )
+                    for m in shots
+                ],
             )
         ],
         g.domain,

@@ -20,9 +20,7 @@ KEYS = (
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "demo, ranks", [("example1", 1), ("example1", 2), ("example2", 1), ("example2", 2)]
-)
+@pytest.mark.parametrize("demo, ranks", [("example1", 1), ("example2", 2)])  # serial and MPI paths
 def test_demo_tiny(tmp_path, demo, ranks):
     out, cache = tmp_path / "out", tmp_path / "cache"
     cmd = [

@@ -25,6 +25,7 @@ Parameters p enter scaled to [-1, 1] by the family's range.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -37,9 +38,20 @@ def localization(coords: torch.Tensor) -> torch.Tensor:
 
 
 class _BatchedMLP(torch.nn.Module):
-    """G MLPs R^{d_in} -> R^{d_out} of width ``width`` and depth ``depth`` (affine layers)."""
+    """G MLPs R^{d_in} -> R^{d_out} of width ``width`` and depth ``depth`` (affine layers).
 
-    def __init__(self, count: int, d_in: int, d_out: int, width: int, depth: int):
+    With ``seeds`` (one per network) each network's initial weights are drawn from its own
+    generator, so a network does not depend on which others share the batch (e.g. on a rank)."""
+
+    def __init__(
+        self,
+        count: int,
+        d_in: int,
+        d_out: int,
+        width: int,
+        depth: int,
+        seeds: Sequence[int] | None = None,
+    ):
         super().__init__()
         if depth < 1 or width < 1:
             raise ValueError(f"network width and depth must be >= 1, got {width} x {depth}")
@@ -47,9 +59,18 @@ class _BatchedMLP(torch.nn.Module):
         dims = [d_in] + [width] * (depth - 1) + [d_out]
         self.weights = torch.nn.ParameterList()
         self.biases = torch.nn.ParameterList()
+        generators = None
+        if seeds is not None:
+            generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         for a, b in zip(dims[:-1], dims[1:], strict=True):
             std = math.sqrt(2.0 / (a + b))  # Xavier/Glorot normal
-            self.weights.append(torch.nn.Parameter(torch.randn(count, b, a) * std))
+            if generators is None:
+                W = torch.randn(count, b, a)
+            elif generators:
+                W = torch.stack([torch.randn(b, a, generator=g) for g in generators])
+            else:  # no network on this rank
+                W = torch.empty(0, b, a)
+            self.weights.append(torch.nn.Parameter(W * std))
             self.biases.append(torch.nn.Parameter(torch.zeros(count, 1, 1, b)))
 
     def hidden(self, h: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:

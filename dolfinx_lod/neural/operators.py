@@ -94,18 +94,13 @@ class LearnedOperators(_BatchedMLP):
     ):
         self.size, self.corners = size, 2**dim
         outputs = 2 * self.size * self.corners
-        super().__init__(len(cells), family.num_params, outputs, width, depth)
+        seeds = [seed * 1_000_003 + int(c) for c in cells]
+        super().__init__(len(cells), family.num_params, outputs, width, depth, seeds)
         self.family = family
         self.cells = np.asarray(cells, dtype=np.int64)
         self.sizes = list(sizes)
         self.register_buffer("offset", torch.zeros(len(cells), 1, outputs))
         self.register_buffer("scale", torch.ones(len(cells), 1, outputs))
-        with torch.no_grad():
-            for g, cell in enumerate(self.cells):
-                generator = torch.Generator().manual_seed(seed * 1_000_003 + int(cell))
-                for W in self.weights:  # Xavier/Glorot normal, as _BatchedMLP, per cell
-                    std = float(np.sqrt(2.0 / sum(W.shape[1:])))
-                    W[g] = torch.randn(W.shape[1:], generator=generator) * std
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         """Normalized outputs for scaled parameters p (K, N_p): shape (G, K, 2 N_max 2^d)."""

@@ -29,7 +29,7 @@ from dolfinx_lod.io import (
 )
 from dolfinx_lod.lod import METHODS, solve_elliptic, validate_method, validate_source
 from dolfinx_lod.parallel import InputError, LodError, OutputError, collective, validate
-from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
+from dolfinx_lod.patches import owned_cells, validate_layers, validate_refinement
 from dolfinx_lod.progress import interactive
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
 
@@ -726,11 +726,11 @@ def _operator_provider(args: argparse.Namespace, comm: MPI.Comm, grids, provider
             )
 
     validate(comm, check)
-    patches = [make_patch(int(T), grids.coarse, args.layers, grids.dim) for T in owned_cells(grids)]
+    cells = owned_cells(grids)  # the cells of the basis' patches on this rank
     nets: list = []
 
     def load() -> None:
-        ops = LearnedOperators.load(args.operators, grids, args.layers, [p.cell for p in patches])
+        ops = LearnedOperators.load(args.operators, grids, args.layers, cells)
         for m, p in enumerate(params):
             try:
                 ops.family.check(p)

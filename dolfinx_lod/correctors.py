@@ -118,6 +118,9 @@ class PatchSystem:
         F: Right-hand sides F_j = (v -> int_T a grad Lambda_j . grad v), zero on the patch
             boundary, shape (n, 4), columns j = T's corners (0,0), (1,0), (0,1), (1,1).
         hats: Lambda_j, T's four coarse basis functions at the patch vertices, shape (n, 4).
+        energy: sum_j ||Lambda_j||_{a,T}^2 = sum_j int_T a grad Lambda_j . grad Lambda_j > 0
+            (also where T touches the domain's Dirichlet boundary, where F_j^T Lambda_j is
+            not: F vanishes there).
     """
 
     crow: npt.NDArray[np.int64]
@@ -125,6 +128,7 @@ class PatchSystem:
     S: npt.NDArray[np.float64]
     F: npt.NDArray[np.float64]
     hats: npt.NDArray[np.float64]
+    energy: float
 
 
 class PatchSpace:
@@ -275,6 +279,7 @@ class PatchProblem(PETScResource):
         self.prefix, self._options = solver.prefix, solver.options
         #: (space.assemblies, a) of the system last assembled by this problem.
         self._assembled: tuple[int, npt.NDArray[np.float64]] | None = None
+        self._energy = 0.0  # sum_j a_T(Lambda_j, Lambda_j) of that system
         self.space = space
         d = len(config.shape)
         element = np.asarray(config.element)
@@ -373,7 +378,8 @@ class PatchProblem(PETScResource):
         crow, cols, position = space.vertex_csr
         F = np.empty_like(F_dofs)
         F[space.dof_vertex] = F_dofs
-        return PatchSystem(crow, cols, space.S.data[position], F, self.vertex_hats)
+        hats = self.vertex_hats
+        return PatchSystem(crow, cols, space.S.data[position], F, hats, self._energy)
 
     @property
     def num_entries(self) -> int:
@@ -412,6 +418,9 @@ class PatchProblem(PETScResource):
         F[:] = 0.0
         for j, L in enumerate(self.load_forms):
             dolfinx.fem.assemble_vector(F[: self.num_dofs, j], L)
+        # sum_j a_T(Lambda_j, Lambda_j), before the patch boundary rows are zeroed.
+        n = self.num_dofs
+        self._energy = float(sum(F[:n, j] @ hat.x.array for j, hat in enumerate(self.hats)))
         F[space.boundary_dofs] = 0.0
         self._assembled = (space.assemblies, np.array(a_patch, copy=True))
         return F[: self.num_dofs]

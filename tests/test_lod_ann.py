@@ -154,6 +154,27 @@ def test_nearest_coefficient_baseline(tiny):
             np.testing.assert_array_equal(C, batch.C[i, k, :n].numpy())
 
 
+def test_energy_weights_are_the_element_energies(tiny):
+    """w_T = 1 / sum_j ||Lambda_j||_{a,T}^2 on every cell, boundary cells included: 3 / (8 a)
+    for a constant a (a bilinear hat has energy 2/3 on a square), sum_j F_j^T Lambda_j where T
+    does not touch the boundary, and positive on the battery cell (whose collectors made
+    F_j^T Lambda_j negative at the boundary)."""
+    g, basis, batch = tiny
+    const = dl.coefficients.sample_family(np.full((1, 16, 16), 2.5))
+    batch1 = export_patches(basis, const.a, np.zeros((1, 1)), False, torch.float64)
+    assert torch.allclose(energy_weights(batch1), torch.full((16, 1), 3 / 20, dtype=torch.float64))
+    i, j = batch.cells % 4, batch.cells // 4
+    interior = torch.as_tensor((i % 3 != 0) & (j % 3 != 0))
+    assert interior.sum() == 4
+    F_hats = (batch.F * batch.hats[:, None]).sum(dim=(2, 3))
+    assert torch.allclose(batch.energy[interior], F_hats[interior], rtol=1e-12)
+    assert (batch.energy > 0).all()
+    battery = dl.coefficients.battery_family(16)
+    params = battery.training_parameters(3)
+    batch3 = export_patches(basis, battery.a, params, False, torch.float64)
+    assert (energy_weights(batch3) > 0).all()
+
+
 def test_coefficient_aware_training_beats_the_mean_corrector(tiny):
     """Trained from the coefficients alone (projection, no multipliers, no correctors), the
     held-out energy error is well below that of the mean training corrector."""

@@ -60,6 +60,7 @@ class PatchBatch:
     B: torch.Tensor  # (G m, G N) sparse COO, block diagonal
     C: torch.Tensor | None  # (G, K, N, 2^d) classical correctors
     a: torch.Tensor  # (G, K, M) coefficient on the patch cells
+    energy: torch.Tensor  # (G, K) sum_j ||Lambda_j||^2_{a_k,T}
     layers: int  # l
     Pi: torch.Tensor  # (2^d, (r+1)^d) local L2 projection Pi_K of I_H
 
@@ -132,6 +133,7 @@ class PatchBatch:
                 "S": self.S[:, samples],
                 "F": self.F[:, samples],
                 "a": self.a[:, samples],
+                "energy": self.energy[:, samples],
                 "C": C,
             }
         )
@@ -140,7 +142,7 @@ class PatchBatch:
         """A copy on ``device``."""
         moved = {
             k: getattr(self, k).to(device)
-            for k in ("coords", "hats", "rows", "cols", "S", "F", "B", "a")
+            for k in ("coords", "hats", "rows", "cols", "S", "F", "B", "a", "energy")
         }
         C = None if self.C is None else self.C.to(device)
         return PatchBatch(
@@ -175,6 +177,7 @@ def export_patches(
     C = np.zeros((G, K, N, 2**d)) if with_correctors else None
     M = max((len(patch.fine_cell_keys(basis.grids)) for patch in basis.patches), default=1)
     A = np.ones((G, K, M))
+    E = np.ones((G, K))
     for k, p in enumerate(params):
         for g, a_patch in enumerate(basis.patch_coefficients(a, p)):
             problem = problems[g]
@@ -184,6 +187,7 @@ def export_patches(
                 C[g, k, : problem.num_dofs] = problem.solve(a_patch)
             S[g, k, : problem.num_entries] = system.S
             F[g, k, : problem.num_dofs] = system.F
+            E[g, k] = system.energy
     coords = torch.zeros(G, N, d, dtype=torch.float64)
     hats = np.zeros((G, N, 2**d))
     rows = np.zeros((G, nnz), dtype=np.int64)
@@ -224,6 +228,7 @@ def export_patches(
         B=B,
         C=None if C is None else torch.tensor(C, dtype=dtype),
         a=torch.tensor(A, dtype=dtype),
+        energy=torch.tensor(E, dtype=dtype),
         layers=basis.layers,
         Pi=torch.tensor(basis.Pi, dtype=torch.float64),
     )

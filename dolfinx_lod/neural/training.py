@@ -767,9 +767,9 @@ def network_outputs(
 
 
 def energy_weights(batch: PatchBatch) -> torch.Tensor:
-    """w_{T,k} = 1 / sum_j F_j(p_k)^T Lambda_j = 1 / sum_j ||Lambda_j||_{a_k,T}^2, shape (G, K):
-    from the coefficient alone (no corrector)."""
-    return 1.0 / (batch.F * batch.hats[:, None]).sum(dim=(2, 3))
+    """w_{T,k} = 1 / sum_j ||Lambda_j||_{a_k,T}^2 > 0, shape (G, K): from the coefficient
+    alone (no corrector)."""
+    return 1.0 / batch.energy
 
 
 def energy_terms(

@@ -19,7 +19,7 @@ Petrov–Galerkin methods and, for the families, the Petrov–Galerkin LOD with 
 operators (:mod:`dolfinx_lod.neural.operators`, fitted to the classical operators at
 ``--samples`` training parameters of the family; the fit is timed apart). Its fine solution at
 T is reconstructed with the classical correctors of p(T) (:class:`FamilyCorrectors`), outside
-the timed steps. Reported per stepper: mean wall time per phase over
+the timed steps (``--methods`` selects the LOD steppers). Reported per stepper: mean wall time per phase over
 steps 2..M (step 1 builds every basis from scratch and is reported apart), the ratio of the
 fine FEM step to the LOD step, the relative L2 error at T of the LOD against the fine FEM
 (computed after the loop, outside the timed steps) and the peak memory per rank.
@@ -73,6 +73,10 @@ def schedules(n: int, steps: int, changing: int) -> dict:
     }
 
 
+#: The LOD steppers of ``--methods`` (selective and learned: the changing cases only).
+METHODS = ("galerkin", "petrov-galerkin", "selective", "learned")
+
+
 def learned_stepper(grids, layers: int, tau: float, family, samples: int, epochs: int) -> tuple:
     """The Petrov–Galerkin LOD stepper with operator networks fitted at ``samples`` training
     parameters; returns (stepper, fit record)."""
@@ -86,20 +90,22 @@ def learned_stepper(grids, layers: int, tau: float, family, samples: int, epochs
     return LODStepper(grids, layers, tau, "petrov-galerkin", provider=provider), fit
 
 
-def run_case(grids, schedule, steps, layers, comm, family, samples, epochs, tol) -> dict:
-    """Advance the FEM and the LOD steppers side by side; per-step timings and errors."""
+def run_case(grids, schedule, steps, layers, comm, family, samples, epochs, tol, methods) -> dict:
+    """Advance the FEM and the LOD steppers ``methods`` (a subset of :data:`METHODS`) side by
+    side; per-step timings and errors."""
     tau = 1.0 / steps
     fem = FEMStepper(grids, tau)
-    lods = {
-        "lod_galerkin": LODStepper(grids, layers, tau, "galerkin"),
-        "lod_petrov_galerkin": LODStepper(grids, layers, tau, "petrov-galerkin"),
-    }
-    if family is not None:
+    lods = {}
+    if "galerkin" in methods:
+        lods["lod_galerkin"] = LODStepper(grids, layers, tau, "galerkin")
+    if "petrov-galerkin" in methods:
+        lods["lod_petrov_galerkin"] = LODStepper(grids, layers, tau, "petrov-galerkin")
+    if family is not None and "selective" in methods:
         lods["lod_galerkin_selective"] = LODStepper(
             grids, layers, tau, "galerkin", update="selective", tol=tol
         )
     fit = None
-    if family is not None:
+    if family is not None and "learned" in methods:
         lods["lod_learned_operators"], fit = learned_stepper(
             grids, layers, tau, family, samples, epochs
         )
@@ -155,6 +161,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--changing-steps", type=int, default=12)
     parser.add_argument("--cases", nargs="+", default=["constant", "battery", "cont"])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--samples", type=int, default=40, help="training parameters (40)")
     parser.add_argument("--epochs", type=int, default=2000, help="operator fit epochs (2000)")
     parser.add_argument(
@@ -172,13 +179,24 @@ def main() -> None:
         "h": 1 / args.fine,
         "layers": args.layers,
         "ranks": comm.size,
+        "methods": args.methods,
+        "samples": args.samples,
         "machine": machine(),
         "cases": {},
     }
     for name in args.cases:
         schedule, steps, family = all_schedules[name]
         run = run_case(
-            g, schedule, steps, args.layers, comm, family, args.samples, args.epochs, args.tol
+            g,
+            schedule,
+            steps,
+            args.layers,
+            comm,
+            family,
+            args.samples,
+            args.epochs,
+            args.tol,
+            args.methods,
         )
         result["cases"][name] = {"steps": steps, **run}
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB (kB on Linux)

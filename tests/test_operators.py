@@ -43,6 +43,28 @@ def fitted(comm):
     basis.destroy()
 
 
+def test_fit_normalizes_every_entry_apart():
+    """K_T ~ a (here 400) and M_T ~ H^2 c (here 1e-4) in one output vector: each entry is
+    normalized by its own spread, so the small M_T part is fitted as accurately as K_T
+    (relative to its variation in p), not to the accuracy of the largest entries."""
+    torch.manual_seed(0)
+    nets = LearnedOperators([0], [4], SMOOTH, 4, width=16, depth=2)
+    pattern = np.linspace(0.5, 1.5, 16)
+
+    def samples(p):
+        t = np.pi * np.asarray(p)[:, :1]
+        K = 400.0 * (1 + 0.3 * np.sin(t) * pattern)
+        M = 1e-4 * (1 + 0.3 * np.cos(t) * pattern)
+        return np.hstack([K, M])[None]
+
+    train, test = np.linspace(0, 1, 9)[:, None], np.array([[0.3], [0.55], [0.8]])
+    nets.fit(train, samples(train), epochs=2000)
+    y, pred = samples(test)[0], np.stack([nets.evaluate(p)[0] for p in test])
+    for part in (slice(0, 16), slice(16, 32)):
+        spread = y[:, part].std(axis=0).mean()
+        assert np.abs(pred[:, part] - y[:, part]).max() < 0.2 * spread  # M_T: 0.45 if scaled by K_T
+
+
 @pytest.mark.mpi
 def test_learned_operators_match_the_classical_ones(fitted):
     g, basis, nets, loss = fitted

@@ -121,7 +121,9 @@ class LearnedOperators(_BatchedMLP):
         y = torch.tensor(samples, dtype=torch.float32)
         with torch.no_grad():
             self.offset.copy_(y.mean(1, keepdim=True))
-            self.scale.copy_(y.std(1, keepdim=True).clamp_min(1e-12 + 1e-6 * y.abs().max()))
+            # Per entry: K_T and M_T differ by orders of magnitude (a vs H^2 c).
+            floor = (1e-6 * y.abs().amax(1, keepdim=True)).clamp_min(torch.finfo(y.dtype).tiny)
+            self.scale.copy_(y.std(1, keepdim=True).clamp_min(floor))
         target = (y - self.offset) / self.scale
         p = scale_parameters(self.family, params)
         optimizer = torch.optim.Adam(self.parameters(), lr=lr)

@@ -68,6 +68,16 @@ RUNS = {
         "--lr-decay",
         "0.3",
     ],
+    "cnn:24x6 250 epochs": [
+        "--network",
+        "cnn:24x6",
+        "--epochs",
+        "250",
+        "--lr-step",
+        "170",
+        "--lr-decay",
+        "0.3",
+    ],
     "cnn:48x8 100 epochs": [
         "--network",
         "cnn:48x8",

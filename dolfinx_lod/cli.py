@@ -75,9 +75,9 @@ def _sides(text: str) -> tuple[str, ...]:
 
 #: Defaults of ``train`` for the coefficient-aware network (measured in docs/lod-ann.md).
 DEFAULT_NETWORK = "cnn:24x6"
-CNN_EPOCHS, CNN_LR, CNN_BATCH = 150, 1e-2, 2
+CNN_EPOCHS, CNN_LR, CNN_BATCH = 250, 1e-2, 2
 #: Learning-rate schedule of ``train`` for the coefficient-aware network: factor, every epochs.
-CNN_LR_DECAY, CNN_LR_STEP = 0.3, 100
+CNN_LR_DECAY, CNN_LR_STEP = 0.3, 170
 FAMILIES = ("cont", "battery")
 MODEL_HELP = (
     "model.pt of dolfinx-lod train: the learned basis (LOD-ANN) instead of patch solves; made "

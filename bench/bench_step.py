@@ -19,10 +19,10 @@ Petrov–Galerkin methods and, for the families, the Petrov–Galerkin LOD with 
 operators (:mod:`dolfinx_lod.neural.operators`, fitted to the classical operators at
 ``--samples`` training parameters of the family; the fit is timed apart). Its fine solution at
 T is reconstructed with the classical correctors of p(T) (:class:`FamilyCorrectors`), outside
-the timed steps (``--methods`` selects the LOD steppers). Reported per stepper: mean wall time per phase over
-steps 2..M (step 1 builds every basis from scratch and is reported apart), the ratio of the
-fine FEM step to the LOD step, the relative L2 error at T of the LOD against the fine FEM
-(computed after the loop, outside the timed steps) and the peak memory per rank.
+the timed steps (``--methods`` selects the LOD steppers). Reported per stepper: mean wall time
+per phase over steps 2..M (step 1 builds every basis from scratch and is reported apart), the
+ratio of the fine FEM step to the LOD step, the relative L2 error at T of the LOD against the
+fine FEM (computed after the loop, outside the timed steps) and the peak memory per rank.
 """
 
 import argparse

@@ -29,7 +29,7 @@ from mpi4py import MPI
 import dolfinx_lod as dl
 from dolfinx_lod.coefficients import fine_cell_midpoints
 from dolfinx_lod.io import write_json
-from dolfinx_lod.neural.operators import LearnedOperators, max_patch_vertices
+from dolfinx_lod.neural.operators import LearnedOperators, max_patch_vertices, pack_operators
 
 
 def operator_samples(basis, patches, family, params, size: int) -> np.ndarray:
@@ -43,9 +43,7 @@ def operator_samples(basis, patches, family, params, size: int) -> np.ndarray:
     for k, p in enumerate(params):
         a = [family.a(x, p) for x in points]
         pairs = basis.patch_problems.correctors_and_operators(patches, a, ones)
-        for i, (_, (K, M)) in enumerate(pairs):
-            out[i, k, : K.size] = K.ravel()
-            out[i, k, size * corners : size * corners + M.size] = M.ravel()
+        out[:, k] = pack_operators([ops for _, ops in pairs], size, corners)
     return out
 
 

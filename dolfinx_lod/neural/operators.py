@@ -56,13 +56,22 @@ def operator_samples(
         raise ValueError("operator samples need a MultiscaleBasis built with a capacity")
     g = basis.grids
     size = max_patch_vertices(g.coarse, basis.layers, g.dim)
-    corners = 2**basis.grids.dim
-    out = np.zeros((len(basis.patches), len(params), 2 * size * corners))
+    out = np.zeros((len(basis.patches), len(params), 2 * size * 2**g.dim))
     for k, p in enumerate(params):
         basis.update(family.a, p, assemble=False)
-        for g, (K, M) in enumerate(basis.operators):
-            out[g, k, : K.size] = K.ravel()
-            out[g, k, size * corners : size * corners + M.size] = M.ravel()
+        out[:, k] = pack_operators(basis.operators, size, 2**g.dim)
+    return out
+
+
+def pack_operators(
+    operators: Sequence[tuple[npt.NDArray, npt.NDArray]], size: int, corners: int
+) -> npt.NDArray[np.float64]:
+    """(K_T, M_T) of each patch as one row [K_T; M_T], each flattened and zero-padded to
+    ``size`` patch vertices x ``corners``: shape (G, 2 size corners)."""
+    out = np.zeros((len(operators), 2 * size * corners))
+    for g, (K, M) in enumerate(operators):
+        out[g, : K.size] = K.ravel()
+        out[g, size * corners : size * corners + M.size] = M.ravel()
     return out
 
 

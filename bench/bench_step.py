@@ -121,8 +121,7 @@ def run_case(grids, schedule, steps, layers, comm, family, samples, epochs, tol,
                 {k: comm.allreduce(v, op=MPI.MAX) for k, v in stepper.timings.items()}
             )
         for name, lod in lods.items():
-            count = lod.touched_fine["patches_recomputed"]
-            recomputed[name].append(comm.allreduce(count, op=MPI.SUM))
+            recomputed[name].append(lod.touched_fine["patches_recomputed"])  # global already
         if comm.rank == 0:
             seconds = ", ".join(f"{k} {sum(v[-1].values()):.3f}" for k, v in timings.items())
             print(f"  step {m} (s): {seconds}", flush=True)

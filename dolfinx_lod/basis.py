@@ -31,6 +31,7 @@ from dolfinx_lod.correctors import (
     PatchProblem,
 )
 from dolfinx_lod.grids import NestedGrids, lattice_coordinates
+from dolfinx_lod.indicators import CoefficientIndicator
 from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.parallel import NumericalError, PETScResource, collective, fetch, validate
 from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
@@ -58,43 +59,70 @@ def _split_like(values: np.ndarray, parts: list[np.ndarray]) -> list[np.ndarray]
     return np.split(values, np.cumsum([p.size for p in parts])[:-1]) if parts else []
 
 
+class PatchValues:
+    """Coefficient values per owned patch, taken from the values ``local`` on the union of the
+    patches' cells only when a patch is asked for (``values[i]``, local patch cell order)."""
+
+    def __init__(self, local: npt.NDArray[np.float64], cell_index: list[npt.NDArray[np.int64]]):
+        self.local, self._index = local, cell_index
+
+    def __getitem__(self, i: int) -> npt.NDArray[np.float64]:
+        return self.local[self._index[i]]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 class UpdateStrategy(Protocol):
     """Chooses the owned patches whose correctors a basis update recomputes."""
 
-    def select(
-        self, basis: MultiscaleBasis, a_patches: list[npt.NDArray[np.float64]]
-    ) -> npt.NDArray[np.bool_]:
-        """Mask over ``basis.patches`` (collective)."""
+    def select(self, basis: MultiscaleBasis, a_patches: PatchValues) -> npt.NDArray[np.bool_]:
+        """Mask over ``basis.patches`` (collective), called when a changed somewhere."""
         ...
 
 
 class FullUpdate:
     """Recompute every corrector whenever the coefficient changed anywhere (the reference)."""
 
-    def select(self, basis: MultiscaleBasis, a_patches) -> npt.NDArray[np.bool_]:
-        changed = bool(basis.changed(a_patches).any())
-        changed = basis.grids.comm.allreduce(changed, op=MPI.LOR)
-        return np.full(len(basis.patches), changed, dtype=bool)
+    def select(self, basis: MultiscaleBasis, a_patches: PatchValues) -> npt.NDArray[np.bool_]:
+        return np.ones(len(basis.patches), dtype=bool)
+
+
+#: Error indicators of the selective update: "coefficient" (Hellman–Keil–Målqvist, from the
+#: coefficient alone, :mod:`dolfinx_lod.indicators`) or "correctors" (Hellman–Målqvist, one
+#: patch assembly and eigenproblem per changed patch).
+INDICATORS = ("coefficient", "correctors")
 
 
 @dataclass
 class SelectiveUpdate:
     """Recompute only patches whose error indicator e_T exceeds ``tol``.
 
-    e_T is the Hellman–Målqvist indicator of the stored correctors for the new coefficient
-    (:meth:`dolfinx_lod.correctors.PatchProblem.indicator`); it is 0 without computation where
-    the coefficient did not change on the patch. ``tol = 0`` recomputes exactly the patches
-    where the coefficient changed, without computing indicators (they cost about as much as a
-    patch solve), and reports them as 0.
+    e_T bounds the relative energy change of T's correctors since they were computed,
+    ||a^{1/2} grad (C_T^a - C_T^{a_ref}) w|| / ||a^{1/2} grad w||_T (w in Q1(T)); it is 0 where
+    a did not change on the patch, so ``tol = 0`` recomputes exactly the patches where a
+    changed. ``indicator`` (see :data:`INDICATORS`): "coefficient" (the default; a few vector
+    operations per step) or "correctors" (sharper, about a patch solve per changed patch;
+    with ``tol = 0`` not computed and reported as 0).
     """
 
     tol: float
+    indicator: str = "coefficient"
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.tol) and self.tol >= 0):
             raise ValueError(f"selective update tolerance tol must be >= 0, got {self.tol}")
+        if self.indicator not in INDICATORS:
+            raise ValueError(f"indicator must be one of {INDICATORS}, got {self.indicator!r}")
 
-    def select(self, basis: MultiscaleBasis, a_patches) -> npt.NDArray[np.bool_]:
+    def select(self, basis: MultiscaleBasis, a_patches: PatchValues) -> npt.NDArray[np.bool_]:
+        if self.indicator == "coefficient":
+            basis.indicators = basis.coefficient_indicator().indicators(a_patches.local)
+            basis.indicators[~np.array(basis.reference_set, dtype=bool)] = 0.0
+            return basis.indicators > self.tol
         changed = basis.changed(a_patches)
         basis.indicators = np.zeros(len(basis.patches))
         if self.tol == 0:
@@ -162,7 +190,7 @@ class MultiscaleBasis(PETScResource):
         on_boundary = grids.coarse_dirichlet_mask()
         self._interior = [~on_boundary[c] for c in corners]
         ckeys = [p.fine_cell_keys(grids) for p in self.patches]
-        self._cell_keys, cell_inverse = np.unique(_concatenate(ckeys), return_inverse=True)
+        self.cell_keys, cell_inverse = np.unique(_concatenate(ckeys), return_inverse=True)
         self.cell_index = _split_like(cell_inverse, ckeys)
         self.correctors: list[npt.NDArray[np.float64] | None] = [None] * len(self.patches)
         #: Petrov–Galerkin local operators (K_T, M_T) per owned patch (with a capacity).
@@ -184,6 +212,7 @@ class MultiscaleBasis(PETScResource):
         self._owned_reference: npt.NDArray[np.float64] | None = None
         #: Error indicators e_T of the last selective update (0 where a did not change).
         self.indicators = np.zeros(len(self.patches))
+        self._indicator: CoefficientIndicator | None = None
         self.num_recomputed = 0
         #: Parameter p of the last update of a provider that does not read the coefficient.
         self._p_reference: npt.NDArray | None = None
@@ -217,9 +246,9 @@ class MultiscaleBasis(PETScResource):
         if isinstance(a, int | float):  # the same number on every rank
             if not (np.isfinite(a) and a > 0):
                 raise ValueError(f"{name} must be > 0, got {a}")
-            return np.full(self._cell_keys.size, float(a))
+            return np.full(self.cell_keys.size, float(a))
         values = owned_coefficient_values(g, a, p, name=name)
-        return fetch(g.comm, g.num_fine_cells, g.fine_cell_keys, values, self._cell_keys)
+        return fetch(g.comm, g.num_fine_cells, g.fine_cell_keys, values, self.cell_keys)
 
     def patch_coefficients(
         self, a: CoefficientLike, p: Any = None, name: str = "coefficient"
@@ -272,8 +301,8 @@ class MultiscaleBasis(PETScResource):
                 self.indicators = np.zeros(len(self.patches))
             else:
                 nkeys = g.num_fine_cells
-                a_local = fetch(g.comm, nkeys, g.fine_cell_keys, owned, self._cell_keys)
-                a_patches = [a_local[index] for index in self.cell_index]
+                a_local = fetch(g.comm, nkeys, g.fine_cell_keys, owned, self.cell_keys)
+                a_patches = PatchValues(a_local, self.cell_index)
                 t1 = time.perf_counter()
                 todo = strategy.select(self, a_patches)
         else:  # correctors depend on p alone: the coefficient is never fetched
@@ -290,6 +319,8 @@ class MultiscaleBasis(PETScResource):
         for i in index:
             self.reference[i] = a_patches[i]
             self.reference_set[i] = True
+        if self._indicator is not None and index.size and self.reference[index[0]] is not None:
+            self._indicator.recomputed(index, self.reference, self.correctors)
         if self.needs_field(strategy):
             self._owned_reference = owned
         t3 = time.perf_counter()
@@ -353,6 +384,16 @@ class MultiscaleBasis(PETScResource):
             self._assemble()
             self._stale = False
         return self.B
+
+    def coefficient_indicator(self) -> CoefficientIndicator:
+        """The coefficient-only indicators e_T of the owned patches (created on first use from
+        the stored correctors and their coefficients). Rank-local."""
+        if self._indicator is None:
+            self._indicator = CoefficientIndicator(self)
+            done = np.flatnonzero(self.reference_set)
+            if done.size and self.reference[done[0]] is not None:
+                self._indicator.recomputed(done, self.reference, self.correctors)
+        return self._indicator
 
     def changed(self, a_patches: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.bool_]:
         """Rank-local mask of owned patches whose coefficient differs from a_ref."""

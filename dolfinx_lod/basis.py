@@ -15,8 +15,7 @@ a Neumann side are coarse dofs like interior ones.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +34,13 @@ from dolfinx_lod.indicators import CoefficientIndicator
 from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.parallel import NumericalError, PETScResource, collective, fetch, validate
 from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
+from dolfinx_lod.updates import (  # noqa: F401  (public names of this module)
+    INDICATORS,
+    FullUpdate,
+    PatchValues,
+    SelectiveUpdate,
+    UpdateStrategy,
+)
 
 
 def corrector_row_counts(grids: NestedGrids, layers: int) -> npt.NDArray[np.int32]:
@@ -57,83 +63,6 @@ def _concatenate(arrays: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
 def _split_like(values: np.ndarray, parts: list[np.ndarray]) -> list[np.ndarray]:
     """Split ``values`` into consecutive pieces as long as the arrays in ``parts``."""
     return np.split(values, np.cumsum([p.size for p in parts])[:-1]) if parts else []
-
-
-class PatchValues:
-    """Coefficient values per owned patch, taken from the values ``local`` on the union of the
-    patches' cells only when a patch is asked for (``values[i]``, local patch cell order)."""
-
-    def __init__(self, local: npt.NDArray[np.float64], cell_index: list[npt.NDArray[np.int64]]):
-        self.local, self._index = local, cell_index
-
-    def __getitem__(self, i: int) -> npt.NDArray[np.float64]:
-        return self.local[self._index[i]]
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-
-class UpdateStrategy(Protocol):
-    """Chooses the owned patches whose correctors a basis update recomputes."""
-
-    def select(self, basis: MultiscaleBasis, a_patches: PatchValues) -> npt.NDArray[np.bool_]:
-        """Mask over ``basis.patches`` (collective), called when a changed somewhere."""
-        ...
-
-
-class FullUpdate:
-    """Recompute every corrector whenever the coefficient changed anywhere (the reference)."""
-
-    def select(self, basis: MultiscaleBasis, a_patches: PatchValues) -> npt.NDArray[np.bool_]:
-        return np.ones(len(basis.patches), dtype=bool)
-
-
-#: Error indicators of the selective update: "coefficient" (Hellman–Keil–Målqvist, from the
-#: coefficient alone, :mod:`dolfinx_lod.indicators`) or "correctors" (Hellman–Målqvist, one
-#: patch assembly and eigenproblem per changed patch).
-INDICATORS = ("coefficient", "correctors")
-
-
-@dataclass
-class SelectiveUpdate:
-    """Recompute only patches whose error indicator e_T exceeds ``tol``.
-
-    e_T bounds the relative energy change of T's correctors since they were computed,
-    ||a^{1/2} grad (C_T^a - C_T^{a_ref}) w|| / ||a^{1/2} grad w||_T (w in Q1(T)); it is 0 where
-    a did not change on the patch, so ``tol = 0`` recomputes exactly the patches where a
-    changed. ``indicator`` (see :data:`INDICATORS`): "coefficient" (the default; a few vector
-    operations per step) or "correctors" (sharper, about a patch solve per changed patch;
-    with ``tol = 0`` not computed and reported as 0).
-    """
-
-    tol: float
-    indicator: str = "coefficient"
-
-    def __post_init__(self) -> None:
-        if not (np.isfinite(self.tol) and self.tol >= 0):
-            raise ValueError(f"selective update tolerance tol must be >= 0, got {self.tol}")
-        if self.indicator not in INDICATORS:
-            raise ValueError(f"indicator must be one of {INDICATORS}, got {self.indicator!r}")
-
-    def select(self, basis: MultiscaleBasis, a_patches: PatchValues) -> npt.NDArray[np.bool_]:
-        if self.indicator == "coefficient":
-            basis.indicators = basis.coefficient_indicator().indicators(a_patches.local)
-            basis.indicators[~np.array(basis.reference_set, dtype=bool)] = 0.0
-            return basis.indicators > self.tol
-        changed = basis.changed(a_patches)
-        basis.indicators = np.zeros(len(basis.patches))
-        if self.tol == 0:
-            return changed
-        for i in np.flatnonzero(changed):
-            if basis.correctors[i] is not None:
-                problem = basis.patch_problem(i)
-                basis.indicators[i] = problem.indicator(
-                    a_patches[i], basis.reference[i], basis.correctors[i]
-                )
-        return changed & (basis.indicators > self.tol)
 
 
 class MultiscaleBasis(PETScResource):
@@ -213,6 +142,8 @@ class MultiscaleBasis(PETScResource):
         #: Error indicators e_T of the last selective update (0 where a did not change).
         self.indicators = np.zeros(len(self.patches))
         self._indicator: CoefficientIndicator | None = None
+        #: Correctors the last update replaced (owned patch index -> C), for :meth:`difference`.
+        self._replaced: dict[int, npt.NDArray[np.float64]] = {}
         self.num_recomputed = 0
         #: Parameter p of the last update of a provider that does not read the coefficient.
         self._p_reference: npt.NDArray | None = None
@@ -314,6 +245,7 @@ class MultiscaleBasis(PETScResource):
         todo |= ~np.array(self.reference_set, dtype=bool)
         t2 = time.perf_counter()
         index = np.flatnonzero(todo)
+        self._replaced = {i: self.correctors[i] for i in index if self.correctors[i] is not None}
         with collective(self.grids.comm, NumericalError):  # rank-local: fail on all ranks
             self._compute(index, a_patches, p)
         for i in index:
@@ -437,6 +369,27 @@ class MultiscaleBasis(PETScResource):
             B.assemble()
             B.axpy(1.0, self.P, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
         self.num_assemblies += 1
+
+    def difference(self) -> PETSc.Mat:
+        """dB = B_new - B_old of the last update, -(C_T^new - C_T^old) on the blocks of the
+        patches it recomputed (fine x coarse, the caller owns it). Collective."""
+        rows, cols, values = [], [], []
+        for i, C_old in self._replaced.items():
+            r, c, interior = self._rows[i], self._cols[i], self._interior[i]
+            rows.append(np.repeat(r, interior.sum()))
+            cols.append(np.tile(c[interior], r.size))
+            values.append((C_old - self.correctors[i])[:, interior].ravel())
+        D = PETSc.Mat().create(comm=self.grids.comm)
+        D.setSizes(self.B.getSizes())
+        D.setType(PETSc.Mat.Type.AIJ)
+        D.setPreallocationCOO(
+            _concatenate(rows).astype(PETSc.IntType), _concatenate(cols).astype(PETSc.IntType)
+        )
+        D.setValuesCOO(
+            np.concatenate(values) if values else np.empty(0),
+            addv=PETSc.InsertMode.INSERT_VALUES,
+        )
+        return D
 
     def _setup_coo(self) -> None:
         """Give B the COO pattern [entries of P; (row, interior column) of every owned patch

@@ -148,15 +148,6 @@ class Source:
         return False
 
 
-def _initial_value(grids: NestedGrids, u0: Callable | None) -> dolfinx.fem.Function | None:
-    """The nodal interpolant of u0 in V_h (None for u0 = 0)."""
-    if u0 is None:
-        return None
-    u = dolfinx.fem.Function(grids.V_h)
-    u.interpolate(u0)
-    return u
-
-
 def initial_value(grids: NestedGrids, u0: Callable | None) -> dolfinx.fem.Function | None:
     """The nodal interpolant of u0 in V_h (None for u0 = 0)."""
     if u0 is None:

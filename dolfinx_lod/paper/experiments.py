@@ -472,6 +472,8 @@ def _run_example(example: Example, output: OutputSet, cache: Path | None) -> dic
             "steps": ex.steps,
             "tau": ex.T / ex.steps,
             "training": asdict(ex.settings),
+            # classical correctors read in training (POD bases, supervised warm start)
+            "uses_corrector_data": ex.settings.uses_corrector_data,
             "test_schedules": ex.schedule_labels,
             "schedule_clearance": schedule_clearance(ex),
         },

@@ -22,13 +22,10 @@ from dolfinx_lod import cli
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import cont_family
 from dolfinx_lod.io import OutputSet
+from dolfinx_lod.neural.checkpoints import checkpoint_file
+from dolfinx_lod.neural.presets import TrainingSettings
 from dolfinx_lod.neural.provider import TrainedModel
-from dolfinx_lod.neural.training import (
-    DeepRitzTrainer,
-    TrainingDiverged,
-    TrainingSettings,
-    checkpoint_file,
-)
+from dolfinx_lod.neural.trainer import DeepRitzTrainer, TrainingDiverged
 from dolfinx_lod.neural.workflow import prepare_training
 from dolfinx_lod.parallel import (
     InputError,
@@ -347,7 +344,7 @@ def test_write_failing_on_rank_0_only(coefficient, tmp_dir, comm, capsys, monkey
         def full(*args, **kwargs):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(cli, "write_npy", full)
+        monkeypatch.setattr("dolfinx_lod.cli.elliptic.write_npy", full)
     out = tmp_dir / "out"
     flags = ["--coarse", 4, "--layers", 1, "--no-plot", "--out", out]
     code, err = main(["elliptic", "--coefficient", coefficient / "A.npy", *flags], capsys)

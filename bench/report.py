@@ -1,0 +1,189 @@
+"""Tables of README.md and docs/ regenerated from the result JSON.
+
+A table in a Markdown file sits between ``<!-- bench-table: NAME -->`` and
+``<!-- /bench-table -->``; :data:`TABLES` maps NAME to the function that writes it from
+bench/results/. ``python -m bench report`` rewrites every such block; ``--check`` only says
+which differ (tests/test_docs.py runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.harness import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+DOCUMENTS = ("README.md", "docs")
+BLOCK = re.compile(
+    r"(<!-- bench-table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /bench-table -->)", re.S
+)
+
+#: Steppers of bench_step.py in table order: JSON key -> row label.
+STEPPERS = {
+    "lod_galerkin": "LOD Galerkin, full update",
+    "lod_petrov_galerkin": "LOD Petrov–Galerkin, full update",
+    "lod_galerkin_selective": "LOD Galerkin, selective update",
+    "lod_learned_operators": "learned local operators",
+}
+
+
+def load(name: str) -> dict:
+    """A result JSON of bench/results/."""
+    return json.loads((RESULTS / name).read_text())
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _phases(mean_step: dict) -> str:
+    """ "8.44 (basis_update 7.46, ...)": the phases of a mean step."""
+    return ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in mean_step.items())
+
+
+def step_table(result: str) -> str:
+    """One online step of every stepper and case of bench_step.py's ``result``: mean seconds
+    (phases), the FEM step over the stepper's step, patches recomputed per step after the
+    first (mean), relative L2 error at T against the fine FEM."""
+    header = ["case", "stepper", "mean step (phases) [s]", "FEM step / step", "patches per step"]
+    rows = []
+    for case, data in load(result)["cases"].items():
+        fem = data["fem"]
+        rows.append(
+            [
+                case,
+                "fine FEM",
+                f"{fem['step_seconds']:.3g} ({_phases(fem['mean_step'])})",
+                "1",
+                "-",
+                "-",
+            ]
+        )
+        for key, label in STEPPERS.items():
+            if key not in data:
+                continue
+            s = data[key]
+            recomputed = s.get("patches_recomputed_per_step", [])
+            mean = sum(recomputed[1:]) / max(len(recomputed) - 1, 1) if recomputed else 0.0
+            ratio = fem["step_seconds"] / s["step_seconds"]
+            rows.append(
+                [
+                    case,
+                    label,
+                    f"{s['step_seconds']:.3g} ({_phases(s['mean_step'])})",
+                    f"{ratio:.3g}",
+                    f"{mean:.0f}",
+                    f"{s['rel_l2_error_T_vs_fem']:.2g}",
+                ]
+            )
+    return markdown(header + ["rel. L2 error at T"], rows)
+
+
+def _data_note(summary: dict) -> str:
+    """How the example's networks were trained: from coefficients alone, or reading classical
+    correctors (POD bases, a supervised warm start)."""
+    settings = summary["settings"]
+    training = settings["training"]
+    uses = settings.get("uses_corrector_data")
+    if uses is None:  # summaries written before the key existed
+        uses = training["architecture"] == "reduced" or training["warm_start"] > 0
+    data = "uses classical corrector data" if uses else "no corrector data"
+    epochs = summary["training"]["epochs"]
+    seconds = summary["training"]["train_seconds"]
+    return f"{settings['network']}, {epochs} epochs, {seconds:.0f} s, {data}"
+
+
+def _example_rows(label: str, summary: dict) -> list[list[str]]:
+    """README rows of one paper example: LOD vs LOD-ANN at T, baseline, basis errors."""
+    paper = summary["paper"]
+    one = f"{paper['rel_error_final_one']:.4g} (one trajectory)"
+    if "rel_error_final_mean" in paper:
+        mean = paper["rel_error_final_mean"]
+        one = f"{paper['rel_error_final_one']:.4g} (one case), {mean:.4g} (mean over 25)"
+    basis = paper.get("basis_error_mean")
+    return [
+        [
+            f"{label}: LOD vs LOD-ANN, relative L2 at T",
+            one,
+            f"{summary['rel_error_final_mean']:.4f} (mean over 25 schedules; max "
+            f"{summary['rel_error_final_max']:.4f}); {_data_note(summary)}",
+        ],
+        [
+            f"{label}: mean-training-corrector baseline at T",
+            "not given",
+            f"{summary['baseline_rel_error_final_mean']:.4f} (mean over 25)",
+        ],
+        [
+            f"{label}: basis error energy / nodal",
+            "not given" if basis is None else f"{basis:.3g} (one test coefficient)",
+            f"{summary['basis_error_mean']:.3f} / {summary['basis_error_mean_nodal']:.3f} "
+            "(mean over 25 held-out p)",
+        ],
+    ]
+
+
+def _paper_network_row(label: str, result: str) -> list[str]:
+    """README row of a budgeted run of the paper's network."""
+    r = load(result)
+    return [
+        f"the paper's network `{r['network']}`, {label}: basis error nodal / LOD vs LOD-ANN at T",
+        "after 30 000 epochs: see above",
+        f"after {r['epochs']} epochs ({r['train_seconds'] / 60:.0f} min, {r['ranks']} ranks): "
+        f"{r['basis_error_nodal']:.3f} / {r['rel_error_final']:.4f}; "
+        f"{r['seconds_per_epoch_steady']:.1f} s per epoch, 30 000 epochs: "
+        f"{r['extrapolated_hours_30000_epochs']:.0f} h",
+    ]
+
+
+def paper_vs_here() -> str:
+    """README: the paper's numbers (as each demo's summary quotes them) against this
+    implementation's shipped --quick networks at the paper's setting."""
+    rows = _example_rows("Example 1, alpha = 0.1", load("example1-quick-2.json"))
+    rows += _example_rows("Example 2", load("example2-quick-2.json"))
+    rows.append(_paper_network_row("Example 1", "paper-network-example1-2h.json"))
+    rows.append(_paper_network_row("Example 2", "paper-network-example2.json"))
+    return markdown(["example, quantity", "paper (kind)", "here (kind)"], rows)
+
+
+#: Table name -> function writing its Markdown from the results.
+TABLES: dict[str, Callable[[], str]] = {
+    "step-32-512-2-2": lambda: step_table("step-32-512-2-2.json"),
+    "paper-vs-here": paper_vs_here,
+}
+
+
+def documents() -> list[Path]:
+    """README.md and every Markdown file under docs/."""
+    files = [ROOT / "README.md"]
+    return files + sorted((ROOT / "docs").glob("*.md"))
+
+
+def regenerate(text: str) -> str:
+    """``text`` with every bench-table block rewritten from the results."""
+
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in TABLES:
+            raise KeyError(f"bench-table {name!r} has no generator in bench/report.py TABLES")
+        return match.group(1) + TABLES[name]() + match.group(4)
+
+    return BLOCK.sub(replace, text)
+
+
+def report(check: bool = False) -> list[Path]:
+    """Rewrite (or with ``check`` only compare) every table; the files that differed."""
+    changed = []
+    for path in documents():
+        text = path.read_text()
+        new = regenerate(text)
+        if new != text:
+            changed.append(path)
+            if not check:
+                path.write_text(new)
+    return changed

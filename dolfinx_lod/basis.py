@@ -109,6 +109,7 @@ class MultiscaleBasis(PETScResource):
         self.provider = provider if provider is not None else self.patch_problems
         NH, free = grids.coarse_sizes, ~grids.dirichlet_sides
         self.patches = [make_patch(int(T), NH, layers, grids.dim, free) for T in owned_cells(grids)]
+        self._num_patches = int(np.prod(NH))
         # Global fine rows and coarse columns of every owned patch, looked up once.
         vkeys = [p.fine_vertex_keys(grids) for p in self.patches]
         unique, inverse = np.unique(_concatenate(vkeys), return_inverse=True)
@@ -142,7 +143,7 @@ class MultiscaleBasis(PETScResource):
         #: Error indicators e_T of the last selective update (0 where a did not change).
         self.indicators = np.zeros(len(self.patches))
         self._indicator: CoefficientIndicator | None = None
-        #: Correctors the last update replaced (owned patch index -> C), for :meth:`difference`.
+        #: Correctors of B's last assembly that updates replaced since (owned patch -> C).
         self._replaced: dict[int, npt.NDArray[np.float64]] = {}
         self.num_recomputed = 0
         #: Parameter p of the last update of a provider that does not read the coefficient.
@@ -245,7 +246,7 @@ class MultiscaleBasis(PETScResource):
         todo |= ~np.array(self.reference_set, dtype=bool)
         t2 = time.perf_counter()
         index = np.flatnonzero(todo)
-        self._replaced = {i: self.correctors[i] for i in index if self.correctors[i] is not None}
+        self._remember(index)
         with collective(self.grids.comm, NumericalError):  # rank-local: fail on all ranks
             self._compute(index, a_patches, p)
         for i in index:
@@ -308,6 +309,7 @@ class MultiscaleBasis(PETScResource):
             index, p = self._owed
             self._owed = None
             patches = [self.patches[i] for i in index]
+            self._remember(index)
             with collective(self.grids.comm, NumericalError):
                 new = self.provider.correctors(patches, [None] * len(index), p)
             for i, C in zip(index, new, strict=True):
@@ -340,6 +342,12 @@ class MultiscaleBasis(PETScResource):
         self._p_reference = None
         self._owned_reference = None
 
+    def _remember(self, index: npt.NDArray[np.int64]) -> None:
+        """Keep the correctors B holds for the patches ``index`` about to be recomputed."""
+        for i in index:
+            if self.correctors[i] is not None:
+                self._replaced.setdefault(int(i), self.correctors[i])
+
     def _assemble(self) -> None:
         """B = P - sum_T C_T from the stored correctors. Collective.
 
@@ -347,9 +355,20 @@ class MultiscaleBasis(PETScResource):
         is assembled again (a time loop: every step) switches at its second assembly to a COO
         plan built once, the entries of P and of every patch block (PETSc sums repeated entries
         and keeps the communication pattern of off-process rows), so that every later assembly
-        is one ``setValuesCOO`` of the concatenated values.
+        is one ``setValuesCOO`` of the concatenated values; from the third on, when at most a
+        quarter of the patches changed, only their blocks are added (B += C_old - C_new).
         """
-        B = self.B
+        B, replaced = self.B, self._replaced
+        self._replaced = {}
+        few = self.grids.comm.allreduce(len(replaced)) <= self._num_patches // 4
+        if self.num_assemblies >= 2 and few:
+            for i, C_old in replaced.items():
+                interior = self._interior[i]
+                dC = np.ascontiguousarray((C_old - self.correctors[i])[:, interior])
+                B.setValues(self._rows[i], self._cols[i][interior], dC, PETSc.InsertMode.ADD_VALUES)
+            B.assemble()
+            self.num_assemblies += 1
+            return
         if self.num_assemblies == 1:
             self._setup_coo()
             self.pattern_version += 1

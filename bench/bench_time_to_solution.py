@@ -1,6 +1,6 @@
 """Benchmark: time to solution of a backward Euler loop with a changing coefficient.
 
-    python -m bench run time-to-solution [--ranks 2] [-- --coarse 16 --fine 256]
+    python -m bench run time-to-solution [--ranks 2] [-- --coarse 16 --fine 256 --out FILE]
 
 (H, h, l) = (1/32, 1/512, 2) by default, T = 1, ``--steps`` M steps. Cases (a(t_m) per step):
 

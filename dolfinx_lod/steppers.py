@@ -43,6 +43,7 @@ from dolfinx_lod.lod import (
 )
 from dolfinx_lod.parallel import PETScResource, validate
 from dolfinx_lod.schedule import Source, StepCoefficient, initial_value
+from dolfinx_lod.updates import DEFAULT_TOL
 
 UPDATES = ("full", "selective")
 
@@ -52,7 +53,7 @@ FEM_RTOL = 1e-8
 
 
 def update_strategy(
-    update: str, tol: float = 0.0, indicator: str = "coefficient"
+    update: str, tol: float = DEFAULT_TOL, indicator: str = "coefficient"
 ) -> UpdateStrategy:
     """The basis update strategy named ``update`` ("full", or "selective" with ``tol`` and
     ``indicator``, see :class:`~dolfinx_lod.basis.SelectiveUpdate`)."""
@@ -155,7 +156,7 @@ class _LODStepper(PETScResource):
         layers: int,
         tau: float,
         update: str = "full",
-        tol: float = 0.0,
+        tol: float = DEFAULT_TOL,
         capacity: CoefficientLike | float = 1.0,
         source: float | Callable = 1.0,
         u0: Callable | None = None,
@@ -389,7 +390,8 @@ def LODStepper(
         method: "galerkin" (test B) or "petrov-galerkin" (test P, local coarse operators).
         update: "full" or "selective" basis update (with ``tol``).
         tol: Tolerance of the selective update (bound on the relative energy change of the
-            correctors that a patch may keep, see :class:`~dolfinx_lod.basis.SelectiveUpdate`).
+            correctors that a patch may keep, see :class:`~dolfinx_lod.basis.SelectiveUpdate`;
+            default :data:`~dolfinx_lod.updates.DEFAULT_TOL` = 0.1, 0: every changed patch).
         capacity: c > 0 (number, array, callable c(x, p) or DG0 Function), constant in time.
         source: f: a number, or a callable f(t, x) at fine-cell midpoints.
         u0: Initial value u0(x) (x of shape (3, N)), default 0.

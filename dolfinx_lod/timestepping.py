@@ -51,6 +51,7 @@ from dolfinx_lod.steppers import (
     PetrovGalerkinStepper,
     update_strategy,
 )
+from dolfinx_lod.updates import DEFAULT_TOL
 
 __all__ = [
     "FEM_RTOL",
@@ -166,7 +167,7 @@ def run_parabolic(
     layers: int,
     method: str = "galerkin",
     update: str = "full",
-    tol: float = 0.0,
+    tol: float = DEFAULT_TOL,
     capacity: CoefficientLike | float = 1.0,
     source: float | Callable[[float, npt.NDArray], npt.NDArray] = 1.0,
     u0: Callable[[npt.NDArray], npt.NDArray] | None = None,
@@ -190,7 +191,8 @@ def run_parabolic(
             "selective" (only patches whose error indicator exceeds ``tol``).
         tol: Tolerance of the selective update: a patch keeps its correctors while its error
             indicator e_T, a bound on the relative energy change of its correctors, is <= tol
-            (0: recompute every patch where a changed).
+            (default 0.1, :data:`~dolfinx_lod.updates.DEFAULT_TOL`; 0: recompute every patch
+            where a changed).
         capacity: c > 0 (array, callable c(x, p), DG0 Function or number), constant in time.
         source: f: a number, or a callable f(t, x) evaluated at fine-cell midpoints.
         u0: Initial value u0(x) (x of shape (3, N)), default 0.

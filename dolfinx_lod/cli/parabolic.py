@@ -10,7 +10,6 @@ import numpy as np
 from mpi4py import MPI
 
 import dolfinx_lod
-from dolfinx_lod.basis import INDICATORS
 from dolfinx_lod.cli.inputs import (
     learned_provider,
     load_array,
@@ -24,6 +23,7 @@ from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 from dolfinx_lod.patches import owned_cells
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
+from dolfinx_lod.updates import DEFAULT_TOL, INDICATORS
 
 
 def add_parser(sub) -> None:
@@ -47,8 +47,8 @@ def add_parser(sub) -> None:
         "--tol",
         type=float,
         help="--update selective: a patch keeps its correctors while its error indicator e_T, "
-        "a bound on their relative energy change, is <= tol (default 0: recompute every patch "
-        "where a changed)",
+        "a bound on their relative energy change, is <= tol (default 0.1; 0: recompute every "
+        "patch where a changed)",
     )
     q.add_argument(
         "--indicator",
@@ -268,7 +268,7 @@ def _advance(args, comm, grids, schedule, capacity, output: OutputSet, t0: float
             args.layers,
             method=args.method,
             update=args.update,
-            tol=0.0 if args.tol is None else args.tol,
+            tol=DEFAULT_TOL if args.tol is None else args.tol,
             indicator=args.indicator,
             capacity=capacity,
             source=args.source,

@@ -231,17 +231,8 @@ def run_parabolic(
         u_h.x.array[:] = fem.u.x.array
         fem.destroy()
     lod.destroy(keep_basis=True)
-    settings = {
-        "T": T,
-        "steps": steps,
-        "tau": tau,
-        "layers": layers,
-        "method": method,
-        "update": update,
-        "tol": tol,
-        "indicator": indicator,
-        "reference": reference,
-    }
+    settings = dict(T=T, steps=steps, tau=tau, layers=layers, method=method, update=update)
+    settings.update(tol=tol, indicator=indicator, reference=reference)
     return ParabolicResult(recorder.records, u_ms, u_h, lod.basis, settings)
 
 

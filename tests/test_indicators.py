@@ -76,3 +76,27 @@ def test_coefficient_indicator_zero_grows_and_bounds_the_corrector_change(comm):
         checked += 1
     assert checked >= 4
     basis.destroy()
+
+
+def test_coefficient_indicator_recomputes_at_least_the_corrector_one(comm):
+    """The coefficient indicator bounds the corrector one, so at the same tol it recomputes a
+    superset of the patches; both stay as accurate as the full update on local changes."""
+    from test_parabolic import corner_stack
+
+    from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
+
+    g = dl.create_nested_grids(comm, 8, 64)
+    schedule = CoefficientSchedule.from_stack(corner_stack(64, 3, 16))
+    runs = {
+        ind: run_parabolic(
+            g, schedule, 0.5, 3, 2, update="selective", tol=0.1, indicator=ind, reference=True
+        )  # fmt: skip
+        for ind in ("coefficient", "correctors")
+    }
+    counts = {k: [r["recomputed_patches"] for r in v.records[1:]] for k, v in runs.items()}
+    assert all(a >= b for a, b in zip(counts["coefficient"], counts["correctors"], strict=True))
+    assert sum(counts["coefficient"]) < 16 * 2  # fewer than the 16 patches touched per step
+    full = run_parabolic(g, schedule, 0.5, 3, 2, reference=True).final_errors["l2"]
+    for run in runs.values():
+        assert run.final_errors["l2"] <= 1.5 * full
+        run.basis.destroy()

@@ -136,7 +136,9 @@ class CoefficientIndicator:
         self._starts = np.asarray(starts, dtype=np.int64)
         n = self._coarse.size
         self._delta2, self._kappa2, self._mu = np.zeros(n), np.ones(n), np.zeros(n)
-        self._a_ref = np.ones(self._rows.shape)
+        self._log_ref = np.zeros(self._rows.shape)  # log a_ref per segment
+        self._is_element = np.zeros(n, dtype=bool)
+        self._is_element[self._element] = True
         self._previous: npt.NDArray[np.float64] | None = None  # a_local of the last call
         # Coarse cell of each cell of the union of the owned patches (a_local order).
         ij = lattice_coordinates(basis.cell_keys, g.fine_sizes, g.dim) // g.refinement
@@ -157,9 +159,13 @@ class CoefficientIndicator:
         todo = np.flatnonzero(self._changed_segments(a_local))
         self._previous = a_local.copy()
         if todo.size:
-            q = a_local[self._rows[todo]] / self._a_ref[todo]
-            self._delta2[todo] = ((q - 1.0) ** 2 / q).max(axis=1)
-            self._kappa2[todo] = (1.0 / q).max(axis=1)
+            every = todo.size == self._coarse.size  # no copies of the stored rows
+            x = np.log(a_local)[self._rows if every else self._rows[todo]]
+            x -= self._log_ref if every else self._log_ref[todo]  # log(a / a_ref)
+            element = self._is_element[todo]
+            self._kappa2[todo[element]] = np.exp(-x[element].min(axis=1))  # max a_ref / a
+            # (a - a_ref)^2 / (a a_ref) = (2 sinh(x / 2))^2 grows with |x|.
+            self._delta2[todo] = (2.0 * np.sinh(np.abs(x, out=x).max(axis=1) / 2.0)) ** 2
         if self._starts.size == 1:
             return np.zeros(0)
         sums = np.add.reduceat(self._delta2 * self._mu, self._starts[:-1])
@@ -178,7 +184,7 @@ class CoefficientIndicator:
             s, e = self._starts[i], self._starts[i + 1]
             layout = segment_layout(self.basis.patches[i].configuration.shape, r)
             a = a_patches[i]
-            self._a_ref[s:e] = a[layout.cells]
+            self._log_ref[s:e] = np.log(a[layout.cells])
             self._delta2[s:e], self._kappa2[s:e] = 0.0, 1.0
             element = self._element[i] - s
             self._mu[s:e] = coarse_cell_weights(layout, element, self._K, a, correctors[i])

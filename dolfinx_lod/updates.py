@@ -47,7 +47,7 @@ class FullUpdate:
 
 
 #: Default tolerance of the selective update: a patch keeps correctors whose relative energy
-#: change is bounded by 10 % (error at T within 1.01x of the full update's in the
+#: change is bounded by 10 % (error at T within 1.02x of the full update's in the
 #: time-to-solution benchmark, docs/when-lod-pays-off.md).
 DEFAULT_TOL = 0.1
 

@@ -255,6 +255,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "time-to-solution-32-512-2-2": lambda: time_to_solution_table(
         "time-to-solution-32-512-2-2.json"
     ),
+    "time-to-solution-32-512-2-2-indicators": lambda: time_to_solution_table(
+        "time-to-solution-32-512-2-2-indicators.json"
+    ),
     "examples": examples_table,
 }
 

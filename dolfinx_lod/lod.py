@@ -9,7 +9,6 @@ side); on a Neumann side they are unknowns like interior ones (the natural condi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,19 +41,15 @@ def validate_source(f: float) -> None:
         raise ValueError(f"source f must be a finite number, got {f!r}")
 
 
-def source_function(
-    grids: NestedGrids, f: float | Callable[[npt.NDArray], npt.NDArray] | dolfinx.fem.Function
-) -> float | dolfinx.fem.Function:
-    """The source f as :class:`FineSystem` takes it: a finite number, a DOLFINx Function on
-    the fine mesh (used as it is), or a callable f(x) of the fine-cell midpoints x (shape
-    (3, N), as DOLFINx interpolation passes them), evaluated into a DG0 Function.
-    Collective: a bad value raises ``InputError`` on every rank."""
-    if isinstance(f, dolfinx.fem.Function):
-        return f
-    if callable(f):
-        return coefficient_function(grids, lambda x, p: f(x), name="source f", positive=False)
-    validate(grids.comm, lambda: validate_source(f))
-    return float(f)
+def source_function(grids: NestedGrids, f: CoefficientLike) -> float | dolfinx.fem.Function:
+    """The source f as :class:`FineSystem` takes it: a finite number as it is, any other form
+    of :mod:`dolfinx_lod.inputs` (Constant, UFL expression, Function, array, callable x ->
+    values) as a DG0 Function on T_h. Collective: bad data raises ``InputError`` on every
+    rank."""
+    if isinstance(f, int | float | np.number):
+        validate(grids.comm, lambda: validate_source(f))
+        return float(f)
+    return coefficient_function(grids, f, name="source f", positive=False)
 
 
 class FineSystem(PETScResource):
@@ -406,7 +401,7 @@ def solve_elliptic(
     grids: NestedGrids,
     a: CoefficientLike,
     layers: int,
-    f: float | Callable[[npt.NDArray], npt.NDArray] | dolfinx.fem.Function = 1.0,
+    f: CoefficientLike = 1.0,
     method: str = "galerkin",
     p: Any = None,
     progress: bool = False,
@@ -421,14 +416,14 @@ def solve_elliptic(
 
     Args:
         grids: Nested meshes.
-        a: Coefficient: array of shape ``grids.cell_array_shape`` ((n_y, n_x) = A[iy, ix] or
-            (n_z, n_y, n_x)), callable a(x, p) of the fine-cell midpoints x (shape (3, N)) or
-            DG0 Function on T_h.
+        a: Coefficient, any form of :mod:`dolfinx_lod.inputs`: a number, ``fem.Constant``,
+            UFL expression on T_h, Function, array of shape ``grids.cell_array_shape``
+            ((n_y, n_x) = A[iy, ix] or (n_z, n_y, n_x)) or callable x -> values (x of shape
+            (3, N), fine-cell midpoints); a family a(x, p) with ``p``.
         layers: l >= 1 (patch layers).
-        f: Source: a number, a callable f(x) of the fine-cell midpoints x (shape (3, N)) or
-            a DOLFINx Function on T_h.
+        f: Source, the same forms as ``a`` (DG0 on T_h).
         method: "galerkin" (K~ = B^T S B) or "petrov-galerkin" (K~ = P^T S B).
-        p: Parameter of a callable coefficient (and of a provider conditioned on p).
+        p: Parameter of a family a(x, p) (and of a provider conditioned on p).
         progress: Progress bar for the correctors (rank 0).
         reference: Also solve the fine FEM and the plain coarse Q1 FEM and report the errors
             of both against the fine solution (the fine solve is skipped otherwise).

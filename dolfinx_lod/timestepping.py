@@ -42,6 +42,7 @@ from typing import Any
 import dolfinx.fem
 import numpy as np
 import numpy.typing as npt
+import ufl
 from mpi4py import MPI
 from petsc4py import PETSc
 
@@ -56,6 +57,7 @@ from dolfinx_lod.coefficients import (
 )
 from dolfinx_lod.correctors import CorrectorProvider
 from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.inputs import at_time, positional_arity
 from dolfinx_lod.lod import (
     CoarseProduct,
     FineSystem,
@@ -81,8 +83,8 @@ class CoefficientSchedule:
     """a(t_m, x) for the steps m = 1..M: ``at(m, t)`` returns (coefficient, parameter p).
 
     Build one with :meth:`from_stack` (one fine-cell array per step), :meth:`from_family`
-    (a family a(x, p) and a schedule p(t)) or :meth:`from_function` (a DOLFINx Function
-    updated in place for each t).
+    (a family a(x, p) and a schedule p(t)), :meth:`from_function` (a DOLFINx Function
+    updated in place for each t) or :meth:`from_data` (any input form, (t, x) callables).
     """
 
     at: Callable[[int, float], tuple[CoefficientLike, Any]]
@@ -124,6 +126,13 @@ class CoefficientSchedule:
             return a, None
 
         return cls(at)
+
+    @classmethod
+    def from_data(cls, a: Any, time: dolfinx.fem.Constant | None = None) -> CoefficientSchedule:
+        """Any form of :mod:`dolfinx_lod.inputs` as the coefficient of every step, or a
+        callable (t, x) -> values evaluated at t_m; ``time``: a Constant that the user's UFL
+        expression reads as t, set to t_m before the step's values are read."""
+        return cls(lambda m, t: (at_time(a, t, time), None))
 
 
 def update_strategy(update: str, tol: float = 0.0) -> UpdateStrategy:
@@ -171,29 +180,43 @@ class StepCoefficient:
 
 
 class _Source:
-    """f(t, x) as a DG0 Function on T_h (constant or callable f(t, x) at cell midpoints)."""
+    """f(t) as a DG0 Function on T_h: a number stays a Constant; other data (any form of
+    :mod:`dolfinx_lod.inputs`, a callable (t, x) -> values for a time-dependent f) is evaluated
+    at the first step and again at every step if it may depend on t (a (t, x) callable, a UFL
+    expression or Constant the user changes in place, data read with a ``time`` Constant)."""
 
-    def __init__(self, grids: NestedGrids, f: float | Callable):
-        self.grids, self.f = grids, f
+    def __init__(self, grids: NestedGrids, f: Any, time: dolfinx.fem.Constant | None = None):
+        self.grids, self.f, self.time = grids, f, time
         self._values: npt.NDArray[np.float64] | None = None
-        if callable(f):
-            self.function: float | dolfinx.fem.Function = dolfinx.fem.Function(grids.Q_h, name="f")
+        if isinstance(f, int | float | np.number):
+            validate(grids.comm, lambda: _check_source(f))
+            self.function: float | dolfinx.fem.Function = float(f)
         else:
-            self.function = float(f)
+            self.function = dolfinx.fem.Function(grids.Q_h, name="f")
+        self._varying = time is not None or isinstance(f, ufl.core.expr.Expr)
+        self._varying |= callable(f) and positional_arity(f) == 2
 
     def update(self, t: float) -> bool:
         """Set f(t); True (on every rank) if its values changed. Collective."""
-        if not callable(self.f):
+        if isinstance(self.function, float) or (self._values is not None and not self._varying):
             return False
-        values = owned_coefficient_values(
-            self.grids, lambda x, p: self.f(p, x), t, name="source", positive=False
-        )
+        data = at_time(self.f, t, self.time)
+        values = owned_coefficient_values(self.grids, data, name="source f", positive=False)
         changed = self._values is None or not np.array_equal(values, self._values)
         if self.grids.comm.allreduce(changed, op=MPI.LOR):
             set_cell_values(self.function, values)
             self._values = values
             return True
         return False
+
+
+def capacity_function(grids: NestedGrids, capacity: Any) -> float | dolfinx.fem.Function:
+    """The capacity c > 0, constant in time: a number as it is, other data (any form of
+    :mod:`dolfinx_lod.inputs`) as a DG0 Function on T_h. Collective."""
+    if isinstance(capacity, int | float | np.number):
+        validate(grids.comm, lambda: _check_positive_number(capacity, "capacity"))
+        return float(capacity)
+    return coefficient_function(grids, capacity, name="capacity")
 
 
 def _initial_value(grids: NestedGrids, u0: Callable | None) -> dolfinx.fem.Function | None:
@@ -240,9 +263,10 @@ class FEMStepper(PETScResource):
     Args:
         grids: Nested meshes.
         tau: Time step.
-        capacity: c > 0, a number or a DG0 Function on T_h.
-        source: f, a number or a callable f(t, x) at fine-cell midpoints.
+        capacity: c > 0, constant in time, any form of :mod:`dolfinx_lod.inputs`.
+        source: f, any form of :mod:`dolfinx_lod.inputs` or a callable (t, x) -> values.
         u0: Initial value u0(x) (x of shape (3, N)), default 0.
+        time: A Constant the user's UFL data reads as t: set to t_m before f is evaluated.
 
     Collective methods. Owns PETSc objects: call :meth:`destroy`.
     """
@@ -253,15 +277,17 @@ class FEMStepper(PETScResource):
         self,
         grids: NestedGrids,
         tau: float,
-        capacity: float | dolfinx.fem.Function = 1.0,
-        source: float | Callable = 1.0,
+        capacity: CoefficientLike = 1.0,
+        source: CoefficientLike = 1.0,
         u0: Callable | None = None,
+        time: dolfinx.fem.Constant | None = None,
     ):
         self.grids, self.tau = grids, tau
-        self.source = _Source(grids, source)
+        self.source = _Source(grids, source, time)
         self._a = dolfinx.fem.Function(grids.Q_h, name="a")
         self._field = _FieldTracker(grids)
-        self.fine = FineSystem(grids, self._a, self.source.function, capacity)
+        c = capacity_function(grids, capacity)
+        self.fine = FineSystem(grids, self._a, self.source.function, c)
         u_init = _initial_value(grids, u0)
         self.u = dolfinx.fem.Function(grids.V_h) if u_init is None else u_init
         self.u.name = "u_h"
@@ -311,12 +337,13 @@ class LODStepper(PETScResource):
         method: "galerkin" (test B) or "petrov-galerkin" (test P, local coarse operators).
         update: "full" or "selective" basis update (with ``tol``).
         tol: Tolerance of the selective update.
-        capacity: c > 0 (number, array, callable c(x, p) or DG0 Function), constant in time.
-        source: f: a number, or a callable f(t, x) at fine-cell midpoints.
+        capacity: c > 0, constant in time, any form of :mod:`dolfinx_lod.inputs`.
+        source: f, any form of :mod:`dolfinx_lod.inputs` or a callable (t, x) -> values.
         u0: Initial value u0(x) (x of shape (3, N)), default 0.
         provider: Corrector provider (default: classical patch solves).
         progress: Progress bar of the corrector computations (rank 0).
         name: Label of the stepper in records.
+        time: A Constant the user's UFL data reads as t: set to t_m before f is evaluated.
 
     Collective methods. ``timings`` holds the phases of the last step (and ``reconstruction``
     once :meth:`solution` was called in it), ``touched_fine`` the fine-scale work it did (fine
@@ -331,12 +358,13 @@ class LODStepper(PETScResource):
         method: str = "galerkin",
         update: str = "full",
         tol: float = 0.0,
-        capacity: CoefficientLike | float = 1.0,
-        source: float | Callable = 1.0,
+        capacity: CoefficientLike = 1.0,
+        source: CoefficientLike = 1.0,
         u0: Callable | None = None,
         provider: CorrectorProvider | None = None,
         progress: bool = False,
         name: str = "lod",
+        time: dolfinx.fem.Constant | None = None,
     ):
         comm = grids.comm
         validate(comm, lambda: validate_method(method))
@@ -345,15 +373,11 @@ class LODStepper(PETScResource):
         self.grids, self.tau, self.method, self.name = grids, tau, method, name
         self.strategy = strategy[0]
         self.petrov = method == "petrov-galerkin"
-        if isinstance(capacity, int | float):
-            validate(comm, lambda: _check_positive_number(capacity, "capacity"))
-            c_fun: float | dolfinx.fem.Function = float(capacity)
-        else:
-            c_fun = coefficient_function(grids, capacity, name="capacity")
+        c_fun = capacity_function(grids, capacity)
         self.basis = MultiscaleBasis(
             grids, layers, provider, progress, capacity=c_fun if self.petrov else None
         )
-        self.source = _Source(grids, source)
+        self.source = _Source(grids, source, time)
         self._a = dolfinx.fem.Function(grids.Q_h, name="a")
         self._field = _FieldTracker(grids)
         self.fine = FineSystem(grids, self._a, self.source.function, c_fun)
@@ -628,7 +652,7 @@ def run_parabolic(
     update: str = "full",
     tol: float = 0.0,
     capacity: CoefficientLike | float = 1.0,
-    source: float | Callable[[float, npt.NDArray], npt.NDArray] = 1.0,
+    source: CoefficientLike = 1.0,
     u0: Callable[[npt.NDArray], npt.NDArray] | None = None,
     provider: CorrectorProvider | None = None,
     observer: Callable[[StepView], None] | None = None,
@@ -648,8 +672,8 @@ def run_parabolic(
         update: Basis update strategy: "full" (recompute all correctors whenever a changed) or
             "selective" (only patches whose error indicator exceeds ``tol``).
         tol: Tolerance of the selective update.
-        capacity: c > 0 (array, callable c(x, p), DG0 Function or number), constant in time.
-        source: f: a number, or a callable f(t, x) evaluated at fine-cell midpoints.
+        capacity: c > 0, constant in time, any form of :mod:`dolfinx_lod.inputs`.
+        source: f, any form of :mod:`dolfinx_lod.inputs` or a callable (t, x) -> values.
         u0: Initial value u0(x) (x of shape (3, N)), default 0.
         provider: Corrector provider (default: classical patch solves).
         observer: Called after each step with a :class:`StepView` (its ``u_ms`` reconstructs
@@ -720,6 +744,6 @@ def _check_positive_number(value: float, name: str) -> None:
         raise ValueError(f"{name} must be > 0, got {value}")
 
 
-def _check_source(source: float | Callable) -> None:
-    if not callable(source) and not np.isfinite(source):
+def _check_source(source: Any) -> None:
+    if isinstance(source, int | float | np.number) and not np.isfinite(source):
         raise ValueError(f"source f must be a finite number or a callable f(t, x), got {source}")

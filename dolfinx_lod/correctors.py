@@ -462,6 +462,32 @@ class PatchProblem(PETScResource):
             raise PatchSolveError(failure)
         return C
 
+    def solve_load(
+        self, a_patch: npt.NDArray[np.float64], load: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """The fine-scale corrector q in W(patch) of a load vector: [[S, B^T], [B, 0]]
+        [q; mu] = [load; 0] (load in the patch's local vertex order, zeroed on the patch
+        boundary), factorized for ``a_patch``. Returns q in local vertex order. Rank-local.
+
+        Raises:
+            PatchSolveError: The factorization or the solve failed.
+        """
+        self.solve(a_patch)
+        rhs = np.zeros(self.num_dofs + self.num_constraints)
+        rhs[: self.num_dofs] = load[self.space.dof_vertex]
+        rhs[self.space.boundary_dofs] = 0.0
+        b = PETSc.Vec().createWithArray(rhs, comm=MPI.COMM_SELF)
+        x = b.duplicate()
+        self.ksp.solve(b, x)
+        failure = self._failure()
+        q = np.empty(self.num_dofs)
+        q[self.space.dof_vertex] = x.getArray()[: self.num_dofs]
+        b.destroy()
+        x.destroy()
+        if failure is not None or not np.isfinite(q).all():
+            raise PatchSolveError(failure or "non-finite boundary corrector")
+        return q
+
     def local_operators(
         self, C: npt.NDArray[np.float64], c_patch: npt.NDArray[np.float64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:

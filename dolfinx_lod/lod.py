@@ -17,9 +17,11 @@ import dolfinx.fem.petsc
 import dolfinx.mesh
 import numpy as np
 import numpy.typing as npt
+import ufl
 from petsc4py import PETSc
 
 from dolfinx_lod.basis import MultiscaleBasis
+from dolfinx_lod.boundary import BoundaryData, action, free_stiffness
 from dolfinx_lod.coefficients import CoefficientLike, coefficient_function
 from dolfinx_lod.correctors import CorrectorProvider
 from dolfinx_lod.forms import load_form, mass_form, stiffness_form
@@ -60,7 +62,7 @@ class FineSystem(PETScResource):
     - S: stiffness int a grad u . grad v, Dirichlet rows/columns = identity;
     - M: L2 mass int u v (no boundary condition; error norms);
     - Mc: capacity-weighted mass int c u v, Dirichlet rows/columns zero (time stepping);
-    - F: load int f v, zero on the Dirichlet sides.
+    - F: load int f v (+ ``flux``, the Neumann term int q v ds), zero on the Dirichlet sides.
 
     The Dirichlet sides are those of ``grids`` (:attr:`NestedGrids.neumann` names the others).
 
@@ -74,8 +76,9 @@ class FineSystem(PETScResource):
         a: dolfinx.fem.Function | None,
         f: float | dolfinx.fem.Function = 1.0,
         c: float | dolfinx.fem.Function = 1.0,
+        flux: ufl.Form | None = None,
     ):
-        self.grids, self.a, self.c = grids, a, c
+        self.grids, self.a, self.c, self._flux = grids, a, c, flux
         mesh = grids.fine_mesh
         self.bc = dolfinx.fem.dirichletbc(0.0, grids.dirichlet_dofs(grids.V_h), grids.V_h)
         source = f if isinstance(f, dolfinx.fem.Function) else dolfinx.fem.Constant(mesh, float(f))
@@ -114,7 +117,7 @@ class FineSystem(PETScResource):
     def F(self) -> PETSc.Vec:
         """Fine load vector for the current source."""
         if "F" not in self._objects:
-            self._F_form = load_form(self.grids.V_h, self._source)
+            self._F_form = load_form(self.grids.V_h, self._source, self._flux)
             self._objects["F"] = dolfinx.fem.petsc.create_vector(self.grids.V_h)
             self._assemble_F()
         return self._objects["F"]
@@ -345,12 +348,14 @@ def galerkin_solution(
     fine: FineSystem,
     trial: PETSc.Mat,
     test: PETSc.Mat | None = None,
+    F: PETSc.Vec | None = None,
 ) -> tuple[PETSc.Vec, PETSc.Vec, PETSc.Mat]:
-    """Coarse solution U of test^T S trial U = test^T F and its reconstruction trial U.
+    """Coarse solution U of test^T S trial U = test^T F and its reconstruction trial U
+    (F = ``fine.F`` unless given).
 
     Returns (U, trial U, K). Collective."""
     K = coarse_matrix(grids, fine.S, trial, test)
-    b = coarse_rhs(grids, trial if test is None else test, fine.F)
+    b = coarse_rhs(grids, trial if test is None else test, fine.F if F is None else F)
     U = solve_coarse(K, b)
     u = trial.createVecLeft()
     trial.mult(U, u)
@@ -407,12 +412,16 @@ def solve_elliptic(
     progress: bool = False,
     reference: bool = False,
     provider: CorrectorProvider | None = None,
+    dirichlet: Any = None,
+    flux: dict[str, Any] | None = None,
 ) -> EllipticSolution:
-    """LOD solution of -div(a grad u) = f with u = 0 on the Dirichlet sides of ``grids`` and
-    a grad u . n = 0 on its Neumann sides (:func:`~dolfinx_lod.grids.create_nested_grids`).
+    """LOD solution of -div(a grad u) = f with u = g on the Dirichlet sides of ``grids`` (g = 0
+    unless ``dirichlet`` is given) and a grad u . n = q on its Neumann sides (q = 0 unless
+    ``flux`` names the side) (:func:`~dolfinx_lod.grids.create_nested_grids`).
 
     Galerkin: K~ = B^T S B (fine stiffness and products); Petrov–Galerkin: K~ = P^T S B from
     the patches' local operators (:class:`LocalAssembly`), no fine-scale matrix at all.
+    Boundary data: :mod:`dolfinx_lod.boundary` (g's coarse part carried by the basis).
 
     Args:
         grids: Nested meshes.
@@ -429,6 +438,9 @@ def solve_elliptic(
             of both against the fine solution (the fine solve is skipped otherwise).
         provider: Corrector provider (default: classical patch solves), e.g.
             :class:`~dolfinx_lod.neural.provider.LearnedCorrectors`.
+        dirichlet: g on the Dirichlet sides: a number, Constant, UFL expression, Function,
+            array of fine-vertex values (``grids.vertex_array_shape``) or callable x -> values.
+        flux: {side: q} for Neumann sides of ``grids``, q in the same forms as ``dirichlet``.
 
     Collective; all input is validated on every rank before any solve.
     """
@@ -438,11 +450,12 @@ def solve_elliptic(
     f = source_function(grids, f)
     a_fun = coefficient_function(grids, a, p)
     a_fun.name = "a"
+    data = BoundaryData.create(grids, dirichlet, flux)
     petrov = method == "petrov-galerkin"
     basis = MultiscaleBasis(
         grids, layers, provider, progress=progress, capacity=1.0 if petrov else None
     )
-    fine = FineSystem(grids, a_fun, f)
+    fine = FineSystem(grids, a_fun, f, flux=data.flux_form)
     timings["setup"] = time.perf_counter() - t
     t = time.perf_counter()
     B = basis.update(a_fun, p)
@@ -454,12 +467,18 @@ def solve_elliptic(
         K = assembly.assemble(assembly.create(), 1.0, 0.0, 1.0)
     else:
         K = coarse_matrix(grids, fine.S, B)
-    b = coarse_rhs(grids, basis.P if petrov else B, fine.F)
+    lifting = None
+    if data.g is not None or data.flux_form is not None:
+        lifting = data.lifting(basis.P, basis, a_fun, fine.bc)
+    F = fine.F.copy() if lifting is None else lifted_load(grids, fine, lifting)
+    b = coarse_rhs(grids, basis.P if petrov else B, F)
     timings["coarse_assembly"] = time.perf_counter() - t
     t = time.perf_counter()
     U = solve_coarse(K, b)
     u_ms = B.createVecLeft()
     B.mult(U, u_ms)
+    if lifting is not None:
+        u_ms.axpy(1.0, lifting)
     timings["coarse_solve"] = time.perf_counter() - t
     result = EllipticSolution(
         U=to_function(grids.V_H, U, "U"),
@@ -471,18 +490,44 @@ def solve_elliptic(
         a=a_fun,
     )
     if reference:
-        t = time.perf_counter()
-        u_h = fine.solve(fine.S, fine.F)
-        timings["fine_solve"] = time.perf_counter() - t
-        result.errors = relative_errors(u_ms, u_h, fine.M, fine.S)
-        # Plain Q1 FEM on T_H (trial = test = P) for comparison.
-        U_fem, u_fem, K_fem = galerkin_solution(grids, fine, basis.P)
-        fem = relative_errors(u_fem, u_h, fine.M, fine.S)
-        result.errors.update({f"coarse_fem_{k}": v for k, v in fem.items()})
-        result.u_h = to_function(grids.V_h, u_h, "u_h")
-        for obj in (U_fem, u_fem, K_fem, u_h):
-            obj.destroy()
-    for obj in (U, u_ms, b):
+        _reference(result, fine, data, u_ms)
+    for obj in (U, u_ms, b, F) + (() if lifting is None else (lifting,)):
         obj.destroy()
     fine.destroy()
     return result
+
+
+def lifted_load(grids: NestedGrids, fine: FineSystem, lifting: PETSc.Vec) -> PETSc.Vec:
+    """F - S L for a lifting L of the Dirichlet data (S unconstrained, Dirichlet rows 0)."""
+    SL = action(grids, fine.a, lifting, fine.bc)
+    F = fine.F.copy()
+    F.axpy(-1.0, SL)
+    SL.destroy()
+    return F
+
+
+def _reference(
+    result: EllipticSolution, fine: FineSystem, data: BoundaryData, u_ms: PETSc.Vec
+) -> None:
+    """The fine FEM u_h (u_h = g_D + the solution for F - S g_D) and the plain coarse Q1 FEM
+    (its boundary values: g's coarse part G plus the fine remainder), with the errors of u_ms
+    and of the coarse FEM against u_h (unconstrained energy norm where g != 0). Collective."""
+    grids, P, t = fine.grids, result.basis.P, time.perf_counter()
+    gD = data.dirichlet_vector()
+    F = lifted_load(grids, fine, gD)
+    u_h = fine.solve(fine.S, F)
+    u_h.axpy(1.0, gD)
+    result.timings["fine_solve"] = time.perf_counter() - t
+    S = fine.S if data.g is None else free_stiffness(grids, fine.a)
+    result.errors = relative_errors(u_ms, u_h, fine.M, S)
+    lift = data.lifting(P)
+    F_fem = lifted_load(grids, fine, lift)
+    U_fem, u_fem, K_fem = galerkin_solution(grids, fine, P, F=F_fem)
+    u_fem.axpy(1.0, lift)
+    fem = relative_errors(u_fem, u_h, fine.M, S)
+    result.errors.update({f"coarse_fem_{k}": v for k, v in fem.items()})
+    result.u_h = to_function(grids.V_h, u_h, "u_h")
+    for obj in (U_fem, u_fem, K_fem, u_h, gD, F, lift, F_fem):
+        obj.destroy()
+    if S is not fine.S:
+        S.destroy()

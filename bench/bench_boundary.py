@@ -124,7 +124,7 @@ def main() -> None:
                     r = rows[-1]
                     print(
                         dim,
-                        l,
+                        layer,
                         method,
                         round(r["ratio_abs"], 3),
                         round(r["ratio_rel"], 3),

@@ -362,8 +362,10 @@ class MultiscaleBasis(PETScResource):
     def boundary_lifting(self, G: PETSc.Vec) -> PETSc.Vec:
         """(P - sum_T C_T) G for coarse values G at the boundary coarse vertices: the
         multiscale functions of those vertices (which B leaves out, as U = 0 there) applied to
-        G, from the correctors already computed. Returns a new fine vector. Collective."""
-        self.matrix()
+        G, from the correctors of the last update (B itself is left as it is: a time loop
+        still reads the previous basis from it). Returns a new fine vector. Collective."""
+        if self._owed is not None:  # learned operators: their correctors are computed now
+            self.matrix()
         g = self.grids
         start = self.P.getOwnershipRangeColumn()[0]
         owned = np.arange(start, start + G.getLocalSize())

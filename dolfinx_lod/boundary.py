@@ -220,3 +220,45 @@ def free_stiffness(grids: NestedGrids, a: dolfinx.fem.Function) -> PETSc.Mat:
 def owned_mask(grids: NestedGrids) -> npt.NDArray[np.bool_]:
     """True for the owned fine dofs on a Dirichlet side."""
     return grids.dirichlet_vertex_mask(grids.fine_sizes)[grids.fine_dof_keys]
+
+
+class LiftedLoad:
+    """Boundary data in the time loop: u^m = w^m + L_m, the stepper advances w with the load
+    F_m - S_m L_m - Mc (L_m - L_{m-1}) / tau (backward Euler for u), L_m the LOD lifting of
+    :meth:`BoundaryData.lifting` for the step's coefficient (recomputed when the basis
+    changed). ``L`` and ``F`` are the current lifting and load. Collective methods."""
+
+    def __init__(self, data: BoundaryData, bc: dolfinx.fem.DirichletBC, tau: float):
+        self.data, self.bc, self.tau = data, bc, tau
+        self.L: PETSc.Vec | None = None
+        self.F: PETSc.Vec | None = None
+        self._SL: PETSc.Vec | None = None
+
+    def update(
+        self, basis: Any, a: dolfinx.fem.Function, F: PETSc.Vec, Mc: PETSc.Mat, changed: bool
+    ) -> PETSc.Vec:
+        """The load of this step for the source load F; ``changed``: the basis or a changed."""
+        if self.F is None:
+            self.F = F.duplicate()
+        F.copy(self.F)
+        if changed or self.L is None:
+            L = self.data.lifting(basis.P, basis, a, self.bc)
+            if self.L is not None:
+                self.L.aypx(-1.0, L)  # L_m - L_{m-1}
+                work = Mc.createVecLeft()
+                Mc.mult(self.L, work)
+                self.F.axpy(-1.0 / self.tau, work)
+                work.destroy()
+                self.L.destroy()
+            self.L = L
+            if self._SL is not None:
+                self._SL.destroy()
+            self._SL = action(self.data.grids, a, L, self.bc)
+        self.F.axpy(-1.0, self._SL)
+        return self.F
+
+    def destroy(self) -> None:
+        """Free the vectors."""
+        for obj in (self.L, self.F, self._SL):
+            if obj is not None:
+                obj.destroy()

@@ -473,15 +473,19 @@ class PatchProblem(PETScResource):
             PatchSolveError: The factorization or the solve failed.
         """
         self.solve(a_patch)
-        rhs = np.zeros(self.num_dofs + self.num_constraints)
-        rhs[: self.num_dofs] = load[self.space.dof_vertex]
-        rhs[self.space.boundary_dofs] = 0.0
-        b = PETSc.Vec().createWithArray(rhs, comm=MPI.COMM_SELF)
+        size = self.num_dofs + self.num_constraints
+        b = PETSc.Mat().createDense((size, 1), comm=MPI.COMM_SELF)
+        b.setUp()
+        rhs = b.getDenseArray()
+        rhs[:] = 0.0
+        rhs[: self.num_dofs, 0] = load[self.space.dof_vertex]
+        rhs[self.space.boundary_dofs, 0] = 0.0
+        b.assemble()
         x = b.duplicate()
-        self.ksp.solve(b, x)
+        self.ksp.matSolve(b, x)  # as the corrector solves (one MUMPS call path)
         failure = self._failure()
         q = np.empty(self.num_dofs)
-        q[self.space.dof_vertex] = x.getArray()[: self.num_dofs]
+        q[self.space.dof_vertex] = x.getDenseArray()[: self.num_dofs, 0]
         b.destroy()
         x.destroy()
         if failure is not None or not np.isfinite(q).all():

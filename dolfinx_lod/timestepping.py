@@ -47,6 +47,7 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from dolfinx_lod.basis import FullUpdate, MultiscaleBasis, SelectiveUpdate, UpdateStrategy
+from dolfinx_lod.boundary import BoundaryData, LiftedLoad, action, free_stiffness
 from dolfinx_lod.coefficients import (
     CoefficientLike,
     check_coefficient_values,
@@ -267,6 +268,9 @@ class FEMStepper(PETScResource):
         source: f, any form of :mod:`dolfinx_lod.inputs` or a callable (t, x) -> values.
         u0: Initial value u0(x) (x of shape (3, N)), default 0.
         time: A Constant the user's UFL data reads as t: set to t_m before f is evaluated.
+        dirichlet: g on the Dirichlet sides, constant in time (forms of
+            :func:`~dolfinx_lod.inputs.vertex_function`); default 0.
+        flux: {side: q} on Neumann sides, constant in time; default none.
 
     Collective methods. Owns PETSc objects: call :meth:`destroy`.
     """
@@ -281,13 +285,20 @@ class FEMStepper(PETScResource):
         source: CoefficientLike = 1.0,
         u0: Callable | None = None,
         time: dolfinx.fem.Constant | None = None,
+        dirichlet: Any = None,
+        flux: dict[str, Any] | None = None,
     ):
         self.grids, self.tau = grids, tau
         self.source = _Source(grids, source, time)
         self._a = dolfinx.fem.Function(grids.Q_h, name="a")
         self._field = _FieldTracker(grids)
         c = capacity_function(grids, capacity)
-        self.fine = FineSystem(grids, self._a, self.source.function, c)
+        data = BoundaryData.create(grids, dirichlet, flux)
+        self.fine = FineSystem(grids, self._a, self.source.function, c, data.flux_form)
+        #: g on the Dirichlet dofs (u^m = g there) and S g_D for the current a.
+        self._g = data.dirichlet_vector() if data.g is not None else None
+        self._Sg: PETSc.Vec | None = None
+        self._S_free: PETSc.Mat | None = None
         u_init = _initial_value(grids, u0)
         self.u = dolfinx.fem.Function(grids.V_h) if u_init is None else u_init
         self.u.name = "u_h"
@@ -305,11 +316,20 @@ class FEMStepper(PETScResource):
             if self._ksp is None:
                 self._ksp = fine_solver(self._A)
             self._ksp.setOperators(self._A)
+            if self._g is not None:
+                for obj in (self._Sg, self._S_free):
+                    if obj is not None:
+                        obj.destroy()
+                self._Sg = action(self.grids, self._a, self._g, self.fine.bc)
+                self._S_free = free_stiffness(self.grids, self._a)
         if self.source.update(t):
             self.fine.assemble_load()
         self.fine.Mc.mult(self.u.x.petsc_vec, self._work)
         self._work.scale(1.0 / self.tau)
         self._work.axpy(1.0, self.fine.F)
+        if self._g is not None:  # u = g on the Dirichlet dofs (identity rows of the matrix)
+            self._work.axpy(-1.0, self._Sg)
+            self._work.axpy(1.0, self._g)
         t1 = time.perf_counter()
         solve_checked(self._ksp, self._work, self.u.x.petsc_vec)
         self.u.x.scatter_forward()
@@ -319,9 +339,14 @@ class FEMStepper(PETScResource):
         """u_h^m."""
         return self.u
 
+    @property
+    def energy_matrix(self) -> PETSc.Mat:
+        """The stiffness of the energy norm: S, or without boundary conditions where g != 0."""
+        return self.fine.S if self._S_free is None else self._S_free
+
     def destroy(self) -> None:
         """Free the PETSc objects."""
-        for obj in (self._A, self._ksp, self._work):
+        for obj in (self._A, self._ksp, self._work, self._g, self._Sg, self._S_free):
             if obj is not None:
                 obj.destroy()
         self.fine.destroy()
@@ -344,6 +369,9 @@ class LODStepper(PETScResource):
         progress: Progress bar of the corrector computations (rank 0).
         name: Label of the stepper in records.
         time: A Constant the user's UFL data reads as t: set to t_m before f is evaluated.
+        dirichlet: g on the Dirichlet sides, constant in time (:mod:`dolfinx_lod.boundary`:
+            lifting recomputed with the basis, :class:`~dolfinx_lod.boundary.LiftedLoad`).
+        flux: {side: q} on Neumann sides, constant in time.
 
     Collective methods. ``timings`` holds the phases of the last step (and ``reconstruction``
     once :meth:`solution` was called in it), ``touched_fine`` the fine-scale work it did (fine
@@ -365,6 +393,8 @@ class LODStepper(PETScResource):
         progress: bool = False,
         name: str = "lod",
         time: dolfinx.fem.Constant | None = None,
+        dirichlet: Any = None,
+        flux: dict[str, Any] | None = None,
     ):
         comm = grids.comm
         validate(comm, lambda: validate_method(method))
@@ -380,7 +410,10 @@ class LODStepper(PETScResource):
         self.source = _Source(grids, source, time)
         self._a = dolfinx.fem.Function(grids.Q_h, name="a")
         self._field = _FieldTracker(grids)
-        self.fine = FineSystem(grids, self._a, self.source.function, c_fun)
+        data = BoundaryData.create(grids, dirichlet, flux)
+        self.fine = FineSystem(grids, self._a, self.source.function, c_fun, data.flux_form)
+        active = data.g is not None or data.flux_form is not None
+        self._lifted = LiftedLoad(data, self.fine.bc, tau) if active else None
         self._u0 = _initial_value(grids, u0)
         self._boundary = coarse_boundary_rows(grids)
         self.U: PETSc.Vec | None = None
@@ -412,6 +445,11 @@ class LODStepper(PETScResource):
         load_changed = self.source.update(t)
         if load_changed:
             self.fine.assemble_load()
+        if self._lifted is not None:  # boundary data: the load of w = u - L_m, every step
+            recompute = first or changed
+            a_fun = coefficient.function()
+            self._lifted.update(self.basis, a_fun, self.fine.F, self.fine.Mc, recompute)
+            load_changed = True
         if self.petrov:
             self._petrov_step(first, changed, load_changed)
         else:
@@ -429,11 +467,16 @@ class LODStepper(PETScResource):
             "patches_recomputed": self.basis.num_recomputed,
         }
 
+    @property
+    def _load(self) -> PETSc.Vec:
+        """F, or with boundary data the load of w = u - L_m (:class:`LiftedLoad`)."""
+        return self.fine.F if self._lifted is None else self._lifted.F
+
     def _coarse_load(self, test: PETSc.Mat) -> PETSc.Vec:
         """test^T F with zeros at the boundary coarse vertices."""
         if self._Fc is None:
             self._Fc = test.createVecRight()
-        test.multTranspose(self.fine.F, self._Fc)
+        test.multTranspose(self._load, self._Fc)
         self._Fc.setValues(self._boundary, np.zeros(self._boundary.size))
         self._Fc.assemble()
         return self._Fc
@@ -443,10 +486,16 @@ class LODStepper(PETScResource):
         self.U = M.createVecRight()
         self._b = M.createVecRight()
         self.U.set(0.0)
-        if self._u0 is None:
+        if self._u0 is None and self._lifted is None:
             return
+        u0 = self.fine.Mc.createVecLeft()  # u0 - L_1 with boundary data
+        if self._u0 is not None:
+            self._u0.x.petsc_vec.copy(u0)
+        if self._lifted is not None:
+            u0.axpy(-1.0, self._lifted.L)
         w = self.fine.Mc.createVecLeft()
-        self.fine.Mc.mult(self._u0.x.petsc_vec, w)
+        self.fine.Mc.mult(u0, w)
+        u0.destroy()
         test.multTranspose(w, self._b)
         self._b.setValues(self._boundary, np.zeros(self._boundary.size))
         self._b.assemble()
@@ -503,7 +552,7 @@ class LODStepper(PETScResource):
             work = self.fine.Mc.createVecLeft()  # b = B^T (Mc u~^{m-1} / tau + F)
             self.fine.Mc.mult(self._u_prev, work)
             work.scale(1.0 / self.tau)
-            work.axpy(1.0, self.fine.F)
+            work.axpy(1.0, self._load)
             B.multTranspose(work, self._b)
             self._b.setValues(self._boundary, np.zeros(self._boundary.size))
             self._b.assemble()
@@ -527,6 +576,8 @@ class LODStepper(PETScResource):
             B = self.basis.matrix()
             u = B.createVecLeft()
             B.mult(self.U, u)
+            if self._lifted is not None:
+                u.axpy(1.0, self._lifted.L)
             self._reconstructed = to_function(self.grids.V_h, u, "u_ms")
             u.destroy()
             self.timings["reconstruction"] = time.perf_counter() - t0
@@ -551,6 +602,8 @@ class LODStepper(PETScResource):
             if obj is not None:
                 obj.destroy()
         self.fine.destroy()
+        if self._lifted is not None:
+            self._lifted.destroy()
         if not keep_basis:
             self.basis.destroy()
 
@@ -658,6 +711,8 @@ def run_parabolic(
     observer: Callable[[StepView], None] | None = None,
     progress: bool = False,
     reference: bool = False,
+    dirichlet: Any = None,
+    flux: dict[str, Any] | None = None,
 ) -> ParabolicResult:
     """Backward Euler with the LOD (:class:`LODStepper`) and, with ``reference``, the fine FEM
     (:class:`FEMStepper`) side by side (:func:`advance`), errors recorded at every step.
@@ -682,6 +737,8 @@ def run_parabolic(
         reference: Also advance the fine FEM and record the relative errors of u~ against it
             at every step (u~ is then reconstructed every step). Without it nothing
             fine-scale is solved.
+        dirichlet: g on the Dirichlet sides, constant in time (default 0).
+        flux: {side: q} on Neumann sides, constant in time.
 
     Collective. The time, sizes, method and step 1's coefficient are validated on every rank
     before the first step.
@@ -693,8 +750,11 @@ def run_parabolic(
     first.advance(1, T / steps)
     first.values()  # validates step 1 before any work
     tau = T / steps
-    lod = LODStepper(grids, layers, tau, method, update, tol, capacity, source, u0, provider)
-    fem = FEMStepper(grids, tau, lod.fine.c, source, u0) if reference else None
+    boundary = {"dirichlet": dirichlet, "flux": flux}
+    lod = LODStepper(
+        grids, layers, tau, method, update, tol, capacity, source, u0, provider, **boundary
+    )
+    fem = FEMStepper(grids, tau, lod.fine.c, source, u0, **boundary) if reference else None
     records: list[dict[str, Any]] = []
 
     def record(m: int, t: float, state: StepCoefficient) -> None:
@@ -709,7 +769,7 @@ def run_parabolic(
         }
         if fem is not None:
             errors = relative_errors(
-                lod.solution().x.petsc_vec, fem.u.x.petsc_vec, fem.fine.M, fem.fine.S
+                lod.solution().x.petsc_vec, fem.u.x.petsc_vec, fem.fine.M, fem.energy_matrix
             )
             rec.update({"rel_l2_error": errors["l2"], "rel_energy_error": errors["energy"]})
         if observer is not None:

@@ -114,3 +114,41 @@ def test_time_loop_with_boundary_data(comm, dim, NH, n, layers, method):
         assert np.abs(trace - g_data(x)[on_boundary]).max(initial=0.0) < 1e-10
     hom.basis.destroy()  # the bases the results keep, freed here (collective)
     res.basis.destroy()
+
+
+def test_fem_stepper_equals_a_plain_dolfinx_loop(comm):
+    """FEMStepper with g and a flux against backward Euler written with DOLFINx's
+    LinearProblem (u(0) = g on the Dirichlet sides): the same fine solution."""
+    import dolfinx.fem.petsc
+    import ufl
+
+    from dolfinx_lod.boundary import side_tags
+    from dolfinx_lod.timestepping import CoefficientSchedule, FEMStepper, advance
+
+    g = dl.create_nested_grids(comm, 2, 16, neumann=("top",))
+    A = random_coefficient(16, 0.1, 1.0, seed=4)
+    fem = FEMStepper(g, 0.1, source=1.0, dirichlet=g_data, flux={"top": 0.5})
+    a_h = dl.coefficient_function(g, A)
+    V = g.V_h
+    u_h, u_old, g_h = (dolfinx.fem.Function(V) for _ in range(3))
+    g_h.interpolate(g_data)
+    dofs = g.dirichlet_dofs(V)
+    u_h.x.array[dofs] = g_h.x.array[dofs]
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    ds = ufl.Measure("ds", domain=g.fine_mesh, subdomain_data=side_tags(g))
+    problem = dolfinx.fem.petsc.LinearProblem(
+        u * v * ufl.dx + 0.1 * a_h * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx,
+        (u_old + 0.1) * v * ufl.dx + 0.1 * 0.5 * v * ds(4),
+        bcs=[dolfinx.fem.dirichletbc(g_h, dofs)],
+        u=u_h,
+        petsc_options_prefix="plain_",
+        petsc_options={"ksp_type": "preonly", "pc_type": "lu"},
+    )
+
+    def plain_step(m, t, state):
+        u_old.x.array[:] = u_h.x.array
+        problem.solve()
+
+    advance(g, CoefficientSchedule.from_data(A), 0.3, 3, [fem], plain_step)
+    assert np.abs(fem.solution().x.array - u_h.x.array).max() < 1e-9
+    fem.destroy()

@@ -152,3 +152,18 @@ def test_fem_stepper_equals_a_plain_dolfinx_loop(comm):
     advance(g, CoefficientSchedule.from_data(A), 0.3, 3, [fem], plain_step)
     assert np.abs(fem.solution().x.array - u_h.x.array).max() < 1e-9
     fem.destroy()
+
+
+def test_a_provider_basis_takes_the_same_boundary_data(comm):
+    """A non-classical provider (here: fixed correctors equal to the classical ones) gives the
+    boundary-vertex functions from its own correctors: the same solution as the classical."""
+    from dolfinx_lod.neural.provider import FixedCorrectors
+
+    g = dl.create_nested_grids(comm, 4, 16, neumann=("top",))
+    a = random_coefficient(16, 0.1, 1.0, seed=5)
+    kw = dict(f=1.0, dirichlet=g_data, flux={"top": 1.0})
+    with dl.solve_elliptic(g, a, 1, **kw) as classical:
+        cells = [patch.cell for patch in classical.basis.patches]
+        fixed = FixedCorrectors(dict(zip(cells, classical.basis.correctors, strict=True)))
+        with dl.solve_elliptic(g, a, 1, provider=fixed, **kw) as learned:
+            assert np.abs(learned.u_ms.x.array - classical.u_ms.x.array).max() < 1e-12

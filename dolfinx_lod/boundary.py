@@ -95,6 +95,27 @@ class BoundaryData:
                 form = term if form is None else form + term
         return cls(grids, g, form)
 
+    @property
+    def active(self) -> bool:
+        """True unless g = 0 and there is no flux."""
+        return self.g is not None or self.flux_form is not None
+
+    def lifted_load(
+        self,
+        F: PETSc.Vec,
+        a: dolfinx.fem.Function,
+        bc: dolfinx.fem.DirichletBC,
+        L: PETSc.Vec | None,
+    ) -> PETSc.Vec:
+        """F - S L for a lifting L (S unconstrained, Dirichlet rows 0; F for L = None): a new
+        vector."""
+        out = F.copy()
+        if L is not None:
+            SL = action(self.grids, a, L, bc)
+            out.axpy(-1.0, SL)
+            SL.destroy()
+        return out
+
     def dirichlet_vector(self) -> PETSc.Vec:
         """g_D: g at the fine Dirichlet vertices, 0 elsewhere (a fine PETSc vector)."""
         mask = owned_mask(self.grids)
@@ -205,16 +226,6 @@ def action(
     out.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
     dolfinx.fem.petsc.set_bc(out, [bc])
     return out
-
-
-def free_stiffness(grids: NestedGrids, a: dolfinx.fem.Function) -> PETSc.Mat:
-    """The stiffness without boundary conditions (energy norms of functions with g != 0)."""
-    u, v = ufl.TrialFunction(grids.V_h), ufl.TestFunction(grids.V_h)
-    S = dolfinx.fem.petsc.assemble_matrix(
-        dolfinx.fem.form(a * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)
-    )
-    S.assemble()
-    return S
 
 
 def owned_mask(grids: NestedGrids) -> npt.NDArray[np.bool_]:

@@ -352,3 +352,20 @@ def vertex_function(grids: NestedGrids, g: Any, name: str) -> dolfinx.fem.Functi
     nowned = grids.V_h.dofmap.index_map.size_local
     validate(grids.comm, lambda: check_values(u.x.array[:nowned], name, False))
     return u
+
+
+def validate_source(f: float) -> None:
+    """Raise ``ValueError`` unless the constant source f is a finite number."""
+    if not np.isfinite(f):
+        raise ValueError(f"source f must be a finite number, got {f!r}")
+
+
+def source_function(grids: NestedGrids, f: CoefficientLike) -> float | dolfinx.fem.Function:
+    """The source f as :class:`~dolfinx_lod.lod.FineSystem` takes it: a finite number as it
+    is, any other form of this module (Constant, UFL expression, Function, array, callable
+    x -> values) as a DG0 Function on T_h. Collective: bad data raises ``InputError`` on
+    every rank."""
+    if isinstance(f, int | float | np.number):
+        validate(grids.comm, lambda: validate_source(f))
+        return float(f)
+    return coefficient_function(grids, f, name="source f", positive=False)

@@ -21,11 +21,13 @@ import ufl
 from petsc4py import PETSc
 
 from dolfinx_lod.basis import MultiscaleBasis
-from dolfinx_lod.boundary import BoundaryData, action, free_stiffness
+from dolfinx_lod.boundary import BoundaryData
 from dolfinx_lod.coefficients import CoefficientLike, coefficient_function
 from dolfinx_lod.correctors import CorrectorProvider
 from dolfinx_lod.forms import load_form, mass_form, stiffness_form
 from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.inputs import source_function, validate_source  # noqa: F401  (public here too)
+from dolfinx_lod.norms import free_stiffness, relative_errors
 from dolfinx_lod.parallel import PETScResource, validate
 
 METHODS = ("galerkin", "petrov-galerkin")
@@ -35,23 +37,6 @@ def validate_method(method: str) -> None:
     """Raise ``ValueError`` unless ``method`` is one of :data:`METHODS`."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-
-
-def validate_source(f: float) -> None:
-    """Raise ``ValueError`` unless the constant source f is a finite number."""
-    if not np.isfinite(f):
-        raise ValueError(f"source f must be a finite number, got {f!r}")
-
-
-def source_function(grids: NestedGrids, f: CoefficientLike) -> float | dolfinx.fem.Function:
-    """The source f as :class:`FineSystem` takes it: a finite number as it is, any other form
-    of :mod:`dolfinx_lod.inputs` (Constant, UFL expression, Function, array, callable x ->
-    values) as a DG0 Function on T_h. Collective: bad data raises ``InputError`` on every
-    rank."""
-    if isinstance(f, int | float | np.number):
-        validate(grids.comm, lambda: validate_source(f))
-        return float(f)
-    return coefficient_function(grids, f, name="source f", positive=False)
 
 
 class FineSystem(PETScResource):
@@ -320,29 +305,6 @@ def solve_coarse(K: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
     return U
 
 
-def relative_errors(u: PETSc.Vec, u_ref: PETSc.Vec, M: PETSc.Mat, S: PETSc.Mat) -> dict[str, float]:
-    """Relative L2 (via M) and energy (via S) errors of u against u_ref. Collective.
-
-    With a zero reference (e.g. a zero source) the relative error is defined as the absolute
-    error ||u - u_ref|| (0 when both vanish), so it is always a finite number."""
-    e = u - u_ref
-    out = {}
-    for name, A in (("l2", M), ("energy", S)):
-        error, ref = _norm2(A, e), _norm2(A, u_ref)
-        out[name] = float(np.sqrt(max(error, 0.0) / ref if ref > 0 else max(error, 0.0)))
-    e.destroy()
-    return out
-
-
-def _norm2(A: PETSc.Mat, x: PETSc.Vec) -> float:
-    """x^T A x. Collective."""
-    y = A.createVecLeft()
-    A.mult(x, y)
-    value = y.dot(x)
-    y.destroy()
-    return value
-
-
 def galerkin_solution(
     grids: NestedGrids,
     fine: FineSystem,
@@ -458,28 +420,10 @@ def solve_elliptic(
     fine = FineSystem(grids, a_fun, f, flux=data.flux_form)
     timings["setup"] = time.perf_counter() - t
     t = time.perf_counter()
-    B = basis.update(a_fun, p)
+    basis.update(a_fun, p)
     timings["basis"] = time.perf_counter() - t
     timings.update({f"basis_{k}": v for k, v in basis.timings.items()})
-    t = time.perf_counter()
-    if petrov:
-        assembly = LocalAssembly(basis)
-        K = assembly.assemble(assembly.create(), 1.0, 0.0, 1.0)
-    else:
-        K = coarse_matrix(grids, fine.S, B)
-    lifting = None
-    if data.g is not None or data.flux_form is not None:
-        lifting = data.lifting(basis.P, basis, a_fun, fine.bc)
-    F = fine.F.copy() if lifting is None else lifted_load(grids, fine, lifting)
-    b = coarse_rhs(grids, basis.P if petrov else B, F)
-    timings["coarse_assembly"] = time.perf_counter() - t
-    t = time.perf_counter()
-    U = solve_coarse(K, b)
-    u_ms = B.createVecLeft()
-    B.mult(U, u_ms)
-    if lifting is not None:
-        u_ms.axpy(1.0, lifting)
-    timings["coarse_solve"] = time.perf_counter() - t
+    K, U, u_ms = _coarse_solution(basis, fine, data, petrov, timings)
     result = EllipticSolution(
         U=to_function(grids.V_H, U, "U"),
         u_ms=to_function(grids.V_h, u_ms, "u_ms"),
@@ -491,37 +435,55 @@ def solve_elliptic(
     )
     if reference:
         _reference(result, fine, data, u_ms)
-    for obj in (U, u_ms, b, F) + (() if lifting is None else (lifting,)):
+    for obj in (U, u_ms):
         obj.destroy()
     fine.destroy()
     return result
 
 
-def lifted_load(grids: NestedGrids, fine: FineSystem, lifting: PETSc.Vec) -> PETSc.Vec:
-    """F - S L for a lifting L of the Dirichlet data (S unconstrained, Dirichlet rows 0)."""
-    SL = action(grids, fine.a, lifting, fine.bc)
-    F = fine.F.copy()
-    F.axpy(-1.0, SL)
-    SL.destroy()
-    return F
+def _coarse_solution(
+    basis: MultiscaleBasis, fine: FineSystem, data: BoundaryData, petrov: bool, timings: dict
+) -> tuple[PETSc.Mat, PETSc.Vec, PETSc.Vec]:
+    """K~, U and u_ms = B U + L (L the lifting of the boundary data, if any); the phases'
+    wall times into ``timings``. Collective."""
+    B, a, t = basis.matrix(), fine.a, time.perf_counter()
+    if petrov:
+        assembly = LocalAssembly(basis)
+        K = assembly.assemble(assembly.create(), 1.0, 0.0, 1.0)
+    else:
+        K = coarse_matrix(basis.grids, fine.S, B)
+    lifting = data.lifting(basis.P, basis, a, fine.bc) if data.active else None
+    F = data.lifted_load(fine.F, a, fine.bc, lifting)
+    b = coarse_rhs(basis.grids, basis.P if petrov else B, F)
+    timings["coarse_assembly"] = time.perf_counter() - t
+    t = time.perf_counter()
+    U = solve_coarse(K, b)
+    u_ms = B.createVecLeft()
+    B.mult(U, u_ms)
+    if lifting is not None:
+        u_ms.axpy(1.0, lifting)
+        lifting.destroy()
+    for obj in (b, F):
+        obj.destroy()
+    timings["coarse_solve"] = time.perf_counter() - t
+    return K, U, u_ms
 
 
 def _reference(
     result: EllipticSolution, fine: FineSystem, data: BoundaryData, u_ms: PETSc.Vec
 ) -> None:
-    """The fine FEM u_h (u_h = g_D + the solution for F - S g_D) and the plain coarse Q1 FEM
-    (its boundary values: g's coarse part G plus the fine remainder), with the errors of u_ms
-    and of the coarse FEM against u_h (unconstrained energy norm where g != 0). Collective."""
+    """The fine FEM u_h = g_D + (solution for F - S g_D), the plain coarse Q1 FEM (lifting
+    P G + r_h) and their errors (unconstrained energy norm where g != 0). Collective."""
     grids, P, t = fine.grids, result.basis.P, time.perf_counter()
     gD = data.dirichlet_vector()
-    F = lifted_load(grids, fine, gD)
+    F = data.lifted_load(fine.F, fine.a, fine.bc, gD)
     u_h = fine.solve(fine.S, F)
     u_h.axpy(1.0, gD)
     result.timings["fine_solve"] = time.perf_counter() - t
     S = fine.S if data.g is None else free_stiffness(grids, fine.a)
     result.errors = relative_errors(u_ms, u_h, fine.M, S)
     lift = data.lifting(P)
-    F_fem = lifted_load(grids, fine, lift)
+    F_fem = data.lifted_load(fine.F, fine.a, fine.bc, lift)
     U_fem, u_fem, K_fem = galerkin_solution(grids, fine, P, F=F_fem)
     u_fem.axpy(1.0, lift)
     fem = relative_errors(u_fem, u_h, fine.M, S)

@@ -47,7 +47,7 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from dolfinx_lod.basis import FullUpdate, MultiscaleBasis, SelectiveUpdate, UpdateStrategy
-from dolfinx_lod.boundary import BoundaryData, LiftedLoad, action, free_stiffness
+from dolfinx_lod.boundary import BoundaryData, LiftedLoad, action
 from dolfinx_lod.coefficients import (
     CoefficientLike,
     check_coefficient_values,
@@ -73,6 +73,7 @@ from dolfinx_lod.lod import (
     to_function,
     validate_method,
 )
+from dolfinx_lod.norms import free_stiffness
 from dolfinx_lod.parallel import PETScResource, validate
 from dolfinx_lod.progress import progress as progress_report
 
@@ -412,8 +413,7 @@ class LODStepper(PETScResource):
         self._field = _FieldTracker(grids)
         data = BoundaryData.create(grids, dirichlet, flux)
         self.fine = FineSystem(grids, self._a, self.source.function, c_fun, data.flux_form)
-        active = data.g is not None or data.flux_form is not None
-        self._lifted = LiftedLoad(data, self.fine.bc, tau) if active else None
+        self._lifted = LiftedLoad(data, self.fine.bc, tau) if data.active else None
         self._u0 = _initial_value(grids, u0)
         self._boundary = coarse_boundary_rows(grids)
         self.U: PETSc.Vec | None = None

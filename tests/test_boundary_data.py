@@ -8,9 +8,9 @@ import pytest
 from mpi4py import MPI
 
 import dolfinx_lod as dl
-from dolfinx_lod.boundary import free_stiffness
 from dolfinx_lod.coefficients import random_coefficient
 from dolfinx_lod.grids import unit_box
+from dolfinx_lod.norms import free_stiffness
 from dolfinx_lod.parallel import InputError
 
 pytestmark = pytest.mark.mpi

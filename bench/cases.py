@@ -39,6 +39,11 @@ CASES: dict[str, Case] = {
     "methods": Case(
         "bench_methods.py", "methods-battery-16-128.json", about="Galerkin vs Petrov-Galerkin"
     ),
+    "boundary": Case(
+        "bench_boundary.py",
+        "boundary-{ranks}.json",
+        about="boundary data g, q: LOD energy error vs the homogeneous problem",
+    ),
     "3d": Case("bench_3d.py", "3d-{ranks}.json", about="3D basis and solve"),
     "training": Case("bench_training.py", "training-{ranks}.json", about="LOD-ANN training"),
     "lod-ann": Case("bench_lod_ann.py", "lod-ann-example1.json", about="LOD-ANN accuracy"),

@@ -329,6 +329,34 @@ class MultiscaleBasis(PETScResource):
                 self._indicator.recomputed(done, self.reference, self.correctors)
         return self._indicator
 
+    @property
+    def fine_rows(self) -> list[npt.NDArray[np.int32]]:
+        """Global V_h dof numbers of each owned patch's fine vertices (local patch order)."""
+        return self._rows
+
+    def boundary_lifting(self, G: PETSc.Vec) -> PETSc.Vec:
+        """(P - sum_T C_T) G for coarse values G at the boundary coarse vertices: the
+        multiscale functions of those vertices (which B leaves out, as U = 0 there) applied to
+        G, from the correctors of the last update (B itself is left as it is: a time loop
+        still reads the previous basis from it). Returns a new fine vector. Collective."""
+        if self._owed is not None:  # learned operators: their correctors are computed now
+            self.matrix()
+        g = self.grids
+        start = self.P.getOwnershipRangeColumn()[0]
+        owned = np.arange(start, start + G.getLocalSize())
+        G_all = np.zeros(g.coarse_dof_global.size)
+        for dofs, values in g.comm.allgather((owned, G.getArray(readonly=True).copy())):
+            G_all[dofs] = values
+        L = self.P.createVecLeft()
+        self.P.mult(G, L)
+        for rows, cols, interior, C in zip(
+            self._rows, self._cols, self._interior, self.correctors, strict=True
+        ):
+            if not interior.all():
+                L.setValues(rows, -C[:, ~interior] @ G_all[cols[~interior]], PETSc.InsertMode.ADD)
+        L.assemble()
+        return L
+
     def changed(self, a_patches: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.bool_]:
         """Rank-local mask of owned patches whose coefficient differs from a_ref."""
         pairs = zip(self.reference, a_patches, strict=True)

@@ -11,16 +11,20 @@ from typing import Any
 import dolfinx.fem
 import numpy as np
 import numpy.typing as npt
+import ufl
 from mpi4py import MPI
 
 from dolfinx_lod.coefficients import (
     CoefficientLike,
     check_coefficient_values,
+    coefficient_function,
     owned_coefficient_values,
     set_cell_values,
     validate_array_shape,
 )
 from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.inputs import at_time, positional_arity
+from dolfinx_lod.parallel import validate
 
 
 @dataclass
@@ -71,6 +75,13 @@ class CoefficientSchedule:
             return a, None
 
         return cls(at)
+
+    @classmethod
+    def from_data(cls, a: Any, time: dolfinx.fem.Constant | None = None) -> CoefficientSchedule:
+        """Any form of :mod:`dolfinx_lod.inputs` as the coefficient of every step, or a
+        callable (t, x) -> values evaluated at t_m; ``time``: a Constant that the user's UFL
+        expression reads as t, set to t_m before the step's values are read."""
+        return cls(lambda m, t: (at_time(a, t, time), None))
 
 
 class StepCoefficient:
@@ -123,29 +134,54 @@ class StepCoefficient:
 
 
 class Source:
-    """f(t, x) as a DG0 Function on T_h (constant or callable f(t, x) at cell midpoints)."""
+    """f(t) as a DG0 Function on T_h: a number stays a number; other data (any form of
+    :mod:`dolfinx_lod.inputs`, a callable (t, x) -> values for a time-dependent f) is evaluated
+    at the first step and again at every step if it may depend on t (a (t, x) callable, a UFL
+    expression or Constant the user changes in place, data read with a ``time`` Constant)."""
 
-    def __init__(self, grids: NestedGrids, f: float | Callable):
-        self.grids, self.f = grids, f
+    def __init__(self, grids: NestedGrids, f: Any, time: dolfinx.fem.Constant | None = None):
+        self.grids, self.f, self.time = grids, f, time
         self._values: npt.NDArray[np.float64] | None = None
-        if callable(f):
-            self.function: float | dolfinx.fem.Function = dolfinx.fem.Function(grids.Q_h, name="f")
+        if isinstance(f, int | float | np.number):
+            validate(grids.comm, lambda: check_source(f))
+            self.function: float | dolfinx.fem.Function = float(f)
         else:
-            self.function = float(f)
+            self.function = dolfinx.fem.Function(grids.Q_h, name="f")
+        self._varying = time is not None or isinstance(f, ufl.core.expr.Expr)
+        self._varying |= callable(f) and positional_arity(f) == 2
 
     def update(self, t: float) -> bool:
         """Set f(t); True (on every rank) if its values changed. Collective."""
-        if not callable(self.f):
+        if isinstance(self.function, float) or (self._values is not None and not self._varying):
             return False
-        values = owned_coefficient_values(
-            self.grids, lambda x, p: self.f(p, x), t, name="source", positive=False
-        )
+        data = at_time(self.f, t, self.time)
+        values = owned_coefficient_values(self.grids, data, name="source f", positive=False)
         changed = self._values is None or not np.array_equal(values, self._values)
         if self.grids.comm.allreduce(changed, op=MPI.LOR):
             set_cell_values(self.function, values)
             self._values = values
             return True
         return False
+
+
+def check_source(source: Any) -> None:
+    """A number source f must be finite."""
+    if isinstance(source, int | float | np.number) and not np.isfinite(source):
+        raise ValueError(f"source f must be a finite number or a callable f(t, x), got {source}")
+
+
+def capacity_function(grids: NestedGrids, capacity: Any) -> float | dolfinx.fem.Function:
+    """The capacity c > 0, constant in time: a number as it is, other data (any form of
+    :mod:`dolfinx_lod.inputs`) as a DG0 Function on T_h. Collective."""
+    if isinstance(capacity, int | float | np.number):
+        validate(grids.comm, lambda: _check_positive_number(capacity, "capacity"))
+        return float(capacity)
+    return coefficient_function(grids, capacity, name="capacity")
+
+
+def _check_positive_number(value: float, name: str) -> None:
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be > 0, got {value}")
 
 
 def initial_value(grids: NestedGrids, u0: Callable | None) -> dolfinx.fem.Function | None:

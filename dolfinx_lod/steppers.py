@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import dolfinx.fem
 import numpy as np
 from petsc4py import PETSc
 
 from dolfinx_lod.basis import FullUpdate, MultiscaleBasis, SelectiveUpdate, UpdateStrategy
+from dolfinx_lod.boundary import BoundaryData, LiftedLoad, action, owned_mask
 from dolfinx_lod.coarse_update import GalerkinOperator, shifted
-from dolfinx_lod.coefficients import CoefficientLike, coefficient_function
+from dolfinx_lod.coefficients import CoefficientLike
 from dolfinx_lod.correctors import CorrectorProvider
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.lod import (
@@ -41,8 +43,9 @@ from dolfinx_lod.lod import (
     to_function,
     validate_method,
 )
+from dolfinx_lod.norms import free_stiffness
 from dolfinx_lod.parallel import PETScResource, validate
-from dolfinx_lod.schedule import Source, StepCoefficient, initial_value
+from dolfinx_lod.schedule import Source, StepCoefficient, capacity_function, initial_value
 from dolfinx_lod.updates import DEFAULT_TOL
 
 UPDATES = ("full", "selective")
@@ -78,10 +81,14 @@ class FEMStepper(PETScResource):
     Args:
         grids: Nested meshes.
         tau: Time step.
-        capacity: c > 0, a number or a DG0 Function on T_h.
-        source: f, a number or a callable f(t, x) at fine-cell midpoints.
+        capacity: c > 0, constant in time, any form of :mod:`dolfinx_lod.inputs`.
+        source: f, any form of :mod:`dolfinx_lod.inputs` or a callable (t, x) -> values.
         u0: Initial value u0(x) (x of shape (3, N)), default 0.
         rtol: Relative tolerance of CG (default :data:`FEM_RTOL`).
+        time: A Constant the user's UFL data reads as t: set to t_m before f is evaluated.
+        dirichlet: g on the Dirichlet sides, constant in time (forms of
+            :func:`~dolfinx_lod.inputs.vertex_function`); default 0.
+        flux: {side: q} on Neumann sides, constant in time; default none.
 
     Collective methods. Owns PETSc objects: call :meth:`destroy`.
     """
@@ -92,14 +99,24 @@ class FEMStepper(PETScResource):
         self,
         grids: NestedGrids,
         tau: float,
-        capacity: float | dolfinx.fem.Function = 1.0,
-        source: float | Callable = 1.0,
+        capacity: CoefficientLike = 1.0,
+        source: CoefficientLike = 1.0,
         u0: Callable | None = None,
         rtol: float = FEM_RTOL,
+        time: dolfinx.fem.Constant | None = None,
+        dirichlet: Any = None,
+        flux: dict[str, Any] | None = None,
     ):
         self.grids, self.tau, self.rtol = grids, tau, rtol
-        self.source = Source(grids, source)
-        self.fine = FineSystem(grids, None, self.source.function, capacity)
+        self.source = Source(grids, source, time)
+        c = capacity_function(grids, capacity)
+        data = BoundaryData.create(grids, dirichlet, flux)
+        self.fine = FineSystem(grids, None, self.source.function, c, data.flux_form)
+        #: g on the Dirichlet dofs (u^m = g there), S g and S without conditions for current a.
+        self._g = data.dirichlet_vector() if data.g is not None else None
+        self._g_dofs = owned_mask(grids) if data.g is not None else None  # owned Dirichlet dofs
+        self._Sg: PETSc.Vec | None = None
+        self._S_free: PETSc.Mat | None = None
         u_init = initial_value(grids, u0)
         self.u = dolfinx.fem.Function(grids.V_h) if u_init is None else u_init
         self.u.name = "u_h"
@@ -119,23 +136,44 @@ class FEMStepper(PETScResource):
                 self._ksp = fine_solver(self._A, rtol=self.rtol)
             self._ksp.setOperators(self._A)  # the next solve sets the preconditioner up
             self.setups += 1
+            if self._g is not None:
+                self._boundary_terms()
         if self.source.update(t):
             self.fine.assemble_load()
         self.fine.Mc.mult(self.u.x.petsc_vec, self._work)
         self._work.scale(1.0 / self.tau)
         self._work.axpy(1.0, self.fine.F)
+        if self._g is not None:  # u = g on the Dirichlet dofs (identity rows of the matrix)
+            self._work.axpy(-1.0, self._Sg)
+            self._work.axpy(1.0, self._g)
         t1 = time.perf_counter()
         solve_checked(self._ksp, self._work, self.u.x.petsc_vec)
+        if self._g is not None:  # u = g exactly there, not only to the solver's tolerance
+            self.u.x.petsc_vec.array[self._g_dofs] = self._g.array[self._g_dofs]
         self.u.x.scatter_forward()
         self.timings = {"fine_assembly": t1 - t0, "fine_solve": time.perf_counter() - t1}
+
+    def _boundary_terms(self) -> None:
+        """S g (the lifting's load) and S without conditions (the energy norm) for the
+        current a. Collective."""
+        for obj in (self._Sg, self._S_free):
+            if obj is not None:
+                obj.destroy()
+        self._Sg = action(self.grids, self.fine.a, self._g, self.fine.bc)
+        self._S_free = free_stiffness(self.grids, self.fine.a)
 
     def solution(self) -> dolfinx.fem.Function:
         """u_h^m."""
         return self.u
 
+    @property
+    def energy_matrix(self) -> PETSc.Mat:
+        """The stiffness of the energy norm: S, or without boundary conditions where g != 0."""
+        return self.fine.S if self._S_free is None else self._S_free
+
     def destroy(self) -> None:
         """Free the PETSc objects."""
-        for obj in (self._A, self._ksp, self._work):
+        for obj in (self._A, self._ksp, self._work, self._g, self._Sg, self._S_free):
             if obj is not None:
                 obj.destroy()
         self.fine.destroy()
@@ -157,29 +195,30 @@ class _LODStepper(PETScResource):
         tau: float,
         update: str = "full",
         tol: float = DEFAULT_TOL,
-        capacity: CoefficientLike | float = 1.0,
-        source: float | Callable = 1.0,
+        capacity: CoefficientLike = 1.0,
+        source: CoefficientLike = 1.0,
         u0: Callable | None = None,
         provider: CorrectorProvider | None = None,
         progress: bool = False,
         name: str = "lod",
         indicator: str = "coefficient",
+        time: dolfinx.fem.Constant | None = None,
+        dirichlet: Any = None,
+        flux: dict[str, Any] | None = None,
     ):
         comm = grids.comm
         strategy: list[UpdateStrategy] = []
         validate(comm, lambda: strategy.append(update_strategy(update, tol, indicator)))
         self.grids, self.tau, self.name = grids, tau, name
         self.strategy = strategy[0]
-        if isinstance(capacity, int | float):
-            validate(comm, lambda: _check_positive_number(capacity, "capacity"))
-            c_fun: float | dolfinx.fem.Function = float(capacity)
-        else:
-            c_fun = coefficient_function(grids, capacity, name="capacity")
+        c_fun = capacity_function(grids, capacity)
         self.basis = MultiscaleBasis(
             grids, layers, provider, progress, capacity=c_fun if self.petrov else None
         )
-        self.source = Source(grids, source)
-        self.fine = FineSystem(grids, None, self.source.function, c_fun)
+        self.source = Source(grids, source, time)
+        data = BoundaryData.create(grids, dirichlet, flux)
+        self.fine = FineSystem(grids, None, self.source.function, c_fun, data.flux_form)
+        self._lifted = LiftedLoad(data, self.fine.bc, tau) if data.active else None
         self._u0 = initial_value(grids, u0)
         self._boundary = coarse_boundary_rows(grids)
         self.U: PETSc.Vec | None = None
@@ -202,6 +241,11 @@ class _LODStepper(PETScResource):
         load_changed = self.source.update(t)
         if load_changed:
             self.fine.assemble_load()
+        if self._lifted is not None:  # boundary data: the load of w = u - L_m, every step
+            self._lifted.update(
+                self.basis, coefficient.function(), self.fine.F, self.fine.Mc, first or changed
+            )
+            load_changed = True
         self._coarse_step(coefficient, first, changed, load_changed)
         t2 = time.perf_counter()
         solve_checked(self._ksp, self._b, self.U)
@@ -221,11 +265,16 @@ class _LODStepper(PETScResource):
     def _coarse_step(self, coefficient, first: bool, changed: bool, load_changed: bool) -> None:
         raise NotImplementedError
 
+    @property
+    def _load(self) -> PETSc.Vec:
+        """F, or with boundary data the load of w = u - L_m (:class:`LiftedLoad`)."""
+        return self.fine.F if self._lifted is None else self._lifted.F
+
     def _coarse_load(self, test: PETSc.Mat) -> PETSc.Vec:
         """test^T F with zeros at the boundary coarse vertices."""
         if self._Fc is None:
             self._Fc = test.createVecRight()
-        test.multTranspose(self.fine.F, self._Fc)
+        test.multTranspose(self._load, self._Fc)
         self._Fc.setValues(self._boundary, np.zeros(self._boundary.size))
         self._Fc.assemble()
         return self._Fc
@@ -235,10 +284,16 @@ class _LODStepper(PETScResource):
         self.U = M.createVecRight()
         self._b = M.createVecRight()
         self.U.set(0.0)
-        if self._u0 is None:
+        if self._u0 is None and self._lifted is None:
             return
+        u0 = self.fine.Mc.createVecLeft()  # u0 - L_1 with boundary data
+        if self._u0 is not None:
+            self._u0.x.petsc_vec.copy(u0)
+        if self._lifted is not None:
+            u0.axpy(-1.0, self._lifted.L)
         w = self.fine.Mc.createVecLeft()
-        self.fine.Mc.mult(self._u0.x.petsc_vec, w)
+        self.fine.Mc.mult(u0, w)
+        u0.destroy()
         test.multTranspose(w, self._b)
         self._b.setValues(self._boundary, np.zeros(self._boundary.size))
         self._b.assemble()
@@ -261,6 +316,8 @@ class _LODStepper(PETScResource):
             B = self.basis.matrix()
             u = B.createVecLeft()
             B.mult(self.U, u)
+            if self._lifted is not None:
+                u.axpy(1.0, self._lifted.L)
             self._reconstructed = to_function(self.grids.V_h, u, "u_ms")
             u.destroy()
             self.timings["reconstruction"] = time.perf_counter() - t0
@@ -279,6 +336,8 @@ class _LODStepper(PETScResource):
                 obj.destroy()
         self._destroy()
         self.fine.destroy()
+        if self._lifted is not None:
+            self._lifted.destroy()
         if not keep_basis:
             self.basis.destroy()
 
@@ -365,7 +424,7 @@ class GalerkinStepper(_LODStepper):
         work = self.fine.Mc.createVecLeft()
         self.fine.Mc.mult(self._u_prev, work)
         work.scale(1.0 / self.tau)
-        work.axpy(1.0, self.fine.F)
+        work.axpy(1.0, self._load)
         B.multTranspose(work, self._b)
         self._b.setValues(self._boundary, np.zeros(self._boundary.size))
         self._b.assemble()
@@ -392,13 +451,17 @@ def LODStepper(
         tol: Tolerance of the selective update (bound on the relative energy change of the
             correctors that a patch may keep, see :class:`~dolfinx_lod.basis.SelectiveUpdate`;
             default :data:`~dolfinx_lod.updates.DEFAULT_TOL` = 0.1, 0: every changed patch).
-        capacity: c > 0 (number, array, callable c(x, p) or DG0 Function), constant in time.
-        source: f: a number, or a callable f(t, x) at fine-cell midpoints.
+        capacity: c > 0, constant in time, any form of :mod:`dolfinx_lod.inputs`.
+        source: f, any form of :mod:`dolfinx_lod.inputs` or a callable (t, x) -> values.
         u0: Initial value u0(x) (x of shape (3, N)), default 0.
         provider: Corrector provider (default: classical patch solves).
         progress: Progress bar of the corrector computations (rank 0).
         name: Label of the stepper in records.
         indicator: Error indicator of the selective update ("coefficient" or "correctors").
+        time: A Constant the user's UFL data reads as t: set to t_m before f is evaluated.
+        dirichlet: g on the Dirichlet sides, constant in time (:mod:`dolfinx_lod.boundary`:
+            lifting recomputed with the basis, :class:`~dolfinx_lod.boundary.LiftedLoad`).
+        flux: {side: q} on Neumann sides, constant in time.
         *args: The arguments after ``method``, in the order above.
         **kwargs: The same by name.
 
@@ -408,8 +471,3 @@ def LODStepper(
     validate(grids.comm, lambda: validate_method(method))
     cls = PetrovGalerkinStepper if method == "petrov-galerkin" else GalerkinStepper
     return cls(grids, layers, tau, *args, **kwargs)
-
-
-def _check_positive_number(value: float, name: str) -> None:
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be > 0, got {value}")

@@ -41,7 +41,7 @@ from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.lod import relative_errors, validate_method
 from dolfinx_lod.parallel import validate
 from dolfinx_lod.progress import progress as progress_report
-from dolfinx_lod.schedule import CoefficientSchedule, StepCoefficient
+from dolfinx_lod.schedule import CoefficientSchedule, StepCoefficient, check_source
 from dolfinx_lod.steppers import (
     FEM_RTOL,
     UPDATES,
@@ -168,14 +168,16 @@ def run_parabolic(
     method: str = "galerkin",
     update: str = "full",
     tol: float = DEFAULT_TOL,
-    capacity: CoefficientLike | float = 1.0,
-    source: float | Callable[[float, npt.NDArray], npt.NDArray] = 1.0,
+    capacity: CoefficientLike = 1.0,
+    source: CoefficientLike = 1.0,
     u0: Callable[[npt.NDArray], npt.NDArray] | None = None,
     provider: CorrectorProvider | None = None,
     observer: Callable[[StepView], None] | None = None,
     progress: bool = False,
     reference: bool = False,
     indicator: str = "coefficient",
+    dirichlet: Any = None,
+    flux: dict[str, Any] | None = None,
 ) -> ParabolicResult:
     """Backward Euler with the LOD (:class:`LODStepper`) and, with ``reference``, the fine FEM
     (:class:`FEMStepper`) side by side (:func:`advance`), errors recorded at every step.
@@ -193,8 +195,8 @@ def run_parabolic(
             indicator e_T, a bound on the relative energy change of its correctors, is <= tol
             (default 0.1, :data:`~dolfinx_lod.updates.DEFAULT_TOL`; 0: recompute every patch
             where a changed).
-        capacity: c > 0 (array, callable c(x, p), DG0 Function or number), constant in time.
-        source: f: a number, or a callable f(t, x) evaluated at fine-cell midpoints.
+        capacity: c > 0, constant in time, any form of :mod:`dolfinx_lod.inputs`.
+        source: f, any form of :mod:`dolfinx_lod.inputs` or a callable (t, x) -> values.
         u0: Initial value u0(x) (x of shape (3, N)), default 0.
         provider: Corrector provider (default: classical patch solves).
         observer: Called after each step with a :class:`StepView` (its ``u_ms`` reconstructs
@@ -206,22 +208,25 @@ def run_parabolic(
         indicator: Error indicator of the selective update: "coefficient" (from the
             coefficient alone, cheap) or "correctors" (see
             :class:`~dolfinx_lod.basis.SelectiveUpdate`).
+        dirichlet: g on the Dirichlet sides, constant in time (default 0).
+        flux: {side: q} on Neumann sides, constant in time.
 
     Collective. The time, sizes, method and step 1's coefficient are validated on every rank
     before the first step.
     """
     comm = grids.comm
     validate(comm, lambda: (_check_time(T, steps, coefficient), validate_method(method)))
-    validate(comm, lambda: _check_source(source))
+    validate(comm, lambda: check_source(source))
     state = StepCoefficient(grids, coefficient)
     state.advance(1, T / steps)
     state.values()  # validates step 1 before any work
     tau = T / steps
+    boundary = {"dirichlet": dirichlet, "flux": flux}
     lod = LODStepper(
         grids, layers, tau, method, update, tol, capacity, source, u0, provider,
-        indicator=indicator,
+        indicator=indicator, **boundary,
     )  # fmt: skip
-    fem = FEMStepper(grids, tau, lod.fine.c, source, u0) if reference else None
+    fem = FEMStepper(grids, tau, lod.fine.c, source, u0, **boundary) if reference else None
     recorder = _Recorder(lod, fem, observer)
     advance(grids, coefficient, T, steps, [lod] + ([fem] if fem else []), recorder, progress, state)
     u_ms = lod.solution(out=dolfinx.fem.Function(grids.V_h, name="u_ms"))
@@ -256,7 +261,7 @@ class _Recorder:
         }
         if fem is not None:
             errors = relative_errors(
-                lod.solution().x.petsc_vec, fem.u.x.petsc_vec, fem.fine.M, fem.fine.S
+                lod.solution().x.petsc_vec, fem.u.x.petsc_vec, fem.fine.M, fem.energy_matrix
             )
             rec.update({"rel_l2_error": errors["l2"], "rel_energy_error": errors["energy"]})
         if self.observer is not None:
@@ -264,8 +269,3 @@ class _Recorder:
         timings = {**lod.timings, **(fem.timings if fem is not None else {})}
         rec["timings"] = {k: comm.allreduce(v, op=MPI.MAX) for k, v in timings.items()}
         self.records.append(rec)
-
-
-def _check_source(source: float | Callable) -> None:
-    if not callable(source) and not np.isfinite(source):
-        raise ValueError(f"source f must be a finite number or a callable f(t, x), got {source}")

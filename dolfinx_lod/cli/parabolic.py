@@ -13,12 +13,14 @@ import dolfinx_lod
 from dolfinx_lod.cli.inputs import (
     learned_provider,
     load_array,
+    load_boundary,
     load_params,
+    load_source,
     nested_grids,
     warn,
 )
 from dolfinx_lod.cli.options import add_box_options, add_solve_options
-from dolfinx_lod.cli.output import basis_keys, grid_keys, snapshot
+from dolfinx_lod.cli.output import basis_keys, boundary_keys, grid_keys, snapshot
 from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 from dolfinx_lod.patches import owned_cells
@@ -271,11 +273,12 @@ def _advance(args, comm, grids, schedule, capacity, output: OutputSet, t0: float
             tol=DEFAULT_TOL if args.tol is None else args.tol,
             indicator=args.indicator,
             capacity=capacity,
-            source=args.source,
+            source=load_source(args, comm, grids, True),
             provider=provider,
             observer=observer,
             progress=True,
             reference=args.reference,
+            **load_boundary(args, comm),
         )
     finally:
         observer.close()
@@ -305,7 +308,7 @@ def _summary(args, comm, grids, result, observer: _Observer) -> dict:
         **grid_keys(grids),
         "l": args.layers,
         "ranks": comm.size,
-        "source": args.source,
+        **boundary_keys(args),
         "coefficients": str(args.coefficients),
         **basis_keys(args),
         "capacity": str(args.capacity) if args.capacity else 1.0,

@@ -126,7 +126,8 @@ def test_demo_parabolic(teaching_runs):
     assert s["recomputed_patches"][0] == 16 and max(s["recomputed_patches"][1:]) < 16
     assert 0 < s["rel_l2_error_final"] < 0.2
     assert teaching_runs["demo_parabolic", 2]["rel_l2_error_final"] == pytest.approx(
-        s["rel_l2_error_final"], rel=1e-6  # the FEM reference solves to rtol 1e-8
+        s["rel_l2_error_final"],
+        rel=1e-6,  # the FEM reference solves to rtol 1e-8
     )
 
 

@@ -950,7 +950,7 @@ def operators(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     torch.set_num_threads(args.threads)
     family = make_family(args.family, args.fine)
     grids = create_nested_grids(comm, args.coarse, args.fine)
-    with OutputSet(comm, args.out, markers=("summary.json", "operators.pt")) as output:
+    with OutputSet(comm, args.out) as output:
         nets, report = train_operators(
             grids,
             args.layers,

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
 
+from dolfinx_lod import folders
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.parallel import OutputError, collective, validate
 
@@ -40,14 +41,17 @@ def _os_message(e: OSError) -> str:
 class OutputSet:
     """The result files of one run, written as a set into ``out``. Collective methods.
 
-    The constructor prepares the output collectively before any work: it checks that ``out`` is
-    absent, empty or an earlier result folder (it holds one of ``markers``), creates a staging
-    folder ``.NAME.tmp-XXXXXX`` beside it and checks that it is writable and seen by every rank.
-    Results are written into the staging folder (:meth:`path`); :meth:`commit` replaces
-    ``out`` by it in one step (a rename exchange on Linux) and deletes the earlier results, so
-    ``out`` holds either the complete earlier set or the complete new one. A run that fails or
-    is interrupted calls :meth:`discard` (the context manager does) and leaves ``out`` as it
-    was. Folders and files get the permissions of the umask.
+    The constructor prepares the output collectively before any work. ``out`` must be absent,
+    empty or a folder the tool wrote (everything in it is listed in its ``manifest.json``,
+    :mod:`dolfinx_lod.folders`); it must not be the working folder, a folder above it, or hold
+    one of ``inputs``. A symbolic link ``out`` is followed (a dangling one is refused). A
+    staging folder ``.NAME.tmp-XXXXXX`` is created beside it, checked to be writable and seen
+    by every rank. Results are written into the staging folder (:meth:`path`); :meth:`commit`
+    writes the manifest and replaces ``out`` by the staging folder in one step (a rename
+    exchange on Linux), then deletes the earlier results, so ``out`` holds either the complete
+    earlier set or the complete new one. A run that fails or is interrupted calls
+    :meth:`discard` (the context manager does) and leaves ``out`` as it was. Folders and files
+    get the permissions of the umask.
 
     Args:
         comm: Communicator of the ranks that write.
@@ -55,11 +59,12 @@ class OutputSet:
         option: Its name in messages (the command-line option).
         keep: Glob patterns of files in ``out`` that the new set carries over (hard links),
             e.g. training checkpoints written into ``out`` while the run goes on.
-        live: Create ``out`` now (checkpoints are written there during the run).
-        markers: Names whose presence marks ``out`` as an earlier result folder.
+        live: Create ``out`` now (checkpoints are written there during the run); its manifest
+            then lists ``keep`` as files the tool writes there.
+        inputs: Files (or folders) the run reads.
 
     Raises:
-        OutputError: On every rank, if the folder cannot be prepared.
+        OutputError: On every rank, if the folder cannot be prepared or must not be replaced.
     """
 
     def __init__(
@@ -69,49 +74,62 @@ class OutputSet:
         option: str = "--out",
         keep: Sequence[str] = (),
         live: bool = False,
-        markers: Sequence[str] = ("summary.json", "model.pt", "checkpoint-rank*.pt"),
+        inputs: Sequence[str | Path] = (),
     ):
-        self.comm, self.out, self.option = comm, Path(os.path.abspath(out)), option
-        self.keep, self.markers, self.committed = tuple(keep), tuple(markers), False
+        self.comm, self.given, self.option = comm, out, option
+        self.out = Path(os.path.realpath(os.path.abspath(out)))
+        self.keep, self.live, self.committed = tuple(keep), live, False
         staging = None
         with collective(comm, OutputError):
             if comm.rank == 0:
-                staging = self._prepare(live)
+                staging = self._prepare(inputs)
         self.staging = Path(comm.bcast(staging, root=0))
         try:
             with collective(comm, OutputError):
                 if not self.staging.is_dir():
-                    raise OutputError(
-                        f"cannot write {option} {self.out}: rank {comm.rank} does not see the "
-                        f"folder {self.staging} (use a file system shared by all ranks)"
+                    raise self._fail(
+                        f"rank {comm.rank} does not see the folder {self.staging} (use a file "
+                        "system shared by all ranks)"
                     )
         except OutputError:
             self.discard()
             raise
 
     def _fail(self, what: str) -> OutputError:
-        return OutputError(f"cannot write {self.option} {self.out}: {what}")
+        return OutputError(f"cannot write {self.option} {self.given}: {what}")
 
-    def _prepare(self, live: bool) -> Path:
-        """Check ``out``, create the staging folder, probe writability. Rank 0."""
-        out = self.out
+    def _check(self, inputs: Sequence[str | Path]) -> None:
+        """Refuse an ``out`` that must not be replaced. Rank 0."""
+        out, given = self.out, Path(os.path.abspath(self.given))
+        problem = folders.name_problem(given) or folders.path_conflict(out, inputs, self.option)
+        if problem:
+            raise self._fail(problem)
+        if given.is_symlink() and not out.exists():
+            raise self._fail(f"it is a symbolic link to {os.readlink(given)}, which does not exist")
         if out.exists() and not out.is_dir():
             raise self._fail("it exists and is not a folder")
-        if out.is_dir() and any(out.iterdir()) and not self._earlier_results():
+        foreign = folders.foreign_entry(out)
+        if foreign is not None:
             raise self._fail(
-                "it is a folder with other content (no summary.json of an earlier run): choose "
-                "a new or empty folder"
+                f"it holds {foreign}, which dolfinx_lod did not write (not in its "
+                f"{folders.MANIFEST}): choose a new or empty folder"
             )
+
+    def _prepare(self, inputs: Sequence[str | Path]) -> Path:
+        """Check ``out``, create the staging folder, probe writability. Rank 0."""
+        self._check(inputs)
+        out = self.out
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            if live:
+            if self.live:
                 out.mkdir(mode=0o777, exist_ok=True)
-                _probe(out)
+                patterns = folders.run_patterns(out) + list(self.keep)
+                write_json(out / folders.MANIFEST, folders.manifest(out, patterns))
         except OSError as e:
             raise self._fail(_os_message(e)) from e
         staging = None
         try:
-            staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+            staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name[:64]}.tmp-"))
             os.chmod(staging, 0o777 & ~umask())
             _probe(staging)
         except OSError as e:
@@ -120,36 +138,53 @@ class OutputSet:
             raise self._fail(f"cannot create a folder in {out.parent} ({e.strerror or e})") from e
         return staging
 
-    def _earlier_results(self) -> bool:
-        return any(any(self.out.glob(pattern)) for pattern in self.markers)
-
     def path(self, name: str) -> Path:
         """Where the result file ``name`` is written (in the staging folder)."""
         return self.staging / name
 
     def commit(self) -> Path:
-        """Replace ``out`` by the new set in one step. Collective (after all writes)."""
+        """Replace ``out`` by the new set in one step. Collective (after all writes).
+
+        Raises:
+            OutputError: On every rank, if ``out`` cannot be replaced; if a file the tool did
+                not write appeared in it during the run, the new set stays in the staging
+                folder (named in the message).
+        """
         self.comm.Barrier()
+        foreign = None
         with collective(self.comm, OutputError):
             if self.comm.rank == 0:
                 try:
-                    self._swap()
+                    foreign = self._swap()
                 except OSError as e:
                     raise self._fail(_os_message(e)) from e
         self.committed = True
+        foreign = self.comm.bcast(foreign, root=0)
+        if foreign is not None:
+            raise self._fail(
+                f"{foreign} appeared there during the run and dolfinx_lod did not write it; "
+                f"the new results are in {self.staging}"
+            )
         return self.out
 
-    def _swap(self) -> None:
+    def _swap(self) -> str | None:
+        """Write the manifest and exchange the folders; the foreign entry of ``out`` that
+        prevents it (nothing is changed then), or None. Rank 0."""
         out, staging = self.out, self.staging
         for pattern in self.keep:
             for f in out.glob(pattern):
                 if not (staging / f.name).exists():
                     os.link(f, staging / f.name)
+        write_json(staging / folders.MANIFEST, folders.manifest(staging, self.keep))
+        foreign = folders.foreign_entry(out)
+        if foreign is not None:
+            return foreign
         if out.is_dir():
             exchange(staging, out)
             shutil.rmtree(staging, ignore_errors=True)  # now the earlier results
         else:
             os.rename(staging, out)
+        return None
 
     def discard(self) -> None:
         """Delete the staging folder (after a failure). Rank-local, no communication: any

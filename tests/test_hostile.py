@@ -4,10 +4,16 @@ fault hangs, exit codes as documented, valid scales of a accepted, options valid
 Tests that may hang run the command line in a subprocess with a kill timeout.
 """
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from mpi4py import MPI
 
 import dolfinx_lod as dl
+from dolfinx_lod.io import OutputSet
+from dolfinx_lod.parallel import OutputError
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +47,132 @@ def test_contrast_at_small_absolute_scale(grids):
     A = np.where(np.random.default_rng(0).random((16, 16)) < 0.5, 1e-7, 1e7)
     sol = dl.solve_elliptic(grids, A, 2)
     assert np.isfinite(sol.u_ms.x.array).all() and np.abs(sol.u_ms.x.array).max() > 0
+
+
+# -- 1. ownership of result folders ------------------------------------------------------------
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """Relative path -> contents of every file below ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def write_set(out: Path, names=("summary.json", "model.pt"), inputs=(), **kwargs) -> None:
+    """One result set of ``names`` written through OutputSet (1 rank)."""
+    with OutputSet(MPI.COMM_SELF, out, inputs=inputs, **kwargs) as output:
+        for name in names:
+            output.path(name).parent.mkdir(parents=True, exist_ok=True)
+            output.path(name).write_text(name)
+        output.commit()
+
+
+def test_a_folder_the_tool_did_not_write_is_never_replaced(tmp_path):
+    """A user's folder holding a model.pt (thesis.tex, data/): refused, nothing deleted."""
+    user = tmp_path / "userdir"
+    (user / "data").mkdir(parents=True)
+    for name in ("model.pt", "summary.json", "thesis.tex", "data/x.csv"):
+        (user / name).write_text(name)
+    before = files(user)
+    with pytest.raises(OutputError, match="it holds data/, which dolfinx_lod did not write"):
+        write_set(user)
+    assert files(user) == before and not list(tmp_path.glob(".userdir.tmp-*"))
+
+
+def test_replacing_keeps_foreign_files(tmp_path):
+    """A tool-written folder with a user's file added: refused, naming the file; a folder with
+    only the manifest's files is replaced, the manifest lists what was written."""
+    out = tmp_path / "out"
+    write_set(out, ("summary.json", "solution.bp/data.0"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"] == ["solution.bp/", "solution.bp/data.0", "summary.json"]
+    write_set(out, ("summary.json",))
+    assert sorted(files(out)) == ["manifest.json", "summary.json"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="it holds notes.txt, which dolfinx_lod did not"):
+        write_set(out)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_file_appearing_during_the_run_is_kept(tmp_path):
+    """A foreign file added while the run goes on: the commit keeps both sets."""
+    out = tmp_path / "out"
+    write_set(out)
+    with OutputSet(MPI.COMM_SELF, out) as output:
+        output.path("summary.json").write_text("new")
+        (out / "late.txt").write_text("mine")
+        with pytest.raises(OutputError, match="late.txt appeared there during the run"):
+            output.commit()
+    assert (out / "late.txt").read_text() == "mine" and (out / "summary.json").exists()
+    assert output.path("summary.json").read_text() == "new"  # the new set is kept
+
+
+@pytest.mark.parametrize("where", ["inside", "the folder", "symlinked"])
+def test_out_holding_an_input_is_refused(tmp_path, where):
+    """--model mcopy/model.pt --out mcopy: a tool-written folder holding an input of the
+    run is refused before any work (it would delete the input)."""
+    out = tmp_path / "mcopy"
+    write_set(out)
+    model = out / "model.pt"
+    inputs = {"inside": model, "the folder": out}.get(where)
+    if where == "symlinked":  # the input named through a link outside
+        inputs = tmp_path / "link.pt"
+        inputs.symlink_to(model)
+    before = files(out)
+    with pytest.raises(OutputError, match="an input of this run"):
+        write_set(out, inputs=[inputs])
+    assert files(out) == before
+
+
+def test_out_is_the_working_folder(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    for out, message in ((".", "the working folder"), ("..", "a folder above the working")):
+        with pytest.raises(OutputError, match=f"cannot write --out {out}: it is {message}"):
+            write_set(Path(out))
+    assert not list(tmp_path.glob(".*.tmp-*"))
+
+
+def test_symlinked_out_is_followed(tmp_path):
+    """A link to a folder: the results go into its target, the link stays; a dangling link
+    is refused naming the option and the link (not the staging folder)."""
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.mkdir()
+    link.symlink_to(target)
+    write_set(link)
+    assert link.is_symlink() and (target / "summary.json").exists()
+    write_set(link)  # replaced again: still the link
+    assert link.is_symlink() and sorted(files(target))[0] == "manifest.json"
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "missing")
+    with pytest.raises(OutputError, match=f"--out {dangling}: it is a symbolic link to"):
+        write_set(dangling)
+    assert dangling.is_symlink() and not (tmp_path / "missing").exists()
+
+
+def test_over_long_out(tmp_path):
+    """A 255-byte name works (the staging folder's name is shortened); a longer one is refused
+    naming the option before any work."""
+    write_set(tmp_path / ("x" * 255))
+    long = tmp_path / ("y" * 300)
+    with pytest.raises(OutputError, match=f"--out {long}: the name is too long .300 bytes"):
+        write_set(long)
+
+
+def test_live_folder_owns_its_checkpoints(tmp_path):
+    """A training folder (live): checkpoints and a partial checkpoint write left by an
+    interrupted run count as the tool's; a user's file does not."""
+    out = tmp_path / "train"
+    keep = ("checkpoint-rank*-of1.pt",)
+    with OutputSet(MPI.COMM_SELF, out, keep=keep, live=True):
+        (out / "checkpoint-rank0-of1.pt").write_text("epoch 3")
+        (out / ".checkpoint-rank0-of1.pt.abc.tmp").write_text("")
+    write_set(out, keep=keep, live=True)  # the interrupted run's files are replaced
+    assert sorted(files(out)) == [
+        "checkpoint-rank0-of1.pt",
+        "manifest.json",
+        "model.pt",
+        "summary.json",
+    ]
+    (out / "thesis.tex").write_text("mine")
+    with pytest.raises(OutputError, match="thesis.tex"):
+        write_set(out, keep=keep, live=True)

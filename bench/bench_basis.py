@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
-from common import machine
+from harness import machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl

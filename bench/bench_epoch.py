@@ -18,7 +18,7 @@ from pathlib import Path
 import dolfinx_solver  # noqa: F401
 import numpy as np
 import torch
-from common import machine
+from harness import machine
 
 from dolfinx_lod.io import write_json
 from dolfinx_lod.neural import DeepRitzTrainer

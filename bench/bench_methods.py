@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
-from common import machine
+from harness import machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl

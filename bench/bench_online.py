@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
 import numpy as np
-from common import machine
+from harness import machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl

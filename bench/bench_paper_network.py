@@ -21,7 +21,7 @@ from pathlib import Path
 import dolfinx_solver  # noqa: F401
 import torch
 from bench_training import evaluate
-from common import machine
+from harness import machine
 from mpi4py import MPI
 
 from dolfinx_lod.io import write_json

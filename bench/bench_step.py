@@ -33,7 +33,7 @@ from pathlib import Path
 import dolfinx_solver  # noqa: F401
 import numpy as np
 import torch
-from common import machine
+from harness import machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl

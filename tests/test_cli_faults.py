@@ -104,15 +104,16 @@ def test_demo_cache_not_writable(tmp_path):
 FAULT = """
 import sys
 from mpi4py import MPI
-import dolfinx_lod.cli as cli
+import dolfinx_lod.cli.elliptic as command
+from dolfinx_lod.cli import main
 
 def fail(*args, **kwargs):
     if MPI.COMM_WORLD.rank in RANKS:
         raise RuntimeError("injected failure")
     return solve(*args, **kwargs)
 
-solve, cli.solve_elliptic = cli.solve_elliptic, fail
-sys.exit(cli.main(sys.argv[1:]))
+solve, command.solve_elliptic = command.solve_elliptic, fail
+sys.exit(main(sys.argv[1:]))
 """
 
 

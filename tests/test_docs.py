@@ -58,3 +58,19 @@ def test_api_grids_and_time_loop_examples_run(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "(32, 64) [1, 2, 3, 4, 5, 6, 7, 8]"
     assert b'<DataArray Name="u_ms" />' in (tmp_path / "out" / "lod.bp" / "md.0").read_bytes()
+
+
+def test_bench_tables_equal_their_results():
+    """Every bench-table block of README.md and docs/ is what ``python -m bench report``
+    regenerates from bench/results/ (no hand-copied numbers)."""
+    from bench.report import BLOCK, documents, report
+
+    assert any(BLOCK.search(path.read_text()) for path in documents())
+    assert report(check=True) == []
+
+
+def test_bench_report_rejects_a_table_without_generator():
+    from bench.report import regenerate
+
+    with pytest.raises(KeyError, match="no-such-table"):
+        regenerate("<!-- bench-table: no-such-table -->\n| x |\n<!-- /bench-table -->")

@@ -351,7 +351,7 @@ def test_write_failing_on_rank_0_only(coefficient, tmp_dir, comm, capsys, monkey
         def full(*args, **kwargs):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(cli, "write_npy", full)
+        monkeypatch.setattr("dolfinx_lod.cli.elliptic.write_npy", full)
     out = tmp_dir / "out"
     flags = ["--coarse", 4, "--layers", 1, "--no-plot", "--out", out]
     code, err = main(["elliptic", "--coefficient", coefficient / "A.npy", *flags], capsys)

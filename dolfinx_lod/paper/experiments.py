@@ -20,7 +20,7 @@ import torch
 from mpi4py import MPI
 
 from dolfinx_lod.basis import MultiscaleBasis
-from dolfinx_lod.cli import CNN_BATCH, CNN_LR, DEFAULT_NETWORK
+from dolfinx_lod.cli.train import CNN_BATCH, CNN_LR, DEFAULT_NETWORK
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids, create_nested_grids
 from dolfinx_lod.io import OutputSet, gather_cell_array, gather_vertex_array, write_json

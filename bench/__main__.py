@@ -1,0 +1,63 @@
+"""``python -m bench list | run CASE [--ranks N] [-- ARGS] | report [--check]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from bench.cases import CASES
+from bench.harness import ROOT, provenance
+from bench.report import RESULTS, report
+
+
+def run(name: str, ranks: int | None, extra: list[str]) -> int:
+    """Run case ``name`` on ``ranks`` ranks; stamp its JSON with the provenance."""
+    case = CASES[name]
+    ranks = ranks or case.ranks
+    out = RESULTS / case.result.format(ranks=ranks)
+    command = [sys.executable, str(ROOT / "bench" / case.script), *case.args, *extra]
+    if "--out" not in extra:
+        command += ["--out", str(out)]
+    else:
+        out = ROOT / extra[extra.index("--out") + 1]
+    if ranks > 1:
+        command = ["mpirun", "-n", str(ranks), *command]
+    code = subprocess.run(command, cwd=ROOT).returncode
+    if code == 0:
+        data = json.loads(out.read_text())
+        shown = [c if c != sys.executable else "python" for c in command]
+        data["provenance"] = provenance(shown, ranks)
+        out.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"bench {name}: {out.relative_to(ROOT)}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="the registered cases")
+    r = sub.add_parser("run", help="run one case (extra script options after --)")
+    r.add_argument("case", choices=sorted(CASES))
+    r.add_argument("--ranks", type=int, help="MPI ranks (the case's default otherwise)")
+    r.add_argument("extra", nargs=argparse.REMAINDER)
+    p = sub.add_parser("report", help="regenerate the tables of README.md and docs/")
+    p.add_argument("--check", action="store_true", help="only say which files differ")
+    args = parser.parse_args(argv)
+    if args.action == "list":
+        for name, case in sorted(CASES.items()):
+            print(f"{name:15s} {case.script:25s} {case.about}")
+        return 0
+    if args.action == "run":
+        extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+        return run(args.case, args.ranks, extra)
+    changed = report(check=args.check)
+    for path in changed:
+        print(f"{'differs' if args.check else 'rewritten'}: {path.relative_to(ROOT)}")
+    return 1 if args.check and changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

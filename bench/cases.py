@@ -1,0 +1,47 @@
+"""The registry of benchmark cases: name -> script, default arguments and result file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Case:
+    """A benchmark case: ``script`` (under bench/) run with ``args`` writes ``result``
+    (``{ranks}`` is replaced by the rank count) under bench/results/."""
+
+    script: str
+    result: str
+    args: tuple[str, ...] = ()
+    about: str = ""
+    ranks: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+CASES: dict[str, Case] = {
+    "step": Case(
+        "bench_step.py",
+        "step-32-512-2-{ranks}.json",
+        about="one online step: LOD steppers against the fine FEM step, (1/32, 1/512, 2)",
+        ranks=2,
+    ),
+    "basis": Case("bench_basis.py", "basis-{ranks}.json", about="classical basis build time"),
+    "online": Case("bench_online.py", "online-{ranks}.json", about="online coarse step"),
+    "parabolic": Case("bench_parabolic.py", "parabolic-{ranks}.json", about="time loop"),
+    "methods": Case(
+        "bench_methods.py", "methods-battery-16-128.json", about="Galerkin vs Petrov-Galerkin"
+    ),
+    "3d": Case("bench_3d.py", "3d-{ranks}.json", about="3D basis and solve"),
+    "training": Case("bench_training.py", "training-{ranks}.json", about="LOD-ANN training"),
+    "lod-ann": Case("bench_lod_ann.py", "lod-ann-example1.json", about="LOD-ANN accuracy"),
+    "operator-fit": Case(
+        "bench_operator_fit.py", "operator-fit-32-512-2.json", about="learned operators' fit"
+    ),
+    "epoch": Case("bench_epoch.py", "epoch-example1.json", about="cost of one training epoch"),
+    "paper-network": Case(
+        "bench_paper_network.py",
+        "paper-network-example1.json",
+        about="the paper's network at its setting, budgeted",
+        ranks=2,
+    ),
+}

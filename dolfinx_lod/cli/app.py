@@ -1,0 +1,105 @@
+"""Entry point of ``dolfinx-lod``: the parser of every command, errors and exit codes.
+
+Exit codes: 0 success; 2 bad input (``InputError``, a ``ValueError``, argparse); 3 a solver
+that did not converge (``RuntimeError``); 4 output that could not be written; 1 a bug;
+130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+
+from mpi4py import MPI
+
+import dolfinx_lod
+from dolfinx_lod.cli import elliptic, operators, parabolic, train
+from dolfinx_lod.parallel import LodError
+
+#: The commands: name -> module with ``add_parser(sub)``, ``run(args, comm)``, ``report``.
+COMMANDS = {
+    "elliptic": elliptic,
+    "parabolic": parabolic,
+    "train": train,
+    "operators": operators,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``dolfinx-lod`` and its sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="dolfinx-lod", description="Localized orthogonal decomposition with DOLFINx."
+    )
+    parser.add_argument("--version", action="version", version=dolfinx_lod.__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS.values():
+        module.add_parser(sub)
+    return parser
+
+
+def _all_ranks_failed(comm: MPI.Comm, seconds: float = 5.0) -> bool:
+    """Whether every rank reaches this point (all raised) within ``seconds``. Called by the
+    failing ranks on a communicator used for nothing else, so that a rank still waiting in a
+    collective of the computation is detected instead of waited for."""
+    request, end = comm.Ibarrier(), time.monotonic() + seconds
+    while not request.Test():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _interrupted(args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm) -> int:
+    """Ctrl-C (mpirun forwards it to every rank): exit 130 on every rank."""
+    if _all_ranks_failed(handshake):
+        if comm.rank == 0:
+            resume = " (checkpoints so far allow --resume)" if args.command == "train" else ""
+            print(
+                f"dolfinx-lod {args.command}: interrupted; the results in {args.out} are "
+                f"unchanged{resume}",
+                file=sys.stderr,
+            )
+        return 130
+    comm.Abort(130)
+    return 130
+
+
+def _failed(args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: Exception) -> int:
+    """An exception outside a collective block: the exit code on every rank, or abort when
+    the other ranks wait in a collective."""
+    code = 3 if isinstance(e, RuntimeError) else 2 if isinstance(e, ValueError) else 1
+    if not isinstance(e, ValueError | RuntimeError):
+        traceback.print_exc()  # a bug: show where
+    if _all_ranks_failed(handshake):
+        if comm.rank == 0:
+            print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
+        return code
+    print(f"dolfinx-lod {args.command}: error on rank {comm.rank}: {e}", file=sys.stderr)
+    sys.stderr.flush()
+    comm.Abort(code)  # the other ranks wait in a collective: stop them rather than hang
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dolfinx-lod`` command."""
+    args = build_parser().parse_args(argv)
+    comm = MPI.COMM_WORLD
+    handshake = comm.Dup()  # for errors raised outside dolfinx_lod.parallel.collective
+    command = COMMANDS[args.command]
+    try:
+        summary = command.run(args, comm)
+    except LodError as e:  # raised on every rank together (dolfinx_lod.parallel.collective)
+        if comm.rank == 0:
+            print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return _interrupted(args, comm, handshake)
+    except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
+        return _failed(args, comm, handshake, e)
+    finally:
+        handshake.Free()
+    if comm.rank == 0:
+        print(command.report(args, summary, comm))
+    return 0

@@ -1,0 +1,65 @@
+"""Option types and help texts shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dolfinx_lod.grids import SIDES
+
+COARSE_HELP = "N_H, coarse cells per direction (divides n, n / N_H >= 2)"
+COUNTS_HELP = (
+    "N_H, coarse cells per direction: one number, or one per direction as NX,NY[,NZ] (each "
+    "divides the fine cells n of its direction, n / N_H >= 2)"
+)
+DOMAIN_HELP = (
+    "the box: X0,Y0,X1,Y1 (2D) or X0,Y0,Z0,X1,Y1,Z1 (3D), lower-left then upper-right corner "
+    "(default: the unit square / cube)"
+)
+NEUMANN_HELP = (
+    f"sides with a homogeneous Neumann (insulated) condition, comma-separated out of "
+    f"{','.join(SIDES)} (front/back: z, 3D only); the others have u = 0 (default: none)"
+)
+MODEL_HELP = (
+    "model.pt of dolfinx-lod train: the learned basis (LOD-ANN) instead of patch solves; made "
+    "for the same n, N_H, l and domain"
+)
+FAMILIES = ("cont", "battery")
+
+
+def numbers(kind: type, what: str):
+    """argparse type: comma-separated numbers of ``kind``."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(v) for v in text.split(","))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be comma-separated {kind.__name__}s, got {text!r}"
+            ) from e
+
+    return parse
+
+
+def counts(text: str) -> int | tuple[int, ...]:
+    """argparse type of --coarse / --fine: "8" -> 8, "8,4" -> (8, 4)."""
+    values = numbers(int, "cell counts")(text)
+    return values[0] if len(values) == 1 else values
+
+
+def sides(text: str) -> tuple[str, ...]:
+    """argparse type of --neumann: "left,right" -> ("left", "right") (checked later)."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def add_box_options(parser: argparse.ArgumentParser) -> None:
+    """--coarse NX[,NY[,NZ]], --domain, --neumann and --layers of a command on a box."""
+    parser.add_argument("--coarse", type=counts, required=True, help=COUNTS_HELP)
+    parser.add_argument("--domain", type=numbers(float, "--domain"), help=DOMAIN_HELP)
+    parser.add_argument("--neumann", type=sides, default=(), help=NEUMANN_HELP)
+    parser.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
+
+
+def add_out_option(parser: argparse.ArgumentParser) -> None:
+    """--out, the result folder (written as one set)."""
+    parser.add_argument("--out", type=Path, required=True, help="output folder")

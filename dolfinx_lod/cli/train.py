@@ -1,0 +1,199 @@
+"""``dolfinx-lod train``: LOD-ANN corrector networks (Deep Ritz) for a family or given fields."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mpi4py import MPI
+
+from dolfinx_lod.cli.inputs import check_positive_int, check_problem, load_array
+from dolfinx_lod.cli.options import COARSE_HELP, FAMILIES, add_out_option
+from dolfinx_lod.grids import create_nested_grids
+from dolfinx_lod.parallel import InputError, validate
+from dolfinx_lod.progress import interactive
+
+#: Defaults of ``train`` for the coefficient-aware network (measured in docs/lod-ann.md).
+DEFAULT_NETWORK = "cnn:24x6"
+CNN_EPOCHS, CNN_LR, CNN_BATCH = 250, 1e-2, 2
+#: Learning-rate schedule of ``train`` for the coefficient-aware network: factor, every epochs.
+CNN_LR_DECAY, CNN_LR_STEP = 0.3, 170
+
+
+def add_parser(sub) -> None:
+    """The ``train`` sub-command's options."""
+    t = sub.add_parser(
+        "train", help="train LOD-ANN corrector networks (Deep Ritz) for a family or given fields"
+    )
+    source = t.add_mutually_exclusive_group(required=True)
+    source.add_argument("--family", choices=FAMILIES)
+    source.add_argument(
+        "--coefficients",
+        type=Path,
+        help="(K, n, n) .npy stack of training coefficients (instead of --family; cnn "
+        "networks only); needs --test-coefficients",
+    )
+    t.add_argument(
+        "--test-coefficients",
+        type=Path,
+        help="(K', n, n) .npy stack of held-out coefficients for the report (default with "
+        "--family: --test-samples parameters of the family)",
+    )
+    t.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
+    t.add_argument("--fine", type=int, required=True, help="n, fine cells per direction")
+    t.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
+    t.add_argument(
+        "--samples",
+        type=int,
+        help="training parameters K (with --coefficients: the first K fields, default all)",
+    )
+    t.add_argument(
+        "--test-samples",
+        type=int,
+        help="held-out parameters (25; with --test-coefficients: the first ones, default all)",
+    )
+    _add_network_options(t)
+    add_out_option(t)
+
+
+def _add_network_options(t: argparse.ArgumentParser) -> None:
+    """The network and optimiser options of ``train``."""
+    t.add_argument(
+        "--network",
+        default=DEFAULT_NETWORK,
+        help=f"'cnn:WxD' (default {DEFAULT_NETWORK}: one CNN from the coefficient on the patch, "
+        "any coefficient), 'mlp:WxD' (paper Def. 3.1, e.g. mlp:128x8) or 'reduced:Q:WxD' (Q "
+        "patch modes, an MLP p -> coordinates; needs the classical training correctors)",
+    )
+    t.add_argument(
+        "--constraint",
+        choices=("projection", "penalty"),
+        help="B alpha = 0 by the exact projection onto ker B (cnn only; the default for cnn) "
+        "or the self-adaptive penalty (16) (the default otherwise)",
+    )
+    t.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"training samples per optimizer step (projection only; default {CNN_BATCH} for "
+        "cnn, else all)",
+    )
+    t.add_argument(
+        "--epochs", type=int, help=f"Deep Ritz epochs ({CNN_EPOCHS} for cnn, 5000 otherwise)"
+    )
+    t.add_argument("--warm-start", type=int, default=0, help="supervised epochs first (0)")
+    t.add_argument(
+        "--lr", type=float, help=f"Adam learning rate ({CNN_LR:g} for cnn, 1e-2 otherwise)"
+    )
+    t.add_argument(
+        "--lr-step",
+        type=int,
+        help=f"epochs between learning-rate decays by --lr-decay ({CNN_LR_STEP} for cnn, 1000 "
+        "otherwise)",
+    )
+    t.add_argument(
+        "--lr-decay",
+        type=float,
+        help=f"learning-rate factor every --lr-step ({CNN_LR_DECAY:g} for cnn, 0.9 otherwise)",
+    )
+    t.add_argument("--patience", type=int, default=1000, help="early stopping patience (1000)")
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoints in --out (same settings but --epochs, --patience, "
+        "--checkpoint-every, --device; same number of ranks)",
+    )
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    t.add_argument("--threads", type=int, default=1, help="torch threads per MPI rank (1)")
+    t.add_argument("--seed", type=int, default=0)
+
+
+def _settings(args: argparse.Namespace):
+    """The TrainingSettings of the options (defaults by architecture), validated."""
+    from dolfinx_lod.neural.training import TrainingSettings
+    from dolfinx_lod.neural.workflow import parse_network
+
+    if args.coefficients is not None and args.test_coefficients is None:
+        raise InputError("--coefficients needs --test-coefficients (held-out fields)")
+    if args.family is not None and args.samples is None:
+        raise InputError("--family needs --samples (training parameters K >= 1)")
+    for name in ("samples", "test_samples", "threads"):
+        if getattr(args, name) is not None:
+            check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))
+    spec = parse_network(args.network)
+    cnn = spec["architecture"] == "cnn"
+    constraint = args.constraint or ("projection" if cnn else "penalty")
+    default_batch = CNN_BATCH if constraint == "projection" else 0
+    s = TrainingSettings(
+        **spec,
+        constraint=constraint,
+        batch_size=default_batch if args.batch_size is None else args.batch_size,
+        epochs=args.epochs or (CNN_EPOCHS if cnn else 5000),
+        lr=args.lr or (CNN_LR if cnn else 1e-2),
+        lr_step=args.lr_step or (CNN_LR_STEP if cnn else 1000),
+        lr_decay=args.lr_decay or (CNN_LR_DECAY if cnn else 0.9),
+        patience=args.patience,
+        warm_start=args.warm_start,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        device=args.device,
+    )
+    s.validate()
+    return s
+
+
+def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
+    """Train the networks of all patches; write model.pt, summary.json, loss.png as one set
+    into --out (the checkpoints go there while training runs)."""
+    import torch
+
+    from dolfinx_lod.coefficients import family as make_family
+    from dolfinx_lod.coefficients import sample_family
+    from dolfinx_lod.neural.workflow import train_and_evaluate
+
+    settings = []
+    validate(comm, lambda: settings.append(_settings(args)))
+    torch.set_num_threads(args.threads)
+    check_problem(args, comm, args.fine)
+    stacks = {}
+    for option in ("coefficients", "test_coefficients"):
+        path = getattr(args, option)
+        if path is not None:
+            name = "--" + option.replace("_", "-")
+            stack = load_array(path, name, comm, True, (2,))
+            if stack.shape[1] != args.fine:  # the same file on every rank: all raise
+                raise InputError(
+                    f"{name} fields are {stack.shape[1]} x {stack.shape[2]}; --fine is {args.fine}"
+                )
+            stacks[option] = sample_family(stack, path.stem)
+    family = stacks.get("coefficients") or make_family(args.family, args.fine)
+    test_family = stacks.get("test_coefficients", family)
+    default_test = 25 if "test_coefficients" not in stacks else int(test_family.high[0]) + 1
+    samples = args.samples or int(family.high[0]) + 1
+    grids = create_nested_grids(comm, args.coarse, args.fine)
+    # train_and_evaluate checks the network size, prepares --out collectively (checkpoints go
+    # there while training runs; the results are written as a set) and checks --resume.
+    return train_and_evaluate(
+        grids,
+        args.layers,
+        family,
+        samples,
+        args.test_samples or default_test,
+        settings[0],
+        args.out,
+        resume=args.resume,
+        progress=interactive(),  # the training's tqdm bar: on a terminal only
+        test_family=test_family,
+    )
+
+
+def report(args: argparse.Namespace, summary: dict, comm: MPI.Comm) -> str:
+    """The closing console line."""
+    base = ", ".join(f"{k} {v['energy']:.3e}" for k, v in summary["baseline_errors_test"].items())
+    return (
+        f"train: {summary['family']} n={summary['n']} NH={summary['NH']} l={summary['l']} "
+        f"K={summary['samples']}: basis error train {summary['basis_error_train']:.3e}, "
+        f"test {summary['basis_error_test']:.3e} (baselines: {base}); "
+        f"{summary['epochs']} epochs in "
+        f"{summary['train_seconds']:.1f} s; {summary['note']}; results in {args.out}/"
+    )

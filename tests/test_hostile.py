@@ -12,6 +12,7 @@ import pytest
 from mpi4py import MPI
 
 import dolfinx_lod as dl
+from dolfinx_lod import cli
 from dolfinx_lod.io import OutputSet
 from dolfinx_lod.parallel import OutputError
 
@@ -176,3 +177,58 @@ def test_live_folder_owns_its_checkpoints(tmp_path):
     (out / "thesis.tex").write_text("mine")
     with pytest.raises(OutputError, match="thesis.tex"):
         write_set(out, keep=keep, live=True)
+
+
+def main(argv, capsys) -> tuple[int, str]:
+    """Run the command line in-process: (exit code, stderr of this rank)."""
+    code = cli.main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def a_folder(folder: Path, **names: str) -> Path:
+    """``folder`` with a coefficient A.npy (16 x 16), a stack.npy and text files ``names``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    A = np.random.default_rng(4).uniform(0.1, 1.0, (16, 16))
+    np.save(folder / "A.npy", A)
+    np.save(folder / "stack.npy", np.stack([A, A.T]))
+    for name, text in names.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+SIZES = ["--coarse", 4, "--layers", 1]
+
+
+def test_cli_out_holding_its_coefficient(tmp_path, capsys):
+    """elliptic --coefficient mixed/A.npy --out mixed deleted A.npy and mydata/ before."""
+    mixed = a_folder(tmp_path / "mixed", **{"mydata/x.txt": "mine"})
+    before = files(mixed)
+    code, err = main(["elliptic", "--coefficient", mixed / "A.npy", *SIZES, "--out", mixed], capsys)
+    assert code == 4 and "A.npy, an input of this run" in err
+    assert files(mixed) == before and not list(tmp_path.glob(".mixed.tmp-*"))
+
+
+@pytest.mark.parametrize("option", ["--model", "--operators"])
+def test_cli_out_holding_its_model(tmp_path, capsys, option):
+    """--model mcopy/model.pt --out mcopy (a folder the tool wrote, copied with its manifest)
+    deleted the model it read; --operators likewise. Refused before the model is read."""
+    name = "model.pt" if option == "--model" else "operators.pt"
+    copy = tmp_path / "mcopy"
+    write_set(copy, (name, "summary.json", "checkpoint-rank0-of1.pt"))
+    before = files(copy)
+    stack = a_folder(tmp_path / "inputs") / "stack.npy"
+    args = ["--coefficients", stack, *SIZES, "--T", 1, "--steps", 2]
+    args += ["--method", "petrov-galerkin", option, copy / name, "--out", copy]
+    code, err = main(["parabolic", *args], capsys)
+    assert code == 4 and f"{name}, an input of this run" in err
+    assert files(copy) == before
+
+
+def test_cli_out_is_the_working_folder(tmp_path, capsys, monkeypatch):
+    work = a_folder(tmp_path / "work", **{"thesis.tex": "mine"})
+    monkeypatch.chdir(work)
+    before = files(work)
+    code, err = main(["elliptic", "--coefficient", "A.npy", *SIZES, "--out", "."], capsys)
+    assert code == 4 and "--out .: it is the working folder" in err
+    assert files(work) == before

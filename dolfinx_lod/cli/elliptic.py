@@ -17,7 +17,7 @@ from dolfinx_lod.cli.options import (
     add_out_option,
     counts,
 )
-from dolfinx_lod.cli.output import basis_keys, grid_keys
+from dolfinx_lod.cli.output import basis_keys, grid_keys, output_set
 from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy, write_vtx
 from dolfinx_lod.lod import METHODS, solve_elliptic
 from dolfinx_lod.parallel import OutputError, collective
@@ -73,11 +73,11 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     """Run the elliptic LOD and write summary.json, solution.npy, reference.npy, elliptic.png
     as one set into --out."""
     t0 = time.perf_counter()
-    A = load_coefficient(args, comm)
-    grids = nested_grids(args, comm, A.shape)
-    param = None if args.param is None else np.array([args.param])
-    provider, param = learned_provider(args, comm, grids, "--param", param)
-    with OutputSet(comm, args.out) as output:
+    with output_set(args, comm) as output:  # --out checked first, before any work
+        A = load_coefficient(args, comm)
+        grids = nested_grids(args, comm, A.shape)
+        param = None if args.param is None else np.array([args.param])
+        provider, param = learned_provider(args, comm, grids, "--param", param)
         sol = solve_elliptic(
             grids,
             A,

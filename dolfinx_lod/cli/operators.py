@@ -9,8 +9,9 @@ from mpi4py import MPI
 import dolfinx_lod
 from dolfinx_lod.cli.inputs import check_positive_int, check_problem
 from dolfinx_lod.cli.options import COARSE_HELP, FAMILIES, add_out_option
+from dolfinx_lod.cli.output import output_set
 from dolfinx_lod.grids import create_nested_grids
-from dolfinx_lod.io import OutputSet, write_json
+from dolfinx_lod.io import write_json
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     torch.set_num_threads(args.threads)
     family = make_family(args.family, args.fine)
     grids = create_nested_grids(comm, args.coarse, args.fine)
-    with OutputSet(comm, args.out) as output:
+    with output_set(args, comm) as output:
         nets, report = train_operators(
             grids,
             args.layers,

@@ -18,7 +18,7 @@ from dolfinx_lod.cli.inputs import (
     warn,
 )
 from dolfinx_lod.cli.options import MODEL_HELP, add_box_options, add_out_option
-from dolfinx_lod.cli.output import basis_keys, grid_keys, snapshot
+from dolfinx_lod.cli.output import basis_keys, grid_keys, output_set, snapshot
 from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy
 from dolfinx_lod.lod import METHODS
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
@@ -113,28 +113,30 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     series (lod.bp: u_ms, u_h, error; coefficient.bp: a) and PNG snapshots as one set into
     --out. Every step of the coefficient stack is validated before the first step."""
     t0 = time.perf_counter()
-    stack = load_array(args.coefficients, "--coefficients", comm, True)
-    dim = stack.ndim - 1
-    capacity = (
-        1.0
-        if args.capacity is None
-        else load_array(args.capacity, "--capacity", comm, False, (dim,))
-    )
-    grids = nested_grids(args, comm, stack.shape[1:])
-    _check_options(args, comm, args.steps)
-    params = load_params(args, comm, stack.shape[0])
-    provider, params = learned_provider(args, comm, grids, "--params", params)
-    schedule = CoefficientSchedule.from_stack(stack, check=False)  # checked in load_array
-    if params is not None:  # the step's field and its parameter p (for the learned basis)
-        schedule = CoefficientSchedule(lambda m, t: (stack[m - 1], params[m - 1]), stack.shape[0])
-    provider, classical = _operator_provider(args, comm, grids, provider, params)
-    try:
-        with OutputSet(comm, args.out) as output:
+    with output_set(args, comm) as output:  # --out checked first, before any work
+        stack = load_array(args.coefficients, "--coefficients", comm, True)
+        dim = stack.ndim - 1
+        capacity = (
+            1.0
+            if args.capacity is None
+            else load_array(args.capacity, "--capacity", comm, False, (dim,))
+        )
+        grids = nested_grids(args, comm, stack.shape[1:])
+        _check_options(args, comm, args.steps)
+        params = load_params(args, comm, stack.shape[0])
+        provider, params = learned_provider(args, comm, grids, "--params", params)
+        schedule = CoefficientSchedule.from_stack(stack, check=False)  # checked in load_array
+        if params is not None:  # the step's field and its parameter p (for the learned basis)
+            schedule = CoefficientSchedule(
+                lambda m, t: (stack[m - 1], params[m - 1]), stack.shape[0]
+            )
+        provider, classical = _operator_provider(args, comm, grids, provider, params)
+        try:
             summary = _advance(args, comm, grids, schedule, capacity, output, t0, provider)
             output.commit()
-    finally:
-        if classical is not None:
-            classical.destroy()
+        finally:
+            if classical is not None:
+                classical.destroy()
     return summary
 
 

@@ -9,6 +9,7 @@ from mpi4py import MPI
 
 from dolfinx_lod.cli.inputs import check_positive_int, check_problem, load_array
 from dolfinx_lod.cli.options import COARSE_HELP, FAMILIES, add_out_option
+from dolfinx_lod.cli.output import output_set
 from dolfinx_lod.grids import create_nested_grids
 from dolfinx_lod.parallel import InputError, validate
 from dolfinx_lod.progress import interactive
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
 
     from dolfinx_lod.coefficients import family as make_family
     from dolfinx_lod.coefficients import sample_family
-    from dolfinx_lod.neural.workflow import train_and_evaluate
+    from dolfinx_lod.neural.workflow import checkpoints, train_and_evaluate
 
     settings = []
     validate(comm, lambda: settings.append(_settings(args)))
@@ -171,20 +172,22 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     default_test = 25 if "test_coefficients" not in stacks else int(test_family.high[0]) + 1
     samples = args.samples or int(family.high[0]) + 1
     grids = create_nested_grids(comm, args.coarse, args.fine)
-    # train_and_evaluate checks the network size, prepares --out collectively (checkpoints go
-    # there while training runs; the results are written as a set) and checks --resume.
-    return train_and_evaluate(
-        grids,
-        args.layers,
-        family,
-        samples,
-        args.test_samples or default_test,
-        settings[0],
-        args.out,
-        resume=args.resume,
-        progress=interactive(),  # the training's tqdm bar: on a terminal only
-        test_family=test_family,
-    )
+    # --out is prepared collectively (checkpoints go there while training runs; the results
+    # are written as a set); train_and_evaluate checks the network size and --resume.
+    out = output_set(args, comm, keep=(checkpoints(comm),), live=True)
+    with out:  # a failed --resume check leaves no staging folder
+        return train_and_evaluate(
+            grids,
+            args.layers,
+            family,
+            samples,
+            args.test_samples or default_test,
+            settings[0],
+            out,
+            resume=args.resume,
+            progress=interactive(),  # the training's tqdm bar: on a terminal only
+            test_family=test_family,
+        )
 
 
 def report(args: argparse.Namespace, summary: dict, comm: MPI.Comm) -> str:

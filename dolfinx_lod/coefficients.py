@@ -21,7 +21,7 @@ import numpy.typing as npt
 from mpi4py import MPI
 
 from dolfinx_lod.grids import NestedGrids, lattice_coordinates
-from dolfinx_lod.parallel import InputError, validate
+from dolfinx_lod.parallel import InputError, check_same, validate
 
 CoefficientLike = npt.ArrayLike | Callable[..., npt.ArrayLike] | dolfinx.fem.Function
 
@@ -85,7 +85,7 @@ def _check_values(values: npt.NDArray, name: str, positive: bool) -> None:
         raise ValueError(f"{name} must be > 0 on every fine cell; minimum is {values.min():g}")
 
 
-def check_coefficient_values(values: npt.NDArray, name: str = "coefficient") -> None:
+def check_coefficient_values(values: npt.NDArray, name: str = "coefficient a") -> None:
     """All checks of a coefficient array on one process: dtype, finite, > 0, contrast.
     Rank-local (raise collectively with :func:`dolfinx_lod.parallel.validate`)."""
     _check_values(values, name, True)
@@ -93,7 +93,7 @@ def check_coefficient_values(values: npt.NDArray, name: str = "coefficient") -> 
         check_contrast(float(values.min()), float(values.max()), name)
 
 
-def validate_array_shape(arr: npt.NDArray, name: str = "coefficient", dim: int = 2) -> None:
+def validate_array_shape(arr: npt.NDArray, name: str = "coefficient a", dim: int = 2) -> None:
     """Raise ``ValueError`` unless ``arr`` is a non-empty array of fine-cell values with ``dim``
     axes: (n_y, n_x) = A[iy, ix] in 2D or (n_z, n_y, n_x) = A[iz, iy, ix] in 3D."""
     if arr.ndim != dim or 0 in arr.shape:
@@ -146,7 +146,7 @@ def owned_coefficient_values(
     grids: NestedGrids,
     a: CoefficientLike,
     p: Any = None,
-    name: str = "coefficient",
+    name: str = "coefficient a",
     positive: bool = True,
 ) -> npt.NDArray[np.float64]:
     """Validated values of ``a`` on the owned fine cells, in ``grids.fine_cell_keys`` order:
@@ -163,6 +163,8 @@ def owned_coefficient_values(
         out.append(values)
 
     validate(grids.comm, check)
+    # Arrays must be the same on every rank (each rank takes its owned cells from its own).
+    check_same(grids.comm, {f"{name} arrays": a if isinstance(a, np.ndarray) else None})
     values = out[0]
     if positive:  # the global range, the same on every rank: raising here is collective
         low = grids.comm.allreduce(float(values.min()) if values.size else np.inf, op=MPI.MIN)
@@ -175,7 +177,7 @@ def coefficient_function(
     grids: NestedGrids,
     a: CoefficientLike,
     p: Any = None,
-    name: str = "coefficient",
+    name: str = "coefficient a",
     positive: bool = True,
 ) -> dolfinx.fem.Function:
     """The coefficient as a DG0 Function on T_h (validated, collective)."""
@@ -225,7 +227,8 @@ class Family:
     def check(self, p: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """p as an array of shape (N_p,), raising ``ValueError`` outside the range."""
         p = np.atleast_1d(np.asarray(p, dtype=np.float64))
-        if p.shape != (self.num_params,) or np.any(p < self.low) or np.any(p > self.high):
+        inside = np.all((p >= self.low) & (p <= self.high))  # False for NaN
+        if p.shape != (self.num_params,) or not inside:
             raise ValueError(
                 f"parameter p of family {self.name!r} must have {self.num_params} entries in "
                 f"[{list(self.low)}, {list(self.high)}]; got {p.tolist()}"

@@ -30,7 +30,7 @@ import numpy.typing as npt
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from dolfinx_lod.parallel import fetch, validate
+from dolfinx_lod.parallel import check_same, fetch, validate
 
 Domain = tuple[tuple[float, ...], tuple[float, ...]]
 UNIT_SQUARE: Domain = ((0.0, 0.0), (1.0, 1.0))
@@ -451,6 +451,13 @@ def create_nested_grids(
 
     validate(comm, check)
     NH, n, sides = check()
+    given = {
+        "coarse cell counts N_H": [int(k) for k in NH],
+        "fine cell counts n": [int(k) for k in n],
+        "domains": [[float(x) for x in corner] for corner in domain],
+        "Neumann sides": sorted(sides),
+    }
+    check_same(comm, given)  # e.g. a domain read from a file that differs between ranks
     coarse_mesh = box_mesh(comm, domain, NH)
     fine_mesh = box_mesh(comm, domain, n)
     return NestedGrids(comm, domain, NH, n, coarse_mesh, fine_mesh, sides)

@@ -8,6 +8,7 @@ side); on a Neumann side they are unknowns like interior ones (the natural condi
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,13 @@ def validate_method(method: str) -> None:
 
 
 def validate_source(f: float) -> None:
-    """Raise ``ValueError`` unless the constant source f is a finite number."""
+    """Raise ``ValueError`` unless the constant source f is a finite real number."""
+    if isinstance(f, bool | np.bool_) or not isinstance(f, numbers.Real):
+        kind = f"an array of shape {np.shape(f)}" if hasattr(f, "shape") else type(f).__name__
+        raise ValueError(
+            "source f must be a number, a callable f(x) of the fine-cell midpoints or a "
+            f"DOLFINx Function on the fine mesh; got {kind}"
+        )
     if not np.isfinite(f):
         raise ValueError(f"source f must be a finite number, got {f!r}")
 

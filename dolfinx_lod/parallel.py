@@ -14,8 +14,9 @@ rank is left waiting in a later collective. The types carry the exit code of the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -133,6 +134,35 @@ def validate(comm: MPI.Comm, check: Callable[[], None]) -> None:
     """
     with collective(comm, InputError):
         check()
+
+
+def digest(value: Any, samples: int = 4096) -> str:
+    """A cheap fingerprint of ``value``: for an array its shape, dtype and ``samples`` evenly
+    spaced entries (a memory-mapped file is not read whole); else its ``repr``."""
+    if isinstance(value, np.ndarray):
+        flat = value.reshape(-1)
+        picked = flat[:: max(1, flat.size // samples)][:samples]
+        data = (
+            repr((value.shape, value.dtype.str)).encode() + np.ascontiguousarray(picked).tobytes()
+        )
+    else:
+        data = repr(value).encode()
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def check_same(comm: MPI.Comm, values: dict[str, Any]) -> None:
+    """Raise :class:`InputError` on every rank unless each named value is the same on every
+    rank (compared by :func:`digest`, one allgather). Collective: call it on every rank with
+    the same names."""
+    mine = {name: digest(value) for name, value in values.items()}
+    everyone = comm.allgather(mine)
+    for name in values:
+        ranks = [r for r, d in enumerate(everyone) if d[name] != everyone[0][name]]
+        if ranks:
+            raise InputError(
+                f"the ranks were given different {name} (rank {ranks[0]} another than rank "
+                "0): pass the same on every rank"
+            )
 
 
 def _directory_rank(keys: npt.NDArray[np.int64], nkeys: int, size: int) -> npt.NDArray[np.int64]:

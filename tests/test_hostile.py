@@ -14,7 +14,7 @@ from mpi4py import MPI
 import dolfinx_lod as dl
 from dolfinx_lod import cli
 from dolfinx_lod.io import OutputSet
-from dolfinx_lod.parallel import OutputError
+from dolfinx_lod.parallel import InputError, OutputError
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +232,50 @@ def test_cli_out_is_the_working_folder(tmp_path, capsys, monkeypatch):
     code, err = main(["elliptic", "--coefficient", "A.npy", *SIZES, "--out", "."], capsys)
     assert code == 4 and "--out .: it is the working folder" in err
     assert files(work) == before
+
+
+# -- 5. validation -----------------------------------------------------------------------------
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"domain": "rank"}, "given different domains"),
+        ({"neumann": "rank"}, "given different Neumann sides"),
+    ],
+)
+def test_ranks_given_different_grids(comm, kwargs, message):
+    """Valid but different grids on the last rank: refused on every rank (MPI runs)."""
+    last = comm.rank == comm.size - 1 and comm.size > 1
+    domain = ((0.0, 0.0), (2.0 if last else 1.0, 1.0))
+    neumann = ("left",) if last else ()
+    args = {"domain": domain} if "domain" in kwargs else {"neumann": neumann}
+    if comm.size == 1:
+        dl.create_nested_grids(comm, 4, 16, **args)  # nothing to compare
+        return
+    with pytest.raises(InputError, match=message):
+        dl.create_nested_grids(comm, 4, 16, **args)
+
+
+@pytest.mark.mpi
+def test_ranks_given_different_coefficients(grids, comm):
+    A = np.full((16, 16), 1.0 + (comm.rank == comm.size - 1))
+    if comm.size == 1:
+        return
+    with pytest.raises(InputError, match="given different coefficient a arrays"):
+        dl.solve_elliptic(grids, A, 1)
+
+
+@pytest.mark.parametrize(
+    "f, message", [(np.ones(7), "an array of shape .7,."), ("1", "got str"), (True, "got bool")]
+)
+def test_source_named(grids, f, message):
+    with pytest.raises(InputError, match=f"source f must be a number.*{message}"):
+        dl.solve_elliptic(grids, np.ones((16, 16)), 1, f=f)
+
+
+def test_nan_parameter_refused():
+    family = dl.coefficients.family("cont", 16)
+    with pytest.raises(ValueError, match="parameter p of family 'cont'"):
+        family.check(np.full(family.num_params, np.nan))

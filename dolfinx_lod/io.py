@@ -23,6 +23,15 @@ from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.parallel import OutputError, collective, validate
 
 _UMASK_LOCK = threading.Lock()
+_STAGING: set[Path] = set()  # staging folders of this process's open result sets
+
+
+def discard_staging() -> None:
+    """Delete the staging folders of every open :class:`OutputSet` of this process (before an
+    abort that skips the sets' own clean-up). Rank-local."""
+    for folder in list(_STAGING):
+        shutil.rmtree(folder, ignore_errors=True)
+        _STAGING.discard(folder)
 
 
 def umask() -> int:
@@ -84,6 +93,7 @@ class OutputSet:
             if comm.rank == 0:
                 staging = self._prepare(inputs)
         self.staging = Path(comm.bcast(staging, root=0))
+        _STAGING.add(self.staging)
         try:
             with collective(comm, OutputError):
                 if not self.staging.is_dir():
@@ -159,6 +169,7 @@ class OutputSet:
                 except OSError as e:
                     raise self._fail(_os_message(e)) from e
         self.committed = True
+        _STAGING.discard(self.staging)
         foreign = self.comm.bcast(foreign, root=0)
         if foreign is not None:
             raise self._fail(
@@ -191,6 +202,7 @@ class OutputSet:
         failing rank removes it, also when the others cannot get there (an aborted job)."""
         if not self.committed:
             shutil.rmtree(self.staging, ignore_errors=True)
+        _STAGING.discard(self.staging)
 
     def __enter__(self) -> OutputSet:
         return self

@@ -101,14 +101,14 @@ def test_elliptic_bad_array(tmp_path):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.ones((4, 5)))
     res = run(
-        ["elliptic", "--coefficient", bad, "--coarse", 2, "--layers", 1, "--out", tmp_path],
+        ["elliptic", "--coefficient", bad, "--coarse", 2, "--layers", 1, "--out", tmp_path / "out"],
         check=False,
     )
     assert res.returncode == 2 and r"coarse cells in direction x NH (2) must divide" in res.stderr
     neg = tmp_path / "neg.npy"
     np.save(neg, -np.ones((4, 4)))
     res = run(
-        ["elliptic", "--coefficient", neg, "--coarse", 2, "--layers", 1, "--out", tmp_path],
+        ["elliptic", "--coefficient", neg, "--coarse", 2, "--layers", 1, "--out", tmp_path / "out"],
         check=False,
     )
     assert res.returncode == 2 and "must be > 0" in res.stderr

@@ -5,11 +5,15 @@ Tests that may hang run the command line in a subprocess with a kill timeout.
 """
 
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mpi4py import MPI
+from test_cli_faults import run
 
 import dolfinx_lod as dl
 from dolfinx_lod import cli
@@ -279,3 +283,67 @@ def test_nan_parameter_refused():
     family = dl.coefficients.family("cont", 16)
     with pytest.raises(ValueError, match="parameter p of family 'cont'"):
         family.check(np.full(family.num_params, np.nan))
+
+
+TRAIN = ["train", "--family", "cont", "--fine", 16, *SIZES, "--samples", 2]
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--epochs", 0, "--epochs must be >= 1, got 0"),
+        ("--lr", 0, "--lr must be > 0, got 0.0"),
+        ("--lr", "nan", "--lr must be > 0, got nan"),
+        ("--lr-decay", 0, r"--lr-decay must be in \(0, 1\], got 0.0"),
+        ("--lr-step", -1, "--lr-step must be >= 1, got -1"),
+        ("--seed", -1, "--seed must be >= 0, got -1"),
+        ("--test-samples", 0, "--test-samples must be >= 1, got 0"),
+    ],
+)
+def test_cli_counts_and_rates_out_of_range(tmp_path, capsys, option, value, message):
+    """Zero or negative counts and rates: exit 2 naming the option (were replaced by the
+    defaults), before --out is touched."""
+    code, err = main([*TRAIN, option, value, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and re.search(f"error: {message}$", err.strip()), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_fine_with_a_coefficient_file(tmp_path, capsys):
+    """--fine that does not match --coefficient: refused; matching: a one-line note."""
+    A = a_folder(tmp_path / "in") / "A.npy"
+    args = ["elliptic", "--coefficient", A, *SIZES, "--no-plot"]
+    code, err = main([*args, "--fine", 64, "--out", tmp_path / "a"], capsys)
+    assert code == 2 and "--fine 64 does not match --coefficient" in err and "16x16" in err
+    code, err = main([*args, "--fine", 16, "--out", tmp_path / "b"], capsys)
+    assert code == 0 and err.count("warning: --fine 16 is the size of --coefficient") == 1
+
+
+def test_cli_input_files_named(tmp_path, capsys):
+    """A missing --model, a folder as --coefficient, NaN in --params: exit 2 naming the option."""
+    inputs = a_folder(tmp_path / "in")
+    missing = tmp_path / "missing" / "model.pt"
+    code, err = main(
+        ["elliptic", "--coefficient", inputs / "A.npy", *SIZES, "--model", missing, "--out",
+         tmp_path / "out"], capsys)  # fmt: skip
+    assert code == 2 and f"error: --model {missing}: No such file or directory" in err
+    code, err = main(["elliptic", "--coefficient", inputs, *SIZES, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "--coefficient" in err and "not a regular file (a folder)" in err
+    np.save(inputs / "p.npy", np.array([0.5, np.nan]))
+    args = ["parabolic", "--coefficients", inputs / "stack.npy", *SIZES, "--T", 1, "--steps", 2]
+    code, err = main([*args, "--params", inputs / "p.npy", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "--params must be finite" in err
+
+
+def run_cli(args: list, ranks: int = 1) -> subprocess.CompletedProcess:
+    """``dolfinx-lod args`` under mpirun, killed after a time limit (a hang fails the test)."""
+    return run(["-m", "dolfinx_lod.cli", *args], ranks)
+
+
+def test_cli_fifo_input_is_refused(tmp_path):
+    """--coefficient naming a FIFO blocked forever in open(); now exit 2 without opening it."""
+    fifo = tmp_path / "A.npy"
+    os.mkfifo(fifo)
+    res = run_cli(["elliptic", "--coefficient", fifo, *SIZES, "--out", tmp_path / "out"])
+    assert res.returncode == 2, res.stderr
+    assert f"error: --coefficient {fifo}: not a regular file (a FIFO)" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()

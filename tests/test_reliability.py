@@ -7,6 +7,7 @@ run under ``mpirun -n 2 python -m mpi4py -m pytest -m mpi`` (faults on one rank 
 
 import json
 import os
+import pickle
 import re
 from contextlib import nullcontext
 from pathlib import Path
@@ -181,8 +182,10 @@ def test_one_fine_cell_per_coarse_cell_is_refused(comm):
     "content, message",
     [
         ("complex", "complex"),
-        ("empty", "cannot read a .npy array"),
-        ("npz", "a .npz archive, not a .npy array"),
+        ("empty", "not a .npy file"),
+        ("text", "not a .npy file"),
+        ("pickle", "not a .npy file"),
+        ("npz", "a .npz archive, not a .npy file"),
         ("structured", "structured"),
         ("zero-size", "must be 2D of shape (n_y, n_x); got shape (0, 0)"),
     ],
@@ -194,6 +197,10 @@ def test_cli_bad_coefficient_file(tmp_dir, comm, capsys, content, message):
             np.save(path, np.ones((16, 16), dtype=complex))
         elif content == "empty":
             path.write_bytes(b"")
+        elif content == "text":
+            path.write_text("1 2 3\n4 5 6\n")
+        elif content == "pickle":
+            path.write_bytes(pickle.dumps(np.ones((16, 16))))
         elif content == "npz":
             np.savez(tmp_dir / "A.npz", a=np.ones((16, 16)))
             os.replace(tmp_dir / "A.npz", path)
@@ -208,6 +215,7 @@ def test_cli_bad_coefficient_file(tmp_dir, comm, capsys, content, message):
     if comm.rank == 0:
         assert err.startswith("dolfinx-lod elliptic: error: --coefficient") and message in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "pickle" not in err  # never a hint to load it unsafely
     assert not (tmp_dir / "out").exists()
 
 

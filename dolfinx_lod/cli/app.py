@@ -2,20 +2,26 @@
 
 Exit codes: 0 success; 2 bad input (``InputError``, a ``ValueError``, argparse); 3 a solver
 that did not converge (``RuntimeError``); 4 output that could not be written; 1 a bug;
-130 interrupted (Ctrl-C).
+130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 
 from mpi4py import MPI
 
 import dolfinx_lod
 from dolfinx_lod.cli import elliptic, operators, parabolic, train
+from dolfinx_lod.cli.inputs import check_input_files, check_option_values
+from dolfinx_lod.io import discard_staging
 from dolfinx_lod.parallel import LodError
 
 #: The commands: name -> module with ``add_parser(sub)``, ``run(args, comm)``, ``report``.
@@ -51,19 +57,79 @@ def _all_ranks_failed(comm: MPI.Comm, seconds: float = 5.0) -> bool:
     return True
 
 
-def _interrupted(args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm) -> int:
-    """Ctrl-C (mpirun forwards it to every rank): exit 130 on every rank."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (exit 143)."""
+
+
+#: Seconds the ranks get to unwind together after a signal before the job is stopped.
+CLEANUP_SECONDS = 10.0
+_watchdog: list[threading.Timer] = []
+
+
+def _stop(code: int) -> None:
+    """The watchdog: the ranks did not unwind in time (one waits in a collective that another
+    left, e.g. an ADIOS2 close): remove this rank's staging folders, stop the job."""
+    comm = MPI.COMM_WORLD
+    print(
+        f"dolfinx-lod: rank {comm.rank} did not finish its clean-up within "
+        f"{CLEANUP_SECONDS:g} s of the signal; stopping the job",
+        file=sys.stderr,
+        flush=True,
+    )
+    discard_staging()
+    comm.Abort(code)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """The first SIGINT / SIGTERM: ignore further ones while the run unwinds (a second Ctrl-C
+    would interrupt the clean-up, e.g. a PETSc object's ``__del__``); on several ranks start
+    the watchdog; raise."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    code = 143 if signum == signal.SIGTERM else 130
+    if MPI.COMM_WORLD.size > 1:
+        timer = threading.Timer(CLEANUP_SECONDS, _stop, (code,))
+        timer.daemon = True
+        timer.start()
+        _watchdog.append(timer)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """SIGINT and SIGTERM handled by :func:`_on_signal` inside the block (main thread only);
+    the earlier handlers restored after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    earlier = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in earlier:
+        signal.signal(s, _on_signal)
+    try:
+        yield
+    finally:
+        for s, handler in earlier.items():
+            signal.signal(s, handler)
+        while _watchdog:
+            _watchdog.pop().cancel()
+
+
+def _interrupted(
+    args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: KeyboardInterrupt
+) -> int:
+    """Ctrl-C or SIGTERM (mpirun forwards both to every rank): exit 130 / 143 on every rank."""
+    code, what = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
     if _all_ranks_failed(handshake):
         if comm.rank == 0:
             resume = " (checkpoints so far allow --resume)" if args.command == "train" else ""
             print(
-                f"dolfinx-lod {args.command}: interrupted; the results in {args.out} are "
+                f"dolfinx-lod {args.command}: {what}; the results in {args.out} are "
                 f"unchanged{resume}",
                 file=sys.stderr,
             )
-        return 130
-    comm.Abort(130)
-    return 130
+        return code
+    comm.Abort(code)
+    return code
 
 
 def _failed(args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: Exception) -> int:
@@ -89,13 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     handshake = comm.Dup()  # for errors raised outside dolfinx_lod.parallel.collective
     command = COMMANDS[args.command]
     try:
-        summary = command.run(args, comm)
+        with _signals():
+            check_option_values(args, comm)
+            check_input_files(args, comm)
+            summary = command.run(args, comm)
     except LodError as e:  # raised on every rank together (dolfinx_lod.parallel.collective)
         if comm.rank == 0:
             print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        return _interrupted(args, comm, handshake)
+    except KeyboardInterrupt as e:
+        return _interrupted(args, comm, handshake, e)
     except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
         return _failed(args, comm, handshake, e)
     finally:

@@ -39,8 +39,8 @@ def add_parser(sub) -> None:
     e.add_argument(
         "--fine",
         type=counts,
-        default=128,
-        help="n for the default coefficient: one number or NX,NY[,NZ] (128)",
+        help="n for the default coefficient: one number or NX,NY[,NZ] (128); with "
+        "--coefficient it must match the array",
     )
     e.add_argument(
         "--dim",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
 
+from dolfinx_lod.cli.options import COUNTS, COUNTS_OR_ZERO, RATES
 from dolfinx_lod.coefficients import (
     check_coefficient_values,
     check_dtype,
@@ -33,6 +36,75 @@ def check_positive_int(value: int, option: str) -> None:
         raise ValueError(f"{option} must be >= 1, got {value}")
 
 
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "a device")
+
+
+def check_option_values(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    """Counts >= 1 (or >= 0), rates > 0 and --lr-decay in (0, 1] wherever a command has them
+    (:data:`~dolfinx_lod.cli.options.COUNTS`): ``InputError`` naming the option. Collective."""
+
+    def option(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    def check() -> None:
+        given = {k: v for k, v in vars(args).items() if v is not None}
+        for name in COUNTS:
+            if name in given:
+                check_positive_int(given[name], option(name))
+        for name in COUNTS_OR_ZERO:
+            if name in given and given[name] < 0:
+                raise InputError(f"{option(name)} must be >= 0, got {given[name]}")
+        for name in RATES:
+            if name in given and not given[name] > 0:  # NaN too
+                raise InputError(f"{option(name)} must be > 0, got {given[name]}")
+        decay = given.get("lr_decay")
+        if decay is not None and not 0 < decay <= 1:
+            raise InputError(f"--lr-decay must be in (0, 1], got {decay}")
+
+    validate(comm, check)
+
+
+def check_input_files(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    """Every path option but --out names an existing regular file: a FIFO or a device would
+    block or never end, so nothing is opened before this check (stat only). Collective;
+    ``InputError`` naming the option."""
+
+    def check() -> None:
+        for key, value in vars(args).items():
+            if isinstance(value, Path) and key != "out":
+                option = "--" + key.replace("_", "-")
+                try:
+                    mode = os.stat(value).st_mode
+                except OSError as e:
+                    raise InputError(f"{option} {value}: {e.strerror or e}") from e
+                if not stat.S_ISREG(mode):
+                    raise InputError(f"{option} {value}: not a regular file ({_file_kind(mode)})")
+
+    validate(comm, check)
+
+
+def open_npy(path: Path, option: str, mmap_mode: str | None = None) -> np.ndarray:
+    """The array of the .npy file ``path`` (memory-mapped with ``mmap_mode``), never
+    unpickled: anything but a .npy file is refused by its first bytes. Rank-local."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise InputError(f"{option} {path}: {e.strerror or e}") from e
+    if magic[:4] == b"PK\x03\x04":
+        raise InputError(
+            f"{option} {path}: a .npz archive, not a .npy file (save one array with numpy.save)"
+        )
+    if magic != b"\x93NUMPY":
+        raise InputError(f"{option} {path}: not a .npy file (save the array with numpy.save)")
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except Exception as e:  # truncated, damaged header, object arrays
+        raise InputError(f"{option} {path}: cannot read the .npy array ({e})") from e
+
+
 def load_array(
     path: Path, option: str, comm: MPI.Comm, stack: bool, dims: tuple[int, ...] = (2, 3)
 ) -> np.ndarray:
@@ -43,16 +115,7 @@ def load_array(
     out: list[np.ndarray] = []
 
     def load() -> None:
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except Exception as e:  # missing, empty, truncated, pickled, not .npy
-            raise InputError(f"{option} {path}: cannot read a .npy array ({e})") from e
-        if not isinstance(arr, np.ndarray):  # an .npz archive
-            arr.close()
-            raise InputError(
-                f"{option} {path}: a .npz archive, not a .npy array (save one array with "
-                "numpy.save)"
-            )
+        arr = open_npy(path, option, "r")
         check_dtype(arr, option)
         lead = ("M",) if stack else ()
         axes = {2: ("n_y", "n_x"), 3: ("n_z", "n_y", "n_x")}
@@ -89,8 +152,12 @@ def load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
     validate(comm, check_dim)
     if args.coefficient is not None:
         dims = (2, 3) if args.dim is None else (args.dim,)
-        return load_array(args.coefficient, "--coefficient", comm, False, dims)
-    fine = args.fine if isinstance(args.fine, tuple) else (args.fine,) * (args.dim or 2)
+        A = load_array(args.coefficient, "--coefficient", comm, False, dims)
+        if args.fine is not None:
+            _check_fine_of_file(args, comm, A.shape[::-1])
+        return A
+    given = 128 if args.fine is None else args.fine
+    fine = given if isinstance(given, tuple) else (given,) * (args.dim or 2)
 
     def check_fine() -> None:
         if args.dim is not None and len(fine) != args.dim:
@@ -104,6 +171,22 @@ def load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
     return random_coefficient(fine, seed=args.seed, dim=len(fine))
 
 
+def _check_fine_of_file(args: argparse.Namespace, comm: MPI.Comm, cells: tuple) -> None:
+    """--fine with --coefficient: refused unless it names the array's cells (then a note)."""
+    fine = args.fine if isinstance(args.fine, tuple) else (args.fine,) * len(cells)
+    text = "x".join(map(str, cells))
+
+    def check() -> None:
+        if tuple(fine) != tuple(cells):
+            raise InputError(
+                f"--fine {args.fine} does not match --coefficient {args.coefficient}, which has "
+                f"{text} fine cells (--fine applies to the default coefficient; leave it out)"
+            )
+
+    validate(comm, check)
+    warn(comm, args.command, f"--fine {args.fine} is the size of --coefficient ({text}): a no-op")
+
+
 def load_params(args: argparse.Namespace, comm: MPI.Comm, steps: int) -> np.ndarray | None:
     """--params as (M, N_p), M = ``steps``, checked before any work. Collective."""
     if args.params is None:
@@ -111,12 +194,11 @@ def load_params(args: argparse.Namespace, comm: MPI.Comm, steps: int) -> np.ndar
     out = []
 
     def load() -> None:
-        try:
-            P = np.load(args.params, allow_pickle=False)
-        except Exception as e:
-            raise InputError(f"--params {args.params}: cannot read a .npy array ({e})") from e
+        P = open_npy(args.params, "--params")
         check_dtype(P, "--params")
         P = np.asarray(P, dtype=np.float64)
+        if not np.isfinite(P).all():
+            raise InputError("--params must be finite; found NaN or infinite values")
         P = P[:, None] if P.ndim == 1 else P
         if P.ndim != 2 or P.shape[0] != steps:
             raise InputError(

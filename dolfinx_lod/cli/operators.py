@@ -7,7 +7,7 @@ import argparse
 from mpi4py import MPI
 
 import dolfinx_lod
-from dolfinx_lod.cli.inputs import check_positive_int, check_problem
+from dolfinx_lod.cli.inputs import check_problem
 from dolfinx_lod.cli.options import COARSE_HELP, FAMILIES, add_out_option
 from dolfinx_lod.cli.output import output_set
 from dolfinx_lod.grids import create_nested_grids
@@ -38,11 +38,9 @@ def add_parser(sub) -> None:
 
 
 def _network(args: argparse.Namespace) -> dict:
-    """The checked counts and the 'mlp:WxD' network of the options."""
+    """The 'mlp:WxD' network of --network."""
     from dolfinx_lod.neural.workflow import parse_network
 
-    for name in ("samples", "test_samples", "epochs", "threads"):
-        check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))
     network = parse_network(args.network)
     if network["architecture"] != "mlp":
         raise InputError(f"--network must be 'mlp:WIDTHxDEPTH', got {args.network!r}")

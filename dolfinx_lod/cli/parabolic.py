@@ -89,15 +89,13 @@ def add_parser(sub) -> None:
 
 
 def _check_options(args: argparse.Namespace, comm: MPI.Comm, steps: int) -> None:
-    """--snapshots in 1..M, --output-every >= 1; warn about --tol without --update selective.
+    """--snapshots in 1..M; warn about --tol without --update selective.
     Collective."""
 
     def check() -> None:
         bad = [m for m in args.snapshots or () if not 1 <= m <= steps]
         if bad:
             raise InputError(f"--snapshots must be steps in 1..M = 1..{steps}; got {bad}")
-        if args.output_every is not None and args.output_every < 1:
-            raise InputError(f"--output-every must be >= 1, got {args.output_every}")
 
     validate(comm, check)
     if args.tol is not None and args.update != "selective":

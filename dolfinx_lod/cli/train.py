@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-from dolfinx_lod.cli.inputs import check_positive_int, check_problem, load_array
+from dolfinx_lod.cli.inputs import check_problem, load_array
 from dolfinx_lod.cli.options import COARSE_HELP, FAMILIES, add_out_option
 from dolfinx_lod.cli.output import output_set
 from dolfinx_lod.grids import create_nested_grids
@@ -109,6 +109,11 @@ def _add_network_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, default=0)
 
 
+def _given(value, default):
+    """An option's value, or ``default`` where it was not given (0 is a value: checked)."""
+    return default if value is None else value
+
+
 def _settings(args: argparse.Namespace):
     """The TrainingSettings of the options (defaults by architecture), validated."""
     from dolfinx_lod.neural.training import TrainingSettings
@@ -118,9 +123,6 @@ def _settings(args: argparse.Namespace):
         raise InputError("--coefficients needs --test-coefficients (held-out fields)")
     if args.family is not None and args.samples is None:
         raise InputError("--family needs --samples (training parameters K >= 1)")
-    for name in ("samples", "test_samples", "threads"):
-        if getattr(args, name) is not None:
-            check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))
     spec = parse_network(args.network)
     cnn = spec["architecture"] == "cnn"
     constraint = args.constraint or ("projection" if cnn else "penalty")
@@ -129,10 +131,10 @@ def _settings(args: argparse.Namespace):
         **spec,
         constraint=constraint,
         batch_size=default_batch if args.batch_size is None else args.batch_size,
-        epochs=args.epochs or (CNN_EPOCHS if cnn else 5000),
-        lr=args.lr or (CNN_LR if cnn else 1e-2),
-        lr_step=args.lr_step or (CNN_LR_STEP if cnn else 1000),
-        lr_decay=args.lr_decay or (CNN_LR_DECAY if cnn else 0.9),
+        epochs=_given(args.epochs, CNN_EPOCHS if cnn else 5000),
+        lr=_given(args.lr, CNN_LR if cnn else 1e-2),
+        lr_step=_given(args.lr_step, CNN_LR_STEP if cnn else 1000),
+        lr_decay=_given(args.lr_decay, CNN_LR_DECAY if cnn else 0.9),
         patience=args.patience,
         warm_start=args.warm_start,
         checkpoint_every=args.checkpoint_every,
@@ -170,7 +172,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     family = stacks.get("coefficients") or make_family(args.family, args.fine)
     test_family = stacks.get("test_coefficients", family)
     default_test = 25 if "test_coefficients" not in stacks else int(test_family.high[0]) + 1
-    samples = args.samples or int(family.high[0]) + 1
+    samples = _given(args.samples, int(family.high[0]) + 1)
     grids = create_nested_grids(comm, args.coarse, args.fine)
     # --out is prepared collectively (checkpoints go there while training runs; the results
     # are written as a set); train_and_evaluate checks the network size and --resume.
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
             args.layers,
             family,
             samples,
-            args.test_samples or default_test,
+            _given(args.test_samples, default_test),
             settings[0],
             out,
             resume=args.resume,

@@ -20,18 +20,47 @@ from mpi4py import MPI
 
 from dolfinx_lod import folders
 from dolfinx_lod.grids import NestedGrids
-from dolfinx_lod.parallel import OutputError, collective, validate
+from dolfinx_lod.parallel import LodError, OutputError, collective, validate
 
 _UMASK_LOCK = threading.Lock()
-_STAGING: set[Path] = set()  # staging folders of this process's open result sets
+_ABANDONED: list[Any] = []  # writers left open by a fault that not every rank may share
+_LEFT: list[Path] = []  # folders deleted once those writers are closed or dropped
 
 
-def discard_staging() -> None:
-    """Delete the staging folders of every open :class:`OutputSet` of this process (before an
-    abort that skips the sets' own clean-up). Rank-local."""
-    for folder in list(_STAGING):
+def close_writers(comm: MPI.Comm, writers: Sequence[Any], error: BaseException | None) -> None:
+    """Close ADIOS2 writers (``dolfinx.io.VTXWriter``) after the work with them ended with
+    ``error`` (None: success). Closing is collective: after success, a :class:`LodError`
+    (raised on every rank together) or on one rank it happens at once; after anything else
+    (Ctrl-C, SIGTERM, a fault on one rank) the other ranks may wait elsewhere, so the writers
+    are kept open (and their folders kept, :func:`remove_folder`) for
+    :func:`release_writers`."""
+    if error is None or isinstance(error, LodError) or comm.size == 1:
+        for writer in writers:
+            writer.close()
+        comm.Barrier()  # rank 0 may still write a closing file when another rank is done
+    else:
+        _ABANDONED.extend(writers)
+
+
+def remove_folder(folder: Path) -> None:
+    """Delete ``folder``, or after :func:`release_writers` while writers are kept open (a
+    writer closed into a deleted folder aborts the process). Rank-local."""
+    if _ABANDONED:
+        _LEFT.append(folder)
+    else:
         shutil.rmtree(folder, ignore_errors=True)
-        _STAGING.discard(folder)
+
+
+def release_writers(comm: MPI.Comm, close: bool) -> None:
+    """After an interrupt: close the writers kept open (collective: every rank is known to
+    be here) or, with ``close=False``, keep them unclosed (the job is aborted next); then
+    delete the folders left for them. Rank-local but for the closing."""
+    if close:
+        while _ABANDONED:
+            _ABANDONED.pop(0).close()
+        comm.Barrier()
+    while _LEFT:
+        shutil.rmtree(_LEFT.pop(), ignore_errors=True)
 
 
 def umask() -> int:
@@ -88,12 +117,12 @@ class OutputSet:
         self.comm, self.given, self.option = comm, out, option
         self.out = Path(os.path.realpath(os.path.abspath(out)))
         self.keep, self.live, self.committed = tuple(keep), live, False
+        self.created = False  # rank 0: the live folder is new (removed again if left empty)
         staging = None
         with collective(comm, OutputError):
             if comm.rank == 0:
                 staging = self._prepare(inputs)
         self.staging = Path(comm.bcast(staging, root=0))
-        _STAGING.add(self.staging)
         try:
             with collective(comm, OutputError):
                 if not self.staging.is_dir():
@@ -132,6 +161,7 @@ class OutputSet:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             if self.live:
+                self.created = not out.exists()
                 out.mkdir(mode=0o777, exist_ok=True)
                 patterns = folders.run_patterns(out) + list(self.keep)
                 write_json(out / folders.MANIFEST, folders.manifest(out, patterns))
@@ -169,7 +199,6 @@ class OutputSet:
                 except OSError as e:
                     raise self._fail(_os_message(e)) from e
         self.committed = True
-        _STAGING.discard(self.staging)
         foreign = self.comm.bcast(foreign, root=0)
         if foreign is not None:
             raise self._fail(
@@ -198,11 +227,13 @@ class OutputSet:
         return None
 
     def discard(self) -> None:
-        """Delete the staging folder (after a failure). Rank-local, no communication: any
-        failing rank removes it, also when the others cannot get there (an aborted job)."""
+        """Delete the staging folder (after a failure), and a live ``out`` this set created
+        that holds nothing yet. Rank-local, no communication: any failing rank removes it,
+        also when the others cannot get there (an aborted job)."""
         if not self.committed:
-            shutil.rmtree(self.staging, ignore_errors=True)
-        _STAGING.discard(self.staging)
+            remove_folder(self.staging)
+            if self.created and folders.entries(self.out) == [folders.MANIFEST]:
+                shutil.rmtree(self.out, ignore_errors=True)  # nothing written: as it was
 
     def __enter__(self) -> OutputSet:
         return self
@@ -307,8 +338,15 @@ def write_vtx(path: str | Path, functions: Sequence[dolfinx.fem.Function], t: fl
                 raise OutputError(f"cannot write {path}: {_os_message(e)}") from e
     folder = Path(comm.bcast(staging, root=0))
     try:
-        with dolfinx.io.VTXWriter(comm, folder / path.name, functions) as writer:
+        check_free_space(comm, folder, vtx_bytes(functions, first=True), path.name)
+        writer, error = dolfinx.io.VTXWriter(comm, folder / path.name, functions), None
+        try:
             writer.write(t)
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            close_writers(comm, [writer], error)
         comm.Barrier()
         with collective(comm, OutputError):
             if comm.rank == 0:
@@ -321,8 +359,43 @@ def write_vtx(path: str | Path, functions: Sequence[dolfinx.fem.Function], t: fl
                     raise OutputError(f"cannot write {path}: {_os_message(e)}") from e
     finally:
         if comm.rank == 0:
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_folder(folder)
     return path
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged process may still write on the file system of ``folder``."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def vtx_bytes(functions: Sequence[dolfinx.fem.Function], first: bool) -> int:
+    """About the bytes one VTX frame of ``functions`` (one space) takes on disk, with the mesh
+    (written with the first frame). Collective (global sizes)."""
+    V = functions[0].function_space
+    index_map = V.dofmap.index_map
+    values = index_map.size_global * V.dofmap.index_map_bs * 8 * len(functions)
+    if not first:
+        return values
+    mesh = V.mesh
+    cells = mesh.topology.index_map(mesh.topology.dim).size_global
+    nodes = mesh.geometry.index_map().size_global
+    return values + nodes * 3 * 8 + cells * mesh.geometry.dofmap.shape[1] * 8
+
+
+def check_free_space(comm: MPI.Comm, folder: Path, nbytes: int, what: str) -> None:
+    """Raise ``OutputError`` on every rank unless ``folder`` has room for ``nbytes`` (with a
+    margin). Collective. ADIOS2 cannot recover from a full disk in a collective step (the
+    ranks deadlock or the process aborts), so VTX frames are checked before they are written."""
+    need = int(nbytes * 1.25) + 4 * 2**20
+    with collective(comm, OutputError):
+        if comm.rank == 0:
+            free = free_bytes(folder)
+            if free < need:
+                raise OutputError(
+                    f"cannot write {what}: no space left on the device of {folder} (about "
+                    f"{need / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free)"
+                )
 
 
 def gather_vertex_array(

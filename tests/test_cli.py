@@ -203,7 +203,7 @@ def test_parabolic_without_reference_and_output_every(tmp_path, stack):
 @pytest.mark.parametrize(
     "args, message",
     [
-        ({"T": 0.0}, "final time T must be > 0"),
+        ({"T": 0.0}, "--T must be > 0, got 0.0"),
         ({"steps": 5}, "coefficient stack has 4 entries but steps M = 5"),
     ],
 )

@@ -7,13 +7,17 @@ Tests that may hang run the command line in a subprocess with a kill timeout.
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mpi4py import MPI
 from test_cli_faults import run
+from test_rank_invariance import mpirun
 
 import dolfinx_lod as dl
 from dolfinx_lod import cli
@@ -347,3 +351,44 @@ def test_cli_fifo_input_is_refused(tmp_path):
     assert res.returncode == 2, res.stderr
     assert f"error: --coefficient {fifo}: not a regular file (a FIFO)" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
+
+
+# -- 3. exit codes of signals ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ranks, sig, times, code",
+    [(1, signal.SIGTERM, 1, 143), (1, signal.SIGINT, 2, 130), (2, signal.SIGINT, 1, 130),
+     (2, signal.SIGTERM, 1, 143)],
+)  # fmt: skip
+def test_cli_signal_during_the_time_loop(tmp_path, ranks, sig, times, code):
+    """SIGINT / SIGTERM while the VTX writers are open: exit 130 / 143 on any rank count, no
+    traceback (a second Ctrl-C interrupted a PETSc __del__), no abort of ADIOS2 (exit 6), no
+    hang, the earlier results and nothing else left."""
+    inputs = a_folder(tmp_path / "in")
+    A = np.load(inputs / "A.npy")
+    np.save(inputs / "stack.npy", np.stack([A, A.T] * 200))
+    out = tmp_path / "out"
+    args = ["parabolic", "--coefficients", inputs / "stack.npy", *SIZES, "--T", 1]
+    args += ["--steps", 400, "--update", "full", "--no-plot", "--out", out]
+    cmd = [mpirun(), "-n", str(ranks), sys.executable, "-m", "dolfinx_lod.cli", *args]
+    proc = subprocess.Popen(
+        list(map(str, cmd)), stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        for _ in range(600):  # the time loop has started when the VTX folder exists
+            if list(tmp_path.glob(".out.tmp-*/lod.bp")) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        for _ in range(times):
+            proc.send_signal(sig)
+            time.sleep(0.3)
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("hang after the signal")
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert "the results in" in err and "are unchanged" in err
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))

@@ -234,12 +234,12 @@ def test_cli_stack_validated_before_the_first_step(coefficient, tmp_dir, comm, c
     out = tmp_dir / "out"
     stack = np.load(coefficient / "stack.npy")
     stack[3, 5, 7] = np.nan
-    if comm.rank == 0:
-        np.save(tmp_dir / "nan.npy", stack)
-        out.mkdir()
-        (out / "summary.json").write_text('{"earlier": true}')
-        (out / "snapshot_step0001.png").write_bytes(b"earlier")
-    comm.Barrier()
+    with OutputSet(comm, out) as earlier:  # an earlier result set
+        if comm.rank == 0:
+            np.save(tmp_dir / "nan.npy", stack)
+            earlier.path("summary.json").write_text('{"earlier": true}')
+            earlier.path("snapshot_step0001.png").write_bytes(b"earlier")
+        earlier.commit()
     before = listing(out)
     flags = ["--coarse", 4, "--layers", 1, "--T", 1, "--steps", 4, "--out", out]
     code, err = main(["parabolic", "--coefficients", tmp_dir / "nan.npy", *flags], capsys)
@@ -493,7 +493,10 @@ def test_cli_resume(tmp_path, capsys):
     code, err = main([*args, "--epochs", 40, "--out", tmp_path / "none", "--resume"], capsys)
     assert code == 2 and "--resume: no checkpoint in" in err
     assert not (tmp_path / "none").exists()
-    # Checkpoints of 2 ranks, resumed on 1.
+    # Checkpoints of 2 ranks (a 2-rank run adds them to the folder's manifest), resumed on 1.
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["patterns"].append("checkpoint-rank*-of2.pt")
+    (out / "manifest.json").write_text(json.dumps(manifest))
     for rank in (0, 1):
         (out / f"checkpoint-rank{rank}-of2.pt").write_bytes(b"")
     (out / "checkpoint-rank0-of1.pt").unlink()

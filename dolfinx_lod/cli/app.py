@@ -21,7 +21,7 @@ from mpi4py import MPI
 import dolfinx_lod
 from dolfinx_lod.cli import elliptic, operators, parabolic, train
 from dolfinx_lod.cli.inputs import check_input_files, check_option_values
-from dolfinx_lod.io import discard_staging
+from dolfinx_lod.io import release_writers
 from dolfinx_lod.parallel import LodError
 
 #: The commands: name -> module with ``add_parser(sub)``, ``run(args, comm)``, ``report``.
@@ -61,37 +61,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same clean-up runs (exit 143)."""
 
 
-#: Seconds the ranks get to unwind together after a signal before the job is stopped.
-CLEANUP_SECONDS = 10.0
-_watchdog: list[threading.Timer] = []
-
-
-def _stop(code: int) -> None:
-    """The watchdog: the ranks did not unwind in time (one waits in a collective that another
-    left, e.g. an ADIOS2 close): remove this rank's staging folders, stop the job."""
-    comm = MPI.COMM_WORLD
-    print(
-        f"dolfinx-lod: rank {comm.rank} did not finish its clean-up within "
-        f"{CLEANUP_SECONDS:g} s of the signal; stopping the job",
-        file=sys.stderr,
-        flush=True,
-    )
-    discard_staging()
-    comm.Abort(code)
-
-
 def _on_signal(signum: int, frame: object) -> None:
     """The first SIGINT / SIGTERM: ignore further ones while the run unwinds (a second Ctrl-C
-    would interrupt the clean-up, e.g. a PETSc object's ``__del__``); on several ranks start
-    the watchdog; raise."""
+    would interrupt the clean-up, e.g. a PETSc object's ``__del__``), then raise."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    code = 143 if signum == signal.SIGTERM else 130
-    if MPI.COMM_WORLD.size > 1:
-        timer = threading.Timer(CLEANUP_SECONDS, _stop, (code,))
-        timer.daemon = True
-        timer.start()
-        _watchdog.append(timer)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
@@ -110,8 +84,6 @@ def _signals() -> Iterator[None]:
     finally:
         for s, handler in earlier.items():
             signal.signal(s, handler)
-        while _watchdog:
-            _watchdog.pop().cancel()
 
 
 def _interrupted(
@@ -120,6 +92,7 @@ def _interrupted(
     """Ctrl-C or SIGTERM (mpirun forwards both to every rank): exit 130 / 143 on every rank."""
     code, what = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
     if _all_ranks_failed(handshake):
+        release_writers(comm, close=True)  # every rank is here: open writers close together
         if comm.rank == 0:
             resume = " (checkpoints so far allow --resume)" if args.command == "train" else ""
             print(
@@ -128,6 +101,13 @@ def _interrupted(
                 file=sys.stderr,
             )
         return code
+    print(
+        f"dolfinx-lod {args.command}: {what} on rank {comm.rank}; another rank waits in a "
+        f"collective step: stopping the job; the results in {args.out} are unchanged",
+        file=sys.stderr,
+        flush=True,
+    )
+    release_writers(comm, close=False)
     comm.Abort(code)
     return code
 
@@ -139,11 +119,13 @@ def _failed(args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: Ex
     if not isinstance(e, ValueError | RuntimeError):
         traceback.print_exc()  # a bug: show where
     if _all_ranks_failed(handshake):
+        release_writers(comm, close=True)
         if comm.rank == 0:
             print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
         return code
     print(f"dolfinx-lod {args.command}: error on rank {comm.rank}: {e}", file=sys.stderr)
     sys.stderr.flush()
+    release_writers(comm, close=False)
     comm.Abort(code)  # the other ranks wait in a collective: stop them rather than hang
     return code
 

@@ -19,7 +19,15 @@ from dolfinx_lod.cli.inputs import (
 )
 from dolfinx_lod.cli.options import MODEL_HELP, add_box_options, add_out_option
 from dolfinx_lod.cli.output import basis_keys, grid_keys, output_set, snapshot
-from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy
+from dolfinx_lod.io import (
+    OutputSet,
+    check_free_space,
+    close_writers,
+    gather_vertex_array,
+    vtx_bytes,
+    write_json,
+    write_npy,
+)
 from dolfinx_lod.lod import METHODS
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 from dolfinx_lod.patches import owned_cells
@@ -207,6 +215,7 @@ class _Observer:
         self.u_out = dolfinx.fem.Function(grids.V_h, name="u_ms")
         self.u_ref = dolfinx.fem.Function(grids.V_h, name="u_h")
         self.error = dolfinx.fem.Function(grids.V_h, name="error")
+        self.fields = [self.u_out, self.u_ref, self.error] if args.reference else [self.u_out]
         self.writers: dict = {}
         self.frames: list[int] = []
         self.files = {
@@ -220,9 +229,8 @@ class _Observer:
     def _open(self, a_fun) -> None:
         import dolfinx.io
 
-        fields = [self.u_out, self.u_ref, self.error] if self.args.reference else [self.u_out]
         path = self.output.path
-        self.writers["lod"] = dolfinx.io.VTXWriter(self.comm, path("lod.bp"), fields)
+        self.writers["lod"] = dolfinx.io.VTXWriter(self.comm, path("lod.bp"), self.fields)
         self.writers["a"] = dolfinx.io.VTXWriter(self.comm, path("coefficient.bp"), [a_fun])
 
     def __call__(self, view) -> None:
@@ -234,6 +242,9 @@ class _Observer:
         if self.args.reference:
             self.u_ref.x.array[:] = view.u_h.x.array
             self.error.x.array[:] = np.abs(self.u_out.x.array - self.u_ref.x.array)
+        first = not self.frames
+        need = vtx_bytes(self.fields, first) + vtx_bytes([view.a], first)
+        check_free_space(self.comm, self.output.staging, need, "the VTX time series")
         for writer in self.writers.values():
             writer.write(view.t)
         self.frames.append(view.m)
@@ -242,14 +253,15 @@ class _Observer:
             snapshot(self.output.path(name), self.grids, view)
             self.files[f"snapshot_step{view.m}"] = name
 
-    def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
+    def close(self, error: BaseException | None) -> None:
+        """Close the VTX writers (or keep them for a collective close, :func:`close_writers`)."""
+        close_writers(self.comm, list(self.writers.values()), error)
 
 
 def _advance(args, comm, grids, schedule, capacity, output: OutputSet, t0: float, provider):
     """Run the time loop with the observer; write the final arrays and summary. Collective."""
     observer = _Observer(args, comm, grids, output)
+    error = None
     try:
         result = run_parabolic(
             grids,
@@ -267,8 +279,11 @@ def _advance(args, comm, grids, schedule, capacity, output: OutputSet, t0: float
             progress=True,
             reference=args.reference,
         )
+    except BaseException as e:
+        error = e
+        raise
     finally:
-        observer.close()
+        observer.close(error)
     try:  # the PETSc objects are destroyed on every rank together, also after an error
         u_ms = gather_vertex_array(grids, result.u_ms)
         u_h = gather_vertex_array(grids, result.u_h) if args.reference else None

@@ -392,3 +392,26 @@ def test_cli_signal_during_the_time_loop(tmp_path, ranks, sig, times, code):
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert "the results in" in err and "are unchanged" in err
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+# -- 2. a full disk: exit 4 on every rank, no hang, no ADIOS2 abort -----------------------------
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("command", ["elliptic", "parabolic"])
+def test_cli_full_disk_before_a_vtx_frame(tmp_dir, comm, capsys, monkeypatch, command):
+    """The disk is full when a VTX frame is due (an injected free space of 1 MiB): every rank
+    exits 4 with one message (ADIOS2 deadlocked in MPI_Win_free or aborted before)."""
+    inputs = a_folder(tmp_dir / "in") if comm.rank == 0 else tmp_dir / "in"
+    comm.Barrier()
+    monkeypatch.setattr("dolfinx_lod.io.free_bytes", lambda folder: 2**20)
+    out = tmp_dir / "out"
+    args = ["elliptic", "--coefficient", inputs / "A.npy", *SIZES, "--no-plot", "--out", out]
+    if command == "parabolic":
+        args = ["parabolic", "--coefficients", inputs / "stack.npy", *SIZES, "--T", 1]
+        args += ["--steps", 2, "--no-plot", "--out", out]
+    code, err = main(args, capsys)
+    assert code == 4
+    if comm.rank == 0:
+        assert err.count("error:") == 1 and "no space left on the device" in err, err
+    assert not out.exists() and not list(tmp_dir.glob(".out.tmp-*"))

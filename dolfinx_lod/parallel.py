@@ -113,19 +113,6 @@ def collective(comm: MPI.Comm, default: type[LodError] = InputError) -> Iterator
     raise_first(comm, failure)
 
 
-def raise_on_all_ranks(comm: MPI.Comm, message: str | None, error: type = ValueError) -> None:
-    """Raise ``error`` on every rank if any rank has a non-empty ``message``.
-
-    Collective. Each rank passes ``None`` when its own checks passed, else the
-    message. The first message (by rank) is raised everywhere, so no rank is left
-    waiting in a later collective while another one has failed.
-    """
-    messages = comm.allgather(message)
-    first = next((m for m in messages if m), None)
-    if first is not None:
-        raise error(first)
-
-
 def validate(comm: MPI.Comm, check: Callable[[], None]) -> None:
     """Run the rank-local ``check`` and raise its failure on every rank. Collective.
 

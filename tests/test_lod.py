@@ -83,7 +83,29 @@ def test_petrov_galerkin_close_to_galerkin(comm):
     gal = dl.solve_elliptic(g, A, 2, reference=True)
     pg = dl.solve_elliptic(g, A, 2, method="petrov-galerkin", reference=True)
     assert pg.errors["l2"] < 1.5 * gal.errors["l2"]
-    assert abs(pg.errors["l2"] - gal.errors["l2"]) > 0  # a different method indeed
+
+
+def test_petrov_galerkin_equals_galerkin_with_global_patches(comm):
+    """Patches that cover the domain (the ideal method): P - B lies in W = ker I_H, which is
+    a-orthogonal to B, so the Petrov-Galerkin matrix P^T S B equals the Galerkin B^T S B; with
+    l = 1 they differ (a Petrov-Galerkin that silently ran Galerkin would pass the first check
+    only)."""
+    g = dl.create_nested_grids(comm, 4, 16)
+    A = rough_coefficient(16, seed=3)
+
+    def difference(layers: int) -> float:
+        gal = dl.solve_elliptic(g, A, layers)
+        pg = dl.solve_elliptic(g, A, layers, method="petrov-galerkin")
+        D = pg.K.copy()
+        D.axpy(-1.0, gal.K)
+        ratio = D.norm() / gal.K.norm()
+        for sol in (gal, pg):
+            sol.destroy()
+        D.destroy()
+        return ratio
+
+    assert difference(4) <= 1e-10
+    assert difference(1) > 1e-4
 
 
 def test_coefficient_inputs_agree(comm):

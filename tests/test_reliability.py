@@ -23,13 +23,10 @@ from dolfinx_lod import cli
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import cont_family
 from dolfinx_lod.io import OutputSet
+from dolfinx_lod.neural.checkpoints import checkpoint_file
+from dolfinx_lod.neural.presets import TrainingSettings
 from dolfinx_lod.neural.provider import TrainedModel
-from dolfinx_lod.neural.training import (
-    DeepRitzTrainer,
-    TrainingDiverged,
-    TrainingSettings,
-    checkpoint_file,
-)
+from dolfinx_lod.neural.trainer import DeepRitzTrainer, TrainingDiverged
 from dolfinx_lod.neural.workflow import prepare_training
 from dolfinx_lod.parallel import (
     InputError,
@@ -508,7 +505,7 @@ def test_cli_resume(tmp_path, capsys):
 
 
 def test_damaged_cached_model_says_how_to_clear(tmp_path, comm=MPI.COMM_SELF):
-    from dolfinx_lod.paper.experiments import cached_training, load_cached_model
+    from dolfinx_lod.paper.cache import cached_training, load_cached_model
 
     g = dl.create_nested_grids(comm, 4, 16)
     (tmp_path / "model.pt").write_bytes(b"")

@@ -72,7 +72,8 @@ def _on_signal(signum: int, frame: object) -> None:
 @contextlib.contextmanager
 def _signals() -> Iterator[None]:
     """SIGINT and SIGTERM handled by :func:`_on_signal` inside the block (main thread only);
-    the earlier handlers restored after it."""
+    the earlier handlers restored after it, unless a signal came (further ones are ignored
+    until the process has exited)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -82,8 +83,9 @@ def _signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in earlier.items():
-            signal.signal(s, handler)
+        if signal.getsignal(signal.SIGINT) is _on_signal:
+            for s, handler in earlier.items():
+                signal.signal(s, handler)
 
 
 def _interrupted(

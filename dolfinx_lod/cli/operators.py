@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
 
 def _network(args: argparse.Namespace) -> dict:
     """The 'mlp:WxD' network of --network."""
-    from dolfinx_lod.neural.workflow import parse_network
+    from dolfinx_lod.neural.networks import parse_network
 
     network = parse_network(args.network)
     if network["architecture"] != "mlp":

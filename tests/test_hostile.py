@@ -417,3 +417,34 @@ def test_cli_full_disk_before_a_vtx_frame(tmp_dir, comm, capsys, monkeypatch, co
     if comm.rank == 0:
         assert err.count("error:") == 1 and "no space left on the device" in err, err
     assert not out.exists() and not list(tmp_dir.glob(".out.tmp-*"))
+
+
+DEADLOCK = """
+from mpi4py import MPI
+import dolfinx_lod.cli.signals as signals
+signals.CLEANUP_SECONDS = 2.0
+comm = MPI.COMM_WORLD
+with signals.handle_signals():
+    print("ready", flush=True)
+    comm.recv(source=1 - comm.rank)  # both ranks wait inside MPI for ever
+"""
+
+
+def test_sigterm_ends_ranks_that_wait_inside_mpi():
+    """Both ranks wait inside MPI, where no Python handler runs: the watchdog (fed by the
+    wake-up pipe) stops the job with 143 instead of leaving a hung job that ignores SIGTERM."""
+    cmd = [mpirun(), "-n", "2", sys.executable, "-c", DEADLOCK]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n" and proc.stdout.readline() == "ready\n"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("SIGTERM did not end a job waiting inside MPI")
+    assert proc.returncode == 143, err
+    assert "did not stop within 2 s of the signal" in err

@@ -8,19 +8,17 @@ that did not converge (``RuntimeError``); 4 output that could not be written; 1 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Iterator
 
 from mpi4py import MPI
 
 import dolfinx_lod
 from dolfinx_lod.cli import elliptic, operators, parabolic, train
 from dolfinx_lod.cli.inputs import check_input_files, check_option_values
+from dolfinx_lod.cli.signals import Terminated, exit_code, handle_signals
 from dolfinx_lod.io import release_writers
 from dolfinx_lod.parallel import LodError
 
@@ -57,42 +55,13 @@ def _all_ranks_failed(comm: MPI.Comm, seconds: float = 5.0) -> bool:
     return True
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (exit 143)."""
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    """The first SIGINT / SIGTERM: ignore further ones while the run unwinds (a second Ctrl-C
-    would interrupt the clean-up, e.g. a PETSc object's ``__del__``), then raise."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-@contextlib.contextmanager
-def _signals() -> Iterator[None]:
-    """SIGINT and SIGTERM handled by :func:`_on_signal` inside the block (main thread only);
-    the earlier handlers restored after it, unless a signal came (further ones are ignored
-    until the process has exited)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    earlier = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in earlier:
-        signal.signal(s, _on_signal)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGINT) is _on_signal:
-            for s, handler in earlier.items():
-                signal.signal(s, handler)
-
-
 def _interrupted(
     args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: KeyboardInterrupt
 ) -> int:
     """Ctrl-C or SIGTERM (mpirun forwards both to every rank): exit 130 / 143 on every rank."""
-    code, what = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
+    terminated = isinstance(e, Terminated)
+    code = exit_code(signal.SIGTERM if terminated else signal.SIGINT)
+    what = "terminated" if terminated else "interrupted"
     if _all_ranks_failed(handshake):
         release_writers(comm, close=True)  # every rank is here: open writers close together
         if comm.rank == 0:
@@ -138,21 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     comm = MPI.COMM_WORLD
     handshake = comm.Dup()  # for errors raised outside dolfinx_lod.parallel.collective
     command = COMMANDS[args.command]
-    try:
-        with _signals():
+    with handle_signals():  # until the exit code is known on every rank
+        try:
             check_option_values(args, comm)
             check_input_files(args, comm)
             summary = command.run(args, comm)
-    except LodError as e:  # raised on every rank together (dolfinx_lod.parallel.collective)
-        if comm.rank == 0:
-            print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt as e:
-        return _interrupted(args, comm, handshake, e)
-    except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
-        return _failed(args, comm, handshake, e)
-    finally:
-        handshake.Free()
+        except LodError as e:  # raised on every rank together (dolfinx_lod.parallel.collective)
+            if comm.rank == 0:
+                print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt as e:
+            return _interrupted(args, comm, handshake, e)
+        except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
+            return _failed(args, comm, handshake, e)
+        finally:
+            handshake.Free()
     if comm.rank == 0:
         print(command.report(args, summary, comm))
     return 0

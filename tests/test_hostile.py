@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mpi4py import MPI
 from test_cli_faults import run
 from test_rank_invariance import mpirun
@@ -448,3 +449,39 @@ def test_sigterm_ends_ranks_that_wait_inside_mpi():
         pytest.fail("SIGTERM did not end a job waiting inside MPI")
     assert proc.returncode == 143, err
     assert "did not stop within 2 s of the signal" in err
+
+
+# -- 2. checkpoints: one committed set per epoch; a resume checks it ----------------------------
+
+
+@pytest.mark.mpi
+def test_resume_refuses_checkpoints_of_different_epochs(tmp_dir, comm):
+    """An interrupt between the ranks' parts left them one epoch apart, and --resume hung:
+    now every rank refuses the set, naming the epochs (also a part newer than the commit
+    marker on one rank only)."""
+    from test_reliability import new_run
+
+    training = (dl.create_nested_grids(comm, 4, 16), dl.coefficients.cont_family(16))
+    run = new_run(training, 20)
+    run.trainer.train(checkpoint=tmp_dir)
+    marker = json.loads((tmp_dir / f"checkpoint-of{comm.size}.json").read_text())
+    assert marker["epoch"] == 20 and marker["ranks"] == comm.size
+    resumed = new_run(training, 40)
+    assert resumed.trainer.load_checkpoint(tmp_dir) and resumed.trainer.epoch == 20
+    part = tmp_dir / f"checkpoint-rank{comm.rank}-of{comm.size}.pt"
+    if comm.rank == comm.size - 1:  # this rank wrote the next epoch's part, then the stop
+        state = torch.load(part, weights_only=True)
+        torch.save({**state, "epoch": 30}, part)
+    comm.Barrier()
+    last = f"rank {comm.size - 1}: epoch 30"
+    with pytest.raises(InputError, match=f"not one committed set .*{last}; committed: epoch 20"):
+        new_run(training, 40).trainer.load_checkpoint(tmp_dir)
+    for r in (run, resumed):
+        r.basis.destroy()
+
+
+def test_cli_resume_refuses_another_test_set(tmp_path, capsys):
+    args = [*TRAIN, "--network", "reduced:4:8x2", "--epochs", 10, "--checkpoint-every", 5]
+    assert main([*args, "--test-samples", 2, "--out", tmp_path / "t"], capsys)[0] == 0
+    code, err = main([*args, "--test-samples", 3, "--resume", "--out", tmp_path / "t"], capsys)
+    assert code == 2 and re.search(r"test_samples = 2 \(here 3\)", err), err

@@ -485,3 +485,15 @@ def test_cli_resume_refuses_another_test_set(tmp_path, capsys):
     assert main([*args, "--test-samples", 2, "--out", tmp_path / "t"], capsys)[0] == 0
     code, err = main([*args, "--test-samples", 3, "--resume", "--out", tmp_path / "t"], capsys)
     assert code == 2 and re.search(r"test_samples = 2 \(here 3\)", err), err
+
+
+@pytest.mark.parametrize("command", ["elliptic", "train"])
+def test_cli_size_beyond_the_machine(tmp_path, capsys, command):
+    """--fine 100000 allocated 74.5 GiB and died with a traceback: refused before any
+    allocation with the estimate."""
+    args = ["elliptic", "--fine", 100000, *SIZES]
+    if command == "train":
+        args = ["train", "--family", "cont", "--fine", 65536, *SIZES, "--samples", 2]
+    code, err = main([*args, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and "--fine: " in err and "GiB of memory" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

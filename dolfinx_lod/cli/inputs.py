@@ -168,6 +168,7 @@ def load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
             check_positive_int(n, "--fine")
 
     validate(comm, check_fine)
+    check_memory(comm, int(np.prod(fine)), "--fine")
     return random_coefficient(fine, seed=args.seed, dim=len(fine))
 
 
@@ -211,9 +212,31 @@ def load_params(args: argparse.Namespace, comm: MPI.Comm, steps: int) -> np.ndar
     return out[0]
 
 
+#: A lower bound of the memory a run takes per fine cell, in bytes: the nested grids alone
+#: take more (create_nested_grids at n = 1024 on one rank: 317 bytes per cell).
+BYTES_PER_CELL = 300
+
+
+def check_memory(comm: MPI.Comm, cells: int, option: str) -> None:
+    """Refuse, before any allocation, ``cells`` fine cells that need more memory than the nodes
+    of ``comm`` have (:data:`BYTES_PER_CELL`). Collective; ``InputError`` naming ``option``."""
+    mine = (MPI.Get_processor_name(), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    total = sum(dict(comm.allgather(mine)).values())
+    need = cells * BYTES_PER_CELL
+    if need > total:
+        raise InputError(
+            f"{option}: {cells:,} fine cells need at least {need / 2**30:.1f} GiB of memory "
+            f"(about {BYTES_PER_CELL} bytes per cell), more than the {total / 2**30:.1f} GiB "
+            "of the machine: choose fewer cells"
+        )
+
+
 def check_problem(args: argparse.Namespace, comm: MPI.Comm, n) -> None:
-    """N_H divides n with n / N_H >= 2, layers (and method, source where given) before any
-    work. Collective."""
+    """N_H divides n with n / N_H >= 2, layers (and method, source where given), the memory
+    the fine grid needs, before any work. Collective."""
+    cells = int(np.prod(n)) if isinstance(n, tuple) else int(n) ** 2
+    given = [f"--{k}" for k in ("coefficient", "coefficients") if getattr(args, k, None)]
+    check_memory(comm, cells, given[0] if given else "--fine")
 
     def check() -> None:
         validate_layers(args.layers)

@@ -497,3 +497,13 @@ def test_cli_size_beyond_the_machine(tmp_path, capsys, command):
     code, err = main([*args, "--out", tmp_path / "out"], capsys)
     assert code == 2 and "--fine: " in err and "GiB of memory" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_file_of_the_wrong_size_refused_before_it_is_read(tmp_path, capsys):
+    """A large sparse coefficient file (all zeros) whose size N_H does not divide: the grid
+    check comes before the values are read (it read all of a 3.2 GB file first)."""
+    path = tmp_path / "big.npy"
+    big = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(4001, 4001))
+    del big  # a sparse file: nothing written
+    code, err = main(["elliptic", "--coefficient", path, *SIZES, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "must divide" in err and "must be > 0" not in err, err

@@ -6,6 +6,7 @@ import argparse
 import os
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -106,12 +107,18 @@ def open_npy(path: Path, option: str, mmap_mode: str | None = None) -> np.ndarra
 
 
 def load_array(
-    path: Path, option: str, comm: MPI.Comm, stack: bool, dims: tuple[int, ...] = (2, 3)
+    path: Path,
+    option: str,
+    comm: MPI.Comm,
+    stack: bool,
+    dims: tuple[int, ...] = (2, 3),
+    shape_check: Callable[[tuple[int, ...]], None] | None = None,
 ) -> np.ndarray:
     """Memory-map a .npy coefficient array ((n,) * d with d in ``dims``, or with ``stack`` an
-    (M, n, ...) stack of them) and validate all of it before any work: type, shape and every
-    value (finite, > 0, a contrast the solver resolves), a stack step by step, the steps split
-    over the ranks. Collective."""
+    (M, n, ...) stack of them) and validate all of it before any work: type, shape, then
+    ``shape_check(field shape)`` (collective; e.g. :func:`check_grid`, so that a file of the
+    wrong size is refused before it is read), then every value (finite, > 0, a contrast the
+    solver resolves), a stack step by step, the steps split over the ranks. Collective."""
     out: list[np.ndarray] = []
 
     def load() -> None:
@@ -128,6 +135,8 @@ def load_array(
 
     validate(comm, load)
     arr = out[0]
+    if shape_check is not None:
+        shape_check(arr.shape[1:] if stack else arr.shape)
 
     def check_values() -> None:
         if not stack:
@@ -152,7 +161,14 @@ def load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
     validate(comm, check_dim)
     if args.coefficient is not None:
         dims = (2, 3) if args.dim is None else (args.dim,)
-        A = load_array(args.coefficient, "--coefficient", comm, False, dims)
+        A = load_array(
+            args.coefficient,
+            "--coefficient",
+            comm,
+            False,
+            dims,
+            lambda n: check_grid(args, comm, n),
+        )
         if args.fine is not None:
             _check_fine_of_file(args, comm, A.shape[::-1])
         return A
@@ -276,14 +292,21 @@ def _check_box(args: argparse.Namespace, dim: int, fine: tuple[int, ...]) -> Non
         )
 
 
+def check_grid(args: argparse.Namespace, comm: MPI.Comm, shape: tuple[int, ...]) -> None:
+    """Check --domain, --coarse, --neumann, --layers and the method for a fine-cell array of
+    ``shape`` ((n_y, n_x) or (n_z, n_y, n_x)), and the memory it needs. Collective."""
+    fine = tuple(shape[::-1])
+    validate(comm, lambda: _check_box(args, len(shape), fine))
+    check_problem(args, comm, fine)
+
+
 def nested_grids(args: argparse.Namespace, comm: MPI.Comm, shape: tuple[int, ...]) -> NestedGrids:
     """The nested grids of a fine-cell array of ``shape`` ((n_y, n_x) or (n_z, n_y, n_x)) on
     --domain with --coarse cells and --neumann sides, all checked (with --layers and the
-    method) on every rank before any work. Collective."""
+    method) on every rank before any work (:func:`check_grid`). Collective."""
     dim = len(shape)
     fine = tuple(shape[::-1])
-    validate(comm, lambda: _check_box(args, dim, fine))
-    check_problem(args, comm, fine)
+    check_grid(args, comm, shape)
     domain = (
         unit_box(dim)
         if args.domain is None

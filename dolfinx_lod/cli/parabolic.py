@@ -11,6 +11,7 @@ from mpi4py import MPI
 
 import dolfinx_lod
 from dolfinx_lod.cli.inputs import (
+    check_grid,
     learned_provider,
     load_array,
     load_params,
@@ -114,7 +115,14 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     --out. Every step of the coefficient stack is validated before the first step."""
     t0 = time.perf_counter()
     with output_set(args, comm) as output:  # --out checked first, before any work
-        stack = load_array(args.coefficients, "--coefficients", comm, True)
+        stack = load_array(
+            args.coefficients,
+            "--coefficients",
+            comm,
+            True,
+            (2, 3),
+            lambda n: check_grid(args, comm, n),
+        )
         dim = stack.ndim - 1
         capacity = (
             1.0

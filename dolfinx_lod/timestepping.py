@@ -346,7 +346,7 @@ class LODStepper(PETScResource):
         self.strategy = strategy[0]
         self.petrov = method == "petrov-galerkin"
         if isinstance(capacity, int | float):
-            validate(comm, lambda: _check_positive_number(capacity, "capacity"))
+            validate(comm, lambda: _check_positive_number(capacity, "capacity c"))
             c_fun: float | dolfinx.fem.Function = float(capacity)
         else:
             c_fun = coefficient_function(grids, capacity, name="capacity c")

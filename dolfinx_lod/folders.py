@@ -71,17 +71,28 @@ def _owned(entry: str, files: set[str], patterns: Sequence[str]) -> bool:
 
 def foreign_entry(folder: Path) -> str | None:
     """The first entry of ``folder`` the tool did not write (None: all are in its manifest,
-    or the folder is empty or absent)."""
+    or the folder is empty or absent). Stops at the first one: a large foreign folder is not
+    walked."""
     if not folder.is_dir():
         return None
-    found = entries(folder)
-    if not found:
-        return None
     data = read_manifest(folder)
-    if data is None:
-        return found[0]
-    files, patterns = set(data["files"]), data["patterns"]
-    return next((e for e in found if not _owned(e, files, patterns)), None)
+    files, patterns = (set(data["files"]), data["patterns"]) if data else (set(), [])
+    return _first_foreign(folder, "", files, patterns, data is not None)
+
+
+def _first_foreign(
+    root: Path, prefix: str, files: set[str], patterns: Sequence[str], owned: bool
+) -> str | None:
+    """Depth-first in name order below ``root / prefix``; ``owned``: a manifest exists."""
+    for name in sorted(os.listdir(root / prefix)):
+        path = root / prefix / name
+        is_dir = path.is_dir() and not path.is_symlink()
+        entry = f"{prefix}{name}/" if is_dir else f"{prefix}{name}"
+        if not (owned and _owned(entry, files, patterns)):
+            return entry
+        if is_dir and (found := _first_foreign(root, entry, files, patterns, owned)):
+            return found
+    return None
 
 
 def run_patterns(folder: Path) -> list[str]:

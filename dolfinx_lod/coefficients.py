@@ -149,12 +149,10 @@ def owned_coefficient_values(
     name: str = "coefficient a",
     positive: bool = True,
 ) -> npt.NDArray[np.float64]:
-    """Validated values of ``a`` on the owned fine cells, in ``grids.fine_cell_keys`` order:
-    real numbers, finite, and if ``positive`` > 0 with a contrast max/min over all ranks that
-    double-precision solves resolve (:func:`check_contrast`).
-
-    Collective: a bad value on any rank raises ``InputError`` (a ``ValueError``) on every rank.
-    """
+    """Validated values of ``a`` on the owned fine cells (``grids.fine_cell_keys`` order): real,
+    finite, if ``positive`` > 0 with a contrast max/min over all ranks that double precision
+    resolves (:func:`check_contrast`); an array must be the same on every rank. Collective: a
+    bad value on any rank raises ``InputError`` (a ``ValueError``) on every rank."""
     out: list[npt.NDArray[np.float64]] = []
 
     def check() -> None:
@@ -163,7 +161,6 @@ def owned_coefficient_values(
         out.append(values)
 
     validate(grids.comm, check)
-    # Arrays must be the same on every rank (each rank takes its owned cells from its own).
     check_same(grids.comm, {f"{name} arrays": a if isinstance(a, np.ndarray) else None})
     values = out[0]
     if positive:  # the global range, the same on every rank: raising here is collective
@@ -227,8 +224,7 @@ class Family:
     def check(self, p: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """p as an array of shape (N_p,), raising ``ValueError`` outside the range."""
         p = np.atleast_1d(np.asarray(p, dtype=np.float64))
-        inside = np.all((p >= self.low) & (p <= self.high))  # False for NaN
-        if p.shape != (self.num_params,) or not inside:
+        if p.shape != (self.num_params,) or not np.all((p >= self.low) & (p <= self.high)):
             raise ValueError(
                 f"parameter p of family {self.name!r} must have {self.num_params} entries in "
                 f"[{list(self.low)}, {list(self.high)}]; got {p.tolist()}"

@@ -451,13 +451,9 @@ def create_nested_grids(
 
     validate(comm, check)
     NH, n, sides = check()
-    given = {
-        "coarse cell counts N_H": [int(k) for k in NH],
-        "fine cell counts n": [int(k) for k in n],
-        "domains": [[float(x) for x in corner] for corner in domain],
-        "Neumann sides": sorted(sides),
-    }
-    check_same(comm, given)  # e.g. a domain read from a file that differs between ranks
+    counts = [list(map(int, c)) for c in (NH, n)]  # the same on every rank, or InputError:
+    domains = [list(map(float, c)) for c in domain]
+    check_same(comm, {"cell counts": counts, "domains": domains, "Neumann sides": sorted(sides)})
     coarse_mesh = box_mesh(comm, domain, NH)
     fine_mesh = box_mesh(comm, domain, n)
     return NestedGrids(comm, domain, NH, n, coarse_mesh, fine_mesh, sides)

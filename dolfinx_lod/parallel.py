@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any, Self
 
@@ -76,14 +77,43 @@ def _base_name(e: LodError) -> str:
     return next((name for name, cls in _ERRORS.items() if isinstance(e, cls)), "InputError")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C (``KeyboardInterrupt``) so that the same clean-up runs."""
+
+
+_PENDING: list[int] = []  # signals received on this rank, raised on every rank together
+
+
+def defer_interrupt(signum: int) -> None:
+    """Record SIGINT / SIGTERM (from a signal handler): the next :func:`check_interrupt` or
+    collective block raises it on every rank together, so that all ranks unwind from the same
+    point (a rank raising alone would leave the others waiting in a collective)."""
+    _PENDING.append(signum)
+
+
+def _raise_pending(signums: list[int]) -> None:
+    signum = next((s for s in signums if s), 0)
+    if signum:
+        _PENDING.clear()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def check_interrupt(comm: MPI.Comm) -> None:
+    """Raise a signal received on any rank (:func:`defer_interrupt`) on every rank. Collective:
+    called once per time step and training epoch."""
+    _raise_pending(comm.allgather(_PENDING[0] if _PENDING else 0))
+
+
 def raise_first(comm: MPI.Comm, failure: tuple[str, str] | None) -> None:
-    """Raise on every rank the first rank's failure (error type name, message), if any.
+    """Raise on every rank the first rank's failure (error type name, message), if any, or
+    a signal received on any rank (:func:`defer_interrupt`).
 
     Collective. The error is raised with the type of the first failing rank (by rank), so all
     ranks raise the same type with the same message.
     """
-    failures = comm.allgather(failure)
-    first = next((f for f in failures if f is not None), None)
+    gathered = comm.allgather((failure, _PENDING[0] if _PENDING else 0))
+    _raise_pending([signum for _, signum in gathered])
+    first = next((f for f, _ in gathered if f is not None), None)
     if first is not None:
         kind, message = first
         raise _ERRORS[kind](message)

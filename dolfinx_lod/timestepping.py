@@ -70,7 +70,7 @@ from dolfinx_lod.lod import (
     to_function,
     validate_method,
 )
-from dolfinx_lod.parallel import PETScResource, validate
+from dolfinx_lod.parallel import PETScResource, check_interrupt, validate
 from dolfinx_lod.progress import progress as progress_report
 
 UPDATES = ("full", "selective")
@@ -554,6 +554,7 @@ def advance(
             stepper.step(state, m * tau)
         if observer is not None:
             observer(m, m * tau, state)
+        check_interrupt(grids.comm)  # a signal on any rank: every rank stops here
 
 
 @dataclass

@@ -18,9 +18,9 @@ from mpi4py import MPI
 import dolfinx_lod
 from dolfinx_lod.cli import elliptic, operators, parabolic, train
 from dolfinx_lod.cli.inputs import check_input_files, check_option_values
-from dolfinx_lod.cli.signals import Terminated, exit_code, handle_signals
+from dolfinx_lod.cli.signals import exit_code, handle_signals
 from dolfinx_lod.io import release_writers
-from dolfinx_lod.parallel import LodError
+from dolfinx_lod.parallel import LodError, Terminated
 
 #: The commands: name -> module with ``add_parser(sub)``, ``run(args, comm)``, ``report``.
 COMMANDS = {

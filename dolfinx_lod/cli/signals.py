@@ -1,6 +1,9 @@
-"""SIGINT and SIGTERM in a command: raised as ``KeyboardInterrupt`` / :class:`Terminated` so
-that the run unwinds (staging folders removed, exit 130 / 143), further signals ignored during
-the clean-up, and a watchdog that stops the job when a rank cannot unwind.
+"""SIGINT and SIGTERM in a command: raised as ``KeyboardInterrupt`` /
+:class:`~dolfinx_lod.parallel.Terminated` so that the run unwinds (staging folders removed,
+exit 130 / 143): at once on one rank; on several on every rank together at the next time
+step, training epoch or collective block, so that all ranks unwind from the same point.
+Further signals are ignored during the clean-up, and a watchdog stops the job when a rank
+cannot unwind.
 
 A Python signal handler runs only when the main thread returns to the interpreter: a rank that
 waits inside MPI for a rank that has left never runs it. The C-level handler still writes the
@@ -20,13 +23,11 @@ from collections.abc import Iterator
 
 from mpi4py import MPI
 
+from dolfinx_lod.parallel import Terminated, defer_interrupt
+
 #: Seconds a rank gets to unwind after a signal before the watchdog stops the job.
-CLEANUP_SECONDS = 20.0
+CLEANUP_SECONDS = 60.0
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (exit 143)."""
 
 
 def exit_code(signum: int) -> int:
@@ -36,9 +37,14 @@ def exit_code(signum: int) -> int:
 
 def _on_signal(signum: int, frame: object) -> None:
     """The first SIGINT / SIGTERM: ignore further ones while the run unwinds (a second Ctrl-C
-    would interrupt the clean-up, e.g. a PETSc object's ``__del__``), then raise."""
+    would interrupt the clean-up, e.g. a PETSc object's ``__del__``); raise it at once on one
+    rank, on several at the next point all ranks pass together
+    (:func:`dolfinx_lod.parallel.defer_interrupt`)."""
     for s in _SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    if MPI.COMM_WORLD.size > 1:
+        defer_interrupt(signum)
+        return
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 

@@ -105,18 +105,19 @@ def check_interrupt(comm: MPI.Comm) -> None:
 
 
 def raise_first(comm: MPI.Comm, failure: tuple[str, str] | None) -> None:
-    """Raise on every rank the first rank's failure (error type name, message), if any, or
-    a signal received on any rank (:func:`defer_interrupt`).
+    """Raise on every rank the first rank's failure (error type name, message), if any, else
+    a signal received on any rank (:func:`defer_interrupt`): a signal raised here means that
+    the block succeeded on every rank.
 
     Collective. The error is raised with the type of the first failing rank (by rank), so all
     ranks raise the same type with the same message.
     """
     gathered = comm.allgather((failure, _PENDING[0] if _PENDING else 0))
-    _raise_pending([signum for _, signum in gathered])
     first = next((f for f, _ in gathered if f is not None), None)
-    if first is not None:
+    if first is not None:  # a failure first (a signal stays pending): the block did not succeed
         kind, message = first
         raise _ERRORS[kind](message)
+    _raise_pending([signum for _, signum in gathered])
 
 
 @contextlib.contextmanager

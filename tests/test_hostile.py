@@ -507,3 +507,33 @@ def test_cli_file_of_the_wrong_size_refused_before_it_is_read(tmp_path, capsys):
     del big  # a sparse file: nothing written
     code, err = main(["elliptic", "--coefficient", path, *SIZES, "--out", tmp_path / "o"], capsys)
     assert code == 2 and "must divide" in err and "must be > 0" not in err, err
+
+
+def test_cli_train_interrupted_on_two_ranks_resumes(tmp_path):
+    """Ctrl-C to a 2-rank train: both ranks stop at the same epoch (exit 130), the checkpoint
+    set is one committed epoch, and --resume finishes (it hung on parts one epoch apart)."""
+    out = tmp_path / "t"
+    args = [*TRAIN, "--network", "reduced:4:8x2", "--checkpoint-every", 2, "--out", out]
+    cmd = [mpirun(), "-n", "2", sys.executable, "-m", "dolfinx_lod.cli", *args]
+    proc = subprocess.Popen(
+        list(map(str, [*cmd, "--epochs", 100000])),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(1200):  # training runs when the first set is committed
+            if (out / "checkpoint-of2.json").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("hang after Ctrl-C")
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    epoch = json.loads((out / "checkpoint-of2.json").read_text())["epoch"]
+    res = run(["-m", "dolfinx_lod.cli", *args, "--epochs", epoch + 2, "--resume"], 2)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "summary.json").read_text())["resumed"] is True

@@ -44,11 +44,18 @@ def write_checkpoint(comm: MPI.Comm, folder: Path, state: dict) -> None:
     the parts leaves a set that :func:`read_checkpoint` refuses rather than resumes."""
     state = {"format": CHECKPOINT_FORMAT, "ranks": comm.size, **state}
     path = checkpoint_file(folder, comm.rank, comm.size)
-    with collective(comm, OutputError):
-        write_atomic(path, lambda f: torch.save(state, f))
+    marker = {"format": CHECKPOINT_FORMAT, "ranks": comm.size, "epoch": state["epoch"]}
+    written = []
+    try:
+        with collective(comm, OutputError):
+            write_atomic(path, lambda f: torch.save(state, f))
+            written.append(path)
+    except KeyboardInterrupt:  # after every part was written (a deferred signal): commit first
+        if comm.rank == 0 and written:
+            write_json(commit_file(folder, comm.size), marker)
+        raise
     with collective(comm, OutputError):
         if comm.rank == 0:
-            marker = {"format": CHECKPOINT_FORMAT, "ranks": comm.size, "epoch": state["epoch"]}
             write_json(commit_file(folder, comm.size), marker)
 
 

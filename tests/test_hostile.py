@@ -357,6 +357,32 @@ def test_cli_fifo_input_is_refused(tmp_path):
 # -- 3. exit codes of signals ------------------------------------------------------------------
 
 
+def signalled(cmd: list, ready, sig: int, times: int = 1) -> tuple[int, str]:
+    """Run ``cmd``, wait until ``ready()`` (or its end), send ``sig`` ``times`` times; (exit
+    code, stderr). Killed after 60 s: a hang fails the test."""
+    proc = subprocess.Popen(
+        list(map(str, cmd)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(1200):
+            if ready() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        for _ in range(times):
+            proc.send_signal(sig)
+            time.sleep(0.3)
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"hang after signal {sig}: {cmd}")
+    return proc.returncode, err
+
+
 @pytest.mark.parametrize(
     "ranks, sig, times, code",
     [(1, signal.SIGTERM, 1, 143), (1, signal.SIGINT, 2, 130), (2, signal.SIGINT, 1, 130),
@@ -375,23 +401,9 @@ def test_cli_signal_during_the_time_loop(tmp_path, ranks, sig, times, code):
     cmd = [sys.executable, "-m", "dolfinx_lod.cli", *args]
     if ranks > 1:  # (a second Ctrl-C to mpiexec makes it kill the job itself)
         cmd = [mpirun(), "-n", str(ranks), *cmd]
-    proc = subprocess.Popen(
-        list(map(str, cmd)), stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        for _ in range(600):  # the time loop has started when the VTX folder exists
-            if list(tmp_path.glob(".out.tmp-*/lod.bp")) or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        for _ in range(times):
-            proc.send_signal(sig)
-            time.sleep(0.3)
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("hang after the signal")
-    assert proc.returncode == code, err
+    # The time loop has started when the VTX folder exists.
+    status, err = signalled(cmd, lambda: any(tmp_path.glob(".out.tmp-*/lod.bp")), sig, times)
+    assert status == code, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert "the results in" in err and "are unchanged" in err
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
@@ -426,28 +438,20 @@ import dolfinx_lod.cli.signals as signals
 signals.CLEANUP_SECONDS = 2.0
 comm = MPI.COMM_WORLD
 with signals.handle_signals():
-    print("ready", flush=True)
+    comm.Barrier()
+    if comm.rank == 0:
+        open("READY", "w").close()
     comm.recv(source=1 - comm.rank)  # both ranks wait inside MPI for ever
 """
 
 
-def test_sigterm_ends_ranks_that_wait_inside_mpi():
+def test_sigterm_ends_ranks_that_wait_inside_mpi(tmp_path):
     """Both ranks wait inside MPI, where no Python handler runs: the watchdog (fed by the
     wake-up pipe) stops the job with 143 instead of leaving a hung job that ignores SIGTERM."""
-    cmd = [mpirun(), "-n", "2", sys.executable, "-c", DEADLOCK]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        assert proc.stdout.readline() == "ready\n" and proc.stdout.readline() == "ready\n"
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("SIGTERM did not end a job waiting inside MPI")
-    assert proc.returncode == 143, err
+    ready = tmp_path / "ready"
+    cmd = [mpirun(), "-n", "2", sys.executable, "-c", DEADLOCK.replace("READY", str(ready))]
+    code, err = signalled(cmd, ready.exists, signal.SIGTERM)
+    assert code == 143, err
     assert "did not stop within 2 s of the signal" in err
 
 
@@ -515,24 +519,9 @@ def test_cli_train_interrupted_on_two_ranks_resumes(tmp_path):
     out = tmp_path / "t"
     args = [*TRAIN, "--network", "reduced:4:8x2", "--checkpoint-every", 2, "--out", out]
     cmd = [mpirun(), "-n", "2", sys.executable, "-m", "dolfinx_lod.cli", *args]
-    proc = subprocess.Popen(
-        list(map(str, [*cmd, "--epochs", 100000])),
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(1200):  # training runs when the first set is committed
-            if (out / "checkpoint-of2.json").exists() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("hang after Ctrl-C")
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    marker = out / "checkpoint-of2.json"  # training runs when the first set is committed
+    code, err = signalled([*cmd, "--epochs", 100000], marker.exists, signal.SIGINT)
+    assert code == 130 and "interrupted" in err and "Traceback" not in err, err
     epoch = json.loads((out / "checkpoint-of2.json").read_text())["epoch"]
     res = run(["-m", "dolfinx_lod.cli", *args, "--epochs", epoch + 2, "--resume"], 2)
     assert res.returncode == 0, res.stderr

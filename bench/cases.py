@@ -27,6 +27,12 @@ CASES: dict[str, Case] = {
         about="one online step: LOD steppers against the fine FEM step, (1/32, 1/512, 2)",
         ranks=2,
     ),
+    "time-to-solution": Case(
+        "bench_time_to_solution.py",
+        "time-to-solution-32-512-2-{ranks}.json",
+        about="whole time loops with a changing coefficient: LOD vs the fair fine FEM",
+        ranks=2,
+    ),
     "basis": Case("bench_basis.py", "basis-{ranks}.json", about="classical basis build time"),
     "online": Case("bench_online.py", "online-{ranks}.json", about="online coarse step"),
     "parabolic": Case("bench_parabolic.py", "parabolic-{ranks}.json", about="time loop"),

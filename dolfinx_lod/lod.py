@@ -153,6 +153,13 @@ class FineSystem(PETScResource):
             self._assemble_F()
         return self.F
 
+    def set_coefficient(self, a: dolfinx.fem.Function) -> None:
+        """Read the stiffness from the DG0 Function ``a`` from now on (S is reassembled by the
+        next :meth:`assemble_stiffness`)."""
+        self.a = a
+        if "S" in self._objects:
+            self._S_form = stiffness_form(self.grids.V_h, a)
+
     def assemble_stiffness(self) -> PETSc.Mat:
         """Reassemble S in place for the current values of ``a``."""
         if "S" in self._objects:

@@ -32,6 +32,7 @@ from dolfinx_lod.io import (
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 from dolfinx_lod.patches import owned_cells
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
+from dolfinx_lod.updates import DEFAULT_TOL, INDICATORS
 
 
 def add_parser(sub) -> None:
@@ -51,7 +52,20 @@ def add_parser(sub) -> None:
     q.add_argument("--T", type=float, required=True, help="final time T > 0")
     q.add_argument("--steps", type=int, required=True, help="M, number of time steps")
     q.add_argument("--update", choices=UPDATES, default="full", help="basis update strategy")
-    q.add_argument("--tol", type=float, help="tolerance of --update selective (0)")
+    q.add_argument(
+        "--tol",
+        type=float,
+        help="--update selective: a patch keeps its correctors while its error indicator e_T, "
+        "a bound on their relative energy change, is <= tol (default 0.1; 0: recompute every "
+        "patch where a changed)",
+    )
+    q.add_argument(
+        "--indicator",
+        choices=INDICATORS,
+        default="coefficient",
+        help="error indicator of --update selective: coefficient (from a alone, cheap; default) "
+        "or correctors (sharper, a patch assembly per changed patch)",
+    )
     q.add_argument(
         "--capacity",
         type=Path,
@@ -274,7 +288,8 @@ def _advance(args, comm, grids, schedule, capacity, output: OutputSet, t0: float
             args.layers,
             method=args.method,
             update=args.update,
-            tol=0.0 if args.tol is None else args.tol,
+            tol=DEFAULT_TOL if args.tol is None else args.tol,
+            indicator=args.indicator,
             capacity=capacity,
             source=args.source,
             provider=provider,

@@ -174,7 +174,7 @@ class _LODStepper(PETScResource):
             validate(comm, lambda: _check_positive_number(capacity, "capacity c"))
             c_fun: float | dolfinx.fem.Function = float(capacity)
         else:
-            c_fun = coefficient_function(grids, capacity, name="capacity")
+            c_fun = coefficient_function(grids, capacity, name="capacity c")
         self.basis = MultiscaleBasis(
             grids, layers, provider, progress, capacity=c_fun if self.petrov else None
         )

@@ -171,7 +171,7 @@ class MultiscaleBasis(PETScResource):
         return B
 
     def local_coefficient(
-        self, a: CoefficientLike, p: Any = None, name: str = "coefficient"
+        self, a: CoefficientLike, p: Any = None, name: str = "coefficient a"
     ) -> npt.NDArray[np.float64]:
         """Coefficient values on the fine cells of all owned patches (validated). Collective."""
         g = self.grids
@@ -183,7 +183,7 @@ class MultiscaleBasis(PETScResource):
         return fetch(g.comm, g.num_fine_cells, g.fine_cell_keys, values, self.cell_keys)
 
     def patch_coefficients(
-        self, a: CoefficientLike, p: Any = None, name: str = "coefficient"
+        self, a: CoefficientLike, p: Any = None, name: str = "coefficient a"
     ) -> list[npt.NDArray[np.float64]]:
         """Coefficient values on the fine cells of each owned patch (local patch cell order),
         in the order of ``patches``. Collective."""

@@ -74,7 +74,7 @@ class Family:
     def check(self, p: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """p as an array of shape (N_p,), raising ``ValueError`` outside the range."""
         p = np.atleast_1d(np.asarray(p, dtype=np.float64))
-        if p.shape != (self.num_params,) or np.any(p < self.low) or np.any(p > self.high):
+        if p.shape != (self.num_params,) or not np.all((p >= self.low) & (p <= self.high)):
             raise ValueError(
                 f"parameter p of family {self.name!r} must have {self.num_params} entries in "
                 f"[{list(self.low)}, {list(self.high)}]; got {p.tolist()}"

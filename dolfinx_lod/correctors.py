@@ -187,7 +187,7 @@ class PatchSpace:
         on_boundary = np.zeros(self.S.indptr.size - 1, dtype=bool)
         on_boundary[self.boundary_dofs] = True
         self._bc_zero = on_boundary[rows] | on_boundary[self.S.indices]
-        self._bc_diagonal = self._bc_zero & (rows == self.S.indices)
+        self.bc_diagonal = self._bc_zero & (rows == self.S.indices)
         self._S_rows = rows
         self.Mc_form = mass_form(self.V, self.c)
         self.Mc = dolfinx.fem.assemble_matrix(self.Mc_form)
@@ -203,7 +203,7 @@ class PatchSpace:
         self.S_full.data[:] = 0.0
         dolfinx.fem.assemble_matrix(self.S_full, self.S_form)
         self.S.data[:] = np.where(self._bc_zero, 0.0, self.S_full.data)
-        self.S.data[self._bc_diagonal] = 1.0
+        self.S.data[self.bc_diagonal] = 1.0
 
     def assemble_capacity(self, c_patch: npt.NDArray[np.float64]) -> None:
         """Set c and assemble Mc for capacity values ``c_patch`` (skipped if unchanged)."""
@@ -437,7 +437,13 @@ class PatchProblem(PETScResource):
             PatchSolveError: The factorization or the solve failed, or C is not finite.
         """
         self._assemble(a_patch)
-        self._values[self._S_position] = self.space.S.data
+        # Solve with S / s and rescale (C is invariant to a -> a / s): the saddle-point block
+        # and the identity rows of the patch boundary stay balanced for any scale of a. s is a
+        # power of two near max(a), so both scalings are exact and s = 1 for max(a) near 1.
+        s = scale_of(a_patch)
+        self._values[self._S_position] = np.where(
+            self.space.bc_diagonal, 1.0, self.space.S.data / s
+        )
         self.K.setValuesCSR(self._indptr, self._indices, self._values)
         self.K.assemble()
         self.rhs.assemble()
@@ -452,7 +458,7 @@ class PatchProblem(PETScResource):
             failure = self._failure() or f"PETSc error code {e.ierr}"
         C = np.empty((self.num_dofs, self.num_corners))
         if failure is None:
-            C[self.space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs]
+            C[self.space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs] / s
             if not np.isfinite(C).all():
                 failure = "non-finite correctors"
         if failure is not None:
@@ -586,6 +592,13 @@ class PatchProblem(PETScResource):
         """Free the PETSc objects (the KSP and the matrices)."""
         for obj in (self.ksp, self.K, self.rhs, self.sol):
             obj.destroy()
+
+
+def scale_of(a: npt.NDArray[np.float64]) -> float:
+    """The power of two nearest to max(a) (1 for an empty or non-positive a): dividing a
+    system linear in a by it is exact and leaves a of scale 1."""
+    top = float(np.max(a, initial=0.0))
+    return float(2.0 ** np.round(np.log2(top))) if top > 0.0 and np.isfinite(top) else 1.0
 
 
 def _hat(x: npt.NDArray[np.float64], centres: npt.NDArray[np.int64]) -> npt.NDArray:

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from dolfinx_lod.parallel import fetch, validate
+from dolfinx_lod.parallel import check_same, fetch, validate
 
 Domain = tuple[tuple[float, ...], tuple[float, ...]]
 UNIT_SQUARE: Domain = ((0.0, 0.0), (1.0, 1.0))
@@ -450,6 +450,9 @@ def create_nested_grids(
 
     validate(comm, check)
     NH, n, sides = check()
+    counts = [list(map(int, c)) for c in (NH, n)]  # the same on every rank, or InputError:
+    domains = [list(map(float, c)) for c in domain]
+    check_same(comm, {"cell counts": counts, "domains": domains, "Neumann sides": sorted(sides)})
     coarse_mesh = box_mesh(comm, domain, NH)
     fine_mesh = box_mesh(comm, domain, n)
     return NestedGrids(comm, domain, NH, n, coarse_mesh, fine_mesh, sides)

@@ -35,7 +35,7 @@ import ufl
 from mpi4py import MPI
 
 from dolfinx_lod.grids import NestedGrids, lattice_coordinates
-from dolfinx_lod.parallel import InputError, validate
+from dolfinx_lod.parallel import InputError, check_same, validate
 
 CoefficientLike = (
     float | npt.ArrayLike | Callable[..., npt.ArrayLike] | dolfinx.fem.Function | ufl.core.expr.Expr
@@ -101,7 +101,7 @@ def check_values(values: npt.NDArray, name: str, positive: bool) -> None:
         raise InputError(f"{name} must be > 0 on every fine cell; minimum is {values.min():g}")
 
 
-def check_coefficient_values(values: npt.NDArray, name: str = "coefficient") -> None:
+def check_coefficient_values(values: npt.NDArray, name: str = "coefficient a") -> None:
     """All checks of a coefficient array on one process: dtype, finite, > 0, contrast.
     Rank-local (raise collectively with :func:`dolfinx_lod.parallel.validate`)."""
     check_values(values, name, True)
@@ -109,7 +109,7 @@ def check_coefficient_values(values: npt.NDArray, name: str = "coefficient") -> 
         check_contrast(float(values.min()), float(values.max()), name)
 
 
-def validate_array_shape(arr: npt.NDArray, name: str = "coefficient", dim: int = 2) -> None:
+def validate_array_shape(arr: npt.NDArray, name: str = "coefficient a", dim: int = 2) -> None:
     """Raise ``ValueError`` unless ``arr`` is a non-empty array of fine-cell values with ``dim``
     axes: (n_y, n_x) = A[iy, ix] in 2D or (n_z, n_y, n_x) = A[iz, iy, ix] in 3D."""
     if arr.ndim != dim or 0 in arr.shape:
@@ -275,7 +275,7 @@ def owned_coefficient_values(
     grids: NestedGrids,
     a: CoefficientLike,
     p: Any = None,
-    name: str = "coefficient",
+    name: str = "coefficient a",
     positive: bool = True,
 ) -> npt.NDArray[np.float64]:
     """Validated values of ``a`` (any form of the module docstring) on the owned fine cells, in
@@ -283,7 +283,8 @@ def owned_coefficient_values(
     contrast max/min over all ranks that double-precision solves resolve
     (:func:`check_contrast`). ``p``: the parameter of a family a(x, p).
 
-    Collective: a bad value on any rank raises ``InputError`` (a ``ValueError``) on every rank.
+    Collective: a bad value on any rank raises ``InputError`` (a ``ValueError``) on every rank;
+    an array must be the same on every rank.
     """
     ufl_values = _dg0_values(grids, a, name) if _is_ufl(a) else None
     out: list[npt.NDArray[np.float64]] = []
@@ -294,6 +295,7 @@ def owned_coefficient_values(
         out.append(values)
 
     validate(grids.comm, check)
+    check_same(grids.comm, {f"{name} arrays": a if isinstance(a, np.ndarray) else None})
     values = out[0]
     if positive:  # the global range, the same on every rank: raising here is collective
         low = grids.comm.allreduce(float(values.min()) if values.size else np.inf, op=MPI.MIN)
@@ -313,7 +315,7 @@ def coefficient_function(
     grids: NestedGrids,
     a: CoefficientLike,
     p: Any = None,
-    name: str = "coefficient",
+    name: str = "coefficient a",
     positive: bool = True,
 ) -> dolfinx.fem.Function:
     """The data ``a`` as a DG0 Function on T_h (validated, collective)."""
@@ -355,7 +357,9 @@ def vertex_function(grids: NestedGrids, g: Any, name: str) -> dolfinx.fem.Functi
 
 
 def validate_source(f: float) -> None:
-    """Raise ``ValueError`` unless the constant source f is a finite number."""
+    """Raise ``ValueError`` unless the constant source f is a finite number (not a bool)."""
+    if isinstance(f, bool | np.bool_):
+        raise ValueError(f"source f must be a number or field data, got bool ({f!r})")
     if not np.isfinite(f):
         raise ValueError(f"source f must be a finite number, got {f!r}")
 
@@ -365,7 +369,7 @@ def source_function(grids: NestedGrids, f: CoefficientLike) -> float | dolfinx.f
     is, any other form of this module (Constant, UFL expression, Function, array, callable
     x -> values) as a DG0 Function on T_h. Collective: bad data raises ``InputError`` on
     every rank."""
-    if isinstance(f, int | float | np.number):
+    if isinstance(f, int | float | np.number | np.bool_):
         validate(grids.comm, lambda: validate_source(f))
         return float(f)
     return coefficient_function(grids, f, name="source f", positive=False)

@@ -14,8 +14,10 @@ rank is left waiting in a later collective. The types carry the exit code of the
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import signal
 from collections.abc import Callable, Iterator
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -75,17 +77,47 @@ def _base_name(e: LodError) -> str:
     return next((name for name, cls in _ERRORS.items() if isinstance(e, cls)), "InputError")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C (``KeyboardInterrupt``) so that the same clean-up runs."""
+
+
+_PENDING: list[int] = []  # signals received on this rank, raised on every rank together
+
+
+def defer_interrupt(signum: int) -> None:
+    """Record SIGINT / SIGTERM (from a signal handler): the next :func:`check_interrupt` or
+    collective block raises it on every rank together, so that all ranks unwind from the same
+    point (a rank raising alone would leave the others waiting in a collective)."""
+    _PENDING.append(signum)
+
+
+def _raise_pending(signums: list[int]) -> None:
+    signum = next((s for s in signums if s), 0)
+    if signum:
+        _PENDING.clear()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def check_interrupt(comm: MPI.Comm) -> None:
+    """Raise a signal received on any rank (:func:`defer_interrupt`) on every rank. Collective:
+    called once per time step and training epoch."""
+    _raise_pending(comm.allgather(_PENDING[0] if _PENDING else 0))
+
+
 def raise_first(comm: MPI.Comm, failure: tuple[str, str] | None) -> None:
-    """Raise on every rank the first rank's failure (error type name, message), if any.
+    """Raise on every rank the first rank's failure (error type name, message), if any, else
+    a signal received on any rank (:func:`defer_interrupt`): a signal raised here means that
+    the block succeeded on every rank.
 
     Collective. The error is raised with the type of the first failing rank (by rank), so all
     ranks raise the same type with the same message.
     """
-    failures = comm.allgather(failure)
-    first = next((f for f in failures if f is not None), None)
-    if first is not None:
+    gathered = comm.allgather((failure, _PENDING[0] if _PENDING else 0))
+    first = next((f for f, _ in gathered if f is not None), None)
+    if first is not None:  # a failure first (a signal stays pending): the block did not succeed
         kind, message = first
         raise _ERRORS[kind](message)
+    _raise_pending([signum for _, signum in gathered])
 
 
 @contextlib.contextmanager
@@ -120,6 +152,35 @@ def validate(comm: MPI.Comm, check: Callable[[], None]) -> None:
     """
     with collective(comm, InputError):
         check()
+
+
+def digest(value: Any, samples: int = 4096) -> str:
+    """A cheap fingerprint of ``value``: for an array its shape, dtype and ``samples`` evenly
+    spaced entries (a memory-mapped file is not read whole); else its ``repr``."""
+    if isinstance(value, np.ndarray):
+        flat = value.reshape(-1)
+        picked = flat[:: max(1, flat.size // samples)][:samples]
+        data = (
+            repr((value.shape, value.dtype.str)).encode() + np.ascontiguousarray(picked).tobytes()
+        )
+    else:
+        data = repr(value).encode()
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def check_same(comm: MPI.Comm, values: dict[str, Any]) -> None:
+    """Raise :class:`InputError` on every rank unless each named value is the same on every
+    rank (compared by :func:`digest`, one allgather). Collective: call it on every rank with
+    the same names."""
+    mine = {name: digest(value) for name, value in values.items()}
+    everyone = comm.allgather(mine)
+    for name in values:
+        ranks = [r for r, d in enumerate(everyone) if d[name] != everyone[0][name]]
+        if ranks:
+            raise InputError(
+                f"the ranks were given different {name} (rank {ranks[0]} another than rank "
+                "0): pass the same on every rank"
+            )
 
 
 def _directory_rank(keys: npt.NDArray[np.int64], nkeys: int, size: int) -> npt.NDArray[np.int64]:

@@ -174,9 +174,9 @@ def capacity_function(grids: NestedGrids, capacity: Any) -> float | dolfinx.fem.
     """The capacity c > 0, constant in time: a number as it is, other data (any form of
     :mod:`dolfinx_lod.inputs`) as a DG0 Function on T_h. Collective."""
     if isinstance(capacity, int | float | np.number):
-        validate(grids.comm, lambda: _check_positive_number(capacity, "capacity"))
+        validate(grids.comm, lambda: _check_positive_number(capacity, "capacity c"))
         return float(capacity)
-    return coefficient_function(grids, capacity, name="capacity")
+    return coefficient_function(grids, capacity, name="capacity c")
 
 
 def _check_positive_number(value: float, name: str) -> None:

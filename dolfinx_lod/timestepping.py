@@ -39,7 +39,7 @@ from dolfinx_lod.coefficients import CoefficientLike
 from dolfinx_lod.correctors import CorrectorProvider
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.lod import relative_errors, validate_method
-from dolfinx_lod.parallel import validate
+from dolfinx_lod.parallel import check_interrupt, validate
 from dolfinx_lod.progress import progress as progress_report
 from dolfinx_lod.schedule import CoefficientSchedule, StepCoefficient, check_source
 from dolfinx_lod.steppers import (
@@ -95,6 +95,7 @@ def advance(
             stepper.step(state, m * tau)
         if observer is not None:
             observer(m, m * tau, state)
+        check_interrupt(grids.comm)  # a signal on any rank: every rank stops here
 
 
 @dataclass

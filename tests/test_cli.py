@@ -101,14 +101,14 @@ def test_elliptic_bad_array(tmp_path):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.ones((4, 5)))
     res = run(
-        ["elliptic", "--coefficient", bad, "--coarse", 2, "--layers", 1, "--out", tmp_path],
+        ["elliptic", "--coefficient", bad, "--coarse", 2, "--layers", 1, "--out", tmp_path / "out"],
         check=False,
     )
     assert res.returncode == 2 and r"coarse cells in direction x NH (2) must divide" in res.stderr
     neg = tmp_path / "neg.npy"
     np.save(neg, -np.ones((4, 4)))
     res = run(
-        ["elliptic", "--coefficient", neg, "--coarse", 2, "--layers", 1, "--out", tmp_path],
+        ["elliptic", "--coefficient", neg, "--coarse", 2, "--layers", 1, "--out", tmp_path / "out"],
         check=False,
     )
     assert res.returncode == 2 and "must be > 0" in res.stderr
@@ -204,7 +204,7 @@ def test_parabolic_without_reference_and_output_every(tmp_path, stack):
 @pytest.mark.parametrize(
     "args, message",
     [
-        ({"T": 0.0}, "final time T must be > 0"),
+        ({"T": 0.0}, "--T must be > 0, got 0.0"),
         ({"steps": 5}, "coefficient stack has 4 entries but steps M = 5"),
     ],
 )

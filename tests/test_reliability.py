@@ -7,6 +7,7 @@ run under ``mpirun -n 2 python -m mpi4py -m pytest -m mpi`` (faults on one rank 
 
 import json
 import os
+import pickle
 import re
 from contextlib import nullcontext
 from pathlib import Path
@@ -46,8 +47,12 @@ def main(argv, capsys) -> tuple[int, str]:
 
 
 def listing(folder: Path) -> dict[str, bytes]:
-    """Name -> contents of the files in ``folder`` (recursively)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    """Name -> contents of the result files in ``folder`` (recursively; not the manifest)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    }
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -174,8 +179,10 @@ def test_one_fine_cell_per_coarse_cell_is_refused(comm):
     "content, message",
     [
         ("complex", "complex"),
-        ("empty", "cannot read a .npy array"),
-        ("npz", "a .npz archive, not a .npy array"),
+        ("empty", "not a .npy file"),
+        ("text", "not a .npy file"),
+        ("pickle", "not a .npy file"),
+        ("npz", "a .npz archive, not a .npy file"),
         ("structured", "structured"),
         ("zero-size", "must be 2D of shape (n_y, n_x); got shape (0, 0)"),
     ],
@@ -187,6 +194,10 @@ def test_cli_bad_coefficient_file(tmp_dir, comm, capsys, content, message):
             np.save(path, np.ones((16, 16), dtype=complex))
         elif content == "empty":
             path.write_bytes(b"")
+        elif content == "text":
+            path.write_text("1 2 3\n4 5 6\n")
+        elif content == "pickle":
+            path.write_bytes(pickle.dumps(np.ones((16, 16))))
         elif content == "npz":
             np.savez(tmp_dir / "A.npz", a=np.ones((16, 16)))
             os.replace(tmp_dir / "A.npz", path)
@@ -201,6 +212,7 @@ def test_cli_bad_coefficient_file(tmp_dir, comm, capsys, content, message):
     if comm.rank == 0:
         assert err.startswith("dolfinx-lod elliptic: error: --coefficient") and message in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "pickle" not in err  # never a hint to load it unsafely
     assert not (tmp_dir / "out").exists()
 
 
@@ -219,12 +231,12 @@ def test_cli_stack_validated_before_the_first_step(coefficient, tmp_dir, comm, c
     out = tmp_dir / "out"
     stack = np.load(coefficient / "stack.npy")
     stack[3, 5, 7] = np.nan
-    if comm.rank == 0:
-        np.save(tmp_dir / "nan.npy", stack)
-        out.mkdir()
-        (out / "summary.json").write_text('{"earlier": true}')
-        (out / "snapshot_step0001.png").write_bytes(b"earlier")
-    comm.Barrier()
+    with OutputSet(comm, out) as earlier:  # an earlier result set
+        if comm.rank == 0:
+            np.save(tmp_dir / "nan.npy", stack)
+            earlier.path("summary.json").write_text('{"earlier": true}')
+            earlier.path("snapshot_step0001.png").write_bytes(b"earlier")
+        earlier.commit()
     before = listing(out)
     flags = ["--coarse", 4, "--layers", 1, "--T", 1, "--steps", 4, "--out", out]
     code, err = main(["parabolic", "--coefficients", tmp_dir / "nan.npy", *flags], capsys)
@@ -261,7 +273,7 @@ def test_output_folder_that_cannot_be_written(tmp_dir, comm):
     cases = [
         (tmp_dir / "file", "it exists and is not a folder"),
         (Path("/proc/dolfinx_lod_out"), "cannot create a folder in /proc"),
-        (tmp_dir / "mine", "a folder with other content"),
+        (tmp_dir / "mine", "it holds notes.txt, which dolfinx_lod did not write"),
     ]
     for out, message in cases:
         with pytest.raises(OutputError, match=message):
@@ -478,7 +490,10 @@ def test_cli_resume(tmp_path, capsys):
     code, err = main([*args, "--epochs", 40, "--out", tmp_path / "none", "--resume"], capsys)
     assert code == 2 and "--resume: no checkpoint in" in err
     assert not (tmp_path / "none").exists()
-    # Checkpoints of 2 ranks, resumed on 1.
+    # Checkpoints of 2 ranks (a 2-rank run adds them to the folder's manifest), resumed on 1.
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["patterns"].append("checkpoint-rank*-of2.pt")
+    (out / "manifest.json").write_text(json.dumps(manifest))
     for rank in (0, 1):
         (out / f"checkpoint-rank{rank}-of2.pt").write_bytes(b"")
     (out / "checkpoint-rank0-of1.pt").unlink()

@@ -32,7 +32,7 @@ def test_bad_coefficient_values(grids, value, message):
 
 @pytest.mark.parametrize("shape", [(16,), (16, 8), (4, 4, 4), (8, 8)])
 def test_bad_coefficient_shape(grids, shape):
-    with pytest.raises(ValueError, match=r"coefficient array must"):
+    with pytest.raises(ValueError, match=r"coefficient a array must"):
         dl.solve_elliptic(grids, np.ones(shape), 1)
 
 

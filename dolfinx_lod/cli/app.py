@@ -2,12 +2,13 @@
 
 Exit codes: 0 success; 2 bad input (``InputError``, a ``ValueError``, argparse); 3 a solver
 that did not converge (``RuntimeError``); 4 output that could not be written; 1 a bug;
-130 interrupted (Ctrl-C).
+130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import traceback
@@ -16,7 +17,10 @@ from mpi4py import MPI
 
 import dolfinx_lod
 from dolfinx_lod.cli import elliptic, operators, parabolic, train
-from dolfinx_lod.parallel import LodError
+from dolfinx_lod.cli.inputs import check_input_files, check_option_values
+from dolfinx_lod.cli.signals import exit_code, handle_signals
+from dolfinx_lod.io import release_writers
+from dolfinx_lod.parallel import LodError, Terminated
 
 #: The commands: name -> module with ``add_parser(sub)``, ``run(args, comm)``, ``report``.
 COMMANDS = {
@@ -51,19 +55,32 @@ def _all_ranks_failed(comm: MPI.Comm, seconds: float = 5.0) -> bool:
     return True
 
 
-def _interrupted(args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm) -> int:
-    """Ctrl-C (mpirun forwards it to every rank): exit 130 on every rank."""
+def _interrupted(
+    args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: KeyboardInterrupt
+) -> int:
+    """Ctrl-C or SIGTERM (mpirun forwards both to every rank): exit 130 / 143 on every rank."""
+    terminated = isinstance(e, Terminated)
+    code = exit_code(signal.SIGTERM if terminated else signal.SIGINT)
+    what = "terminated" if terminated else "interrupted"
     if _all_ranks_failed(handshake):
+        release_writers(comm, close=True)  # every rank is here: open writers close together
         if comm.rank == 0:
             resume = " (checkpoints so far allow --resume)" if args.command == "train" else ""
             print(
-                f"dolfinx-lod {args.command}: interrupted; the results in {args.out} are "
+                f"dolfinx-lod {args.command}: {what}; the results in {args.out} are "
                 f"unchanged{resume}",
                 file=sys.stderr,
             )
-        return 130
-    comm.Abort(130)
-    return 130
+        return code
+    print(
+        f"dolfinx-lod {args.command}: {what} on rank {comm.rank}; another rank waits in a "
+        f"collective step: stopping the job; the results in {args.out} are unchanged",
+        file=sys.stderr,
+        flush=True,
+    )
+    release_writers(comm, close=False)
+    comm.Abort(code)
+    return code
 
 
 def _failed(args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: Exception) -> int:
@@ -73,11 +90,13 @@ def _failed(args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: Ex
     if not isinstance(e, ValueError | RuntimeError):
         traceback.print_exc()  # a bug: show where
     if _all_ranks_failed(handshake):
+        release_writers(comm, close=True)
         if comm.rank == 0:
             print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
         return code
     print(f"dolfinx-lod {args.command}: error on rank {comm.rank}: {e}", file=sys.stderr)
     sys.stderr.flush()
+    release_writers(comm, close=False)
     comm.Abort(code)  # the other ranks wait in a collective: stop them rather than hang
     return code
 
@@ -88,18 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     comm = MPI.COMM_WORLD
     handshake = comm.Dup()  # for errors raised outside dolfinx_lod.parallel.collective
     command = COMMANDS[args.command]
-    try:
-        summary = command.run(args, comm)
-    except LodError as e:  # raised on every rank together (dolfinx_lod.parallel.collective)
-        if comm.rank == 0:
-            print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        return _interrupted(args, comm, handshake)
-    except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
-        return _failed(args, comm, handshake, e)
-    finally:
-        handshake.Free()
+    with handle_signals():  # until the exit code is known on every rank
+        try:
+            check_option_values(args, comm)
+            check_input_files(args, comm)
+            summary = command.run(args, comm)
+        except LodError as e:  # raised on every rank together (dolfinx_lod.parallel.collective)
+            if comm.rank == 0:
+                print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt as e:
+            return _interrupted(args, comm, handshake, e)
+        except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
+            return _failed(args, comm, handshake, e)
+        finally:
+            handshake.Free()
     if comm.rank == 0:
         print(command.report(args, summary, comm))
     return 0

@@ -18,7 +18,7 @@ from dolfinx_lod.cli.inputs import (
     nested_grids,
 )
 from dolfinx_lod.cli.options import add_box_options, add_solve_options, counts
-from dolfinx_lod.cli.output import basis_keys, boundary_keys, grid_keys
+from dolfinx_lod.cli.output import basis_keys, boundary_keys, grid_keys, output_set
 from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy, write_vtx
 from dolfinx_lod.lod import solve_elliptic
 from dolfinx_lod.parallel import OutputError, collective
@@ -40,8 +40,8 @@ def add_parser(sub) -> None:
     e.add_argument(
         "--fine",
         type=counts,
-        default=128,
-        help="n for the default coefficient: one number or NX,NY[,NZ] (128)",
+        help="n for the default coefficient: one number or NX,NY[,NZ] (128); with "
+        "--coefficient it must match the array",
     )
     e.add_argument(
         "--dim",
@@ -69,12 +69,12 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     """Run the elliptic LOD and write summary.json, solution.npy, reference.npy, elliptic.png
     as one set into --out."""
     t0 = time.perf_counter()
-    A = load_coefficient(args, comm)
-    grids = nested_grids(args, comm, A.shape)
-    param = None if args.param is None else np.array([args.param])
-    provider, param = learned_provider(args, comm, grids, "--param", param)
-    source, boundary = load_source(args, comm, grids, False), load_boundary(args, comm)
-    with OutputSet(comm, args.out) as output:
+    with output_set(args, comm) as output:  # --out checked first, before any work
+        A = load_coefficient(args, comm)
+        grids = nested_grids(args, comm, A.shape)
+        param = None if args.param is None else np.array([args.param])
+        provider, param = learned_provider(args, comm, grids, "--param", param)
+        source, boundary = load_source(args, comm, grids, False), load_boundary(args, comm)
         sol = solve_elliptic(
             grids,
             A,

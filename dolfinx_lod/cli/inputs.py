@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
 
+from dolfinx_lod.cli.options import COUNTS, COUNTS_OR_ZERO, RATES
 from dolfinx_lod.coefficients import (
     check_coefficient_values,
     check_dtype,
@@ -33,26 +37,92 @@ def check_positive_int(value: int, option: str) -> None:
         raise ValueError(f"{option} must be >= 1, got {value}")
 
 
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "a device")
+
+
+def check_option_values(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    """Counts >= 1 (or >= 0), rates > 0 and --lr-decay in (0, 1] wherever a command has them
+    (:data:`~dolfinx_lod.cli.options.COUNTS`): ``InputError`` naming the option. Collective."""
+
+    def option(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    def check() -> None:
+        given = {k: v for k, v in vars(args).items() if v is not None}
+        for name in COUNTS:
+            if name in given:
+                check_positive_int(given[name], option(name))
+        for name in COUNTS_OR_ZERO:
+            if name in given and given[name] < 0:
+                raise InputError(f"{option(name)} must be >= 0, got {given[name]}")
+        for name in RATES:
+            if name in given and not given[name] > 0:  # NaN too
+                raise InputError(f"{option(name)} must be > 0, got {given[name]}")
+        decay = given.get("lr_decay")
+        if decay is not None and not 0 < decay <= 1:
+            raise InputError(f"--lr-decay must be in (0, 1], got {decay}")
+
+    validate(comm, check)
+
+
+def check_input_files(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    """Every path option but --out names an existing regular file: a FIFO or a device would
+    block or never end, so nothing is opened before this check (stat only). Collective;
+    ``InputError`` naming the option."""
+
+    def check() -> None:
+        for key, value in vars(args).items():
+            if isinstance(value, Path) and key != "out":
+                option = "--" + key.replace("_", "-")
+                try:
+                    mode = os.stat(value).st_mode
+                except OSError as e:
+                    raise InputError(f"{option} {value}: {e.strerror or e}") from e
+                if not stat.S_ISREG(mode):
+                    raise InputError(f"{option} {value}: not a regular file ({_file_kind(mode)})")
+
+    validate(comm, check)
+
+
+def open_npy(path: Path, option: str, mmap_mode: str | None = None) -> np.ndarray:
+    """The array of the .npy file ``path`` (memory-mapped with ``mmap_mode``), never
+    unpickled: anything but a .npy file is refused by its first bytes. Rank-local."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise InputError(f"{option} {path}: {e.strerror or e}") from e
+    if magic[:4] == b"PK\x03\x04":
+        raise InputError(
+            f"{option} {path}: a .npz archive, not a .npy file (save one array with numpy.save)"
+        )
+    if magic != b"\x93NUMPY":
+        raise InputError(f"{option} {path}: not a .npy file (save the array with numpy.save)")
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except Exception as e:  # truncated, damaged header, object arrays
+        raise InputError(f"{option} {path}: cannot read the .npy array ({e})") from e
+
+
 def load_array(
-    path: Path, option: str, comm: MPI.Comm, stack: bool, dims: tuple[int, ...] = (2, 3)
+    path: Path,
+    option: str,
+    comm: MPI.Comm,
+    stack: bool,
+    dims: tuple[int, ...] = (2, 3),
+    shape_check: Callable[[tuple[int, ...]], None] | None = None,
 ) -> np.ndarray:
     """Memory-map a .npy coefficient array ((n,) * d with d in ``dims``, or with ``stack`` an
-    (M, n, ...) stack of them) and validate all of it before any work: type, shape and every
-    value (finite, > 0, a contrast the solver resolves), a stack step by step, the steps split
-    over the ranks. Collective."""
+    (M, n, ...) stack of them) and validate all of it before any work: type, shape, then
+    ``shape_check(field shape)`` (collective; e.g. :func:`check_grid`, so that a file of the
+    wrong size is refused before it is read), then every value (finite, > 0, a contrast the
+    solver resolves), a stack step by step, the steps split over the ranks. Collective."""
     out: list[np.ndarray] = []
 
     def load() -> None:
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except Exception as e:  # missing, empty, truncated, pickled, not .npy
-            raise InputError(f"{option} {path}: cannot read a .npy array ({e})") from e
-        if not isinstance(arr, np.ndarray):  # an .npz archive
-            arr.close()
-            raise InputError(
-                f"{option} {path}: a .npz archive, not a .npy array (save one array with "
-                "numpy.save)"
-            )
+        arr = open_npy(path, option, "r")
         check_dtype(arr, option)
         lead = ("M",) if stack else ()
         axes = {2: ("n_y", "n_x"), 3: ("n_z", "n_y", "n_x")}
@@ -65,6 +135,8 @@ def load_array(
 
     validate(comm, load)
     arr = out[0]
+    if shape_check is not None:
+        shape_check(arr.shape[1:] if stack else arr.shape)
 
     def check_values() -> None:
         if not stack:
@@ -89,8 +161,19 @@ def load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
     validate(comm, check_dim)
     if args.coefficient is not None:
         dims = (2, 3) if args.dim is None else (args.dim,)
-        return load_array(args.coefficient, "--coefficient", comm, False, dims)
-    fine = args.fine if isinstance(args.fine, tuple) else (args.fine,) * (args.dim or 2)
+        A = load_array(
+            args.coefficient,
+            "--coefficient",
+            comm,
+            False,
+            dims,
+            lambda n: check_grid(args, comm, n),
+        )
+        if args.fine is not None:
+            _check_fine_of_file(args, comm, A.shape[::-1])
+        return A
+    given = 128 if args.fine is None else args.fine
+    fine = given if isinstance(given, tuple) else (given,) * (args.dim or 2)
 
     def check_fine() -> None:
         if args.dim is not None and len(fine) != args.dim:
@@ -101,7 +184,24 @@ def load_coefficient(args: argparse.Namespace, comm: MPI.Comm) -> np.ndarray:
             check_positive_int(n, "--fine")
 
     validate(comm, check_fine)
+    check_memory(comm, int(np.prod(fine)), "--fine")
     return random_coefficient(fine, seed=args.seed, dim=len(fine))
+
+
+def _check_fine_of_file(args: argparse.Namespace, comm: MPI.Comm, cells: tuple) -> None:
+    """--fine with --coefficient: refused unless it names the array's cells (then a note)."""
+    fine = args.fine if isinstance(args.fine, tuple) else (args.fine,) * len(cells)
+    text = "x".join(map(str, cells))
+
+    def check() -> None:
+        if tuple(fine) != tuple(cells):
+            raise InputError(
+                f"--fine {args.fine} does not match --coefficient {args.coefficient}, which has "
+                f"{text} fine cells (--fine applies to the default coefficient; leave it out)"
+            )
+
+    validate(comm, check)
+    warn(comm, args.command, f"--fine {args.fine} is the size of --coefficient ({text}): a no-op")
 
 
 def load_params(args: argparse.Namespace, comm: MPI.Comm, steps: int) -> np.ndarray | None:
@@ -111,12 +211,11 @@ def load_params(args: argparse.Namespace, comm: MPI.Comm, steps: int) -> np.ndar
     out = []
 
     def load() -> None:
-        try:
-            P = np.load(args.params, allow_pickle=False)
-        except Exception as e:
-            raise InputError(f"--params {args.params}: cannot read a .npy array ({e})") from e
+        P = open_npy(args.params, "--params")
         check_dtype(P, "--params")
         P = np.asarray(P, dtype=np.float64)
+        if not np.isfinite(P).all():
+            raise InputError("--params must be finite; found NaN or infinite values")
         P = P[:, None] if P.ndim == 1 else P
         if P.ndim != 2 or P.shape[0] != steps:
             raise InputError(
@@ -129,9 +228,31 @@ def load_params(args: argparse.Namespace, comm: MPI.Comm, steps: int) -> np.ndar
     return out[0]
 
 
+#: A lower bound of the memory a run takes per fine cell, in bytes: the nested grids alone
+#: take more (create_nested_grids at n = 1024 on one rank: 317 bytes per cell).
+BYTES_PER_CELL = 300
+
+
+def check_memory(comm: MPI.Comm, cells: int, option: str) -> None:
+    """Refuse, before any allocation, ``cells`` fine cells that need more memory than the nodes
+    of ``comm`` have (:data:`BYTES_PER_CELL`). Collective; ``InputError`` naming ``option``."""
+    mine = (MPI.Get_processor_name(), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    total = sum(dict(comm.allgather(mine)).values())
+    need = cells * BYTES_PER_CELL
+    if need > total:
+        raise InputError(
+            f"{option}: {cells:,} fine cells need at least {need / 2**30:.1f} GiB of memory "
+            f"(about {BYTES_PER_CELL} bytes per cell), more than the {total / 2**30:.1f} GiB "
+            "of the machine: choose fewer cells"
+        )
+
+
 def check_problem(args: argparse.Namespace, comm: MPI.Comm, n) -> None:
-    """N_H divides n with n / N_H >= 2, layers (and method, source where given) before any
-    work. Collective."""
+    """N_H divides n with n / N_H >= 2, layers (and method, source where given), the memory
+    the fine grid needs, before any work. Collective."""
+    cells = int(np.prod(n)) if isinstance(n, tuple) else int(n) ** 2
+    given = [f"--{k}" for k in ("coefficient", "coefficients") if getattr(args, k, None)]
+    check_memory(comm, cells, given[0] if given else "--fine")
 
     def check() -> None:
         validate_layers(args.layers)
@@ -171,14 +292,21 @@ def _check_box(args: argparse.Namespace, dim: int, fine: tuple[int, ...]) -> Non
         )
 
 
+def check_grid(args: argparse.Namespace, comm: MPI.Comm, shape: tuple[int, ...]) -> None:
+    """Check --domain, --coarse, --neumann, --layers and the method for a fine-cell array of
+    ``shape`` ((n_y, n_x) or (n_z, n_y, n_x)), and the memory it needs. Collective."""
+    fine = tuple(shape[::-1])
+    validate(comm, lambda: _check_box(args, len(shape), fine))
+    check_problem(args, comm, fine)
+
+
 def nested_grids(args: argparse.Namespace, comm: MPI.Comm, shape: tuple[int, ...]) -> NestedGrids:
     """The nested grids of a fine-cell array of ``shape`` ((n_y, n_x) or (n_z, n_y, n_x)) on
     --domain with --coarse cells and --neumann sides, all checked (with --layers and the
-    method) on every rank before any work. Collective."""
+    method) on every rank before any work (:func:`check_grid`). Collective."""
     dim = len(shape)
     fine = tuple(shape[::-1])
-    validate(comm, lambda: _check_box(args, dim, fine))
-    check_problem(args, comm, fine)
+    check_grid(args, comm, shape)
     domain = (
         unit_box(dim)
         if args.domain is None

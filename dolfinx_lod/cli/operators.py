@@ -7,10 +7,11 @@ import argparse
 from mpi4py import MPI
 
 import dolfinx_lod
-from dolfinx_lod.cli.inputs import check_positive_int, check_problem
+from dolfinx_lod.cli.inputs import check_problem
 from dolfinx_lod.cli.options import COARSE_HELP, FAMILIES, add_out_option
+from dolfinx_lod.cli.output import output_set
 from dolfinx_lod.grids import create_nested_grids
-from dolfinx_lod.io import OutputSet, write_json
+from dolfinx_lod.io import write_json
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 
 
@@ -37,11 +38,9 @@ def add_parser(sub) -> None:
 
 
 def _network(args: argparse.Namespace) -> dict:
-    """The checked counts and the 'mlp:WxD' network of the options."""
+    """The 'mlp:WxD' network of --network."""
     from dolfinx_lod.neural.networks import parse_network
 
-    for name in ("samples", "test_samples", "epochs", "threads"):
-        check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))
     network = parse_network(args.network)
     if network["architecture"] != "mlp":
         raise InputError(f"--network must be 'mlp:WIDTHxDEPTH', got {args.network!r}")
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     torch.set_num_threads(args.threads)
     family = make_family(args.family, args.fine)
     grids = create_nested_grids(comm, args.coarse, args.fine)
-    with OutputSet(comm, args.out, markers=("summary.json", "operators.pt")) as output:
+    with output_set(args, comm) as output:
         nets, report = train_operators(
             grids,
             args.layers,

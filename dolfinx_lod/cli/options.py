@@ -26,6 +26,22 @@ MODEL_HELP = (
 )
 FAMILIES = ("cont", "battery")
 
+#: Options that are counts (>= 1), counts that may be 0, and positive rates, wherever a
+#: command has them: refused out of range before any work (never replaced by a default).
+COUNTS = (
+    "samples",
+    "test_samples",
+    "epochs",
+    "threads",
+    "lr_step",
+    "patience",
+    "checkpoint_every",
+    "output_every",
+    "steps",
+)
+COUNTS_OR_ZERO = ("seed", "warm_start", "batch_size")
+RATES = ("lr", "T")
+
 
 def numbers(kind: type, what: str):
     """argparse type: comma-separated numbers of ``kind``."""

@@ -6,9 +6,18 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from mpi4py import MPI
 
-from dolfinx_lod.io import gather_cell_array, gather_vertex_array
+from dolfinx_lod.io import OutputSet, gather_cell_array, gather_vertex_array
 from dolfinx_lod.parallel import OutputError, collective
+
+
+def output_set(args: argparse.Namespace, comm: MPI.Comm, **kwargs) -> OutputSet:
+    """The result set of --out, refused (before any work) where it would replace a folder
+    the tool did not write or one holding an input file of the command (any path option).
+    Collective; ``kwargs`` go to :class:`~dolfinx_lod.io.OutputSet`."""
+    inputs = [v for k, v in vars(args).items() if isinstance(v, Path) and k != "out"]
+    return OutputSet(comm, args.out, inputs=inputs, **kwargs)
 
 
 def counts_key(counts: tuple[int, ...]) -> int | list[int]:

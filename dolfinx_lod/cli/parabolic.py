@@ -11,6 +11,7 @@ from mpi4py import MPI
 
 import dolfinx_lod
 from dolfinx_lod.cli.inputs import (
+    check_grid,
     learned_provider,
     load_array,
     load_boundary,
@@ -20,8 +21,16 @@ from dolfinx_lod.cli.inputs import (
     warn,
 )
 from dolfinx_lod.cli.options import add_box_options, add_solve_options
-from dolfinx_lod.cli.output import basis_keys, boundary_keys, grid_keys, snapshot
-from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy
+from dolfinx_lod.cli.output import basis_keys, boundary_keys, grid_keys, output_set, snapshot
+from dolfinx_lod.io import (
+    OutputSet,
+    check_free_space,
+    close_writers,
+    gather_vertex_array,
+    vtx_bytes,
+    write_json,
+    write_npy,
+)
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 from dolfinx_lod.patches import owned_cells
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
@@ -99,15 +108,13 @@ def add_parser(sub) -> None:
 
 
 def _check_options(args: argparse.Namespace, comm: MPI.Comm, steps: int) -> None:
-    """--snapshots in 1..M, --output-every >= 1; warn about --tol without --update selective.
+    """--snapshots in 1..M; warn about --tol without --update selective.
     Collective."""
 
     def check() -> None:
         bad = [m for m in args.snapshots or () if not 1 <= m <= steps]
         if bad:
             raise InputError(f"--snapshots must be steps in 1..M = 1..{steps}; got {bad}")
-        if args.output_every is not None and args.output_every < 1:
-            raise InputError(f"--output-every must be >= 1, got {args.output_every}")
 
     validate(comm, check)
     if args.tol is not None and args.update != "selective":
@@ -123,28 +130,37 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     series (lod.bp: u_ms, u_h, error; coefficient.bp: a) and PNG snapshots as one set into
     --out. Every step of the coefficient stack is validated before the first step."""
     t0 = time.perf_counter()
-    stack = load_array(args.coefficients, "--coefficients", comm, True)
-    dim = stack.ndim - 1
-    capacity = (
-        1.0
-        if args.capacity is None
-        else load_array(args.capacity, "--capacity", comm, False, (dim,))
-    )
-    grids = nested_grids(args, comm, stack.shape[1:])
-    _check_options(args, comm, args.steps)
-    params = load_params(args, comm, stack.shape[0])
-    provider, params = learned_provider(args, comm, grids, "--params", params)
-    schedule = CoefficientSchedule.from_stack(stack, check=False)  # checked in load_array
-    if params is not None:  # the step's field and its parameter p (for the learned basis)
-        schedule = CoefficientSchedule(lambda m, t: (stack[m - 1], params[m - 1]), stack.shape[0])
-    provider, classical = _operator_provider(args, comm, grids, provider, params)
-    try:
-        with OutputSet(comm, args.out) as output:
+    with output_set(args, comm) as output:  # --out checked first, before any work
+        stack = load_array(
+            args.coefficients,
+            "--coefficients",
+            comm,
+            True,
+            (2, 3),
+            lambda n: check_grid(args, comm, n),
+        )
+        dim = stack.ndim - 1
+        capacity = (
+            1.0
+            if args.capacity is None
+            else load_array(args.capacity, "--capacity", comm, False, (dim,))
+        )
+        grids = nested_grids(args, comm, stack.shape[1:])
+        _check_options(args, comm, args.steps)
+        params = load_params(args, comm, stack.shape[0])
+        provider, params = learned_provider(args, comm, grids, "--params", params)
+        schedule = CoefficientSchedule.from_stack(stack, check=False)  # checked in load_array
+        if params is not None:  # the step's field and its parameter p (for the learned basis)
+            schedule = CoefficientSchedule(
+                lambda m, t: (stack[m - 1], params[m - 1]), stack.shape[0]
+            )
+        provider, classical = _operator_provider(args, comm, grids, provider, params)
+        try:
             summary = _advance(args, comm, grids, schedule, capacity, output, t0, provider)
             output.commit()
-    finally:
-        if classical is not None:
-            classical.destroy()
+        finally:
+            if classical is not None:
+                classical.destroy()
     return summary
 
 
@@ -218,6 +234,7 @@ class _Observer:
         self.u_out = dolfinx.fem.Function(grids.V_h, name="u_ms")
         self.u_ref = dolfinx.fem.Function(grids.V_h, name="u_h")
         self.error = dolfinx.fem.Function(grids.V_h, name="error")
+        self.fields = [self.u_out, self.u_ref, self.error] if args.reference else [self.u_out]
         self.writers: dict = {}
         self.frames: list[int] = []
         self.files = {
@@ -231,9 +248,8 @@ class _Observer:
     def _open(self, a_fun) -> None:
         import dolfinx.io
 
-        fields = [self.u_out, self.u_ref, self.error] if self.args.reference else [self.u_out]
         path = self.output.path
-        self.writers["lod"] = dolfinx.io.VTXWriter(self.comm, path("lod.bp"), fields)
+        self.writers["lod"] = dolfinx.io.VTXWriter(self.comm, path("lod.bp"), self.fields)
         self.writers["a"] = dolfinx.io.VTXWriter(self.comm, path("coefficient.bp"), [a_fun])
 
     def __call__(self, view) -> None:
@@ -245,6 +261,9 @@ class _Observer:
         if self.args.reference:
             self.u_ref.x.array[:] = view.u_h.x.array
             self.error.x.array[:] = np.abs(self.u_out.x.array - self.u_ref.x.array)
+        first = not self.frames
+        need = vtx_bytes(self.fields, first) + vtx_bytes([view.a], first)
+        check_free_space(self.comm, self.output.staging, need, "the VTX time series")
         for writer in self.writers.values():
             writer.write(view.t)
         self.frames.append(view.m)
@@ -253,14 +272,15 @@ class _Observer:
             snapshot(self.output.path(name), self.grids, view)
             self.files[f"snapshot_step{view.m}"] = name
 
-    def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
+    def close(self, error: BaseException | None) -> None:
+        """Close the VTX writers (or keep them for a collective close, :func:`close_writers`)."""
+        close_writers(self.comm, list(self.writers.values()), error)
 
 
 def _advance(args, comm, grids, schedule, capacity, output: OutputSet, t0: float, provider):
     """Run the time loop with the observer; write the final arrays and summary. Collective."""
     observer = _Observer(args, comm, grids, output)
+    error = None
     try:
         result = run_parabolic(
             grids,
@@ -280,8 +300,11 @@ def _advance(args, comm, grids, schedule, capacity, output: OutputSet, t0: float
             reference=args.reference,
             **load_boundary(args, comm),
         )
+    except BaseException as e:
+        error = e
+        raise
     finally:
-        observer.close()
+        observer.close(error)
     try:  # the PETSc objects are destroyed on every rank together, also after an error
         u_ms = gather_vertex_array(grids, result.u_ms)
         u_h = gather_vertex_array(grids, result.u_h) if args.reference else None

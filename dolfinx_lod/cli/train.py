@@ -7,8 +7,9 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-from dolfinx_lod.cli.inputs import check_positive_int, check_problem, load_array
+from dolfinx_lod.cli.inputs import check_problem, load_array
 from dolfinx_lod.cli.options import COARSE_HELP, FAMILIES, add_out_option
+from dolfinx_lod.cli.output import output_set
 from dolfinx_lod.grids import create_nested_grids
 from dolfinx_lod.parallel import InputError, validate
 from dolfinx_lod.progress import interactive
@@ -110,6 +111,11 @@ def _add_network_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, default=0)
 
 
+def _given(value, default):
+    """An option's value, or ``default`` where it was not given (0 is a value: checked)."""
+    return default if value is None else value
+
+
 def _settings(args: argparse.Namespace):
     """The TrainingSettings of the options: the preset's, with the options given on top,
     validated."""
@@ -119,9 +125,6 @@ def _settings(args: argparse.Namespace):
         raise InputError("--coefficients needs --test-coefficients (held-out fields)")
     if args.family is not None and args.samples is None:
         raise InputError("--family needs --samples (training parameters K >= 1)")
-    for name in ("samples", "test_samples", "threads"):
-        if getattr(args, name) is not None:
-            check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))
     given = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
     s = PRESETS[PRESET].settings(
         args.network,
@@ -143,6 +146,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
 
     from dolfinx_lod.coefficients import family as make_family
     from dolfinx_lod.coefficients import sample_family
+    from dolfinx_lod.neural.checkpoints import checkpoint_pattern
     from dolfinx_lod.neural.workflow import train_and_evaluate
 
     settings = []
@@ -163,22 +167,24 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     family = stacks.get("coefficients") or make_family(args.family, args.fine)
     test_family = stacks.get("test_coefficients", family)
     default_test = 25 if "test_coefficients" not in stacks else int(test_family.high[0]) + 1
-    samples = args.samples or int(family.high[0]) + 1
+    samples = _given(args.samples, int(family.high[0]) + 1)
     grids = create_nested_grids(comm, args.coarse, args.fine)
-    # train_and_evaluate checks the network size, prepares --out collectively (checkpoints go
-    # there while training runs; the results are written as a set) and checks --resume.
-    return train_and_evaluate(
-        grids,
-        args.layers,
-        family,
-        samples,
-        args.test_samples or default_test,
-        settings[0],
-        args.out,
-        resume=args.resume,
-        progress=interactive(),  # the training's tqdm bar: on a terminal only
-        test_family=test_family,
-    )
+    # --out is prepared collectively (checkpoints go there while training runs; the results
+    # are written as a set); train_and_evaluate checks the network size and --resume.
+    out = output_set(args, comm, keep=(checkpoint_pattern(comm),), live=True)
+    with out:  # a failed --resume check leaves no staging folder
+        return train_and_evaluate(
+            grids,
+            args.layers,
+            family,
+            samples,
+            _given(args.test_samples, default_test),
+            settings[0],
+            out,
+            resume=args.resume,
+            progress=interactive(),  # the training's tqdm bar: on a terminal only
+            test_family=test_family,
+        )
 
 
 def report(args: argparse.Namespace, summary: dict, comm: MPI.Comm) -> str:

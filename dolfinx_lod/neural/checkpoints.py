@@ -1,14 +1,16 @@
-"""Training checkpoints: one file per rank, the format tag and the checks a resume makes
-(same rank count, same settings but :data:`RESUMABLE_SETTINGS`, same problem)."""
+"""Training checkpoints: one set per checkpointed epoch (one file per rank, then a commit
+marker naming the epoch), the format tag and the checks a resume makes (one complete set of
+one epoch, same rank count, same settings but :data:`RESUMABLE_SETTINGS`, same problem)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from mpi4py import MPI
 
-from dolfinx_lod.io import write_atomic
+from dolfinx_lod.io import write_atomic, write_json
 from dolfinx_lod.parallel import InputError, OutputError, brief, collective, validate
 
 #: Format tag of the training checkpoints.
@@ -24,19 +26,37 @@ def checkpoint_file(folder: Path, rank: int, size: int) -> Path:
     return Path(folder) / f"checkpoint-rank{rank}-of{size}.pt"
 
 
+def commit_file(folder: Path, size: int) -> Path:
+    """The commit marker of the checkpoint set of a run on ``size`` ranks in ``folder``."""
+    return Path(folder) / f"checkpoint-of{size}.json"
+
+
 def checkpoint_pattern(comm: MPI.Comm) -> str:
-    """The checkpoint files of a run on ``comm`` in a training folder (the resume state,
-    carried into each result set; checkpoints of other rank counts are not)."""
-    return f"checkpoint-rank*-of{comm.size}.pt"
+    """The checkpoint files and commit marker of a run on ``comm`` in a training folder (the
+    resume state, carried into each result set; those of other rank counts are not)."""
+    return f"checkpoint-*of{comm.size}.*"
 
 
 def write_checkpoint(comm: MPI.Comm, folder: Path, state: dict) -> None:
     """Write this rank's training ``state`` (tagged with :data:`CHECKPOINT_FORMAT` and the rank
-    count) atomically. Collective: a rank that cannot write stops them all."""
+    count) atomically, then, once every rank has written its part, the commit marker of the
+    set (rank 0). Collective: a rank that cannot write stops them all; an interrupt between
+    the parts leaves a set that :func:`read_checkpoint` refuses rather than resumes."""
     state = {"format": CHECKPOINT_FORMAT, "ranks": comm.size, **state}
     path = checkpoint_file(folder, comm.rank, comm.size)
+    marker = {"format": CHECKPOINT_FORMAT, "ranks": comm.size, "epoch": state["epoch"]}
+    written = []
+    try:
+        with collective(comm, OutputError):
+            write_atomic(path, lambda f: torch.save(state, f))
+            written.append(path)
+    except KeyboardInterrupt:  # after every part was written (a deferred signal): commit first
+        if comm.rank == 0 and written:
+            write_json(commit_file(folder, comm.size), marker)
+        raise
     with collective(comm, OutputError):
-        write_atomic(path, lambda f: torch.save(state, f))
+        if comm.rank == 0:
+            write_json(commit_file(folder, comm.size), marker)
 
 
 def _differences(found: dict, expected: dict, skip: tuple[str, ...] = ()) -> list[str]:
@@ -100,4 +120,29 @@ def read_checkpoint(
         loaded.append(state)
 
     validate(comm, check)
+    _check_one_set(comm, folder, loaded[0]["epoch"])
     return loaded[0]
+
+
+def _check_one_set(comm: MPI.Comm, folder: Path, epoch: int) -> None:
+    """Raise ``InputError`` on every rank unless all ranks' parts are of one epoch and that
+    set was committed (an interrupted write leaves the ranks' parts epochs apart)."""
+    epochs = comm.allgather(epoch)
+    committed: list = []
+
+    def read() -> None:
+        if comm.rank == 0:
+            try:
+                committed.append(json.loads(commit_file(folder, comm.size).read_text())["epoch"])
+            except (OSError, ValueError, KeyError, TypeError):
+                committed.append(None)
+
+    validate(comm, read)
+    committed = comm.bcast(committed[0] if committed else None, root=0)
+    if len(set(epochs)) > 1 or committed != epochs[0]:
+        parts = ", ".join(f"rank {r}: epoch {e}" for r, e in enumerate(epochs))
+        raise InputError(
+            f"the checkpoints in {folder} are not one committed set ({parts}; committed: "
+            f"{'none' if committed is None else f'epoch {committed}'}): a run was stopped "
+            "while writing them; train without --resume"
+        )

@@ -37,7 +37,7 @@ from dolfinx_lod.neural.losses import (
 from dolfinx_lod.neural.networks import NETWORKS, build_networks, network_generator
 from dolfinx_lod.neural.presets import TrainingSettings
 from dolfinx_lod.neural.reduced import reduced_energy, reduced_system
-from dolfinx_lod.parallel import InputError, NumericalError, validate
+from dolfinx_lod.parallel import InputError, NumericalError, check_interrupt, validate
 
 
 class TrainingDiverged(NumericalError):
@@ -235,6 +235,7 @@ class DeepRitzTrainer:
             bar.update()
             bar.set_postfix(energy=f"{e:.4e}", penalty=f"{p:.2e}", refresh=False)
             t0 = self._after_epoch(t0, checkpoint, monitor)
+            check_interrupt(self.comm)  # a signal on any rank: every rank stops here
             if self.stopping["since_best"] >= self.settings.patience:
                 break
         bar.close()

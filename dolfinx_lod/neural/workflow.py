@@ -20,7 +20,7 @@ from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family, SampleFamily
 from dolfinx_lod.grids import NestedGrids, corner_bits, lattice_index, lattice_keys
 from dolfinx_lod.io import OutputSet, write_json
-from dolfinx_lod.neural.checkpoints import checkpoint_pattern, read_checkpoint
+from dolfinx_lod.neural.checkpoints import checkpoint_pattern, commit_file, read_checkpoint
 from dolfinx_lod.neural.export import PatchBatch, export_patches
 from dolfinx_lod.neural.figures import plot_loss
 from dolfinx_lod.neural.networks import NETWORKS
@@ -84,6 +84,12 @@ def node_networks(grids: NestedGrids, point: npt.ArrayLike) -> list[tuple[int, i
 def training_problem(grids: NestedGrids, layers: int, family: Family, samples: int) -> dict:
     """What the training data is made of: a checkpoint must match it to be resumed."""
     return {**problem_metadata(grids, layers, family), "samples": samples}
+
+
+def held_out(test_family: Family, test_samples: int) -> dict:
+    """The held-out set of a training run, recorded with its problem in the checkpoints (a
+    resume with another one is refused)."""
+    return {"test_family": test_family.name, "test_samples": test_samples}
 
 
 def baselines(basis: MultiscaleBasis, batch, family: Family, params) -> dict[str, Any]:
@@ -258,13 +264,15 @@ def train(
 
 
 def _check_resume(
-    grids: NestedGrids, layers: int, family: Family, samples: int, settings, folder: Path
+    grids: NestedGrids, layers: int, family: Family, samples: int, settings, folder: Path, test
 ) -> None:
-    """Raise ``InputError`` (every rank) unless ``folder`` has checkpoints this run can resume."""
-    problem = training_problem(grids, layers, family, samples)
+    """Raise ``InputError`` (every rank) unless ``folder`` has checkpoints this run can resume
+    (``test``: the held-out set, recorded with the problem)."""
+    problem = {**training_problem(grids, layers, family, samples), **test}
     if read_checkpoint(grids.comm, folder, asdict(settings), problem) is None:
         raise InputError(
-            f"--resume: no checkpoint in {folder} (checkpoint-rank*-of{grids.comm.size}.pt); "
+            f"--resume: no checkpoint in {folder} (checkpoint-rank*-of{grids.comm.size}.pt and "
+            f"{commit_file(folder, grids.comm.size).name}); "
             "train without --resume to start from scratch"
         )
 
@@ -342,12 +350,14 @@ def train_and_evaluate(
     validate(comm, lambda: check_network_size(settings, grids, layers, family))
     test_family = family if test_family is None else test_family
     folder = out.out if isinstance(out, OutputSet) else Path(out)
+    test = held_out(test_family, test_samples)
     if resume:  # before any work: a resume that cannot work fails at once
-        _check_resume(grids, layers, family, samples, settings, folder)
+        _check_resume(grids, layers, family, samples, settings, folder, test)
     if not isinstance(out, OutputSet):
         out = OutputSet(comm, out, keep=(checkpoint_pattern(comm),), live=True)
     with out:  # a failure or an interrupt discards the new results
         run = prepare_training(grids, layers, family, samples, settings, node)
+        run.trainer.problem.update(test)  # a resume with another held-out set is refused
         test_p = test_family.test_parameters(test_samples, seed=10_000 + settings.seed)
         resumed = run.trainer.load_checkpoint(folder) if resume else False
         run.trainer.train(checkpoint=folder, progress=progress)

@@ -18,6 +18,7 @@ from dolfinx_lod.neural.checkpoints import RESUMABLE_SETTINGS, checkpoint_patter
 from dolfinx_lod.neural.presets import TrainingSettings
 from dolfinx_lod.neural.provider import FORMAT, TrainedModel
 from dolfinx_lod.neural.workflow import (
+    held_out,
     node_networks,
     train_and_evaluate,
     training_problem,
@@ -70,7 +71,10 @@ def cached_training(
     summary = _cached_summary(grids.comm, folder)
     reused = summary is not None and summary["settings"]["epochs"] == settings.epochs
     if not reused:
-        problem = training_problem(grids, layers, family, samples)
+        problem = {
+            **training_problem(grids, layers, family, samples),
+            **held_out(family, test_samples),
+        }
         resume = read_checkpoint(grids.comm, folder, asdict(settings), problem) is not None
         keep = (checkpoint_pattern(grids.comm),)
         output = OutputSet(grids.comm, folder, "--cache (model folder)", keep, live=True)

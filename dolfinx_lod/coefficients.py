@@ -487,14 +487,21 @@ class SampleFamily(Family):
         return self.training_parameters(count)
 
 
-def sample_family(
-    stack: npt.NDArray, name: str = "samples", domain=((0.0, 0.0), (1.0, 1.0))
-) -> SampleFamily:
-    """The fields of a (K, n, n) stack (validated by the caller) as a :class:`SampleFamily`."""
-    K, n = stack.shape[0], stack.shape[1]
+def sample_family(stack: npt.NDArray, name: str = "samples", domain: Any = None) -> SampleFamily:
+    """The fields of a (K, n_y, n_x) or (K, n_z, n_y, n_x) stack (validated by the caller;
+    orientation as for arrays) on the box ``domain`` (default: the unit square or cube) as a
+    :class:`SampleFamily`."""
+    K, cells = stack.shape[0], stack.shape[1:][::-1]  # (n_x, n_y[, n_z])
+    dim = len(cells)
+    lo, hi = ((0.0,) * dim, (1.0,) * dim) if domain is None else domain
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    counts = np.asarray(cells)
 
     def a(x, p):
-        ix, iy = _cell_index(x, n, domain)
-        return np.asarray(stack[int(round(float(np.atleast_1d(p)[0])))])[iy, ix]
+        index = np.floor((x[:dim].T - lo) / (hi - lo) * counts).astype(np.int64)
+        index = np.clip(index, 0, counts - 1)
+        field = np.asarray(stack[int(round(float(np.atleast_1d(p)[0])))])
+        return field[tuple(index[:, ::-1].T)]
 
-    return SampleFamily(name, (0.0,), (float(K - 1),), a, f"{K} given fields, n = {n}")
+    size = " x ".join(map(str, cells))
+    return SampleFamily(name, (0.0,), (float(K - 1),), a, f"{K} given fields, {size} cells")

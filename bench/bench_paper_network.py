@@ -25,9 +25,10 @@ from harness import machine
 from mpi4py import MPI
 
 from dolfinx_lod.io import write_json
+from dolfinx_lod.neural.figures import plot_node_loss
 from dolfinx_lod.neural.provider import compare_providers
-from dolfinx_lod.neural.training import History
-from dolfinx_lod.neural.workflow import node_networks, plot_node_loss, prepare_training
+from dolfinx_lod.neural.trainer import History
+from dolfinx_lod.neural.workflow import node_networks, prepare_training
 from dolfinx_lod.paper.examples import EXAMPLES
 from dolfinx_lod.paper.experiments import ALPHAS, CENTRE, baseline_correctors
 

@@ -16,13 +16,10 @@ from dolfinx_lod.neural import (
     TrainedModel,
     export_patches,
 )
-from dolfinx_lod.neural.networks import CoefficientNetworks
-from dolfinx_lod.neural.training import (
-    DeepRitzTrainer,
-    TrainingSettings,
-    deep_ritz_energy,
-    energy_weights,
-)
+from dolfinx_lod.neural.cnn import CoefficientNetworks
+from dolfinx_lod.neural.losses import deep_ritz_energy, energy_weights
+from dolfinx_lod.neural.presets import TrainingSettings
+from dolfinx_lod.neural.trainer import DeepRitzTrainer
 from dolfinx_lod.patches import Configuration
 
 

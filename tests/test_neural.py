@@ -19,8 +19,9 @@ from dolfinx_lod.neural import (
     TrainingSettings,
     export_patches,
 )
+from dolfinx_lod.neural.losses import adaptive_penalty, deep_ritz_energy, penalty_terms
+from dolfinx_lod.neural.presets import PRESETS, preset
 from dolfinx_lod.neural.provider import compare_providers, problem_metadata, scale_parameters
-from dolfinx_lod.neural.training import adaptive_penalty, deep_ritz_energy, penalty_terms
 
 pytestmark = pytest.mark.mpi
 
@@ -254,7 +255,7 @@ def test_bad_settings():
         TrainingSettings(architecture="cnn", batch_size=2).validate()
     with pytest.raises(ValueError, match="width must be >= 1"):
         TrainingSettings(width=0).validate()
-    from dolfinx_lod.neural.workflow import parse_network
+    from dolfinx_lod.neural.networks import parse_network
 
     assert parse_network("mlp:128x8") == {"architecture": "mlp", "width": 128, "depth": 8}
     assert parse_network("cnn:32x6") == {"architecture": "cnn", "width": 32, "depth": 6}
@@ -356,3 +357,41 @@ def test_reduced_training_loss_equals_the_full_space_loss(tiny):
         full_penalty = adaptive_penalty(trainer.batch, alpha, trainer.mu)
     assert abs(energy - full_energy) <= 1e-4 * abs(full_energy)
     assert abs(penalty - full_penalty) <= 1e-6 * abs(full_energy)
+
+
+def test_train_returns_the_workflow_model(tiny):
+    """``neural.train`` (preset "tiny", 30 epochs) returns the networks that the workflow's
+    steps give on their own (prepare_training, train, gather_model), with the run's metadata."""
+    from dolfinx_lod.neural import train
+    from dolfinx_lod.neural.workflow import prepare_training, trained_model
+
+    g = tiny[0]
+    model = train(g, 1, SMOOTH, 4, preset_name="tiny", epochs=30)
+    settings = PRESETS["tiny"].settings(epochs=30)
+    run = prepare_training(g, 1, SMOOTH, 4, settings)
+    run.trainer.train()
+    reference = trained_model(run, g, 1, SMOOTH, 4)
+    run.basis.destroy()
+    assert model.metadata["architecture"] == "reduced" and model.metadata["epochs"] == 30
+    state, expected = model.nets.state_dict(), reference.nets.state_dict()
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in state)
+    with pytest.raises(ValueError, match="either settings or network"):
+        train(g, 1, SMOOTH, 4, settings, epochs=5)
+
+
+def test_presets():
+    """Named presets: a p-conditioned network takes the preset's p budget, the projection
+    its batch size; settings given on top win."""
+    cnn = PRESETS["cnn"].settings()
+    assert (cnn.architecture, cnn.width, cnn.depth) == ("cnn", 24, 6)
+    assert (cnn.constraint, cnn.batch_size, cnn.epochs, cnn.lr_step) == ("projection", 2, 250, 170)
+    mlp = PRESETS["cnn"].settings("mlp:8x2")
+    assert (mlp.constraint, mlp.batch_size, mlp.epochs, mlp.lr_decay) == ("penalty", 0, 5000, 0.9)
+    assert PRESETS["cnn"].settings(constraint="penalty").batch_size == 0
+    assert PRESETS["quick"].settings("reduced:4:8x2").epochs == 3000
+    paper = PRESETS["paper"].settings()
+    assert paper.compile and (paper.width, paper.depth, paper.lr) == (128, 8, 1e-3)
+    assert not PRESETS["paper"].settings("cnn:8x3").compile
+    with pytest.raises(ValueError, match="preset must be one of"):
+        preset("huge")

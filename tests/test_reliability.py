@@ -22,13 +22,10 @@ from dolfinx_lod import cli
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import cont_family
 from dolfinx_lod.io import OutputSet
+from dolfinx_lod.neural.checkpoints import checkpoint_file
+from dolfinx_lod.neural.presets import TrainingSettings
 from dolfinx_lod.neural.provider import TrainedModel
-from dolfinx_lod.neural.training import (
-    DeepRitzTrainer,
-    TrainingDiverged,
-    TrainingSettings,
-    checkpoint_file,
-)
+from dolfinx_lod.neural.trainer import DeepRitzTrainer, TrainingDiverged
 from dolfinx_lod.neural.workflow import prepare_training
 from dolfinx_lod.parallel import (
     InputError,

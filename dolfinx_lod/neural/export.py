@@ -150,6 +150,28 @@ class PatchBatch:
         )
 
 
+def _constraint_matrix(basis: MultiscaleBasis, m: int, N: int, dtype: torch.dtype) -> torch.Tensor:
+    """The block-diagonal I_H^l = B of the owned patches, (G m, G N) sparse (coalesced), patch g
+    in rows g m.. and columns g N.."""
+    G = len(basis.patches)
+    b_rows, b_cols, b_vals = [], [], []
+    for g, patch in enumerate(basis.patches):
+        Bg = patch_constraints(patch.configuration, basis.grids.r, basis.Pi)
+        i, j = np.nonzero(Bg)
+        b_rows.append(g * m + i)
+        b_cols.append(g * N + j)
+        b_vals.append(Bg[i, j])
+    return torch.sparse_coo_tensor(
+        torch.tensor(
+            np.array([np.concatenate(b_rows or [[]]), np.concatenate(b_cols or [[]])]),
+            dtype=torch.int64,
+        ),
+        torch.tensor(np.concatenate(b_vals or [[]]), dtype=dtype),
+        size=(G * m, G * N),
+        check_invariants=True,
+    ).coalesce()
+
+
 def export_patches(
     basis: MultiscaleBasis,
     a,
@@ -192,7 +214,6 @@ def export_patches(
     hats = np.zeros((G, N, 2**d))
     rows = np.zeros((G, nnz), dtype=np.int64)
     cols = np.zeros((G, nnz), dtype=np.int64)
-    b_rows, b_cols, b_vals = [], [], []
     for g, (patch, problem) in enumerate(zip(basis.patches, problems, strict=True)):
         n_g = problem.num_dofs
         coords[g, :n_g] = patch_coordinates(patch.configuration, r)
@@ -200,20 +221,6 @@ def export_patches(
         crow, col = problem.vertex_pattern
         rows[g, : col.size] = np.repeat(np.arange(crow.size - 1), np.diff(crow))
         cols[g, : col.size] = col
-        Bg = patch_constraints(patch.configuration, r, basis.Pi)
-        i, j = np.nonzero(Bg)
-        b_rows.append(g * m + i)
-        b_cols.append(g * N + j)
-        b_vals.append(Bg[i, j])
-    B = torch.sparse_coo_tensor(
-        torch.tensor(
-            np.array([np.concatenate(b_rows or [[]]), np.concatenate(b_cols or [[]])]),
-            dtype=torch.int64,
-        ),
-        torch.tensor(np.concatenate(b_vals or [[]]), dtype=dtype),
-        size=(G * m, G * N),
-        check_invariants=True,
-    ).coalesce()
     return PatchBatch(
         cells=np.array([patch.cell for patch in basis.patches], dtype=np.int64),
         configs=[patch.configuration for patch in basis.patches],
@@ -225,7 +232,7 @@ def export_patches(
         cols=torch.tensor(cols),
         S=torch.tensor(S, dtype=dtype),
         F=torch.tensor(F, dtype=dtype),
-        B=B,
+        B=_constraint_matrix(basis, m, N, dtype),
         C=None if C is None else torch.tensor(C, dtype=dtype),
         a=torch.tensor(A, dtype=dtype),
         energy=torch.tensor(E, dtype=dtype),

@@ -5,9 +5,10 @@ For a coefficient family a(x, p), each patch's local operators (K_T(p), M_T(p)) 
 prod_k (w_k + 1) x 2^d numbers each. :class:`LearnedOperators` fits one MLP per owned patch to
 them by least squares at training parameters (Kröpfl, Maier, Peterseim, *Operator compression
 with deep neural networks*, 2022: learn the local coarse contributions instead of
-reassembling them), with the outputs normalized per entry. :class:`OperatorProvider` pairs the
-networks with a corrector provider: a :class:`~dolfinx_lod.basis.MultiscaleBasis` built with a
-capacity then takes the operators from the networks, so a Petrov–Galerkin step of the
+reassembling them), with the outputs normalized per entry.
+:class:`~dolfinx_lod.neural.operator_provider.OperatorProvider` pairs the networks with a
+corrector provider: a :class:`~dolfinx_lod.basis.MultiscaleBasis` built with a capacity then
+takes the operators from the networks, so a Petrov–Galerkin step of the
 :class:`~dolfinx_lod.timestepping.LODStepper` reads no coefficient and touches no fine-scale or
 patch data; the correctors are evaluated only when B is asked for (output steps).
 
@@ -27,15 +28,15 @@ import torch
 from mpi4py import MPI
 
 from dolfinx_lod.basis import MultiscaleBasis
-from dolfinx_lod.coefficients import Family, fine_cell_midpoints
+from dolfinx_lod.coefficients import Family
 from dolfinx_lod.coefficients import family as make_family
-from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.networks import _BatchedMLP
+from dolfinx_lod.neural.operator_provider import FamilyCorrectors as FamilyCorrectors  # for cli
+from dolfinx_lod.neural.operator_provider import OperatorProvider
 from dolfinx_lod.neural.provider import problem_metadata, scale_parameters
 from dolfinx_lod.parallel import InputError, brief
-from dolfinx_lod.patches import Patch
 
 FORMAT = "dolfinx_lod.operators/1"
 
@@ -211,63 +212,6 @@ class LearnedOperators(_BatchedMLP):
         nets.load_state_dict({k: v[rows] for k, v in state.items()})
         nets.metadata = meta
         return nets
-
-
-class FamilyCorrectors:
-    """Classical correctors of a coefficient family from p alone (``needs_coefficient``
-    False): evaluates a(x, p) at the patch's fine-cell midpoints and solves the patch problems.
-    The reference corrector provider beside learned operators (output reconstruction)."""
-
-    needs_coefficient = False
-
-    def __init__(self, classical: ClassicalCorrectors, family: Family):
-        self.classical, self.family = classical, family
-
-    def correctors(self, patches, a_patches=None, p=None, progress=False):
-        g = self.classical.grids
-        a = []
-        for patch in patches:
-            x = fine_cell_midpoints(g, patch.fine_cell_keys(g))
-            a.append(self.family.a(x, self.family.check(p)))
-        return self.classical.correctors(patches, a, progress=progress)
-
-
-class OperatorProvider:
-    """A corrector provider whose Petrov–Galerkin local operators come from
-    :class:`LearnedOperators`: p alone decides both (``needs_coefficient`` False).
-
-    Args:
-        correctors: The provider of the correctors (used when B is assembled: output steps),
-            e.g. :class:`~dolfinx_lod.neural.provider.LearnedCorrectors`.
-        operators: Networks fitted for the patches of the basis this provider is used in.
-    """
-
-    needs_coefficient = False
-
-    def __init__(self, correctors: CorrectorProvider, operators: LearnedOperators):
-        self._correctors, self.operators = correctors, operators
-        self._position = {int(c): g for g, c in enumerate(operators.cells)}
-
-    def correctors(self, patches, a_patches, p=None, progress=False):
-        return self._correctors.correctors(patches, a_patches, p, progress)
-
-    def local_operators(
-        self, patches: Sequence[Patch], p: Any
-    ) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
-        """(K_T, M_T) of each patch for parameter p, by one batched forward pass."""
-        values = self.operators.evaluate(p)
-        size, c = self.operators.size, self.operators.corners
-        out = []
-        for patch in patches:
-            g = self._position[patch.cell]
-            n = self.operators.sizes[g]
-            out.append(
-                (
-                    values[g, : n * c].reshape(n, c),
-                    values[g, size * c : size * c + n * c].reshape(n, c),
-                )
-            )
-        return out
 
 
 def fit_operators(

@@ -25,12 +25,9 @@ from dolfinx_lod.basis import MultiscaleBasis, basis_errors
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_atomic
+from dolfinx_lod.neural.cnn import CoefficientNetworks
 from dolfinx_lod.neural.export import PatchBatch, patch_coordinates
-from dolfinx_lod.neural.networks import (
-    CoefficientNetworks,
-    PatchNetworks,
-    ReducedPatchNetworks,
-)
+from dolfinx_lod.neural.networks import NETWORKS, PatchNetworks, ReducedPatchNetworks
 from dolfinx_lod.parallel import InputError, brief
 from dolfinx_lod.patches import Configuration, Patch
 
@@ -79,16 +76,7 @@ class TrainedModel:
         self.metadata = metadata
         self.cells = np.asarray(cells, dtype=np.int64)
         self.configs = [_config_from_list(c) for c in configs]
-        args = (metadata["num_params"], metadata["width"], metadata["depth"])
-        dim = len(metadata["domain"][0])
-        if metadata["architecture"] == "cnn":
-            self.nets = CoefficientNetworks(
-                metadata["l"], state["Pi"], metadata["width"], metadata["depth"]
-            )
-        elif metadata["architecture"] == "reduced":
-            self.nets = ReducedPatchNetworks(state["basis"], *args, dim=dim)
-        else:
-            self.nets = PatchNetworks(len(self.cells), *args, dim=dim)
+        self.nets = NETWORKS[metadata["architecture"]].rebuild(metadata, state, len(self.cells))
         self.nets.load_state_dict(state)
         self.nets.eval()
 

@@ -1,4 +1,8 @@
-"""Offline phase of LOD-ANN end to end: export, train, save, evaluate against the baselines."""
+"""Offline phase of LOD-ANN end to end: export, train, save, evaluate against the baselines.
+
+:func:`train` is the public entry point (the trained model, no files); :func:`train_and_evaluate`
+is the ``dolfinx-lod train`` workflow (model, summary and loss figure written as one set).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,12 @@ from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family, SampleFamily
 from dolfinx_lod.grids import NestedGrids, corner_bits, lattice_index, lattice_keys
 from dolfinx_lod.io import OutputSet, write_json
+from dolfinx_lod.neural.checkpoints import checkpoint_pattern, read_checkpoint
 from dolfinx_lod.neural.export import PatchBatch, export_patches
+from dolfinx_lod.neural.figures import plot_loss
+from dolfinx_lod.neural.networks import NETWORKS
+from dolfinx_lod.neural.networks import parse_network as parse_network  # for dolfinx_lod.cli
+from dolfinx_lod.neural.presets import TrainingSettings, preset
 from dolfinx_lod.neural.provider import (
     FixedCorrectors,
     LearnedCorrectors,
@@ -26,38 +35,8 @@ from dolfinx_lod.neural.provider import (
     problem_metadata,
     scale_parameters,
 )
-from dolfinx_lod.neural.training import DeepRitzTrainer, TrainingSettings, read_checkpoint
+from dolfinx_lod.neural.trainer import DeepRitzTrainer
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
-
-
-def checkpoints(comm: MPI.Comm) -> str:
-    """The checkpoint files of a run on ``comm`` in a training folder (the resume state,
-    carried into each result set; checkpoints of other rank counts are not)."""
-    return f"checkpoint-rank*-of{comm.size}.pt"
-
-
-def parse_network(spec: str) -> dict[str, Any]:
-    """``cnn:WxD`` (coefficient-aware CNN, W channels, D convolutions), ``mlp:WxD`` (paper
-    MLP, width W, depth D) or ``reduced:Q:WxD`` (Q patch modes) -> TrainingSettings fields."""
-    parts = spec.split(":")
-    try:
-        if parts[0] in ("mlp", "cnn") and len(parts) == 2:
-            w, d = parts[1].split("x")
-            return {"architecture": parts[0], "width": int(w), "depth": int(d)}
-        if parts[0] == "reduced" and len(parts) == 3:
-            w, d = parts[2].split("x")
-            return {
-                "architecture": "reduced",
-                "modes": int(parts[1]),
-                "width": int(w),
-                "depth": int(d),
-            }
-    except ValueError:
-        pass
-    raise ValueError(
-        "--network must be 'cnn:WIDTHxDEPTH', 'mlp:WIDTHxDEPTH' or 'reduced:MODES:WIDTHxDEPTH', "
-        f"got {spec!r}"
-    )
 
 
 def patch_dimension(grids: NestedGrids, layers: int) -> int:
@@ -73,14 +52,15 @@ def check_network_size(
     """Raise ``InputError`` if the reduced networks ask for more patch modes than a patch has
     dimensions, or if networks conditioned on p are to be trained on given fields (their
     index is no parameter). Rank-local (the same result on every rank)."""
-    if isinstance(family, SampleFamily) and settings.architecture != "cnn":
+    arch = NETWORKS[settings.architecture]
+    if isinstance(family, SampleFamily) and not arch.cls.needs_coefficient:
         raise InputError(
             f"--coefficients: the {settings.architecture!r} networks are conditioned on the "
             "family parameter p, which given fields do not have; use --network cnn:WxD or "
             "--family"
         )
     dim = patch_dimension(grids, layers)
-    if settings.architecture == "reduced" and settings.modes > dim:
+    if arch.modes and settings.modes > dim:
         raise InputError(
             f"--network reduced:Q:...: Q ({settings.modes}) patch modes exceed the patch "
             f"dimension {dim} (interior fine vertices of the largest patch for n = "
@@ -207,6 +187,130 @@ def gather_model(
     return TrainedModel.gather(grids.comm, run.batch, nets, metadata)
 
 
+def trained_model(
+    run: TrainingRun, grids: NestedGrids, layers: int, family: Family, samples: int
+) -> TrainedModel:
+    """The model of a finished training run: the selected networks with the problem, network
+    and training metadata (version, samples, epochs, max training time over the ranks, final
+    loss parts, selected epoch). Collective."""
+    trainer, history = run.trainer, run.trainer.history
+    return gather_model(
+        run,
+        grids,
+        layers,
+        family,
+        version=dolfinx_lod.__version__,
+        samples=samples,
+        epochs=trainer.epoch,
+        train_seconds=grids.comm.allreduce(trainer.train_seconds, op=MPI.MAX),
+        final_energy=history.energy[-1],
+        final_penalty=history.penalty[-1],
+        selected_epoch=trainer.best_state[2] if trainer.best_state else trainer.epoch,
+    )
+
+
+def train(
+    grids: NestedGrids,
+    layers: int,
+    family: Family,
+    samples: int,
+    settings: TrainingSettings | None = None,
+    *,
+    preset_name: str = "cnn",
+    network: str | None = None,
+    checkpoint: Path | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> TrainedModel:
+    """Train the corrector networks of every patch N^l(T) on ``samples`` training parameters
+    p_k of ``family`` (a parametrized family, or given coefficient fields:
+    :func:`~dolfinx_lod.coefficients.sample_family`, then a coefficient-aware network) and
+    return the model (the networks of the best validation energy where there is one). Writes
+    nothing but the checkpoints into ``checkpoint`` if given. Collective.
+
+    Args:
+        grids: The nested grids (n, N_H, the communicator).
+        layers: Oversampling layers l.
+        family: The coefficient family a(x, p) or the given fields.
+        samples: Training parameters K (for given fields: the first K fields).
+        settings: The training settings; default: those of the preset.
+        preset_name: A name of :data:`~dolfinx_lod.neural.presets.PRESETS` (without
+            ``settings``).
+        network: The network spec of the preset's settings (default: the preset's).
+        checkpoint: Folder of the per-rank checkpoints written while training (none if None).
+        progress: Show a progress bar (rank 0).
+        **overrides: TrainingSettings fields on top of the preset's.
+
+    Raises:
+        InputError: The network does not fit the problem (:func:`check_network_size`).
+        TrainingDiverged: The loss diverged.
+    """
+    if settings is None:
+        settings = preset(preset_name).settings(network, **overrides)
+    elif network is not None or overrides:
+        raise ValueError("give either settings or network / overrides, not both")
+    validate(grids.comm, lambda: check_network_size(settings, grids, layers, family))
+    run = prepare_training(grids, layers, family, samples, settings)
+    try:
+        run.trainer.train(checkpoint=checkpoint, progress=progress)
+        return trained_model(run, grids, layers, family, samples)
+    finally:
+        run.basis.destroy()
+
+
+def _check_resume(
+    grids: NestedGrids, layers: int, family: Family, samples: int, settings, folder: Path
+) -> None:
+    """Raise ``InputError`` (every rank) unless ``folder`` has checkpoints this run can resume."""
+    problem = training_problem(grids, layers, family, samples)
+    if read_checkpoint(grids.comm, folder, asdict(settings), problem) is None:
+        raise InputError(
+            f"--resume: no checkpoint in {folder} (checkpoint-rank*-of{grids.comm.size}.pt); "
+            "train without --resume to start from scratch"
+        )
+
+
+def evaluate_model(
+    run: TrainingRun,
+    model: TrainedModel,
+    grids: NestedGrids,
+    layers: int,
+    family: Family,
+    test_family: Family,
+    test_p: npt.NDArray[np.float64],
+) -> dict[str, Any]:
+    """Basis errors of ``model`` on the training parameters and on ``test_p`` of
+    ``test_family`` against the classical correctors, the baselines' errors there, and the
+    online time of one basis update (classical and learned). Collective."""
+    learned = LearnedCorrectors(model, family, grids.r)
+    train_p = run.train_params
+    errors_train = compare_providers(grids, layers, family, train_p, {"learned": learned})
+    providers = {"learned": learned, **baselines(run.basis, run.batch, family, train_p)}
+    errors_test = compare_providers(grids, layers, test_family, test_p, providers)
+    online = {
+        "classical": _online_seconds(grids, layers, test_family, None, test_p[0]),
+        "learned": _online_seconds(grids, layers, test_family, learned, test_p[0]),
+    }
+    learned_err = errors_test["learned"]["energy"]
+    beaten = {k: bool(learned_err < v["energy"]) for k, v in errors_test.items() if k != "learned"}
+    return {
+        "basis_error_train": errors_train["learned"]["energy"],
+        "basis_error_train_nodal": errors_train["learned"]["nodal"],
+        "basis_error_test": learned_err,
+        "basis_error_test_nodal": errors_test["learned"]["nodal"],
+        "baseline_errors_test": {k: v for k, v in errors_test.items() if k != "learned"},
+        "beats_baselines": beaten,
+        "note": (
+            "the learned correctors beat every baseline"
+            if all(beaten.values())
+            else "the learned correctors do NOT beat every baseline: "
+            + ", ".join(k for k, v in beaten.items() if not v)
+        ),
+        "online_basis_seconds": online,
+        "online_speedup": online["classical"] / online["learned"],
+    }
+
+
 def train_and_evaluate(
     grids: NestedGrids,
     layers: int,
@@ -240,53 +344,21 @@ def train_and_evaluate(
     test_family = family if test_family is None else test_family
     folder = out.out if isinstance(out, OutputSet) else Path(out)
     if resume:  # before any work: a resume that cannot work fails at once
-        problem = training_problem(grids, layers, family, samples)
-        if read_checkpoint(comm, folder, asdict(settings), problem) is None:
-            raise InputError(
-                f"--resume: no checkpoint in {folder} (checkpoint-rank*-of{comm.size}.pt); "
-                "train without --resume to start from scratch"
-            )
+        _check_resume(grids, layers, family, samples, settings, folder)
     if not isinstance(out, OutputSet):
-        out = OutputSet(comm, out, keep=(checkpoints(comm),), live=True)
-    output, out = out, folder
-    with output:  # a failure or an interrupt discards the new results
+        out = OutputSet(comm, out, keep=(checkpoint_pattern(comm),), live=True)
+    with out:  # a failure or an interrupt discards the new results
         run = prepare_training(grids, layers, family, samples, settings, node)
-        basis, batch, train_p, trainer = run.basis, run.batch, run.train_params, run.trainer
         test_p = test_family.test_parameters(test_samples, seed=10_000 + settings.seed)
-        resumed = trainer.load_checkpoint(out) if resume else False
-        trainer.train(checkpoint=out, progress=progress)
-        history = trainer.history
-        train_seconds = comm.allreduce(trainer.train_seconds, op=MPI.MAX)
-        selected = trainer.best_state[2] if trainer.best_state else trainer.epoch
-        model = gather_model(
-            run,
-            grids,
-            layers,
-            family,
-            version=dolfinx_lod.__version__,
-            samples=samples,
-            epochs=trainer.epoch,
-            train_seconds=train_seconds,
-            final_energy=history.energy[-1],
-            final_penalty=history.penalty[-1],
-            selected_epoch=selected,
-        )
+        resumed = run.trainer.load_checkpoint(folder) if resume else False
+        run.trainer.train(checkpoint=folder, progress=progress)
+        model = trained_model(run, grids, layers, family, samples)
         with collective(comm, OutputError):
             if comm.rank == 0:
-                model.save(output.path("model.pt"))
-        learned = LearnedCorrectors(model, family, grids.r)
-        errors_train = compare_providers(grids, layers, family, train_p, {"learned": learned})
-        providers = {"learned": learned, **baselines(basis, batch, family, train_p)}
-        errors_test = compare_providers(grids, layers, test_family, test_p, providers)
-        online = {
-            "classical": _online_seconds(grids, layers, test_family, None, test_p[0]),
-            "learned": _online_seconds(grids, layers, test_family, learned, test_p[0]),
-        }
-        basis.destroy()
-        learned_err = errors_test["learned"]["energy"]
-        beaten = {
-            k: bool(learned_err < v["energy"]) for k, v in errors_test.items() if k != "learned"
-        }
+                model.save(out.path("model.pt"))
+        evaluation = evaluate_model(run, model, grids, layers, family, test_family, test_p)
+        run.basis.destroy()
+        history = run.trainer.history
         summary = {
             "command": "train",
             "family": family.name,
@@ -301,86 +373,17 @@ def train_and_evaluate(
             "architecture": settings.architecture,
             "uses_corrector_data": settings.uses_corrector_data,
             "resumed": resumed,
-            "basis_error_train": errors_train["learned"]["energy"],
-            "basis_error_train_nodal": errors_train["learned"]["nodal"],
-            "basis_error_test": learned_err,
-            "basis_error_test_nodal": errors_test["learned"]["nodal"],
-            "baseline_errors_test": {k: v for k, v in errors_test.items() if k != "learned"},
-            "beats_baselines": beaten,
-            "note": (
-                "the learned correctors beat every baseline"
-                if all(beaten.values())
-                else "the learned correctors do NOT beat every baseline: "
-                + ", ".join(k for k, v in beaten.items() if not v)
-            ),
-            "train_seconds": train_seconds,
+            **evaluation,
+            "train_seconds": model.metadata["train_seconds"],
             "export_seconds": run.export_seconds,
-            "epochs": trainer.epoch,
-            "selected_epoch": selected,
-            "online_basis_seconds": online,
-            "online_speedup": online["classical"] / online["learned"],
+            "epochs": run.trainer.epoch,
+            "selected_epoch": model.metadata["selected_epoch"],
             "loss_history": asdict(history),
             "files": {"model": "model.pt", "loss_figure": "loss.png"},
         }
         with collective(comm, OutputError):
             if comm.rank == 0:
-                plot_loss(output.path("loss.png"), history)
-                write_json(output.path("summary.json"), summary)
-        output.commit()
+                plot_loss(out.path("loss.png"), history)
+                write_json(out.path("summary.json"), summary)
+        out.commit()
         return summary
-
-
-def plot_loss(path: Path, history) -> None:
-    """Loss parts over the epochs (paper Fig. 3): |energy - min energy| and the penalty."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dolfinx_lod.io import write_atomic
-
-    epoch = np.array(history.epoch)
-    ritz = np.array(history.phase) == "ritz"
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if (~ritz).any():
-        ax.semilogy(epoch[~ritz], np.array(history.energy)[~ritz], label="warm start (supervised)")
-    if ritz.any():
-        energy = np.array(history.energy)[ritz]
-        ax.semilogy(epoch[ritz], energy - energy.min() + 1e-12, label="energy - min energy")
-        ax.semilogy(epoch[ritz], np.array(history.penalty)[ritz] + 1e-16, label="penalty")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss part")
-    ax.legend()
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
-
-
-def plot_node_loss(path: Path, history, node: str) -> None:
-    """The loss parts of the correction of one node's basis function over the epochs, log-log
-    (paper Fig. 3): left the energy (14) (shifted by its minimum, it is negative), right the
-    interpolation penalty (16) (omitted when it is zero: the exact projection)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dolfinx_lod.io import write_atomic
-
-    ritz = np.array(history.phase) == "ritz"
-    epoch = np.array(history.epoch)[ritz]
-    energy = np.array(history.node_energy)
-    penalty = np.array(history.node_penalty)
-    panels = [("energy loss - min", energy - energy.min() + 1e-12)]
-    if penalty.any():
-        panels.append(("interpolation loss (16)", penalty + 1e-16))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
-    for ax, (title, values) in zip(axes[0], panels, strict=True):
-        ax.loglog(epoch, values, lw=1.0)
-        ax.set_xlabel("epoch")
-        ax.set_title(f"{title}, node {node}")
-        ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)

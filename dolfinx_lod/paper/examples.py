@@ -6,7 +6,7 @@ with its optimizer, ``quick`` the best network here. Test schedules never take a
 value (:func:`dolfinx_lod.paper.experiments.schedule_clearance`).
 
 Used by ``demos/example1.py``, ``demos/example2.py`` and the benchmarks in ``bench/``.
-Training budgets per mode: :data:`dolfinx_lod.paper.experiments.TRAINING`.
+Training budgets per mode: :data:`dolfinx_lod.neural.presets.PRESETS`.
 """
 
 from __future__ import annotations

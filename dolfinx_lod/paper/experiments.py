@@ -20,25 +20,19 @@ import torch
 from mpi4py import MPI
 
 from dolfinx_lod.basis import MultiscaleBasis
-from dolfinx_lod.cli.train import CNN_BATCH, CNN_LR, DEFAULT_NETWORK
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids, create_nested_grids
 from dolfinx_lod.io import OutputSet, gather_cell_array, gather_vertex_array, write_json
 from dolfinx_lod.lod import relative_errors
+from dolfinx_lod.neural.checkpoints import RESUMABLE_SETTINGS, checkpoint_pattern, read_checkpoint
 from dolfinx_lod.neural.export import export_patches
+from dolfinx_lod.neural.figures import plot_node_loss
+from dolfinx_lod.neural.presets import PRESETS, TrainingSettings, preset
 from dolfinx_lod.neural.provider import FORMAT, LearnedCorrectors, TrainedModel
-from dolfinx_lod.neural.training import (
-    RESUMABLE_SETTINGS,
-    History,
-    TrainingSettings,
-    read_checkpoint,
-)
+from dolfinx_lod.neural.trainer import History
 from dolfinx_lod.neural.workflow import (
     baselines,
-    checkpoints,
     node_networks,
-    parse_network,
-    plot_node_loss,
     train_and_evaluate,
     training_problem,
 )
@@ -93,7 +87,7 @@ def cached_training(
     if not reused:
         problem = training_problem(grids, layers, family, samples)
         resume = read_checkpoint(grids.comm, folder, asdict(settings), problem) is not None
-        keep = (checkpoints(grids.comm),)
+        keep = (checkpoint_pattern(grids.comm),)
         output = OutputSet(grids.comm, folder, "--cache (model folder)", keep, live=True)
         train_and_evaluate(
             grids,
@@ -315,7 +309,7 @@ def sized_example(
             (:func:`schedule_clearance`).
     """
     p0 = family.test_parameters(size["tests"], seed=7)
-    spec = network or TRAINING[mode]["network"]
+    spec = network or PRESETS[mode].network
     example = Example(
         number=number,
         mode=mode,
@@ -400,47 +394,14 @@ def example_arguments(description: str, argv=None, alpha: bool = False) -> argpa
 #: Lower coefficient bounds of Example 1: the paper's text (0.1, the default) and code (0.01).
 ALPHAS = (0.1, 0.01)
 
-#: Training budgets of the demo modes. "paper": the paper's network and optimizer (Adam,
-#: learning rate 1e-3 decaying by 0.9 every 1000 epochs, 30 000 epochs; docs/results.md has
-#: the time per epoch); "quick": the coefficient-aware CNN trained from coefficients alone
-#: (docs/lod-ann.md); "tiny": for the test suite. "compile": the mlp through torch.compile.
-#: Options of another --network: those of its architecture in ``dolfinx-lod train``.
-TRAINING = {
-    "paper": {
-        "network": "mlp:128x8",
-        "epochs": 30000,
-        "lr": 1e-3,
-        "patience": 30000,
-        "compile": True,
-    },
-    # The CNN at a constant rate for 150 epochs: the setting of the measured demo runs
-    # (docs/results.md); ``dolfinx-lod train`` trains it longer, with a decaying rate.
-    "quick": {"network": DEFAULT_NETWORK, "epochs": 150, "lr": CNN_LR, "patience": 1000},
-    "tiny": {"network": "reduced:8:16x2", "epochs": 200, "lr": 1e-2, "patience": 1000},
-}
-#: The "quick" budget of networks conditioned on p (reduced, mlp).
-QUICK_P_NETWORKS = {"epochs": 3000, "lr": 1e-2}
-
 
 def training_settings(
     mode: str, network: str | None = None, epochs: int | None = None
 ) -> TrainingSettings:
-    """Training settings of a demo mode (its network and epochs unless overridden); the CNN
-    trains with the exact projection onto ker B, ``CNN_BATCH`` samples per step."""
-    budget = TRAINING[mode]
-    spec = parse_network(network or budget["network"])
-    cnn = spec["architecture"] == "cnn"
-    if mode == "quick" and not cnn:
-        budget = {**budget, **QUICK_P_NETWORKS}
-    return TrainingSettings(
-        **spec,
-        epochs=epochs or budget["epochs"],
-        lr=budget["lr"],
-        patience=budget["patience"],
-        constraint="projection" if cnn else "penalty",
-        batch_size=CNN_BATCH if cnn else 0,
-        compile=budget.get("compile", False) and spec["architecture"] == "mlp",
-    )
+    """Training settings of a demo mode: the preset ``mode`` ("paper", "quick" or "tiny" of
+    :data:`~dolfinx_lod.neural.presets.PRESETS`) for its network or ``network``, trained
+    ``epochs`` epochs if given."""
+    return preset(mode).settings(network, **({"epochs": epochs} if epochs else {}))
 
 
 def baseline_correctors(example: Example) -> dict[str, Any]:

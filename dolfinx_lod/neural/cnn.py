@@ -1,0 +1,204 @@
+"""The coefficient-aware corrector network: one CNN shared by all patches from log a on the
+patch's fine cells to the correctors, projected exactly onto ker B (needs no p: any
+coefficient), and the statistics of log a that scale its input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from dolfinx_lod.interpolation import patch_constraints
+from dolfinx_lod.neural.export import PatchBatch
+
+#: Input channels of :class:`CoefficientNetworks`.
+CHANNELS = 12
+
+
+class CoefficientNetworks(torch.nn.Module):
+    """One convolutional network a|_{N^l(T)} -> C_T Lambda_j shared by all patches (translation
+    invariance), for every configuration, batched over patches and samples.
+
+    Every patch is placed into the window of the (2l+1) x (2l+1) coarse cells centred at T
+    (W = (2l+1) r fine cells a side); cells of the window outside the patch (truncation at the
+    domain boundary) carry a mask channel 0. Input channels: mask * (log a - m_T) / s (m_T the
+    mean of log a over the patch, s a fixed scale), mask and the cell centre coordinates (so the
+    network knows where T is). The inputs, hence the outputs, depend on a only through
+    a / exp(m_T): like the correctors, they do not change when a is scaled. Dilated 3 x 3
+    convolutions (residual, GELU) act on the W x W cells; a final 2 x 2 convolution gives four
+    values (one per corner j of T) at the (W+1)^2 vertices. The values at the patch's
+    vertices are set to zero on the patch boundary and, with ``project``, mapped by the exact
+    projection onto ker B (B = I_H on the patch, independent of a):
+
+        alpha = D y - B^T (B B^T)^+ B D y,   D the interior-vertex mask,
+
+    so that B alpha = 0 to rounding and the Deep Ritz energy's minimizer over such outputs is
+    the classical corrector.
+    """
+
+    architecture = "cnn"
+    needs_coefficient = True
+
+    def __init__(
+        self,
+        layers: int,
+        Pi: torch.Tensor,
+        width: int = 32,
+        depth: int = 6,
+        log_scale: float = 1.0,
+    ):
+        super().__init__()
+        if depth < 2 or width < 1:
+            raise ValueError(f"cnn width must be >= 1 and depth >= 2, got {width} x {depth}")
+        self.layers, self.width, self.depth = layers, width, depth
+        self.r = math.isqrt(Pi.shape[1]) - 1
+        self.cells = (2 * layers + 1) * self.r  # W
+        self.register_buffer("Pi", Pi.clone())
+        self.register_buffer("log_scale", torch.tensor(log_scale))
+        self.first = torch.nn.Conv2d(CHANNELS, width, 3, padding=1)
+        dilations = [d for d in (1, 2, 4, 8, 16) if 2 * d < self.cells] or [1]
+        self.hidden = torch.nn.ModuleList(
+            torch.nn.Conv2d(width, width, 3, padding=d, dilation=d)
+            for d in (dilations[i % len(dilations)] for i in range(depth - 2))
+        )
+        self.last = torch.nn.Conv2d(width, 4, 2, padding=1)
+        self._geometry: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+    def _window(self, config) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window cell index of each patch cell and window vertex index of each patch vertex
+        (local patch order) of ``config``."""
+        (wx, wy), (ex, ey), _ = config
+        r, W = self.r, self.cells
+        ox, oy = (self.layers - ex) * r, (self.layers - ey) * r
+        cy, cx = torch.meshgrid(torch.arange(wy * r), torch.arange(wx * r), indexing="ij")
+        vy, vx = torch.meshgrid(torch.arange(wy * r + 1), torch.arange(wx * r + 1), indexing="ij")
+        return ((cy + oy) * W + cx + ox).ravel(), ((vy + oy) * (W + 1) + vx + ox).ravel()
+
+    def operators(self, config) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense (N, N) maps of ``config`` from the network's vertex values y to alpha: L y
+        and (with the projection) (D - B^T (B B^T)^+ B) L y, float64."""
+        (wx, wy), _, _ = config
+        L = torch.zeros(
+            (wy * self.r + 1) * (wx * self.r + 1),
+            (wy * self.r + 1) * (wx * self.r + 1),
+            dtype=torch.float64,
+        )
+        interior = torch.zeros(wy * self.r + 1, wx * self.r + 1, dtype=torch.bool)
+        interior[1:-1, 1:-1] = True
+        inner = interior.ravel().nonzero()[:, 0]
+        L[inner[:, None], inner[None, :]] = inverse_sqrt_laplacian(wx * self.r, wy * self.r)
+        B = torch.from_numpy(patch_constraints(config, self.r, self.Pi.double().numpy()))
+        gram = torch.linalg.pinv(B @ B.T, hermitian=True)
+        return L, L - B.T @ (gram @ (B @ L))  # B's boundary columns are zero: B D = B
+
+    def geometry(self, configs: list) -> tuple[torch.Tensor, list[tuple]]:
+        """Window cells of every patch (G, M) (padding: -1) and per configuration the patches
+        (indices into ``configs``), their window vertices (N_c,) and :meth:`operators`.
+        Cached per configuration."""
+        G = len(configs)
+        windows = {c: self._window(c) for c in dict.fromkeys(configs)}
+        M = max((w[0].numel() for w in windows.values()), default=1)
+        cells = torch.full((G, M), -1, dtype=torch.int64)
+        groups = []
+        for config, (c, v) in windows.items():
+            index = torch.tensor([g for g, other in enumerate(configs) if other == config])
+            cells[index, : c.numel()] = c
+            if config not in self._geometry:
+                self._geometry[config] = self.operators(config)
+            groups.append((index, v, *self._geometry[config]))
+        return cells, groups
+
+    def source_gradients(self) -> torch.Tensor:
+        """H grad Lambda_j at the window's cell centres inside T, zero elsewhere: (8, W, W)
+        (channels d/dx, d/dy of corner j = 0..3 in the order (0,0), (1,0), (0,1), (1,1))."""
+        r, W, lo = self.r, self.cells, self.layers * self.r
+        t = (torch.arange(r, dtype=torch.float64) + 0.5) / r  # local cell centres in T
+        eta, xi = torch.meshgrid(t, t, indexing="ij")
+        grads = torch.zeros(8, W, W, dtype=torch.float64)
+        for j, (dx, dy) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
+            fx = xi if dx else 1 - xi
+            fy = eta if dy else 1 - eta
+            grads[2 * j, lo : lo + r, lo : lo + r] = (1 if dx else -1) * fy
+            grads[2 * j + 1, lo : lo + r, lo : lo + r] = (1 if dy else -1) * fx
+        return grads
+
+    def inputs(self, configs: list, a: torch.Tensor) -> torch.Tensor:
+        """Network input (G K, CHANNELS, W, W) from a on the patch cells (G, K, M) (local
+        order): log a centred on the patch, the patch mask, the cell centres and the element
+        loads a grad Lambda_j / exp(m_T) on T (the right-hand sides of the correctors), m_T the
+        mean of log a over the patch."""
+        cells = self.geometry(configs)[0].to(a.device)
+        G, K, _ = a.shape
+        W = self.cells
+        M = cells.shape[1]
+        real = cells >= 0
+        loga = torch.log(a[:, :, :M].clamp_min(1e-30))
+        mask = real[:, None].to(a.dtype)  # (G, 1, M)
+        m_T = (loga * mask).sum(2, keepdim=True) / mask.sum(2, keepdim=True).clamp_min(1)
+        loga = (loga - m_T) / self.log_scale
+        x = torch.zeros(G, K, 2, W * W, dtype=a.dtype, device=a.device)
+        index = cells.clamp_min(0)[:, None].expand(G, K, M)
+        x[:, :, 0].scatter_(2, index, torch.where(real[:, None], loga, 0.0))
+        x[:, :, 1].scatter_(2, index, real[:, None].expand(G, K, M).to(a.dtype))
+        centre = (torch.arange(W, dtype=a.dtype, device=a.device) + 0.5) * 2 / W - 1
+        cy, cx = torch.meshgrid(centre, centre, indexing="ij")
+        xy = torch.stack([cx, cy]).reshape(1, 1, 2, W * W).expand(G, K, 2, W * W)
+        scaled = torch.exp(x[:, :, :1] * self.log_scale) * x[:, :, 1:2]  # a / exp(m_T)
+        loads = scaled * self.source_gradients().to(a.device, a.dtype).reshape(1, 1, 8, W * W)
+        return torch.cat([x, xy, loads], dim=2).reshape(G * K, CHANNELS, W, W)
+
+    def forward(self, configs: list, a: torch.Tensor, project: bool = True) -> torch.Tensor:
+        """Correctors alpha (G, K, N, 4) at the patch vertices for a (G, K, M) on the patch
+        cells of the patches ``configs``; zero on the patch boundary (and padding), in ker B
+        with ``project``."""
+        _, groups = self.geometry(configs)
+        G, K, _ = a.shape
+        h = torch.nn.functional.gelu(self.first(self.inputs(configs, a)))
+        for conv in self.hidden:
+            h = h + torch.nn.functional.gelu(conv(h))
+        y = self.last(h).reshape(G, K, 4, -1)  # (G, K, 4, (W+1)^2)
+        N = max((v.numel() for _, v, _, _ in groups), default=1)
+        alpha = torch.zeros(G, K, N, 4, dtype=a.dtype, device=a.device)
+        for index, verts, L, Q in groups:
+            Q = (Q if project else L).to(a.device, a.dtype)
+            index = index.to(a.device)
+            alpha[index, :, : verts.numel()] = (y[index][..., verts.to(a.device)] @ Q.T).transpose(
+                2, 3
+            )
+        return alpha
+
+
+def inverse_sqrt_laplacian(nx: int, ny: int) -> torch.Tensor:
+    """S_1^{-1/2} for the Q1 stiffness S_1 of the Laplacian on an nx x ny grid of square cells
+    with zero boundary values, on the interior vertices (x fastest), float64. Exact from the
+    sine eigenvectors: S_1 = K (x) M + M (x) K with the 1D stiffness K (eigenvalues
+    2 - 2 cos t) and mass M ((4 + 2 cos t) / 6), t = k pi / n. It preconditions the Deep Ritz
+    energy: alpha = S_1^{-1/2} y makes 1/2 alpha^T S alpha nearly isotropic in y."""
+
+    def sine(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        k = torch.arange(1, n, dtype=torch.float64)
+        t = k * math.pi / n
+        V = math.sqrt(2.0 / n) * torch.sin(torch.outer(k, k) * math.pi / n)
+        return V, 2 - 2 * torch.cos(t), (4 + 2 * torch.cos(t)) / 6
+
+    Vx, kx, mx = sine(nx)
+    Vy, ky, my = sine(ny)
+    lam = ky[:, None] * mx[None, :] + my[:, None] * kx[None, :]
+    V = torch.kron(Vy, Vx)
+    return (V * lam.ravel().rsqrt()) @ V.T
+
+
+def log_statistics(batch: PatchBatch, comm: MPI.Comm) -> tuple[float, float]:
+    """Mean and standard deviation of log a over all patch cells and samples (global).
+    Collective."""
+    r = math.isqrt(batch.Pi.shape[1]) - 1
+    local = np.zeros(3)
+    for g, config in enumerate(batch.configs):
+        size = config.shape[0] * config.shape[1] * r * r
+        loga = torch.log(batch.a[g, :, :size].double())
+        local += [loga.numel(), float(loga.sum()), float((loga**2).sum())]
+    count, total, squares = comm.allreduce(local, op=MPI.SUM)
+    mean = total / max(count, 1)
+    return mean, math.sqrt(max(squares / max(count, 1) - mean**2, 0.0)) or 1.0

@@ -1,0 +1,164 @@
+"""The one place of every default network and training setting.
+
+:class:`TrainingSettings` (its defaults: the paper's network and optimizer) and the named
+:data:`PRESETS`: ``"cnn"`` (``dolfinx-lod train`` and :func:`dolfinx_lod.neural.train`: the
+coefficient-aware CNN trained from coefficients alone), ``"paper"`` (the paper's MLP, demo
+``--paper``), ``"quick"`` (the demos' default) and ``"tiny"`` (the test suite). A preset given
+a network conditioned on p (mlp, reduced) takes the fields ``Preset.p_networks`` on top of its
+own; a network with the exact projection
+onto ker B trains on :data:`PROJECTION_BATCH` samples per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dolfinx_lod.neural.networks import NETWORKS, architecture, parse_network
+
+#: The default network of ``dolfinx-lod train``, :func:`dolfinx_lod.neural.train` and the
+#: demos (measured in docs/lod-ann.md): the coefficient-aware CNN, 24 channels, 6 convolutions.
+DEFAULT_NETWORK = "cnn:24x6"
+#: Training samples per optimizer step with the exact projection onto ker B.
+PROJECTION_BATCH = 2
+
+
+@dataclass
+class TrainingSettings:
+    """Network shape and optimisation settings. The defaults are the paper's network and
+    optimizer (Def. 3.1: mlp 128 x 8; Adam 1e-3 decaying by 0.9 every 1000 epochs, 30 000
+    epochs); :data:`PRESETS` names the settings used elsewhere."""
+
+    #: A name of :data:`~dolfinx_lod.neural.networks.NETWORKS`: "mlp" (paper, Def. 3.1),
+    #: "reduced" (alpha = V_T c(p)) or "cnn" (coefficient-aware)
+    architecture: str = "mlp"
+    width: int = 128
+    depth: int = 8
+    modes: int = 16  # q, patch basis size of the reduced architecture
+    epochs: int = 30000  # Deep Ritz epochs (after the warm start)
+    lr: float = 1e-3
+    lr_decay: float = 0.9
+    lr_step: int = 1000
+    patience: int = 2000  # stop when the loss has not improved for this many epochs ...
+    min_delta: float = 1e-6  # ... by more than this relative amount
+    warm_start: int = 0  # supervised epochs (energy-norm fit of the classical correctors)
+    checkpoint_every: int = 500
+    validate_every: int = 50  # epochs between validation energies (model selection)
+    seed: int = 0
+    device: str = "cpu"
+    #: B alpha = 0 by the self-adaptive "penalty" (16) or by the exact "projection" (cnn only)
+    constraint: str = "penalty"
+    batch_size: int = 0  # training samples per optimizer step (projection only; 0: all)
+    #: Train the mlp networks through torch.compile (fused kernels: bias, tanh and their
+    #: derivatives in one pass; docs/results.md has the time per epoch); needs a C compiler.
+    compile: bool = False
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting out of range."""
+        arch = architecture(self.architecture)
+        if self.constraint not in ("penalty", "projection"):
+            raise ValueError(
+                f"constraint must be 'penalty' or 'projection', got {self.constraint!r}"
+            )
+        if self.constraint == "projection" and not arch.projection:
+            names = " or ".join(repr(n) for n, a in NETWORKS.items() if a.projection)
+            raise ValueError(
+                f"constraint 'projection' needs architecture {names}, got {self.architecture!r}"
+            )
+        if self.batch_size < 0 or (self.batch_size and self.constraint != "projection"):
+            raise ValueError(
+                f"batch size must be >= 0 (0: all samples) and needs constraint 'projection', "
+                f"got {self.batch_size} with {self.constraint!r}"
+            )
+        for name in (
+            "width",
+            "depth",
+            "modes",
+            "epochs",
+            "lr_step",
+            "patience",
+            "checkpoint_every",
+            "validate_every",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"training setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.warm_start < 0:
+            raise ValueError(f"warm start epochs must be >= 0, got {self.warm_start}")
+        if not (self.lr > 0 and 0 < self.lr_decay <= 1):
+            raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got {self.lr}, {self.lr_decay}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but torch finds no CUDA device")
+
+    @property
+    def uses_corrector_data(self) -> bool:
+        """Whether training reads classical correctors (POD bases, supervised warm start)."""
+        return NETWORKS[self.architecture].needs_corrector_data or self.warm_start > 0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named training setting: a network spec and :class:`TrainingSettings` fields.
+
+    Attributes:
+        network: The network (:func:`~dolfinx_lod.neural.networks.parse_network` spec).
+        fields: Training settings (the others: the :class:`TrainingSettings` defaults).
+        p_networks: Fields that replace those of ``fields`` for a network conditioned on p
+            (mlp, reduced).
+    """
+
+    network: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    p_networks: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, network: str | None = None, **overrides: Any) -> TrainingSettings:
+        """The settings of this preset for ``network`` (default: the preset's), with
+        ``overrides`` (TrainingSettings fields) on top. Constraint: "projection" for a network
+        that can be projected onto ker B, else "penalty"; batch size :data:`PROJECTION_BATCH`
+        with the projection, else all samples; ``compile`` only for networks that compile."""
+        spec = parse_network(network or self.network)
+        arch = NETWORKS[spec["architecture"]]
+        fields = dict(self.fields)
+        if not arch.cls.needs_coefficient:
+            fields.update(self.p_networks)
+        if not arch.compiles:
+            fields.pop("compile", None)
+        constraint = overrides.get("constraint") or ("projection" if arch.projection else "penalty")
+        base = {
+            "constraint": constraint,
+            "batch_size": PROJECTION_BATCH if constraint == "projection" else 0,
+        }
+        return TrainingSettings(**{**base, **spec, **fields, **overrides})
+
+
+#: The named presets (module docstring).
+PRESETS: dict[str, Preset] = {
+    # dolfinx-lod train's defaults; for mlp / reduced networks 5000 epochs at 1e-2, decaying by
+    # 0.9 every 1000.
+    "cnn": Preset(
+        DEFAULT_NETWORK,
+        {"epochs": 250, "lr": 1e-2, "lr_decay": 0.3, "lr_step": 170},
+        {"epochs": 5000, "lr": 1e-2, "lr_decay": 0.9, "lr_step": 1000},
+    ),
+    # The paper's network and optimizer (the TrainingSettings defaults; docs/results.md has the
+    # time per epoch), no early stop, through torch.compile.
+    "paper": Preset("mlp:128x8", {"patience": 30000, "compile": True}),
+    # The CNN at a constant rate for 150 epochs: the setting of the measured demo runs
+    # (docs/results.md); for mlp / reduced networks 3000 epochs.
+    "quick": Preset(
+        DEFAULT_NETWORK,
+        {"epochs": 150, "lr": 1e-2, "patience": 1000},
+        {"epochs": 3000, "lr": 1e-2},
+    ),
+    "tiny": Preset("reduced:8:16x2", {"epochs": 200, "lr": 1e-2, "patience": 1000}),
+}
+
+
+def preset(name: str) -> Preset:
+    """The preset ``name``; ``ValueError`` naming the presets."""
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {name!r}")
+    return PRESETS[name]

@@ -1,6 +1,8 @@
 """Learned bases judged by the solution (``dolfinx_lod.neural.solutions``): the LOD solution of
 a provider's basis against the classical LOD and the fine FEM."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +74,43 @@ def test_solution_errors_of_the_classical_and_an_untrained_basis(problem):
     for r in reference:
         r.destroy()
     providers["same"].destroy()
+
+
+def cli_main(argv, capsys) -> tuple[int, str]:
+    """The command line in-process: (exit code, stderr of this rank)."""
+    from dolfinx_lod.cli import main
+
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.mpi
+def test_train_judges_by_the_solution(tmp_dir, capsys, comm):
+    """train on a small inclusion family (contrast 100) reports the LOD-ANN solution against
+    the classical LOD (solution_error_test, mean and max, energy and L2) beside the baselines';
+    trained, its solution error is below the mean corrector's; barely trained (one epoch), it
+    is reported as worse than classical, with one warning line."""
+    if comm.rank == 0:
+        fields = inclusions(16, 10, 100.0, 11)
+        np.save(tmp_dir / "train.npy", fields[:8])
+        np.save(tmp_dir / "test.npy", fields[8:])
+    comm.Barrier()
+    train = ["train", "--coefficients", tmp_dir / "train.npy", "--test-coefficients"]
+    train += [tmp_dir / "test.npy", "--coarse", 4, "--fine", 16, "--layers", 1]
+    train += ["--network", "cnn:16x4", "--lr-step", 20, "--lr-decay", 0.3]
+    assert cli_main([*train, "--epochs", 30, "--out", tmp_dir / "a"], capsys)[0] == 0
+    summary = json.loads((tmp_dir / "a" / "summary.json").read_text())
+    learned = summary["solution_error_test"]
+    for norm in ("energy", "l2"):
+        assert 0 < learned[norm]["mean"] <= learned[norm]["max"]
+    mean = summary["baseline_solution_errors_test"]["mean"]["energy"]["mean"]
+    assert learned["energy"]["mean"] < mean and summary["beats_baselines"]["mean"]
+    fine = summary["solution_error_fine_test"]
+    assert fine["classical"]["energy"]["mean"] < fine["learned"]["energy"]["mean"]
+    code, err = cli_main([*train, "--epochs", 1, "--out", tmp_dir / "b"], capsys)
+    assert code == 0
+    summary = json.loads((tmp_dir / "b" / "summary.json").read_text())
+    assert summary["worse_than_classical"] > 2 and summary["warning"]
+    if comm.rank == 0:
+        lines = [line for line in err.splitlines() if "warning" in line]
+        assert len(lines) == 1 and "worse than the classical LOD" in lines[0]

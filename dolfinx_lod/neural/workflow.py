@@ -35,6 +35,7 @@ from dolfinx_lod.neural.provider import (
     problem_metadata,
     scale_parameters,
 )
+from dolfinx_lod.neural.solutions import judge_by_solution, solution_errors
 from dolfinx_lod.neural.trainer import DeepRitzTrainer
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 
@@ -280,32 +281,37 @@ def evaluate_model(
     test_p: npt.NDArray[np.float64],
 ) -> dict[str, Any]:
     """Basis errors of ``model`` on the training parameters and on ``test_p`` of
-    ``test_family`` against the classical correctors, the baselines' errors there, and the
-    online time of one basis update (classical and learned). Collective."""
+    ``test_family`` against the classical correctors; on ``test_p`` the LOD-ANN solution
+    (f = 1) against the classical LOD solution and the fine FEM, the baselines' errors there
+    and the verdict by the solution (:func:`~dolfinx_lod.neural.solutions.judge_by_solution`);
+    the online time of one basis update (classical and learned). Collective."""
     learned = LearnedCorrectors(model, family, grids.r)
     train_p = run.train_params
     errors_train = compare_providers(grids, layers, family, train_p, {"learned": learned})
     providers = {"learned": learned, **baselines(run.basis, run.batch, family, train_p)}
-    errors_test = compare_providers(grids, layers, test_family, test_p, providers)
+    test = solution_errors(grids, layers, test_family, test_p, providers)
     online = {
         "classical": _online_seconds(grids, layers, test_family, None, test_p[0]),
         "learned": _online_seconds(grids, layers, test_family, learned, test_p[0]),
     }
+    errors_test = test["basis"]
     learned_err = errors_test["learned"]["energy"]
-    beaten = {k: bool(learned_err < v["energy"]) for k, v in errors_test.items() if k != "learned"}
+    basis_beaten = {
+        k: bool(learned_err < v["energy"]) for k, v in errors_test.items() if k != "learned"
+    }
     return {
         "basis_error_train": errors_train["learned"]["energy"],
         "basis_error_train_nodal": errors_train["learned"]["nodal"],
         "basis_error_test": learned_err,
         "basis_error_test_nodal": errors_test["learned"]["nodal"],
         "baseline_errors_test": {k: v for k, v in errors_test.items() if k != "learned"},
-        "beats_baselines": beaten,
-        "note": (
-            "the learned correctors beat every baseline"
-            if all(beaten.values())
-            else "the learned correctors do NOT beat every baseline: "
-            + ", ".join(k for k, v in beaten.items() if not v)
-        ),
+        "basis_beats_baselines": basis_beaten,
+        "solution_error_test": test["vs_classical"]["learned"],
+        "baseline_solution_errors_test": {
+            k: v for k, v in test["vs_classical"].items() if k != "learned"
+        },
+        "solution_error_fine_test": test["vs_fine"],
+        **judge_by_solution(test),
         "online_basis_seconds": online,
         "online_speedup": online["classical"] / online["learned"],
     }

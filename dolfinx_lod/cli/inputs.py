@@ -157,11 +157,12 @@ def _check_box(args: argparse.Namespace, dim: int, fine: tuple[int, ...]) -> Non
             f"--coarse {','.join(map(str, args.coarse))} has {len(args.coarse)} counts; the "
             f"coefficient is {dim}D (give one number or {dim} counts)"
         )
-    learned = [f"--{k}" for k in ("model", "operators") if getattr(args, k, None)]
+    # A --model records its grids and sides (checked when it is loaded); operators do not.
+    learned = ["--operators"] if getattr(args, "operators", None) else []
     if learned and args.neumann:
         raise InputError(
-            f"--neumann applies to the classical basis only: {' and '.join(learned)} "
-            "was trained with u = 0 on every side"
+            "--neumann applies to the classical basis only: --operators was fitted with u = 0 "
+            "on every side (a --model trained with the same --neumann sides works)"
         )
     coarse = args.coarse if isinstance(args.coarse, tuple) else (args.coarse,)
     if learned and len(set(fine)) * len(set(coarse)) > 1:

@@ -32,6 +32,7 @@ from dolfinx_lod.neural.provider import (
     NearestCorrectors,
     TrainedModel,
     compare_providers,
+    counts_key,
     problem_metadata,
     scale_parameters,
 )
@@ -43,16 +44,17 @@ from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 def patch_dimension(grids: NestedGrids, layers: int) -> int:
     """Interior fine vertices of the largest patch N^l(T): an upper bound of the number of
     independent corrector values, so of useful patch modes Q."""
-    w = min(2 * layers + 1, grids.coarse)
-    return (w * grids.r - 1) ** grids.dim
+    w = np.minimum(2 * layers + 1, grids.coarse_sizes)
+    return int(np.prod(w * grids.refinement - 1))
 
 
 def check_network_size(
     settings: TrainingSettings, grids: NestedGrids, layers: int, family: Family
 ) -> None:
     """Raise ``InputError`` if the reduced networks ask for more patch modes than a patch has
-    dimensions, or if networks conditioned on p are to be trained on given fields (their
-    index is no parameter). Rank-local (the same result on every rank)."""
+    dimensions, if networks conditioned on p are to be trained on given fields (their
+    index is no parameter), or if the coefficient-aware network cannot serve the grids (it is
+    2D, on square fine cells). Rank-local (the same result on every rank)."""
     arch = NETWORKS[settings.architecture]
     if isinstance(family, SampleFamily) and not arch.cls.needs_coefficient:
         raise InputError(
@@ -60,12 +62,26 @@ def check_network_size(
             "family parameter p, which given fields do not have; use --network cnn:WxD or "
             "--family"
         )
+    if arch.cls.needs_coefficient:
+        h = grids.h
+        if grids.dim != 2:
+            raise InputError(
+                f"--network {settings.architecture}: the coefficient-aware network is 2D; the "
+                f"grids are {grids.dim}D"
+            )
+        if not np.allclose(h, h[0], rtol=1e-12) or len(set(grids.refinement)) > 1:
+            raise InputError(
+                f"--domain/--coarse/--fine: the coefficient-aware network needs square fine "
+                f"cells and the same H/h in every direction; got h = {h.tolist()}, H/h = "
+                f"{grids.refinement.tolist()}"
+            )
     dim = patch_dimension(grids, layers)
     if arch.modes and settings.modes > dim:
         raise InputError(
             f"--network reduced:Q:...: Q ({settings.modes}) patch modes exceed the patch "
             f"dimension {dim} (interior fine vertices of the largest patch for n = "
-            f"{grids.fine}, NH = {grids.coarse}, l = {layers}); allowed: 1 <= Q <= {dim}"
+            f"{counts_key(grids.fine_cells)}, NH = {counts_key(grids.coarse_cells)}, l = "
+            f"{layers}); allowed: 1 <= Q <= {dim}"
         )
 
 
@@ -369,8 +385,10 @@ def train_and_evaluate(
             "command": "train",
             "family": family.name,
             "test_family": test_family.name,
-            "n": grids.fine,
-            "NH": grids.coarse,
+            "n": counts_key(grids.fine_cells),
+            "NH": counts_key(grids.coarse_cells),
+            "domain": [list(map(float, c)) for c in grids.domain],
+            "neumann": sorted(grids.neumann),
             "l": layers,
             "ranks": comm.size,
             "samples": samples,

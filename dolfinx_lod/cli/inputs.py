@@ -144,9 +144,9 @@ def check_problem(args: argparse.Namespace, comm: MPI.Comm, n) -> None:
     validate(comm, check)
 
 
-def _check_box(args: argparse.Namespace, dim: int, fine: tuple[int, ...]) -> None:
-    """--domain and --coarse against the coefficient's dimension; learned bases need square
-    grids and Dirichlet sides."""
+def _check_box(args: argparse.Namespace, dim: int) -> None:
+    """--domain and --coarse against the coefficient's dimension (a --model or --operators file
+    records its grids and sides: checked when it is loaded)."""
     if args.domain is not None and len(args.domain) != 2 * dim:
         raise InputError(
             f"--domain needs {2 * dim} numbers for a {dim}D coefficient "
@@ -157,19 +157,6 @@ def _check_box(args: argparse.Namespace, dim: int, fine: tuple[int, ...]) -> Non
             f"--coarse {','.join(map(str, args.coarse))} has {len(args.coarse)} counts; the "
             f"coefficient is {dim}D (give one number or {dim} counts)"
         )
-    # A --model records its grids and sides (checked when it is loaded); operators do not.
-    learned = ["--operators"] if getattr(args, "operators", None) else []
-    if learned and args.neumann:
-        raise InputError(
-            "--neumann applies to the classical basis only: --operators was fitted with u = 0 "
-            "on every side (a --model trained with the same --neumann sides works)"
-        )
-    coarse = args.coarse if isinstance(args.coarse, tuple) else (args.coarse,)
-    if learned and len(set(fine)) * len(set(coarse)) > 1:
-        raise InputError(
-            f"{' and '.join(learned)} need the same number of cells in every direction "
-            f"(the networks are trained on n x n grids); got fine {fine}, coarse {coarse}"
-        )
 
 
 def nested_grids(args: argparse.Namespace, comm: MPI.Comm, shape: tuple[int, ...]) -> NestedGrids:
@@ -178,7 +165,7 @@ def nested_grids(args: argparse.Namespace, comm: MPI.Comm, shape: tuple[int, ...
     method) on every rank before any work. Collective."""
     dim = len(shape)
     fine = tuple(shape[::-1])
-    validate(comm, lambda: _check_box(args, dim, fine))
+    validate(comm, lambda: _check_box(args, dim))
     check_problem(args, comm, fine)
     domain = (
         unit_box(dim)

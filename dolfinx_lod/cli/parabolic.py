@@ -127,7 +127,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     schedule = CoefficientSchedule.from_stack(stack, check=False)  # checked in load_array
     if params is not None:  # the step's field and its parameter p (for the learned basis)
         schedule = CoefficientSchedule(lambda m, t: (stack[m - 1], params[m - 1]), stack.shape[0])
-    provider, classical = _operator_provider(args, comm, grids, provider, params)
+    provider, classical = _operator_provider(args, comm, grids, provider, params, stack)
     try:
         with OutputSet(comm, args.out) as output:
             summary = _advance(args, comm, grids, schedule, capacity, output, t0, provider)
@@ -156,13 +156,16 @@ def _check_operator_options(args: argparse.Namespace, provider, params) -> None:
         )
 
 
-def _operator_provider(args: argparse.Namespace, comm: MPI.Comm, grids, provider, params):
+def _operator_provider(
+    args: argparse.Namespace, comm: MPI.Comm, grids, provider, params, stack: np.ndarray
+):
     """With --operators, the provider whose Petrov-Galerkin operators come from the networks
     and whose correctors (output steps) from ``provider`` (--model) or from patch solves at p,
     with the classical patch solvers it created (to destroy; None if none). The options and
     the file are checked before any work. Collective."""
     if args.operators is None:
         return provider, None
+    from dolfinx_lod.coefficients import params_family
     from dolfinx_lod.correctors import ClassicalCorrectors
     from dolfinx_lod.interpolation import local_projection
     from dolfinx_lod.neural.operators import FamilyCorrectors, LearnedOperators, OperatorProvider
@@ -171,8 +174,15 @@ def _operator_provider(args: argparse.Namespace, comm: MPI.Comm, grids, provider
     cells = owned_cells(grids)  # the cells of the basis' patches on this rank
     nets: list = []
 
+    def given(meta: dict):
+        """Operators fitted to given samples: their family is the steps' fields at --params."""
+        if not meta.get("given_samples"):
+            return None
+        box = (meta["param_low"], meta["param_high"])
+        return params_family(stack, params, meta["family"], grids.domain, box)
+
     def load() -> None:
-        ops = LearnedOperators.load(args.operators, grids, args.layers, cells)
+        ops = LearnedOperators.load(args.operators, grids, args.layers, cells, given)
         for m, p in enumerate(params):
             try:
                 ops.family.check(p)

@@ -39,6 +39,7 @@ def test_operators_from_given_samples_then_parabolic(tmp_dir, capsys, comm):
         np.save(tmp_dir / "S.npy", samples(steps))
         np.save(tmp_dir / "Q.npy", steps)
         np.save(tmp_dir / "Qbad.npy", steps * 3)
+        np.save(tmp_dir / "K3.npy", np.ones((10, 4, 8, 16)))
     comm.Barrier()
     fit = ["operators", "--coefficients", tmp_dir / "K.npy", *BOX, "--samples", 8]
     fit += ["--test-samples", 2, "--epochs", 400]
@@ -60,6 +61,17 @@ def test_operators_from_given_samples_then_parabolic(tmp_dir, capsys, comm):
         (fit, "--coefficients needs --params"),
         ([*run, *ops[:2], "--params", tmp_dir / "Qbad.npy"], "--params (step 2)"),
         ([*fit[:-4], "--samples", 9, "--params", tmp_dir / "P.npy"], "exceed the 10 fields"),
+        (
+            [
+                "operators",
+                "--coefficients",
+                tmp_dir / "K3.npy",
+                "--params",
+                tmp_dir / "P.npy",
+                *BOX,
+            ],
+            "--coarse 4,2 has 2 counts; the coefficient is 3D",
+        ),
     ):
         code, err = cli_main([*argv, "--out", tmp_dir / "x"], capsys)
         assert code == 2 and (comm.rank or message in err), err

@@ -151,8 +151,8 @@ def _problem(args: argparse.Namespace, comm: MPI.Comm):
             raise InputError(f"--params {args.params}: cannot read a .npy array ({e})") from e
         out.append(P)
 
-    validate(comm, check_samples)
     grids = nested_grids(args, comm, stack.shape[1:])
+    validate(comm, check_samples)
     name = f"samples:{args.coefficients.stem}"
     family = []
     validate(comm, lambda: family.append(params_family(stack, out[0], name, grids.domain)))

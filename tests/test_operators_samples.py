@@ -70,7 +70,7 @@ def test_operators_from_given_samples_then_parabolic(tmp_dir, capsys, comm):
                 tmp_dir / "P.npy",
                 *BOX,
             ],
-            "--coarse 4,2 has 2 counts; the coefficient is 3D",
+            "--domain needs 6 numbers for a 3D coefficient",
         ),
     ):
         code, err = cli_main([*argv, "--out", tmp_dir / "x"], capsys)

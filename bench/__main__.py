@@ -17,18 +17,22 @@ def run(name: str, ranks: int | None, extra: list[str]) -> int:
     case = CASES[name]
     ranks = ranks or case.ranks
     out = RESULTS / case.result.format(ranks=ranks)
-    command = [sys.executable, str(ROOT / "bench" / case.script), *case.args, *extra]
+    script = ROOT / (case.script if "/" in case.script else f"bench/{case.script}")
+    command = [sys.executable, str(script), *case.args, *extra]
+    folder = ROOT / "results" / "bench" / name  # a demo's result folder
     if "--out" not in extra:
-        command += ["--out", str(out)]
+        command += ["--out", str(folder if case.demo else out)]
+    elif case.demo:  # --out names the demo's result folder; the result JSON stays
+        folder = ROOT / extra[extra.index("--out") + 1]
     else:
         out = ROOT / extra[extra.index("--out") + 1]
     if ranks > 1:
         command = ["mpirun", "-n", str(ranks), *command]
     code = subprocess.run(command, cwd=ROOT).returncode
     if code == 0:
-        data = json.loads(out.read_text())
+        data = json.loads(((folder / "summary.json") if case.demo else out).read_text())
         shown = [c if c != sys.executable else "python" for c in command]
-        data["provenance"] = provenance(shown, ranks)
+        data["provenance"] = provenance([str(c).replace(f"{ROOT}/", "") for c in shown], ranks)
         out.write_text(json.dumps(data, indent=2) + "\n")
         print(f"bench {name}: {out.relative_to(ROOT)}")
     return code

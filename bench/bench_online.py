@@ -24,8 +24,9 @@ import dolfinx_lod as dl
 from dolfinx_lod.coefficients import battery_capacity, battery_family, battery_source, cont_family
 from dolfinx_lod.io import write_json
 from dolfinx_lod.neural import LearnedCorrectors, TrainedModel
+from dolfinx_lod.paper.cache import cached_training
 from dolfinx_lod.paper.examples import EXAMPLES
-from dolfinx_lod.paper.experiments import Example, cached_training
+from dolfinx_lod.paper.experiments import Example
 from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
 
 #: Cases at (H, h, l) = (1/16, 1/128, 2): a demo's family on the finer grids (1000 epochs).

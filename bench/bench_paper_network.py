@@ -29,8 +29,9 @@ from dolfinx_lod.neural.figures import plot_node_loss
 from dolfinx_lod.neural.provider import compare_providers
 from dolfinx_lod.neural.trainer import History
 from dolfinx_lod.neural.workflow import node_networks, prepare_training
+from dolfinx_lod.paper.cache import CENTRE
 from dolfinx_lod.paper.examples import EXAMPLES
-from dolfinx_lod.paper.experiments import ALPHAS, CENTRE, baseline_correctors
+from dolfinx_lod.paper.experiments import ALPHAS, baseline_correctors
 
 #: The paper's epochs.
 PAPER_EPOCHS = 30000

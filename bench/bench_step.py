@@ -42,7 +42,8 @@ from dolfinx_lod.correctors import ClassicalCorrectors
 from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.io import write_json
 from dolfinx_lod.lod import relative_errors
-from dolfinx_lod.neural.operators import FamilyCorrectors, OperatorProvider, fit_operators
+from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
+from dolfinx_lod.neural.operators import fit_operators
 from dolfinx_lod.timestepping import CoefficientSchedule, FEMStepper, LODStepper, advance
 
 

@@ -28,8 +28,8 @@ from dolfinx_lod.io import write_json
 from dolfinx_lod.neural import LearnedCorrectors
 from dolfinx_lod.neural.provider import compare_providers
 from dolfinx_lod.neural.workflow import gather_model, prepare_training
+from dolfinx_lod.paper.compare import compare_time_loops
 from dolfinx_lod.paper.examples import EXAMPLES
-from dolfinx_lod.paper.experiments import compare_time_loops
 
 #: The paper's figures: 0.064 the mean basis error of Example 2 (the paper gives none for
 #: Example 1), 0.0495 Example 1's error at T of one test trajectory (not a mean).

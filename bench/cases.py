@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Case:
-    """A benchmark case: ``script`` (under bench/) run with ``args`` writes ``result``
-    (``{ranks}`` is replaced by the rank count) under bench/results/."""
+    """A benchmark case: ``script`` (under bench/, or a path from the repository root such as
+    demos/example1.py) run with ``args`` writes ``result`` (``{ranks}`` is replaced by the rank
+    count) under bench/results/. A ``demo`` writes a result folder (``--out DIR``) whose
+    summary.json becomes the result."""
 
     script: str
     result: str
     args: tuple[str, ...] = ()
     about: str = ""
     ranks: int = 1
-    extra: dict = field(default_factory=dict)
+    demo: bool = False
 
 
 CASES: dict[str, Case] = {
@@ -43,6 +45,22 @@ CASES: dict[str, Case] = {
         "bench_operator_fit.py", "operator-fit-32-512-2.json", about="learned operators' fit"
     ),
     "epoch": Case("bench_epoch.py", "epoch-example1.json", about="cost of one training epoch"),
+    "example1": Case(
+        "demos/example1.py",
+        "example1-quick-{ranks}.json",
+        ("--quick",),
+        about="the main job: paper Example 1 at the paper's setting, shipped --quick network",
+        ranks=2,
+        demo=True,
+    ),
+    "example2": Case(
+        "demos/example2.py",
+        "example2-quick-{ranks}.json",
+        ("--quick",),
+        about="paper Example 2 (battery) at the paper's setting, shipped --quick network",
+        ranks=2,
+        demo=True,
+    ),
     "paper-network": Case(
         "bench_paper_network.py",
         "paper-network-example1.json",

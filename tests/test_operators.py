@@ -14,12 +14,8 @@ import dolfinx_lod as dl
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.lod import relative_errors
-from dolfinx_lod.neural.operators import (
-    FamilyCorrectors,
-    LearnedOperators,
-    OperatorProvider,
-    fit_operators,
-)
+from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
+from dolfinx_lod.neural.operators import LearnedOperators, fit_operators
 from dolfinx_lod.timestepping import CoefficientSchedule, LODStepper, StepCoefficient
 
 

@@ -10,13 +10,10 @@ from dolfinx_lod.grids import corner_bits, lattice_coordinates
 from dolfinx_lod.neural import DeepRitzTrainer, TrainingSettings, export_patches
 from dolfinx_lod.neural.provider import scale_parameters
 from dolfinx_lod.neural.workflow import node_networks
+from dolfinx_lod.paper.compare import euclidean_error
 from dolfinx_lod.paper.examples import EXAMPLE1_SIZES, example1, example1_start, example2
-from dolfinx_lod.paper.experiments import (
-    configuration_vertices,
-    euclidean_error,
-    schedule_clearance,
-    sized_example,
-)
+from dolfinx_lod.paper.experiments import schedule_clearance, sized_example
+from dolfinx_lod.paper.figures import configuration_vertices
 
 
 @pytest.mark.mpi

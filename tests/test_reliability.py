@@ -490,7 +490,7 @@ def test_cli_resume(tmp_path, capsys):
 
 
 def test_damaged_cached_model_says_how_to_clear(tmp_path, comm=MPI.COMM_SELF):
-    from dolfinx_lod.paper.experiments import cached_training, load_cached_model
+    from dolfinx_lod.paper.cache import cached_training, load_cached_model
 
     g = dl.create_nested_grids(comm, 4, 16)
     (tmp_path / "model.pt").write_bytes(b"")

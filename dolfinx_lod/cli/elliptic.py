@@ -11,15 +11,10 @@ from mpi4py import MPI
 
 import dolfinx_lod
 from dolfinx_lod.cli.inputs import learned_provider, load_coefficient, nested_grids
-from dolfinx_lod.cli.options import (
-    MODEL_HELP,
-    add_box_options,
-    add_out_option,
-    counts,
-)
+from dolfinx_lod.cli.options import add_box_options, add_solve_options, counts
 from dolfinx_lod.cli.output import basis_keys, grid_keys
 from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy, write_vtx
-from dolfinx_lod.lod import METHODS, solve_elliptic
+from dolfinx_lod.lod import solve_elliptic
 from dolfinx_lod.parallel import OutputError, collective
 
 
@@ -50,17 +45,12 @@ def add_parser(sub) -> None:
     )
     e.add_argument("--seed", type=int, default=0, help="seed of the default coefficient (0)")
     add_box_options(e)
-    e.add_argument("--method", choices=METHODS, default="galerkin")
-    e.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
-    add_out_option(e)
-    e.add_argument("--no-plot", action="store_true", help="skip the PNG figure")
-    e.add_argument(
-        "--reference",
-        action="store_true",
-        help="also solve the fine FEM (and the coarse Q1 FEM): errors in summary.json, "
+    add_solve_options(
+        e,
+        plot="skip the PNG figure",
+        reference="also solve the fine FEM (and the coarse Q1 FEM): errors in summary.json, "
         "reference.npy",
     )
-    e.add_argument("--model", type=Path, help=MODEL_HELP)
     e.add_argument(
         "--param",
         type=float,

@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
 
 def _network(args: argparse.Namespace) -> dict:
     """The checked counts and the 'mlp:WxD' network of the options."""
-    from dolfinx_lod.neural.workflow import parse_network
+    from dolfinx_lod.neural.networks import parse_network
 
     for name in ("samples", "test_samples", "epochs", "threads"):
         check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))

@@ -60,6 +60,19 @@ def add_box_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
 
 
+def add_solve_options(parser: argparse.ArgumentParser, plot: str, reference: str) -> None:
+    """--method, --source, --out, --no-plot (help ``plot``), --reference (help ``reference``)
+    and --model of a command that solves with the LOD."""
+    from dolfinx_lod.lod import METHODS
+
+    parser.add_argument("--method", choices=METHODS, default="galerkin")
+    parser.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
+    add_out_option(parser)
+    parser.add_argument("--no-plot", action="store_true", help=plot)
+    parser.add_argument("--reference", action="store_true", help=reference)
+    parser.add_argument("--model", type=Path, help=MODEL_HELP)
+
+
 def add_out_option(parser: argparse.ArgumentParser) -> None:
     """--out, the result folder (written as one set)."""
     parser.add_argument("--out", type=Path, required=True, help="output folder")

@@ -17,10 +17,9 @@ from dolfinx_lod.cli.inputs import (
     nested_grids,
     warn,
 )
-from dolfinx_lod.cli.options import MODEL_HELP, add_box_options, add_out_option
+from dolfinx_lod.cli.options import add_box_options, add_solve_options
 from dolfinx_lod.cli.output import basis_keys, grid_keys, snapshot
 from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy
-from dolfinx_lod.lod import METHODS
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 from dolfinx_lod.patches import owned_cells
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
@@ -50,20 +49,16 @@ def add_parser(sub) -> None:
         help="(n_y, n_x) or (n_z, n_y, n_x) .npy array of c > 0, shaped like a stack entry "
         "(default 1)",
     )
-    q.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
-    q.add_argument("--method", choices=METHODS, default="galerkin")
     q.add_argument(
         "--snapshots",
         type=int,
         nargs="*",
         help="steps in 1..M with PNG snapshots (default: 1, M/2, M)",
     )
-    add_out_option(q)
-    q.add_argument("--no-plot", action="store_true", help="skip PNG snapshots")
-    q.add_argument(
-        "--reference",
-        action="store_true",
-        help="also advance the fine FEM: errors per step, reference_final.npy, u_h in lod.bp",
+    add_solve_options(
+        q,
+        plot="skip PNG snapshots",
+        reference="also advance the fine FEM: errors per step, reference_final.npy, u_h in lod.bp",
     )
     q.add_argument(
         "--output-every",
@@ -71,7 +66,6 @@ def add_parser(sub) -> None:
         help="reconstruct u_ms and write a VTX frame every K steps (default: only the "
         "snapshot steps and T)",
     )
-    q.add_argument("--model", type=Path, help=MODEL_HELP)
     q.add_argument(
         "--params",
         type=Path,
@@ -168,7 +162,8 @@ def _operator_provider(
     from dolfinx_lod.coefficients import params_family
     from dolfinx_lod.correctors import ClassicalCorrectors
     from dolfinx_lod.interpolation import local_projection
-    from dolfinx_lod.neural.operators import FamilyCorrectors, LearnedOperators, OperatorProvider
+    from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
+    from dolfinx_lod.neural.operators import LearnedOperators
 
     validate(comm, lambda: _check_operator_options(args, provider, params))
     cells = owned_cells(grids)  # the cells of the basis' patches on this rank

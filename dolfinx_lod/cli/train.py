@@ -12,11 +12,10 @@ from dolfinx_lod.cli.options import FAMILIES, add_box_options, add_out_option, c
 from dolfinx_lod.parallel import InputError, validate
 from dolfinx_lod.progress import interactive
 
-#: Defaults of ``train`` for the coefficient-aware network (measured in docs/lod-ann.md).
-DEFAULT_NETWORK = "cnn:24x6"
-CNN_EPOCHS, CNN_LR, CNN_BATCH = 250, 1e-2, 2
-#: Learning-rate schedule of ``train`` for the coefficient-aware network: factor, every epochs.
-CNN_LR_DECAY, CNN_LR_STEP = 0.3, 170
+#: The preset of ``train`` (dolfinx_lod.neural.presets): the defaults of every option below.
+PRESET = "cnn"
+#: Options that override the preset's training settings only where given.
+OVERRIDES = ("constraint", "batch_size", "epochs", "lr", "lr_step", "lr_decay")
 
 
 def add_parser(sub) -> None:
@@ -60,11 +59,19 @@ def add_parser(sub) -> None:
 
 
 def _add_network_options(t: argparse.ArgumentParser) -> None:
-    """The network and optimiser options of ``train``."""
+    """The network and optimiser options of ``train`` (defaults: the ``cnn`` preset)."""
+    from dolfinx_lod.neural.presets import PRESETS, PROJECTION_BATCH
+
+    preset = PRESETS[PRESET]
+    cnn, p_nets = preset.fields, {**preset.fields, **preset.p_networks}
+
+    def default(name: str) -> str:
+        return f"{cnn[name]:g} for cnn, {p_nets[name]:g} otherwise"
+
     t.add_argument(
         "--network",
-        default=DEFAULT_NETWORK,
-        help=f"'cnn:WxD' (default {DEFAULT_NETWORK}: one CNN from the coefficient on the patch, "
+        default=preset.network,
+        help=f"'cnn:WxD' (default {preset.network}: one CNN from the coefficient on the patch, "
         "any coefficient), 'mlp:WxD' (paper Def. 3.1, e.g. mlp:128x8) or 'reduced:Q:WxD' (Q "
         "patch modes, an MLP p -> coordinates; needs the classical training correctors)",
     )
@@ -77,26 +84,21 @@ def _add_network_options(t: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--batch-size",
         type=int,
-        help=f"training samples per optimizer step (projection only; default {CNN_BATCH} for "
-        "cnn, else all)",
+        help=f"training samples per optimizer step (projection only; default {PROJECTION_BATCH} "
+        "with the projection, else all)",
     )
-    t.add_argument(
-        "--epochs", type=int, help=f"Deep Ritz epochs ({CNN_EPOCHS} for cnn, 5000 otherwise)"
-    )
+    t.add_argument("--epochs", type=int, help=f"Deep Ritz epochs ({default('epochs')})")
     t.add_argument("--warm-start", type=int, default=0, help="supervised epochs first (0)")
-    t.add_argument(
-        "--lr", type=float, help=f"Adam learning rate ({CNN_LR:g} for cnn, 1e-2 otherwise)"
-    )
+    t.add_argument("--lr", type=float, help=f"Adam learning rate ({default('lr')})")
     t.add_argument(
         "--lr-step",
         type=int,
-        help=f"epochs between learning-rate decays by --lr-decay ({CNN_LR_STEP} for cnn, 1000 "
-        "otherwise)",
+        help=f"epochs between learning-rate decays by --lr-decay ({default('lr_step')})",
     )
     t.add_argument(
         "--lr-decay",
         type=float,
-        help=f"learning-rate factor every --lr-step ({CNN_LR_DECAY:g} for cnn, 0.9 otherwise)",
+        help=f"learning-rate factor every --lr-step ({default('lr_decay')})",
     )
     t.add_argument("--patience", type=int, default=1000, help="early stopping patience (1000)")
     t.add_argument("--checkpoint-every", type=int, default=500)
@@ -112,9 +114,9 @@ def _add_network_options(t: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    """The TrainingSettings of the options (defaults by architecture), validated."""
-    from dolfinx_lod.neural.training import TrainingSettings
-    from dolfinx_lod.neural.workflow import parse_network
+    """The TrainingSettings of the options: the preset's, with the options given on top,
+    validated."""
+    from dolfinx_lod.neural.presets import PRESETS
 
     if args.coefficients is not None and args.test_coefficients is None:
         raise InputError("--coefficients needs --test-coefficients (held-out fields)")
@@ -123,23 +125,15 @@ def _settings(args: argparse.Namespace):
     for name in ("samples", "test_samples", "threads"):
         if getattr(args, name) is not None:
             check_positive_int(getattr(args, name), "--" + name.replace("_", "-"))
-    spec = parse_network(args.network)
-    cnn = spec["architecture"] == "cnn"
-    constraint = args.constraint or ("projection" if cnn else "penalty")
-    default_batch = CNN_BATCH if constraint == "projection" else 0
-    s = TrainingSettings(
-        **spec,
-        constraint=constraint,
-        batch_size=default_batch if args.batch_size is None else args.batch_size,
-        epochs=args.epochs or (CNN_EPOCHS if cnn else 5000),
-        lr=args.lr or (CNN_LR if cnn else 1e-2),
-        lr_step=args.lr_step or (CNN_LR_STEP if cnn else 1000),
-        lr_decay=args.lr_decay or (CNN_LR_DECAY if cnn else 0.9),
+    given = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    s = PRESETS[PRESET].settings(
+        args.network,
         patience=args.patience,
         warm_start=args.warm_start,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         device=args.device,
+        **given,
     )
     s.validate()
     return s

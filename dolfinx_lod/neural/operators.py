@@ -33,7 +33,6 @@ from dolfinx_lod.coefficients import family as make_family
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.networks import _BatchedMLP
-from dolfinx_lod.neural.operator_provider import FamilyCorrectors as FamilyCorrectors  # for cli
 from dolfinx_lod.neural.operator_provider import OperatorProvider
 from dolfinx_lod.neural.provider import LEGACY_PROBLEM, problem_metadata, scale_parameters
 from dolfinx_lod.parallel import InputError, brief

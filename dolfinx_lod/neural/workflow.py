@@ -24,7 +24,6 @@ from dolfinx_lod.neural.checkpoints import checkpoint_pattern, read_checkpoint
 from dolfinx_lod.neural.export import PatchBatch, export_patches
 from dolfinx_lod.neural.figures import plot_loss
 from dolfinx_lod.neural.networks import NETWORKS
-from dolfinx_lod.neural.networks import parse_network as parse_network  # for dolfinx_lod.cli
 from dolfinx_lod.neural.presets import TrainingSettings, preset
 from dolfinx_lod.neural.provider import (
     FixedCorrectors,

@@ -88,7 +88,7 @@ def test_train_on_a_rectangle_with_neumann_sides(tmp_dir, capsys, comm):
         assert np.abs(u_cli - u).max() <= 1e-10 * np.abs(u).max()
     sol.destroy()
     for other, message in (
-        (BOX[:-1] + ["left"], "neumann is ['left', 'top'] in the model but ['left'] here"),
+        (BOX[:-1] + ["left"], "model.pt: model does not match the problem: neumann is"),
         (BOX[:-4] + ["--neumann", "left,top"], "domain is"),
     ):
         code, err = cli_main([*solve, *other, "--out", tmp_dir / "x"], capsys)

@@ -193,7 +193,12 @@ def learned_provider(
     out = []
 
     def load() -> None:
-        model = TrainedModel.load(args.model, grids, args.layers)
+        try:
+            model = TrainedModel.load(args.model, grids, args.layers)
+        except InputError:  # not a model: the message names the file
+            raise
+        except ValueError as e:  # a model made for another problem
+            raise InputError(f"--model {args.model}: {e}") from e
         family = None
         if not model.needs_coefficient:
             meta = model.metadata

@@ -9,9 +9,9 @@ import torch
 from mpi4py import MPI
 
 import dolfinx_lod as dl
-from dolfinx_lod.coefficients import sample_family
 from dolfinx_lod.neural import LearnedCorrectors, TrainedModel, export_patches
 from dolfinx_lod.neural.cnn import CoefficientNetworks
+from dolfinx_lod.samples import sample_family
 
 DOMAIN = ((0.0, 0.0), (2.0, 1.0))
 NEUMANN = ("left", "top")

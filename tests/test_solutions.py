@@ -9,11 +9,11 @@ import torch
 from mpi4py import MPI
 
 import dolfinx_lod as dl
-from dolfinx_lod.coefficients import sample_family
 from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.neural import FixedCorrectors, LearnedCorrectors, TrainedModel, export_patches
 from dolfinx_lod.neural.networks import CoefficientNetworks
 from dolfinx_lod.neural.solutions import WORSE_FACTOR, solution_errors, worse_than_classical
+from dolfinx_lod.samples import sample_family
 
 
 def inclusions(n: int, count: int, contrast: float, seed: int) -> np.ndarray:

@@ -115,7 +115,7 @@ def _problem(args: argparse.Namespace, comm: MPI.Comm):
     grids on --domain with --coarse cells and --neumann sides, all checked on every rank
     before any work. Collective."""
     from dolfinx_lod.coefficients import family as make_family
-    from dolfinx_lod.coefficients import params_family
+    from dolfinx_lod.samples import params_family
 
     if args.coefficients is None:
 

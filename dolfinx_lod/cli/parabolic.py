@@ -159,11 +159,11 @@ def _operator_provider(
     the file are checked before any work. Collective."""
     if args.operators is None:
         return provider, None
-    from dolfinx_lod.coefficients import params_family
     from dolfinx_lod.correctors import ClassicalCorrectors
     from dolfinx_lod.interpolation import local_projection
     from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
     from dolfinx_lod.neural.operators import LearnedOperators
+    from dolfinx_lod.samples import params_family
 
     validate(comm, lambda: _check_operator_options(args, provider, params))
     cells = owned_cells(grids)  # the cells of the basis' patches on this rank

@@ -176,7 +176,7 @@ def _problem(args: argparse.Namespace, comm: MPI.Comm):
     --coefficients / --test-coefficients on --domain with --coarse cells and --neumann sides,
     all checked on every rank before any work. Collective."""
     from dolfinx_lod.coefficients import family as make_family
-    from dolfinx_lod.coefficients import sample_family
+    from dolfinx_lod.samples import sample_family
 
     fine = args.fine if isinstance(args.fine, tuple) else (args.fine,) * 2
 

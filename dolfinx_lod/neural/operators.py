@@ -28,7 +28,7 @@ import torch
 from mpi4py import MPI
 
 from dolfinx_lod.basis import MultiscaleBasis
-from dolfinx_lod.coefficients import Family, ParamsFamily
+from dolfinx_lod.coefficients import Family
 from dolfinx_lod.coefficients import family as make_family
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_atomic
@@ -36,6 +36,7 @@ from dolfinx_lod.neural.networks import _BatchedMLP
 from dolfinx_lod.neural.operator_provider import OperatorProvider
 from dolfinx_lod.neural.provider import LEGACY_PROBLEM, problem_metadata, scale_parameters
 from dolfinx_lod.parallel import InputError, brief
+from dolfinx_lod.samples import ParamsFamily
 
 FORMAT = "dolfinx_lod.operators/1"
 
@@ -186,7 +187,7 @@ class LearnedOperators(_BatchedMLP):
         checked against the grids and l. ``family``: the coefficient family of the problem, or
         a function of the file's metadata giving it (default: the built-in family the file
         names; required for operators fitted to given samples,
-        :func:`~dolfinx_lod.coefficients.params_family`). Rank-local.
+        :func:`~dolfinx_lod.samples.params_family`). Rank-local.
 
         Raises:
             InputError: ``path`` is not an operator file, or it was fitted for another problem.

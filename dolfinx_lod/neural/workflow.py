@@ -17,7 +17,7 @@ from mpi4py import MPI
 
 import dolfinx_lod
 from dolfinx_lod.basis import MultiscaleBasis
-from dolfinx_lod.coefficients import Family, SampleFamily
+from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids, corner_bits, lattice_index, lattice_keys
 from dolfinx_lod.io import OutputSet, write_json
 from dolfinx_lod.neural.checkpoints import checkpoint_pattern, read_checkpoint
@@ -38,6 +38,7 @@ from dolfinx_lod.neural.provider import (
 from dolfinx_lod.neural.solutions import judge_by_solution, solution_errors
 from dolfinx_lod.neural.trainer import DeepRitzTrainer
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
+from dolfinx_lod.samples import SampleFamily
 
 
 def patch_dimension(grids: NestedGrids, layers: int) -> int:
@@ -240,7 +241,7 @@ def train(
 ) -> TrainedModel:
     """Train the corrector networks of every patch N^l(T) on ``samples`` training parameters
     p_k of ``family`` (a parametrized family, or given coefficient fields:
-    :func:`~dolfinx_lod.coefficients.sample_family`, then a coefficient-aware network) and
+    :func:`~dolfinx_lod.samples.sample_family`, then a coefficient-aware network) and
     return the model (the networks of the best validation energy where there is one). Writes
     nothing but the checkpoints into ``checkpoint`` if given. Collective.
 

@@ -14,7 +14,8 @@ Run by hand, e.g.
   selective update (patches whose error indicator e_T exceeds ``--tol`` recomputed).
 
 All steppers of a case advance side by side on the same coefficient (:func:`advance`): the
-fine FEM (CG + GAMG, rtol 1e-12; assembly only when a changed), the LOD with the Galerkin and
+fine FEM (CG + GAMG, rtol 1e-8 since the fair yardstick, results before it: 1e-12; assembly and
+preconditioner only when a changed), the LOD with the Galerkin and
 Petrov–Galerkin methods and, for the families, the Petrov–Galerkin LOD with learned local
 operators (:mod:`dolfinx_lod.neural.operators`, fitted to the classical operators at
 ``--samples`` training parameters of the family; the fit is timed apart). Its fine solution at

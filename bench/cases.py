@@ -27,11 +27,22 @@ CASES: dict[str, Case] = {
         about="one online step: LOD steppers against the fine FEM step, (1/32, 1/512, 2)",
         ranks=2,
     ),
+    "time-to-solution": Case(
+        "bench_time_to_solution.py",
+        "time-to-solution-32-512-2-{ranks}.json",
+        about="whole time loops with a changing coefficient: LOD vs the fair fine FEM",
+        ranks=2,
+    ),
     "basis": Case("bench_basis.py", "basis-{ranks}.json", about="classical basis build time"),
     "online": Case("bench_online.py", "online-{ranks}.json", about="online coarse step"),
     "parabolic": Case("bench_parabolic.py", "parabolic-{ranks}.json", about="time loop"),
     "methods": Case(
         "bench_methods.py", "methods-battery-16-128.json", about="Galerkin vs Petrov-Galerkin"
+    ),
+    "boundary": Case(
+        "bench_boundary.py",
+        "boundary-{ranks}.json",
+        about="boundary data g, q: LOD energy error vs the homogeneous problem",
     ),
     "3d": Case("bench_3d.py", "3d-{ranks}.json", about="3D basis and solve"),
     "training": Case("bench_training.py", "training-{ranks}.json", about="LOD-ANN training"),

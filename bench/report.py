@@ -180,6 +180,51 @@ def paper_vs_here() -> str:
     return markdown(["example, quantity", "paper (kind)", "here (kind)"], rows)
 
 
+#: Methods of bench_time_to_solution.py in table order: JSON key -> row label.
+TIME_TO_SOLUTION = {
+    "galerkin_full": "LOD Galerkin, full update",
+    "galerkin_selective": "LOD Galerkin, selective update",
+    "petrov_galerkin_full": "LOD Petrov–Galerkin, full update",
+    "petrov_galerkin_selective": "LOD Petrov–Galerkin, selective update",
+}
+
+
+def _mean_after_first(values: list[float]) -> float:
+    return sum(values[1:]) / max(len(values) - 1, 1)
+
+
+def time_to_solution_table(result: str) -> str:
+    """Whole time loops of bench_time_to_solution.py's ``result``: step 1 and the mean later
+    step, the FEM step over it, the break-even M, patches and indicator seconds per step (mean
+    after step 1), the relative L2 error at T against the FEM and over the same method's full
+    update's ("-" when the run has no such row)."""
+    header = ["case", "method", "step 1 [s]", "mean step [s]", "FEM step / step"]
+    header += ["break-even M", "patches per step", "indicators [s]", "L2 error at T (/ full)"]
+    rows = []
+    for case, data in load(result)["cases"].items():
+        fem = data["fem"]
+        rows.append(
+            [case, "fine FEM (CG + GAMG, rtol 1e-8)", f"{fem['first_step']:.3g}"]
+            + [f"{fem['mean_step']:.3g}", "1", "-", "-", "-", "-"]
+        )
+        for key, label in TIME_TO_SOLUTION.items():
+            if key not in data:
+                continue
+            s = data[key]
+            full = data.get(key.replace("selective", "full"))
+            error = s["rel_l2_error_T_vs_fem"]
+            over = "-" if full is None else f"{error / full['rel_l2_error_T_vs_fem']:.3g}"
+            even = s["break_even_steps"]
+            rows.append(
+                [case, label, f"{s['first_step']:.3g}", f"{s['mean_step']:.3g}"]
+                + [f"{s['fem_step_over_lod_step']:.3g}", "never" if even is None else str(even)]
+                + [f"{_mean_after_first(s['patches_recomputed_per_step']):.0f}"]
+                + [f"{_mean_after_first(s['indicator_seconds_per_step']):.2g}"]
+                + [f"{error:.3g} ({over})"]
+            )
+    return markdown(header, rows)
+
+
 def examples_table() -> str:
     """docs/results.md: both paper examples at the paper's setting, every figure of the
     summaries side by side."""
@@ -232,6 +277,15 @@ TABLES: dict[str, Callable[[], str]] = {
     "step-32-512-2-2": lambda: step_table("step-32-512-2-2.json"),
     "lod-ann-inclusions": lambda: inclusions_table("lod-ann-inclusions.json"),
     "paper-vs-here": paper_vs_here,
+    "time-to-solution-16-256-2-2": lambda: time_to_solution_table(
+        "time-to-solution-16-256-2-2.json"
+    ),
+    "time-to-solution-32-512-2-2": lambda: time_to_solution_table(
+        "time-to-solution-32-512-2-2.json"
+    ),
+    "time-to-solution-32-512-2-2-indicators": lambda: time_to_solution_table(
+        "time-to-solution-32-512-2-2-indicators.json"
+    ),
     "examples": examples_table,
 }
 

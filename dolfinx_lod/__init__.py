@@ -6,14 +6,16 @@ quadrilateral mesh T_H with fine-scale correctors computed on a nested fine mesh
 
 from importlib.metadata import PackageNotFoundError, version
 
-import dolfinx_solver  # noqa: F401  (must be imported before dolfinx and petsc4py)
+from dolfinx_lod._solver_first import bootstrap
 
-from dolfinx_lod.basis import MultiscaleBasis
-from dolfinx_lod.coefficients import coefficient_function
-from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
-from dolfinx_lod.grids import NestedGrids, create_nested_grids, nested_grids_from_mesh
-from dolfinx_lod.io import write_vtx
-from dolfinx_lod.lod import EllipticSolution, FineSystem, solve_elliptic
+bootstrap()  # dolfinx_solver first where the PyPI wheel is installed, then DOLFINx
+
+from dolfinx_lod.basis import MultiscaleBasis  # noqa: E402
+from dolfinx_lod.coefficients import coefficient_function  # noqa: E402
+from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider  # noqa: E402
+from dolfinx_lod.grids import NestedGrids, create_nested_grids, nested_grids_from_mesh  # noqa: E402
+from dolfinx_lod.io import write_vtx  # noqa: E402
+from dolfinx_lod.lod import EllipticSolution, FineSystem, solve_elliptic  # noqa: E402
 
 try:
     __version__ = version("dolfinx_lod")

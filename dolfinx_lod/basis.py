@@ -15,8 +15,7 @@ a Neumann side are coarse dofs like interior ones.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +30,17 @@ from dolfinx_lod.correctors import (
     PatchProblem,
 )
 from dolfinx_lod.grids import NestedGrids, lattice_coordinates
+from dolfinx_lod.indicators import CoefficientIndicator
 from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.parallel import NumericalError, PETScResource, collective, fetch, validate
 from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
+from dolfinx_lod.updates import (  # noqa: F401  (public names of this module)
+    INDICATORS,
+    FullUpdate,
+    PatchValues,
+    SelectiveUpdate,
+    UpdateStrategy,
+)
 
 
 def corrector_row_counts(grids: NestedGrids, layers: int) -> npt.NDArray[np.int32]:
@@ -56,56 +63,6 @@ def _concatenate(arrays: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
 def _split_like(values: np.ndarray, parts: list[np.ndarray]) -> list[np.ndarray]:
     """Split ``values`` into consecutive pieces as long as the arrays in ``parts``."""
     return np.split(values, np.cumsum([p.size for p in parts])[:-1]) if parts else []
-
-
-class UpdateStrategy(Protocol):
-    """Chooses the owned patches whose correctors a basis update recomputes."""
-
-    def select(
-        self, basis: MultiscaleBasis, a_patches: list[npt.NDArray[np.float64]]
-    ) -> npt.NDArray[np.bool_]:
-        """Mask over ``basis.patches`` (collective)."""
-        ...
-
-
-class FullUpdate:
-    """Recompute every corrector whenever the coefficient changed anywhere (the reference)."""
-
-    def select(self, basis: MultiscaleBasis, a_patches) -> npt.NDArray[np.bool_]:
-        changed = bool(basis.changed(a_patches).any())
-        changed = basis.grids.comm.allreduce(changed, op=MPI.LOR)
-        return np.full(len(basis.patches), changed, dtype=bool)
-
-
-@dataclass
-class SelectiveUpdate:
-    """Recompute only patches whose error indicator e_T exceeds ``tol``.
-
-    e_T is the Hellman–Målqvist indicator of the stored correctors for the new coefficient
-    (:meth:`dolfinx_lod.correctors.PatchProblem.indicator`); it is 0 without computation where
-    the coefficient did not change on the patch. ``tol = 0`` recomputes exactly the patches
-    where the coefficient changed, without computing indicators (they cost about as much as a
-    patch solve), and reports them as 0.
-    """
-
-    tol: float
-
-    def __post_init__(self) -> None:
-        if not (np.isfinite(self.tol) and self.tol >= 0):
-            raise ValueError(f"selective update tolerance tol must be >= 0, got {self.tol}")
-
-    def select(self, basis: MultiscaleBasis, a_patches) -> npt.NDArray[np.bool_]:
-        changed = basis.changed(a_patches)
-        basis.indicators = np.zeros(len(basis.patches))
-        if self.tol == 0:
-            return changed
-        for i in np.flatnonzero(changed):
-            if basis.correctors[i] is not None:
-                problem = basis.patch_problem(i)
-                basis.indicators[i] = problem.indicator(
-                    a_patches[i], basis.reference[i], basis.correctors[i]
-                )
-        return changed & (basis.indicators > self.tol)
 
 
 class MultiscaleBasis(PETScResource):
@@ -152,6 +109,7 @@ class MultiscaleBasis(PETScResource):
         self.provider = provider if provider is not None else self.patch_problems
         NH, free = grids.coarse_sizes, ~grids.dirichlet_sides
         self.patches = [make_patch(int(T), NH, layers, grids.dim, free) for T in owned_cells(grids)]
+        self._num_patches = int(np.prod(NH))
         # Global fine rows and coarse columns of every owned patch, looked up once.
         vkeys = [p.fine_vertex_keys(grids) for p in self.patches]
         unique, inverse = np.unique(_concatenate(vkeys), return_inverse=True)
@@ -162,7 +120,7 @@ class MultiscaleBasis(PETScResource):
         on_boundary = grids.coarse_dirichlet_mask()
         self._interior = [~on_boundary[c] for c in corners]
         ckeys = [p.fine_cell_keys(grids) for p in self.patches]
-        self._cell_keys, cell_inverse = np.unique(_concatenate(ckeys), return_inverse=True)
+        self.cell_keys, cell_inverse = np.unique(_concatenate(ckeys), return_inverse=True)
         self.cell_index = _split_like(cell_inverse, ckeys)
         self.correctors: list[npt.NDArray[np.float64] | None] = [None] * len(self.patches)
         #: Petrov–Galerkin local operators (K_T, M_T) per owned patch (with a capacity).
@@ -184,6 +142,9 @@ class MultiscaleBasis(PETScResource):
         self._owned_reference: npt.NDArray[np.float64] | None = None
         #: Error indicators e_T of the last selective update (0 where a did not change).
         self.indicators = np.zeros(len(self.patches))
+        self._indicator: CoefficientIndicator | None = None
+        #: Correctors of B's last assembly that updates replaced since (owned patch -> C).
+        self._replaced: dict[int, npt.NDArray[np.float64]] = {}
         self.num_recomputed = 0
         #: Parameter p of the last update of a provider that does not read the coefficient.
         self._p_reference: npt.NDArray | None = None
@@ -217,9 +178,9 @@ class MultiscaleBasis(PETScResource):
         if isinstance(a, int | float):  # the same number on every rank
             if not (np.isfinite(a) and a > 0):
                 raise ValueError(f"{name} must be > 0, got {a}")
-            return np.full(self._cell_keys.size, float(a))
+            return np.full(self.cell_keys.size, float(a))
         values = owned_coefficient_values(g, a, p, name=name)
-        return fetch(g.comm, g.num_fine_cells, g.fine_cell_keys, values, self._cell_keys)
+        return fetch(g.comm, g.num_fine_cells, g.fine_cell_keys, values, self.cell_keys)
 
     def patch_coefficients(
         self, a: CoefficientLike, p: Any = None, name: str = "coefficient"
@@ -272,8 +233,8 @@ class MultiscaleBasis(PETScResource):
                 self.indicators = np.zeros(len(self.patches))
             else:
                 nkeys = g.num_fine_cells
-                a_local = fetch(g.comm, nkeys, g.fine_cell_keys, owned, self._cell_keys)
-                a_patches = [a_local[index] for index in self.cell_index]
+                a_local = fetch(g.comm, nkeys, g.fine_cell_keys, owned, self.cell_keys)
+                a_patches = PatchValues(a_local, self.cell_index)
                 t1 = time.perf_counter()
                 todo = strategy.select(self, a_patches)
         else:  # correctors depend on p alone: the coefficient is never fetched
@@ -285,11 +246,14 @@ class MultiscaleBasis(PETScResource):
         todo |= ~np.array(self.reference_set, dtype=bool)
         t2 = time.perf_counter()
         index = np.flatnonzero(todo)
+        self._remember(index)
         with collective(self.grids.comm, NumericalError):  # rank-local: fail on all ranks
             self._compute(index, a_patches, p)
         for i in index:
             self.reference[i] = a_patches[i]
             self.reference_set[i] = True
+        if self._indicator is not None and index.size and self.reference[index[0]] is not None:
+            self._indicator.recomputed(index, self.reference, self.correctors)
         if self.needs_field(strategy):
             self._owned_reference = owned
         t3 = time.perf_counter()
@@ -345,6 +309,7 @@ class MultiscaleBasis(PETScResource):
             index, p = self._owed
             self._owed = None
             patches = [self.patches[i] for i in index]
+            self._remember(index)
             with collective(self.grids.comm, NumericalError):
                 new = self.provider.correctors(patches, [None] * len(index), p)
             for i, C in zip(index, new, strict=True):
@@ -353,6 +318,44 @@ class MultiscaleBasis(PETScResource):
             self._assemble()
             self._stale = False
         return self.B
+
+    def coefficient_indicator(self) -> CoefficientIndicator:
+        """The coefficient-only indicators e_T of the owned patches (created on first use from
+        the stored correctors and their coefficients). Rank-local."""
+        if self._indicator is None:
+            self._indicator = CoefficientIndicator(self)
+            done = np.flatnonzero(self.reference_set)
+            if done.size and self.reference[done[0]] is not None:
+                self._indicator.recomputed(done, self.reference, self.correctors)
+        return self._indicator
+
+    @property
+    def fine_rows(self) -> list[npt.NDArray[np.int32]]:
+        """Global V_h dof numbers of each owned patch's fine vertices (local patch order)."""
+        return self._rows
+
+    def boundary_lifting(self, G: PETSc.Vec) -> PETSc.Vec:
+        """(P - sum_T C_T) G for coarse values G at the boundary coarse vertices: the
+        multiscale functions of those vertices (which B leaves out, as U = 0 there) applied to
+        G, from the correctors of the last update (B itself is left as it is: a time loop
+        still reads the previous basis from it). Returns a new fine vector. Collective."""
+        if self._owed is not None:  # learned operators: their correctors are computed now
+            self.matrix()
+        g = self.grids
+        start = self.P.getOwnershipRangeColumn()[0]
+        owned = np.arange(start, start + G.getLocalSize())
+        G_all = np.zeros(g.coarse_dof_global.size)
+        for dofs, values in g.comm.allgather((owned, G.getArray(readonly=True).copy())):
+            G_all[dofs] = values
+        L = self.P.createVecLeft()
+        self.P.mult(G, L)
+        for rows, cols, interior, C in zip(
+            self._rows, self._cols, self._interior, self.correctors, strict=True
+        ):
+            if not interior.all():
+                L.setValues(rows, -C[:, ~interior] @ G_all[cols[~interior]], PETSc.InsertMode.ADD)
+        L.assemble()
+        return L
 
     def changed(self, a_patches: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.bool_]:
         """Rank-local mask of owned patches whose coefficient differs from a_ref."""
@@ -367,6 +370,12 @@ class MultiscaleBasis(PETScResource):
         self._p_reference = None
         self._owned_reference = None
 
+    def _remember(self, index: npt.NDArray[np.int64]) -> None:
+        """Keep the correctors B holds for the patches ``index`` about to be recomputed."""
+        for i in index:
+            if self.correctors[i] is not None:
+                self._replaced.setdefault(int(i), self.correctors[i])
+
     def _assemble(self) -> None:
         """B = P - sum_T C_T from the stored correctors. Collective.
 
@@ -374,9 +383,20 @@ class MultiscaleBasis(PETScResource):
         is assembled again (a time loop: every step) switches at its second assembly to a COO
         plan built once, the entries of P and of every patch block (PETSc sums repeated entries
         and keeps the communication pattern of off-process rows), so that every later assembly
-        is one ``setValuesCOO`` of the concatenated values.
+        is one ``setValuesCOO`` of the concatenated values; from the third on, when at most a
+        quarter of the patches changed, only their blocks are added (B += C_old - C_new).
         """
-        B = self.B
+        B, replaced = self.B, self._replaced
+        self._replaced = {}
+        few = self.grids.comm.allreduce(len(replaced)) <= self._num_patches // 4
+        if self.num_assemblies >= 2 and few:
+            for i, C_old in replaced.items():
+                interior = self._interior[i]
+                dC = np.ascontiguousarray((C_old - self.correctors[i])[:, interior])
+                B.setValues(self._rows[i], self._cols[i][interior], dC, PETSc.InsertMode.ADD_VALUES)
+            B.assemble()
+            self.num_assemblies += 1
+            return
         if self.num_assemblies == 1:
             self._setup_coo()
             self.pattern_version += 1
@@ -396,6 +416,27 @@ class MultiscaleBasis(PETScResource):
             B.assemble()
             B.axpy(1.0, self.P, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
         self.num_assemblies += 1
+
+    def difference(self) -> PETSc.Mat:
+        """dB = B_new - B_old of the last update, -(C_T^new - C_T^old) on the blocks of the
+        patches it recomputed (fine x coarse, the caller owns it). Collective."""
+        rows, cols, values = [], [], []
+        for i, C_old in self._replaced.items():
+            r, c, interior = self._rows[i], self._cols[i], self._interior[i]
+            rows.append(np.repeat(r, interior.sum()))
+            cols.append(np.tile(c[interior], r.size))
+            values.append((C_old - self.correctors[i])[:, interior].ravel())
+        D = PETSc.Mat().create(comm=self.grids.comm)
+        D.setSizes(self.B.getSizes())
+        D.setType(PETSc.Mat.Type.AIJ)
+        D.setPreallocationCOO(
+            _concatenate(rows).astype(PETSc.IntType), _concatenate(cols).astype(PETSc.IntType)
+        )
+        D.setValuesCOO(
+            np.concatenate(values) if values else np.empty(0),
+            addv=PETSc.InsertMode.INSERT_VALUES,
+        )
+        return D
 
     def _setup_coo(self) -> None:
         """Give B the COO pattern [entries of P; (row, interior column) of every owned patch

@@ -1,104 +1,33 @@
-"""Coefficients a(x) >= alpha > 0, piecewise constant on the fine cells of T_h (DG0).
+"""Coefficients a(x) >= alpha > 0, piecewise constant on the fine cells of T_h (DG0), and the
+parametrised families a(x, p) of the studies.
 
-A coefficient can be given as
-- a numpy array of fine-cell values of shape (n_y, n_x): row = y index from the bottom,
-  column = x index from the left (``A[iy, ix]``); in 3D (n_z, n_y, n_x), ``A[iz, iy, ix]``,
-- a callable ``a(x, p)`` evaluated at fine-cell midpoints ``x`` of shape (3, N_cells), as
-  DOLFINx passes points to ``Function.interpolate`` (z = 0 in 2D),
-- a DG0 :class:`dolfinx.fem.Function` on the fine mesh.
+How user data (numbers, Constants, UFL expressions, Functions, arrays, callables x -> values)
+becomes DG0 values is :mod:`dolfinx_lod.inputs`; its names are re-exported here. A family's
+``a(x, p)`` takes fine-cell midpoints x of shape (3, N_cells), as DOLFINx passes points to
+``Function.interpolate`` (z = 0 in 2D), and its parameter p.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import dolfinx.fem
-import dolfinx.mesh
 import numpy as np
 import numpy.typing as npt
-from mpi4py import MPI
 
-from dolfinx_lod.grids import NestedGrids, lattice_coordinates
-from dolfinx_lod.parallel import InputError, validate
-
-CoefficientLike = npt.ArrayLike | Callable[..., npt.ArrayLike] | dolfinx.fem.Function
-
-
-def fine_cell_midpoints(
-    grids: NestedGrids, keys: npt.NDArray[np.int64] | None = None
-) -> npt.NDArray[np.float64]:
-    """Midpoints x of the fine cells ``keys`` (default: the owned ones, in ``fine_cell_keys``
-    order): shape (3, N), the shape DOLFINx gives interpolation callables (x[2] = 0 in 2D)."""
-    keys = grids.fine_cell_keys if keys is None else keys
-    ij = lattice_coordinates(keys, grids.fine_sizes, grids.dim).T
-    x = np.zeros((3, ij.shape[1]))
-    x[: grids.dim] = grids.origin[:, None] + (ij + 0.5) * grids.h[:, None]
-    return x
-
-
-#: Smallest ratio min(a) / max(a) the patch solves resolve in double precision (a contrast of
-#: 1e14); smaller ratios, and subnormal values, are rejected.
-MIN_RATIO = 1e-14
-
-_DTYPE_KINDS = {
-    "b": "boolean",
-    "c": "complex",
-    "M": "datetime",
-    "m": "timedelta",
-    "U": "string",
-    "S": "bytes",
-    "O": "object",
-    "V": "structured or void",
-}
-
-
-def check_dtype(arr: npt.NDArray, name: str) -> None:
-    """Raise ``InputError`` unless ``arr`` holds real floating-point or integer numbers."""
-    kind = np.asarray(arr).dtype.kind
-    if kind not in "fiu":
-        raise InputError(
-            f"{name} must hold real floating-point or integer values; got dtype "
-            f"{np.asarray(arr).dtype} ({_DTYPE_KINDS.get(kind, 'other')})"
-        )
-
-
-def check_contrast(low: float, high: float, name: str) -> None:
-    """Raise ``InputError`` if positive values in [low, high] span a contrast the patch solves
-    cannot resolve: ``low / high < MIN_RATIO``, or ``low`` subnormal."""
-    if low < np.finfo(np.float64).tiny or low < MIN_RATIO * high:
-        digits = np.log10(high) - np.log10(low)
-        raise InputError(
-            f"{name} values span a contrast max/min = 1e{digits:.0f} (max {high:.3g}, min "
-            f"{low:.3g}); double-precision patch solves resolve contrasts up to "
-            f"{1 / MIN_RATIO:.0e} (min/max >= {MIN_RATIO:g}, no subnormal values): rescale or "
-            "clip the values"
-        )
-
-
-def _check_values(values: npt.NDArray, name: str, positive: bool) -> None:
-    check_dtype(values, name)
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name} must be finite; found NaN or infinite values")
-    if positive and values.size and values.min() <= 0.0:
-        raise ValueError(f"{name} must be > 0 on every fine cell; minimum is {values.min():g}")
-
-
-def check_coefficient_values(values: npt.NDArray, name: str = "coefficient") -> None:
-    """All checks of a coefficient array on one process: dtype, finite, > 0, contrast.
-    Rank-local (raise collectively with :func:`dolfinx_lod.parallel.validate`)."""
-    _check_values(values, name, True)
-    if values.size:
-        check_contrast(float(values.min()), float(values.max()), name)
-
-
-def validate_array_shape(arr: npt.NDArray, name: str = "coefficient", dim: int = 2) -> None:
-    """Raise ``ValueError`` unless ``arr`` is a non-empty array of fine-cell values with ``dim``
-    axes: (n_y, n_x) = A[iy, ix] in 2D or (n_z, n_y, n_x) = A[iz, iy, ix] in 3D."""
-    if arr.ndim != dim or 0 in arr.shape:
-        axes = {2: "(n_y, n_x)", 3: "(n_z, n_y, n_x)"}[dim]
-        raise ValueError(f"{name} array must be {dim}D of shape {axes}; got shape {arr.shape}")
+from dolfinx_lod.inputs import (  # noqa: F401  (the public names of the coefficient layer)
+    MIN_RATIO,
+    CoefficientLike,
+    check_coefficient_values,
+    check_contrast,
+    check_dtype,
+    coefficient_function,
+    fine_cell_midpoints,
+    owned_coefficient_values,
+    set_cell_values,
+    validate_array_shape,
+)
+from dolfinx_lod.parallel import InputError
 
 
 def random_coefficient(
@@ -109,86 +38,6 @@ def random_coefficient(
     (n_y, n_x) or (n_z, n_y, n_x)."""
     shape = (n,) * dim if isinstance(n, int | np.integer) else tuple(n)[::-1]
     return np.random.default_rng(seed).uniform(low, high, size=shape)
-
-
-def _owned_values(grids: NestedGrids, a: Any, p: Any, name: str) -> npt.NDArray[np.float64]:
-    """Values of ``a`` on the owned fine cells (local, no communication)."""
-    if isinstance(a, dolfinx.fem.Function):
-        element = a.function_space.element
-        if a.function_space.mesh is not grids.fine_mesh or element.space_dimension != 1:
-            raise ValueError(f"{name} as a Function must live in a DG0 space on the fine mesh T_h")
-        cell_dofs = a.function_space.dofmap.list[: grids.fine_cell_keys.size, 0]
-        check_dtype(a.x.array, name)
-        return np.asarray(a.x.array[cell_dofs], dtype=np.float64)
-    if callable(a):
-        values = np.asarray(a(fine_cell_midpoints(grids), p))
-        check_dtype(values, f"{name}(x, p)")
-        values = values.astype(np.float64, copy=False)
-        if values.shape != grids.fine_cell_keys.shape:
-            raise ValueError(
-                f"{name}(x, p) must return one value per cell midpoint, shape "
-                f"{grids.fine_cell_keys.shape}; got {values.shape}"
-            )
-        return values
-    arr = np.asarray(a)
-    check_dtype(arr, name)
-    validate_array_shape(arr, name, grids.dim)
-    if arr.shape != grids.cell_array_shape:
-        axes = "(n_y, n_x)" if grids.dim == 2 else "(n_z, n_y, n_x)"
-        raise ValueError(
-            f"{name} array must have shape {axes} = {grids.cell_array_shape} (fine cells); "
-            f"got {arr.shape}"
-        )
-    return np.asarray(arr.reshape(-1)[grids.fine_cell_keys], dtype=np.float64)
-
-
-def owned_coefficient_values(
-    grids: NestedGrids,
-    a: CoefficientLike,
-    p: Any = None,
-    name: str = "coefficient",
-    positive: bool = True,
-) -> npt.NDArray[np.float64]:
-    """Validated values of ``a`` on the owned fine cells, in ``grids.fine_cell_keys`` order:
-    real numbers, finite, and if ``positive`` > 0 with a contrast max/min over all ranks that
-    double-precision solves resolve (:func:`check_contrast`).
-
-    Collective: a bad value on any rank raises ``InputError`` (a ``ValueError``) on every rank.
-    """
-    out: list[npt.NDArray[np.float64]] = []
-
-    def check() -> None:
-        values = _owned_values(grids, a, p, name)
-        _check_values(values, name, positive)
-        out.append(values)
-
-    validate(grids.comm, check)
-    values = out[0]
-    if positive:  # the global range, the same on every rank: raising here is collective
-        low = grids.comm.allreduce(float(values.min()) if values.size else np.inf, op=MPI.MIN)
-        high = grids.comm.allreduce(float(values.max()) if values.size else 0.0, op=MPI.MAX)
-        check_contrast(low, high, name)
-    return values
-
-
-def coefficient_function(
-    grids: NestedGrids,
-    a: CoefficientLike,
-    p: Any = None,
-    name: str = "coefficient",
-    positive: bool = True,
-) -> dolfinx.fem.Function:
-    """The coefficient as a DG0 Function on T_h (validated, collective)."""
-    f = dolfinx.fem.Function(grids.Q_h, name=name)
-    set_cell_values(f, owned_coefficient_values(grids, a, p, name, positive))
-    return f
-
-
-def set_cell_values(f: dolfinx.fem.Function, values: npt.NDArray[np.float64]) -> None:
-    """Set a DG0 Function on T_h from owned fine-cell values (``fine_cell_keys`` order)."""
-    V = f.function_space
-    f.x.array[V.dofmap.list[: values.size, 0]] = values
-    f.x.scatter_forward()
 
 
 @dataclass(frozen=True)

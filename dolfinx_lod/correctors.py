@@ -462,6 +462,36 @@ class PatchProblem(PETScResource):
             raise PatchSolveError(failure)
         return C
 
+    def solve_load(
+        self, a_patch: npt.NDArray[np.float64], load: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """The fine-scale corrector q in W(patch) of a load vector: [[S, B^T], [B, 0]]
+        [q; mu] = [load; 0] (load in the patch's local vertex order, zeroed on the patch
+        boundary), factorized for ``a_patch``. Returns q in local vertex order. Rank-local.
+
+        Raises:
+            PatchSolveError: The factorization or the solve failed.
+        """
+        self.solve(a_patch)
+        size = self.num_dofs + self.num_constraints
+        b = PETSc.Mat().createDense((size, 1), comm=MPI.COMM_SELF)
+        b.setUp()
+        rhs = b.getDenseArray()
+        rhs[:] = 0.0
+        rhs[: self.num_dofs, 0] = load[self.space.dof_vertex]
+        rhs[self.space.boundary_dofs, 0] = 0.0
+        b.assemble()
+        x = b.duplicate()
+        self.ksp.matSolve(b, x)  # as the corrector solves (one MUMPS call path)
+        failure = self._failure()
+        q = np.empty(self.num_dofs)
+        q[self.space.dof_vertex] = x.getDenseArray()[: self.num_dofs, 0]
+        b.destroy()
+        x.destroy()
+        if failure is not None or not np.isfinite(q).all():
+            raise PatchSolveError(failure or "non-finite boundary corrector")
+        return q
+
     def local_operators(
         self, C: npt.NDArray[np.float64], c_patch: npt.NDArray[np.float64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:

@@ -40,10 +40,13 @@ def mass_form(
 
 
 def load_form(
-    V: dolfinx.fem.FunctionSpace, f: dolfinx.fem.Function | dolfinx.fem.Constant
+    V: dolfinx.fem.FunctionSpace,
+    f: dolfinx.fem.Function | dolfinx.fem.Constant,
+    flux: ufl.Form | None = None,
 ) -> dolfinx.fem.Form:
-    """Compiled form of F: int f v dx."""
-    return dolfinx.fem.form(f * ufl.TestFunction(V) * ufl.dx)
+    """Compiled form of F: int f v dx (+ the boundary flux term int q v ds if given)."""
+    load = f * ufl.TestFunction(V) * ufl.dx
+    return dolfinx.fem.form(load if flux is None else load + flux)
 
 
 def element_load_form(

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import dolfinx
 import dolfinx.fem
 import dolfinx.mesh
-import dolfinx_solver  # noqa: F401  (must precede dolfinx/petsc4py)
 import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI

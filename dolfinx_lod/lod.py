@@ -9,7 +9,6 @@ side); on a Neumann side they are unknowns like interior ones (the natural condi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +17,17 @@ import dolfinx.fem.petsc
 import dolfinx.mesh
 import numpy as np
 import numpy.typing as npt
+import ufl
 from petsc4py import PETSc
 
 from dolfinx_lod.basis import MultiscaleBasis
+from dolfinx_lod.boundary import BoundaryData
 from dolfinx_lod.coefficients import CoefficientLike, coefficient_function
 from dolfinx_lod.correctors import CorrectorProvider
 from dolfinx_lod.forms import load_form, mass_form, stiffness_form
 from dolfinx_lod.grids import NestedGrids
+from dolfinx_lod.inputs import source_function, validate_source  # noqa: F401  (public here too)
+from dolfinx_lod.norms import free_stiffness, relative_errors
 from dolfinx_lod.parallel import PETScResource, validate
 
 METHODS = ("galerkin", "petrov-galerkin")
@@ -36,27 +39,6 @@ def validate_method(method: str) -> None:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def validate_source(f: float) -> None:
-    """Raise ``ValueError`` unless the constant source f is a finite number."""
-    if not np.isfinite(f):
-        raise ValueError(f"source f must be a finite number, got {f!r}")
-
-
-def source_function(
-    grids: NestedGrids, f: float | Callable[[npt.NDArray], npt.NDArray] | dolfinx.fem.Function
-) -> float | dolfinx.fem.Function:
-    """The source f as :class:`FineSystem` takes it: a finite number, a DOLFINx Function on
-    the fine mesh (used as it is), or a callable f(x) of the fine-cell midpoints x (shape
-    (3, N), as DOLFINx interpolation passes them), evaluated into a DG0 Function.
-    Collective: a bad value raises ``InputError`` on every rank."""
-    if isinstance(f, dolfinx.fem.Function):
-        return f
-    if callable(f):
-        return coefficient_function(grids, lambda x, p: f(x), name="source f", positive=False)
-    validate(grids.comm, lambda: validate_source(f))
-    return float(f)
-
-
 class FineSystem(PETScResource):
     """Fine-scale operators on V_h, each assembled on first use. Forms are compiled once;
     :meth:`assemble_stiffness` and :meth:`assemble_load` reassemble after the Functions ``a``
@@ -65,7 +47,7 @@ class FineSystem(PETScResource):
     - S: stiffness int a grad u . grad v, Dirichlet rows/columns = identity;
     - M: L2 mass int u v (no boundary condition; error norms);
     - Mc: capacity-weighted mass int c u v, Dirichlet rows/columns zero (time stepping);
-    - F: load int f v, zero on the Dirichlet sides.
+    - F: load int f v (+ ``flux``, the Neumann term int q v ds), zero on the Dirichlet sides.
 
     The Dirichlet sides are those of ``grids`` (:attr:`NestedGrids.neumann` names the others).
 
@@ -79,8 +61,9 @@ class FineSystem(PETScResource):
         a: dolfinx.fem.Function | None,
         f: float | dolfinx.fem.Function = 1.0,
         c: float | dolfinx.fem.Function = 1.0,
+        flux: ufl.Form | None = None,
     ):
-        self.grids, self.a, self.c = grids, a, c
+        self.grids, self.a, self.c, self._flux = grids, a, c, flux
         mesh = grids.fine_mesh
         self.bc = dolfinx.fem.dirichletbc(0.0, grids.dirichlet_dofs(grids.V_h), grids.V_h)
         source = f if isinstance(f, dolfinx.fem.Function) else dolfinx.fem.Constant(mesh, float(f))
@@ -119,7 +102,7 @@ class FineSystem(PETScResource):
     def F(self) -> PETSc.Vec:
         """Fine load vector for the current source."""
         if "F" not in self._objects:
-            self._F_form = load_form(self.grids.V_h, self._source)
+            self._F_form = load_form(self.grids.V_h, self._source, self._flux)
             self._objects["F"] = dolfinx.fem.petsc.create_vector(self.grids.V_h)
             self._assemble_F()
         return self._objects["F"]
@@ -145,6 +128,13 @@ class FineSystem(PETScResource):
         if "F" in self._objects:
             self._assemble_F()
         return self.F
+
+    def set_coefficient(self, a: dolfinx.fem.Function) -> None:
+        """Read the stiffness from the DG0 Function ``a`` from now on (S is reassembled by the
+        next :meth:`assemble_stiffness`)."""
+        self.a = a
+        if "S" in self._objects:
+            self._S_form = stiffness_form(self.grids.V_h, a)
 
     def assemble_stiffness(self) -> PETSc.Mat:
         """Reassemble S in place for the current values of ``a``."""
@@ -322,40 +312,19 @@ def solve_coarse(K: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
     return U
 
 
-def relative_errors(u: PETSc.Vec, u_ref: PETSc.Vec, M: PETSc.Mat, S: PETSc.Mat) -> dict[str, float]:
-    """Relative L2 (via M) and energy (via S) errors of u against u_ref. Collective.
-
-    With a zero reference (e.g. a zero source) the relative error is defined as the absolute
-    error ||u - u_ref|| (0 when both vanish), so it is always a finite number."""
-    e = u - u_ref
-    out = {}
-    for name, A in (("l2", M), ("energy", S)):
-        error, ref = _norm2(A, e), _norm2(A, u_ref)
-        out[name] = float(np.sqrt(max(error, 0.0) / ref if ref > 0 else max(error, 0.0)))
-    e.destroy()
-    return out
-
-
-def _norm2(A: PETSc.Mat, x: PETSc.Vec) -> float:
-    """x^T A x. Collective."""
-    y = A.createVecLeft()
-    A.mult(x, y)
-    value = y.dot(x)
-    y.destroy()
-    return value
-
-
 def galerkin_solution(
     grids: NestedGrids,
     fine: FineSystem,
     trial: PETSc.Mat,
     test: PETSc.Mat | None = None,
+    F: PETSc.Vec | None = None,
 ) -> tuple[PETSc.Vec, PETSc.Vec, PETSc.Mat]:
-    """Coarse solution U of test^T S trial U = test^T F and its reconstruction trial U.
+    """Coarse solution U of test^T S trial U = test^T F and its reconstruction trial U
+    (F = ``fine.F`` unless given).
 
     Returns (U, trial U, K). Collective."""
     K = coarse_matrix(grids, fine.S, trial, test)
-    b = coarse_rhs(grids, trial if test is None else test, fine.F)
+    b = coarse_rhs(grids, trial if test is None else test, fine.F if F is None else F)
     U = solve_coarse(K, b)
     u = trial.createVecLeft()
     trial.mult(U, u)
@@ -406,34 +375,41 @@ def solve_elliptic(
     grids: NestedGrids,
     a: CoefficientLike,
     layers: int,
-    f: float | Callable[[npt.NDArray], npt.NDArray] | dolfinx.fem.Function = 1.0,
+    f: CoefficientLike = 1.0,
     method: str = "galerkin",
     p: Any = None,
     progress: bool = False,
     reference: bool = False,
     provider: CorrectorProvider | None = None,
+    dirichlet: Any = None,
+    flux: dict[str, Any] | None = None,
 ) -> EllipticSolution:
-    """LOD solution of -div(a grad u) = f with u = 0 on the Dirichlet sides of ``grids`` and
-    a grad u . n = 0 on its Neumann sides (:func:`~dolfinx_lod.grids.create_nested_grids`).
+    """LOD solution of -div(a grad u) = f with u = g on the Dirichlet sides of ``grids`` (g = 0
+    unless ``dirichlet`` is given) and a grad u . n = q on its Neumann sides (q = 0 unless
+    ``flux`` names the side) (:func:`~dolfinx_lod.grids.create_nested_grids`).
 
     Galerkin: K~ = B^T S B (fine stiffness and products); Petrov–Galerkin: K~ = P^T S B from
     the patches' local operators (:class:`LocalAssembly`), no fine-scale matrix at all.
+    Boundary data: :mod:`dolfinx_lod.boundary` (g's coarse part carried by the basis).
 
     Args:
         grids: Nested meshes.
-        a: Coefficient: array of shape ``grids.cell_array_shape`` ((n_y, n_x) = A[iy, ix] or
-            (n_z, n_y, n_x)), callable a(x, p) of the fine-cell midpoints x (shape (3, N)) or
-            DG0 Function on T_h.
+        a: Coefficient, any form of :mod:`dolfinx_lod.inputs`: a number, ``fem.Constant``,
+            UFL expression on T_h, Function, array of shape ``grids.cell_array_shape``
+            ((n_y, n_x) = A[iy, ix] or (n_z, n_y, n_x)) or callable x -> values (x of shape
+            (3, N), fine-cell midpoints); a family a(x, p) with ``p``.
         layers: l >= 1 (patch layers).
-        f: Source: a number, a callable f(x) of the fine-cell midpoints x (shape (3, N)) or
-            a DOLFINx Function on T_h.
+        f: Source, the same forms as ``a`` (DG0 on T_h).
         method: "galerkin" (K~ = B^T S B) or "petrov-galerkin" (K~ = P^T S B).
-        p: Parameter of a callable coefficient (and of a provider conditioned on p).
+        p: Parameter of a family a(x, p) (and of a provider conditioned on p).
         progress: Progress bar for the correctors (rank 0).
         reference: Also solve the fine FEM and the plain coarse Q1 FEM and report the errors
             of both against the fine solution (the fine solve is skipped otherwise).
         provider: Corrector provider (default: classical patch solves), e.g.
             :class:`~dolfinx_lod.neural.provider.LearnedCorrectors`.
+        dirichlet: g on the Dirichlet sides: a number, Constant, UFL expression, Function,
+            array of fine-vertex values (``grids.vertex_array_shape``) or callable x -> values.
+        flux: {side: q} for Neumann sides of ``grids``, q in the same forms as ``dirichlet``.
 
     Collective; all input is validated on every rank before any solve.
     """
@@ -443,29 +419,18 @@ def solve_elliptic(
     f = source_function(grids, f)
     a_fun = coefficient_function(grids, a, p)
     a_fun.name = "a"
+    data = BoundaryData.create(grids, dirichlet, flux)
     petrov = method == "petrov-galerkin"
     basis = MultiscaleBasis(
         grids, layers, provider, progress=progress, capacity=1.0 if petrov else None
     )
-    fine = FineSystem(grids, a_fun, f)
+    fine = FineSystem(grids, a_fun, f, flux=data.flux_form)
     timings["setup"] = time.perf_counter() - t
     t = time.perf_counter()
-    B = basis.update(a_fun, p)
+    basis.update(a_fun, p)
     timings["basis"] = time.perf_counter() - t
     timings.update({f"basis_{k}": v for k, v in basis.timings.items()})
-    t = time.perf_counter()
-    if petrov:
-        assembly = LocalAssembly(basis)
-        K = assembly.assemble(assembly.create(), 1.0, 0.0, 1.0)
-    else:
-        K = coarse_matrix(grids, fine.S, B)
-    b = coarse_rhs(grids, basis.P if petrov else B, fine.F)
-    timings["coarse_assembly"] = time.perf_counter() - t
-    t = time.perf_counter()
-    U = solve_coarse(K, b)
-    u_ms = B.createVecLeft()
-    B.mult(U, u_ms)
-    timings["coarse_solve"] = time.perf_counter() - t
+    K, U, u_ms = _coarse_solution(basis, fine, data, petrov, timings)
     result = EllipticSolution(
         U=to_function(grids.V_H, U, "U"),
         u_ms=to_function(grids.V_h, u_ms, "u_ms"),
@@ -476,18 +441,62 @@ def solve_elliptic(
         a=a_fun,
     )
     if reference:
-        t = time.perf_counter()
-        u_h = fine.solve(fine.S, fine.F)
-        timings["fine_solve"] = time.perf_counter() - t
-        result.errors = relative_errors(u_ms, u_h, fine.M, fine.S)
-        # Plain Q1 FEM on T_H (trial = test = P) for comparison.
-        U_fem, u_fem, K_fem = galerkin_solution(grids, fine, basis.P)
-        fem = relative_errors(u_fem, u_h, fine.M, fine.S)
-        result.errors.update({f"coarse_fem_{k}": v for k, v in fem.items()})
-        result.u_h = to_function(grids.V_h, u_h, "u_h")
-        for obj in (U_fem, u_fem, K_fem, u_h):
-            obj.destroy()
-    for obj in (U, u_ms, b):
+        _reference(result, fine, data, u_ms)
+    for obj in (U, u_ms):
         obj.destroy()
     fine.destroy()
     return result
+
+
+def _coarse_solution(
+    basis: MultiscaleBasis, fine: FineSystem, data: BoundaryData, petrov: bool, timings: dict
+) -> tuple[PETSc.Mat, PETSc.Vec, PETSc.Vec]:
+    """K~, U and u_ms = B U + L (L the lifting of the boundary data, if any); the phases'
+    wall times into ``timings``. Collective."""
+    B, a, t = basis.matrix(), fine.a, time.perf_counter()
+    if petrov:
+        assembly = LocalAssembly(basis)
+        K = assembly.assemble(assembly.create(), 1.0, 0.0, 1.0)
+    else:
+        K = coarse_matrix(basis.grids, fine.S, B)
+    lifting = data.lifting(basis.P, basis, a, fine.bc) if data.active else None
+    F = data.lifted_load(fine.F, a, fine.bc, lifting)
+    b = coarse_rhs(basis.grids, basis.P if petrov else B, F)
+    timings["coarse_assembly"] = time.perf_counter() - t
+    t = time.perf_counter()
+    U = solve_coarse(K, b)
+    u_ms = B.createVecLeft()
+    B.mult(U, u_ms)
+    if lifting is not None:
+        u_ms.axpy(1.0, lifting)
+        lifting.destroy()
+    for obj in (b, F):
+        obj.destroy()
+    timings["coarse_solve"] = time.perf_counter() - t
+    return K, U, u_ms
+
+
+def _reference(
+    result: EllipticSolution, fine: FineSystem, data: BoundaryData, u_ms: PETSc.Vec
+) -> None:
+    """The fine FEM u_h = g_D + (solution for F - S g_D), the plain coarse Q1 FEM (lifting
+    P G + r_h) and their errors (unconstrained energy norm where g != 0). Collective."""
+    grids, P, t = fine.grids, result.basis.P, time.perf_counter()
+    gD = data.dirichlet_vector()
+    F = data.lifted_load(fine.F, fine.a, fine.bc, gD)
+    u_h = fine.solve(fine.S, F)
+    u_h.axpy(1.0, gD)
+    result.timings["fine_solve"] = time.perf_counter() - t
+    S = fine.S if data.g is None else free_stiffness(grids, fine.a)
+    result.errors = relative_errors(u_ms, u_h, fine.M, S)
+    lift = data.lifting(P)
+    F_fem = data.lifted_load(fine.F, fine.a, fine.bc, lift)
+    U_fem, u_fem, K_fem = galerkin_solution(grids, fine, P, F=F_fem)
+    u_fem.axpy(1.0, lift)
+    fem = relative_errors(u_fem, u_h, fine.M, S)
+    result.errors.update({f"coarse_fem_{k}": v for k, v in fem.items()})
+    result.u_h = to_function(grids.V_h, u_h, "u_h")
+    for obj in (U_fem, u_fem, K_fem, u_h, gD, F, lift, F_fem):
+        obj.destroy()
+    if S is not fine.S:
+        S.destroy()

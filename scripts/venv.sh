@@ -32,8 +32,10 @@ fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "installing dolfinx_lod and its dependencies into $venv (first time: several minutes)" >&2
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e "$root[test]"
+    "$venv/bin/python" -m pip install --quiet -e "$root[wheel,test]"
     echo "$want" > "$stamp"
 fi
+# The wheel's start-up hook (cheap, idempotent): `import dolfinx` works before dolfinx_lod.
+"$venv/bin/python" "$root/dolfinx_lod/_solver_first.py" >/dev/null
 export PATH="$venv/bin:$PATH"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"

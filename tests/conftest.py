@@ -1,6 +1,5 @@
 import gc
 
-import dolfinx_solver  # noqa: F401
 import numpy as np
 import pytest
 from mpi4py import MPI

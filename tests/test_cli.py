@@ -148,7 +148,8 @@ def test_parabolic_same_on_1_2_3_ranks(tmp_path, stack):
         assert np.abs(u - ref).max() <= 1e-10
         for a, b in zip(summary["steps_record"], ref_summary["steps_record"], strict=True):
             assert a["recomputed_patches"] == b["recomputed_patches"]
-            assert a["rel_l2_error"] == pytest.approx(b["rel_l2_error"], rel=1e-8)
+            # The FEM reference solves to rtol 1e-8 (FEM_RTOL), its GAMG depends on the ranks.
+            assert a["rel_l2_error"] == pytest.approx(b["rel_l2_error"], rel=1e-6)
 
 
 def test_parabolic_writes_results(tmp_path, stack):

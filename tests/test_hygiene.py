@@ -12,7 +12,7 @@ from dolfinx_lod.progress import PlainProgress, progress
 
 def test_import_loads_neither_torch_nor_the_study_code():
     code = (
-        "import sys, dolfinx_solver, dolfinx_lod; "
+        "import sys, dolfinx_lod; "
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('dolfinx_lod.paper')"
         " or m.startswith('dolfinx_lod.neural')))"
     )

@@ -41,7 +41,7 @@ def test_write_vtx_writes_and_replaces(comm, folder):
 
 
 def test_user_callables_get_points_of_shape_3_n(comm):
-    """a(x, p), f(x), f(t, x) and u0(x) all receive x of shape (3, N), as DOLFINx
+    """a(x), f(x), f(t, x) and u0(x) all receive x of shape (3, N), as DOLFINx
     interpolation callables do (x[2] = 0 in 2D)."""
     from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
 
@@ -54,11 +54,11 @@ def test_user_callables_get_points_of_shape_3_n(comm):
 
     f = dolfinx.fem.Function(g.V_h)
     f.interpolate(record)  # DOLFINx's own convention, for comparison
-    sol = dl.solve_elliptic(g, lambda x, p: record(x), 1, f=record)
+    sol = dl.solve_elliptic(g, record, 1, f=record)
     sol.destroy()
     res = run_parabolic(
         g,
-        CoefficientSchedule.from_family(lambda x, p: record(x), lambda t: None),
+        CoefficientSchedule.from_data(record),
         T=0.1,
         steps=1,
         layers=1,

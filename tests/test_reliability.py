@@ -152,7 +152,7 @@ def test_coefficient_contrast(grids, comm, small, contrast):
     """A value whose ratio to the maximum underflows is rejected, also when it lies on one
     rank only and the maximum on another (the range is global)."""
 
-    def a(x, p):
+    def a(x):
         values = np.ones(x.shape[1])
         if comm.rank == comm.size - 1:
             values[0] = small

@@ -8,6 +8,7 @@ from petsc4py import PETSc
 
 import dolfinx_lod as dl
 import dolfinx_lod.lod
+import dolfinx_lod.steppers
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import coefficient_function
 from dolfinx_lod.lod import CoarseProduct, FineSystem, LocalAssembly, coarse_matrix
@@ -83,7 +84,7 @@ def test_without_reference_nothing_fine_is_solved(comm, monkeypatch, method):
     def no_fine_solver(*args, **kwargs):
         raise AssertionError("a fine solver was created")
 
-    monkeypatch.setattr(dolfinx_lod.timestepping, "fine_solver", no_fine_solver)
+    monkeypatch.setattr(dolfinx_lod.steppers, "fine_solver", no_fine_solver)
     alone = run_parabolic(g, schedule, 0.4, 4, 1, method=method)
     assert alone.u_h is None and "rel_l2_error" not in alone.records[-1]
     x, y = alone.u_ms.x.petsc_vec, with_ref.u_ms.x.petsc_vec

@@ -39,7 +39,7 @@ def test_bad_coefficient_shape(grids, shape):
 def test_bad_value_on_one_rank_raises_on_all(grids, comm):
     """Only the last rank sees a negative value; every rank must raise (no hang)."""
 
-    def a(x, p):
+    def a(x):
         return np.full(x.shape[1], -1.0 if comm.rank == comm.size - 1 else 1.0)
 
     with pytest.raises(ValueError, match="must be > 0"):
@@ -55,4 +55,4 @@ def test_bad_method_and_source(grids):
 
 def test_callable_with_wrong_output(grids):
     with pytest.raises(ValueError, match="one value per cell midpoint"):
-        dl.solve_elliptic(grids, lambda x, p: np.ones(3), 1)
+        dl.solve_elliptic(grids, lambda x: np.ones(3), 1)

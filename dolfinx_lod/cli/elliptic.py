@@ -10,9 +10,15 @@ import numpy as np
 from mpi4py import MPI
 
 import dolfinx_lod
-from dolfinx_lod.cli.inputs import learned_provider, load_coefficient, nested_grids
+from dolfinx_lod.cli.inputs import (
+    learned_provider,
+    load_boundary,
+    load_coefficient,
+    load_source,
+    nested_grids,
+)
 from dolfinx_lod.cli.options import add_box_options, add_solve_options, counts
-from dolfinx_lod.cli.output import basis_keys, grid_keys
+from dolfinx_lod.cli.output import basis_keys, boundary_keys, grid_keys
 from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy, write_vtx
 from dolfinx_lod.lod import solve_elliptic
 from dolfinx_lod.parallel import OutputError, collective
@@ -67,17 +73,19 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     grids = nested_grids(args, comm, A.shape)
     param = None if args.param is None else np.array([args.param])
     provider, param = learned_provider(args, comm, grids, "--param", param)
+    source, boundary = load_source(args, comm, grids, False), load_boundary(args, comm)
     with OutputSet(comm, args.out) as output:
         sol = solve_elliptic(
             grids,
             A,
             args.layers,
-            f=args.source,
+            f=source,
             method=args.method,
             p=None if param is None else param[0],
             progress=True,
             reference=args.reference,
             provider=provider,
+            **boundary,
         )
         try:  # the PETSc objects are destroyed on every rank together, also after an error
             summary = _output(args, comm, grids, A, sol, output, t0)
@@ -97,7 +105,7 @@ def _output(args, comm, grids, A, sol, output: OutputSet, t0: float) -> dict:
         **grid_keys(grids),
         "l": args.layers,
         "ranks": comm.size,
-        "source": args.source,
+        **boundary_keys(args),
         "coefficient": str(args.coefficient) if args.coefficient else f"random(seed={args.seed})",
         "reference": args.reference,
         **basis_keys(args),

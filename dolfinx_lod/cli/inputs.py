@@ -138,7 +138,7 @@ def check_problem(args: argparse.Namespace, comm: MPI.Comm, n) -> None:
         validate_refinement(args.coarse, n)
         if "method" in args:
             validate_method(args.method)
-        if "source" in args:
+        if "source" in args and not isinstance(args.source, Path):
             validate_source(args.source)
 
     validate(comm, check)
@@ -222,3 +222,52 @@ def learned_provider(
         warn(comm, args.command, f"{option} ignored: --model {args.model} reads the coefficient")
         params = None
     return out[0], params
+
+
+def _load_npy(path: Path, option: str) -> np.ndarray:
+    """A .npy array of real numbers, read whole (rank-local; raises ``InputError``)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as e:  # missing, empty, truncated, pickled, not .npy
+        raise InputError(f"{option} {path}: cannot read a .npy array ({e})") from e
+    if not isinstance(arr, np.ndarray):
+        raise InputError(f"{option} {path}: a .npz archive, not a .npy array")
+    check_dtype(arr, option)
+    return arr
+
+
+def load_boundary(args: argparse.Namespace, comm: MPI.Comm) -> dict:
+    """``dirichlet`` and ``flux`` keywords of the solvers from --dirichlet and --flux (values
+    and shapes are checked by the solvers, on every rank). Collective."""
+    out: dict = {"dirichlet": args.dirichlet, "flux": dict(args.flux) or None}
+    if isinstance(args.dirichlet, Path):
+        arrays: list[np.ndarray] = []
+        validate(comm, lambda: arrays.append(_load_npy(args.dirichlet, "--dirichlet")))
+        out["dirichlet"] = arrays[0]
+    return out
+
+
+def load_source(args: argparse.Namespace, comm: MPI.Comm, grids: NestedGrids, stack: bool):
+    """The source of --source: a number, a fine-cell field, or (with ``stack``, the time loop)
+    an (M, ...) stack as a callable (t, x) -> values of step m = round(t / tau). Collective."""
+    if not isinstance(args.source, Path):
+        return args.source
+    arrays: list[np.ndarray] = []
+
+    def load() -> None:
+        arr = _load_npy(args.source, "--source")
+        fields = [grids.cell_array_shape]
+        if stack:
+            fields.append((args.steps, *grids.cell_array_shape))
+        if arr.shape not in fields:
+            raise InputError(
+                f"--source array must have shape {' or '.join(map(str, fields))}; got {arr.shape}"
+            )
+        arrays.append(arr)
+
+    validate(comm, load)
+    arr = arrays[0]
+    if arr.ndim == grids.dim:
+        return arr
+    tau, keys = args.T / args.steps, grids.fine_cell_keys
+    return lambda t, x: arr[int(round(t / tau)) - 1].reshape(-1)[keys]

@@ -52,6 +52,23 @@ def sides(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def number_or_file(text: str) -> float | Path:
+    """argparse type of --source / --dirichlet: a number, else the path of a .npy file."""
+    try:
+        return float(text)
+    except ValueError:
+        return Path(text)
+
+
+def side_value(text: str) -> tuple[str, float]:
+    """argparse type of --flux: "top=1.5" -> ("top", 1.5) (the side is checked later)."""
+    side, _, value = text.partition("=")
+    try:
+        return side.strip(), float(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--flux must be SIDE=VALUE, got {text!r}") from e
+
+
 def add_box_options(parser: argparse.ArgumentParser) -> None:
     """--coarse NX[,NY[,NZ]], --domain, --neumann and --layers of a command on a box."""
     parser.add_argument("--coarse", type=counts, required=True, help=COUNTS_HELP)
@@ -66,7 +83,27 @@ def add_solve_options(parser: argparse.ArgumentParser, plot: str, reference: str
     from dolfinx_lod.lod import METHODS
 
     parser.add_argument("--method", choices=METHODS, default="galerkin")
-    parser.add_argument("--source", type=float, default=1.0, help="constant source f (1)")
+    parser.add_argument(
+        "--source",
+        type=number_or_file,
+        default=1.0,
+        help="source f: a number, or a .npy of fine-cell values laid out as --coefficient "
+        "(parabolic: also an (M, n_y, n_x) stack, one field per step) (1)",
+    )
+    parser.add_argument(
+        "--dirichlet",
+        type=number_or_file,
+        help="u = g on the Dirichlet sides: a number, or a .npy of fine-vertex values of shape "
+        "(n_y + 1, n_x + 1) (3D: (n_z + 1, n_y + 1, n_x + 1)) (default 0)",
+    )
+    parser.add_argument(
+        "--flux",
+        type=side_value,
+        action="append",
+        default=[],
+        metavar="SIDE=VALUE",
+        help="a grad u . n = VALUE on a Neumann side (repeat for several sides)",
+    )
     add_out_option(parser)
     parser.add_argument("--no-plot", action="store_true", help=plot)
     parser.add_argument("--reference", action="store_true", help=reference)

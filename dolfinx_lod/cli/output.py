@@ -55,3 +55,16 @@ def snapshot(path: Path, grids, view) -> None:
                 panels += [("FEM u_h", fem, False), ("abs(u_ms - u_h)", np.abs(lod - fem), False)]
             log_scale = [True] + [False] * (len(panels) - 1)
             plot_fields(path, panels, grids.domain, log_scale=log_scale)
+
+
+def boundary_keys(args) -> dict:
+    """summary.json's source and boundary data: numbers, or the .npy file names."""
+
+    def shown(value):
+        return str(value) if isinstance(value, Path) else value
+
+    return {
+        "source": shown(args.source),
+        "dirichlet": shown(args.dirichlet) if args.dirichlet is not None else 0.0,
+        "flux": dict(args.flux),
+    }

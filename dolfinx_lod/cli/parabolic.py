@@ -13,16 +13,19 @@ import dolfinx_lod
 from dolfinx_lod.cli.inputs import (
     learned_provider,
     load_array,
+    load_boundary,
     load_params,
+    load_source,
     nested_grids,
     warn,
 )
 from dolfinx_lod.cli.options import add_box_options, add_solve_options
-from dolfinx_lod.cli.output import basis_keys, grid_keys, snapshot
+from dolfinx_lod.cli.output import basis_keys, boundary_keys, grid_keys, snapshot
 from dolfinx_lod.io import OutputSet, gather_vertex_array, write_json, write_npy
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 from dolfinx_lod.patches import owned_cells
 from dolfinx_lod.timestepping import UPDATES, CoefficientSchedule, run_parabolic
+from dolfinx_lod.updates import DEFAULT_TOL, INDICATORS
 
 
 def add_parser(sub) -> None:
@@ -42,7 +45,20 @@ def add_parser(sub) -> None:
     q.add_argument("--T", type=float, required=True, help="final time T > 0")
     q.add_argument("--steps", type=int, required=True, help="M, number of time steps")
     q.add_argument("--update", choices=UPDATES, default="full", help="basis update strategy")
-    q.add_argument("--tol", type=float, help="tolerance of --update selective (0)")
+    q.add_argument(
+        "--tol",
+        type=float,
+        help="--update selective: a patch keeps its correctors while its error indicator e_T, "
+        "a bound on their relative energy change, is <= tol (default 0.1; 0: recompute every "
+        "patch where a changed)",
+    )
+    q.add_argument(
+        "--indicator",
+        choices=INDICATORS,
+        default="coefficient",
+        help="error indicator of --update selective: coefficient (from a alone, cheap; default) "
+        "or correctors (sharper, a patch assembly per changed patch)",
+    )
     q.add_argument(
         "--capacity",
         type=Path,
@@ -264,13 +280,15 @@ def _advance(args, comm, grids, schedule, capacity, output: OutputSet, t0: float
             args.layers,
             method=args.method,
             update=args.update,
-            tol=0.0 if args.tol is None else args.tol,
+            tol=DEFAULT_TOL if args.tol is None else args.tol,
+            indicator=args.indicator,
             capacity=capacity,
-            source=args.source,
+            source=load_source(args, comm, grids, True),
             provider=provider,
             observer=observer,
             progress=True,
             reference=args.reference,
+            **load_boundary(args, comm),
         )
     finally:
         observer.close()
@@ -300,7 +318,7 @@ def _summary(args, comm, grids, result, observer: _Observer) -> dict:
         **grid_keys(grids),
         "l": args.layers,
         "ranks": comm.size,
-        "source": args.source,
+        **boundary_keys(args),
         "coefficients": str(args.coefficients),
         **basis_keys(args),
         "capacity": str(args.capacity) if args.capacity else 1.0,

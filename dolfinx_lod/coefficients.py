@@ -27,7 +27,6 @@ from dolfinx_lod.inputs import (  # noqa: F401  (the public names of the coeffic
     set_cell_values,
     validate_array_shape,
 )
-from dolfinx_lod.parallel import InputError
 
 
 def random_coefficient(

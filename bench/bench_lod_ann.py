@@ -43,7 +43,6 @@ from dolfinx_lod.coefficients import (
     cont_family,
     lognormal_family,
     random_coefficient,
-    sample_family,
 )
 from dolfinx_lod.io import write_json
 from dolfinx_lod.neural import (
@@ -54,6 +53,7 @@ from dolfinx_lod.neural import (
     export_patches,
 )
 from dolfinx_lod.neural.workflow import baselines
+from dolfinx_lod.samples import sample_family
 
 #: Configuration name -> train options (besides the problem options of :func:`train_command`).
 RUNS = {

@@ -47,6 +47,11 @@ CASES: dict[str, Case] = {
     "3d": Case("bench_3d.py", "3d-{ranks}.json", about="3D basis and solve"),
     "training": Case("bench_training.py", "training-{ranks}.json", about="LOD-ANN training"),
     "lod-ann": Case("bench_lod_ann.py", "lod-ann-example1.json", about="LOD-ANN accuracy"),
+    "inclusions": Case(
+        "bench_inclusions.py",
+        "lod-ann-inclusions.json",
+        about="LOD-ANN on high-contrast inclusions, judged by the solution",
+    ),
     "operator-fit": Case(
         "bench_operator_fit.py", "operator-fit-32-512-2.json", about="learned operators' fit"
     ),

@@ -85,6 +85,33 @@ def step_table(result: str) -> str:
     return markdown(header + ["rel. L2 error at T"], rows)
 
 
+def inclusions_table(result: str) -> str:
+    """LOD-ANN on inclusion fields (bench_inclusions.py's ``result``), judged by the solution:
+    per run the mean energy errors over the held-out fields against the fine FEM (LOD-ANN, the
+    classical LOD, their ratio) and against the classical LOD (LOD-ANN, the baselines)."""
+    header = ["run", "fields (train/test)", "epochs", "train [s]", "LOD-ANN vs FEM"]
+    header += ["classical LOD vs FEM", "ratio", "LOD-ANN vs LOD", "mean / none vs LOD"]
+    header += ["corrector data"]
+    rows = []
+    for name, r in load(result)["runs"].items():
+        base = r["baselines_vs_classical"]
+        rows.append(
+            [
+                name,
+                f"{r['problem']['train']}/{r['problem']['test']}",
+                str(r["epochs"]),
+                f"{r['train_seconds']:.0f}",
+                f"{r['vs_fine']['learned']:.3f}",
+                f"{r['vs_fine']['classical']:.3f}",
+                f"{r['ratio_to_classical']:.1f}x",
+                f"{r['lod_ann_vs_classical']['energy']['mean']:.3f}",
+                f"{base['mean']:.3f} / {base['none']:.3f}",
+                "yes" if r["uses_corrector_data"] else "no",
+            ]
+        )
+    return markdown(header, rows)
+
+
 def _data_note(summary: dict) -> str:
     """How the example's networks were trained: from coefficients alone, or reading classical
     correctors (POD bases, a supervised warm start)."""
@@ -248,6 +275,7 @@ def examples_table() -> str:
 #: Table name -> function writing its Markdown from the results.
 TABLES: dict[str, Callable[[], str]] = {
     "step-32-512-2-2": lambda: step_table("step-32-512-2-2.json"),
+    "lod-ann-inclusions": lambda: inclusions_table("lod-ann-inclusions.json"),
     "paper-vs-here": paper_vs_here,
     "time-to-solution-16-256-2-2": lambda: time_to_solution_table(
         "time-to-solution-16-256-2-2.json"

@@ -27,7 +27,6 @@ from dolfinx_lod.inputs import (  # noqa: F401  (the public names of the coeffic
     set_cell_values,
     validate_array_shape,
 )
-from dolfinx_lod.parallel import InputError
 
 
 def random_coefficient(
@@ -316,34 +315,3 @@ def family(name: str, n: int, domain=((0.0, 0.0), (1.0, 1.0))) -> Family:
     if name not in makers:
         raise ValueError(f"family must be one of {sorted(makers)}, got {name!r}")
     return makers[name](n, domain=domain)
-
-
-class SampleFamily(Family):
-    """Given coefficient fields as a family a(x, k): k = 0..K-1 is the index of the field in
-    a (K, n, n) stack (orientation as for arrays). Its training and test parameters are the
-    indices 0..count-1: every field is used, none is drawn."""
-
-    def training_parameters(self, count: int) -> npt.NDArray[np.float64]:
-        """The first ``count`` indices, shape (count, 1)."""
-        if not 1 <= count <= self.high[0] + 1:
-            raise InputError(
-                f"samples ({count}) must be in 1..{int(self.high[0]) + 1} (fields in the stack)"
-            )
-        return np.arange(count, dtype=np.float64)[:, None]
-
-    def test_parameters(self, count: int, seed: int = 12345) -> npt.NDArray[np.float64]:
-        """The first ``count`` indices (the stack holds the held-out fields)."""
-        return self.training_parameters(count)
-
-
-def sample_family(
-    stack: npt.NDArray, name: str = "samples", domain=((0.0, 0.0), (1.0, 1.0))
-) -> SampleFamily:
-    """The fields of a (K, n, n) stack (validated by the caller) as a :class:`SampleFamily`."""
-    K, n = stack.shape[0], stack.shape[1]
-
-    def a(x, p):
-        ix, iy = _cell_index(x, n, domain)
-        return np.asarray(stack[int(round(float(np.atleast_1d(p)[0])))])[iy, ix]
-
-    return SampleFamily(name, (0.0,), (float(K - 1),), a, f"{K} given fields, n = {n}")

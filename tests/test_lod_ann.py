@@ -21,6 +21,7 @@ from dolfinx_lod.neural.losses import deep_ritz_energy, energy_weights
 from dolfinx_lod.neural.presets import TrainingSettings
 from dolfinx_lod.neural.trainer import DeepRitzTrainer
 from dolfinx_lod.patches import Configuration
+from dolfinx_lod.samples import sample_family
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def tiny():
     torch.set_num_threads(1)
     g = dl.create_nested_grids(MPI.COMM_SELF, 4, 16)
     basis = dl.MultiscaleBasis(g, 1)
-    fam = dl.coefficients.sample_family(
+    fam = sample_family(
         np.stack([dl.coefficients.random_coefficient(16, 0.01, 1.0, s) for s in (1, 2)])
     )
     batch = export_patches(basis, fam.a, fam.training_parameters(2), dtype=torch.float64)
@@ -157,7 +158,7 @@ def test_energy_weights_are_the_element_energies(tiny):
     does not touch the boundary, and positive on the battery cell (whose collectors made
     F_j^T Lambda_j negative at the boundary)."""
     g, basis, batch = tiny
-    const = dl.coefficients.sample_family(np.full((1, 16, 16), 2.5))
+    const = sample_family(np.full((1, 16, 16), 2.5))
     batch1 = export_patches(basis, const.a, np.zeros((1, 1)), False, torch.float64)
     assert torch.allclose(energy_weights(batch1), torch.full((16, 1), 3 / 20, dtype=torch.float64))
     i, j = batch.cells % 4, batch.cells // 4
@@ -178,7 +179,7 @@ def test_coefficient_aware_training_beats_the_mean_corrector(tiny):
     g, basis, _ = tiny
     rng = np.random.default_rng(5)
     fields = np.exp(rng.normal(0.0, 1.0, (12, 16, 16)))  # log-normal cell values
-    fam = dl.coefficients.sample_family(fields)
+    fam = sample_family(fields)
     train = export_patches(basis, fam.a, np.arange(8.0)[:, None])
     test = export_patches(basis, fam.a, np.arange(8.0, 12.0)[:, None])
     settings = TrainingSettings(
@@ -336,7 +337,7 @@ def test_cli_p_conditioned_model_needs_its_parameter(tmp_path, capsys):
 def test_shared_network_training_does_not_depend_on_the_ranks(comm):
     """The CNN trained with the patches split over the ranks (gradients summed) equals the one
     trained on one rank with all patches."""
-    fam = dl.coefficients.sample_family(
+    fam = sample_family(
         np.stack([dl.coefficients.random_coefficient(16, 0.01, 1.0, s) for s in (3, 4)])
     )
     settings = dict(architecture="cnn", width=8, depth=3, constraint="projection", epochs=3)

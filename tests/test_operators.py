@@ -177,7 +177,7 @@ def test_cli_operators_then_parabolic(tmp_dir, capsys, comm):
     for extra, message in (
         (["--method", "galerkin"], "--operators needs --method petrov-galerkin"),
         (["--update", "selective"], "capacity c = 1 and a full update"),
-        (["--neumann", "left"], "--neumann applies to the classical basis only: --operators"),
+        (["--neumann", "left"], "does not match the problem: neumann is [] there but ['left']"),
     ):
         code, err = cli_main([*steps, *ops, *extra, "--out", tmp_dir / "x"], capsys)
         assert code == 2 and (comm.rank or message in err)

@@ -265,9 +265,9 @@ def check_problem(args: argparse.Namespace, comm: MPI.Comm, n) -> None:
     validate(comm, check)
 
 
-def _check_box(args: argparse.Namespace, dim: int, fine: tuple[int, ...]) -> None:
-    """--domain and --coarse against the coefficient's dimension; learned bases need square
-    grids and Dirichlet sides."""
+def _check_box(args: argparse.Namespace, dim: int) -> None:
+    """--domain and --coarse against the coefficient's dimension (a --model or --operators file
+    records its grids and sides: checked when it is loaded)."""
     if args.domain is not None and len(args.domain) != 2 * dim:
         raise InputError(
             f"--domain needs {2 * dim} numbers for a {dim}D coefficient "
@@ -278,25 +278,13 @@ def _check_box(args: argparse.Namespace, dim: int, fine: tuple[int, ...]) -> Non
             f"--coarse {','.join(map(str, args.coarse))} has {len(args.coarse)} counts; the "
             f"coefficient is {dim}D (give one number or {dim} counts)"
         )
-    learned = [f"--{k}" for k in ("model", "operators") if getattr(args, k, None)]
-    if learned and args.neumann:
-        raise InputError(
-            f"--neumann applies to the classical basis only: {' and '.join(learned)} "
-            "was trained with u = 0 on every side"
-        )
-    coarse = args.coarse if isinstance(args.coarse, tuple) else (args.coarse,)
-    if learned and len(set(fine)) * len(set(coarse)) > 1:
-        raise InputError(
-            f"{' and '.join(learned)} need the same number of cells in every direction "
-            f"(the networks are trained on n x n grids); got fine {fine}, coarse {coarse}"
-        )
 
 
 def check_grid(args: argparse.Namespace, comm: MPI.Comm, shape: tuple[int, ...]) -> None:
     """Check --domain, --coarse, --neumann, --layers and the method for a fine-cell array of
     ``shape`` ((n_y, n_x) or (n_z, n_y, n_x)), and the memory it needs. Collective."""
     fine = tuple(shape[::-1])
-    validate(comm, lambda: _check_box(args, len(shape), fine))
+    validate(comm, lambda: _check_box(args, len(shape)))
     check_problem(args, comm, fine)
 
 
@@ -333,7 +321,12 @@ def learned_provider(
     out = []
 
     def load() -> None:
-        model = TrainedModel.load(args.model, grids, args.layers)
+        try:
+            model = TrainedModel.load(args.model, grids, args.layers)
+        except InputError:  # not a model: the message names the file
+            raise
+        except ValueError as e:  # a model made for another problem
+            raise InputError(f"--model {args.model}: {e}") from e
         family = None
         if not model.needs_coefficient:
             meta = model.metadata

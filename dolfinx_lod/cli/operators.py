@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+import numpy as np
 from mpi4py import MPI
 
 import dolfinx_lod
-from dolfinx_lod.cli.inputs import check_problem
-from dolfinx_lod.cli.options import COARSE_HELP, FAMILIES, add_out_option
-from dolfinx_lod.cli.output import output_set
-from dolfinx_lod.grids import create_nested_grids
+from dolfinx_lod.cli.inputs import load_array, nested_grids
+from dolfinx_lod.cli.options import FAMILIES, add_box_options, add_out_option, counts
+from dolfinx_lod.cli.output import grid_keys, output_set
 from dolfinx_lod.io import write_json
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
 
@@ -22,10 +23,25 @@ def add_parser(sub) -> None:
         help="fit learned Petrov-Galerkin local operators p -> (K_T, M_T) of a family, for "
         "parabolic --operators",
     )
-    o.add_argument("--family", choices=FAMILIES, required=True)
-    o.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
-    o.add_argument("--fine", type=int, required=True, help="n, fine cells per direction")
-    o.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
+    source = o.add_mutually_exclusive_group(required=True)
+    source.add_argument("--family", choices=FAMILIES)
+    source.add_argument(
+        "--coefficients",
+        type=Path,
+        help="(K, n_y, n_x) or (K, n_z, n_y, n_x) .npy stack of a family's fields given as "
+        "samples: field i at the parameter P[i] of --params (the first --samples for the fit, "
+        "the last --test-samples held out)",
+    )
+    o.add_argument(
+        "--params", type=Path, help="(K,) or (K, N_p) .npy parameters P of --coefficients"
+    )
+    o.add_argument(
+        "--fine",
+        type=counts,
+        help="n, fine cells per direction: one number or NX,NY[,NZ] (--family; with "
+        "--coefficients: the stack's, if given)",
+    )
+    add_box_options(o)
     o.add_argument("--samples", type=int, default=40, help="training parameters K (40)")
     o.add_argument(
         "--test-samples", type=int, default=5, help="held-out parameters for the report (5)"
@@ -52,16 +68,13 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     summary.json as one set into --out."""
     import torch
 
-    from dolfinx_lod.coefficients import family as make_family
     from dolfinx_lod.neural.operators import train_operators
 
     spec: list[dict] = []
     validate(comm, lambda: spec.append(_network(args)))
-    check_problem(args, comm, args.fine)
     torch.set_num_threads(args.threads)
-    family = make_family(args.family, args.fine)
-    grids = create_nested_grids(comm, args.coarse, args.fine)
-    with output_set(args, comm) as output:
+    with output_set(args, comm) as output:  # --out checked first, before any work
+        family, grids = _problem(args, comm)
         nets, report = train_operators(
             grids,
             args.layers,
@@ -76,8 +89,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
         summary = {
             "command": "operators",
             "family": family.name,
-            "n": grids.fine,
-            "NH": grids.coarse,
+            **grid_keys(grids),
             "l": args.layers,
             "ranks": comm.size,
             "samples": args.samples,
@@ -94,6 +106,55 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
                 write_json(output.path("summary.json"), summary)
         output.commit()
     return summary
+
+
+def _problem(args: argparse.Namespace, comm: MPI.Comm):
+    """The family (built-in, or the samples of --coefficients at --params) and the nested
+    grids on --domain with --coarse cells and --neumann sides, all checked on every rank
+    before any work. Collective."""
+    from dolfinx_lod.coefficients import family as make_family
+    from dolfinx_lod.samples import params_family
+
+    if args.coefficients is None:
+
+        def check_family() -> None:
+            if args.params is not None:
+                raise InputError("--params applies to --coefficients only")
+            if args.fine is None or isinstance(args.fine, tuple):
+                raise InputError(
+                    f"--family {args.family} needs --fine n (n x n cells; give other boxes' "
+                    "fields with --coefficients --params)"
+                )
+
+        validate(comm, check_family)
+        grids = nested_grids(args, comm, (args.fine, args.fine))
+        return make_family(args.family, args.fine, grids.domain), grids
+    stack = load_array(args.coefficients, "--coefficients", comm, True)
+    fine = stack.shape[1:][::-1]
+    out: list = []
+
+    def check_samples() -> None:
+        if args.params is None:
+            raise InputError("--coefficients needs --params (the parameter of each field)")
+        if args.fine is not None and tuple(np.atleast_1d(args.fine)) not in ((fine[0],), fine):
+            raise InputError(f"--fine {args.fine}: the --coefficients fields have {fine} cells")
+        if args.samples + args.test_samples > stack.shape[0]:
+            raise InputError(
+                f"--samples {args.samples} + --test-samples {args.test_samples} exceed the "
+                f"{stack.shape[0]} fields of --coefficients"
+            )
+        try:
+            P = np.load(args.params, allow_pickle=False)
+        except Exception as e:
+            raise InputError(f"--params {args.params}: cannot read a .npy array ({e})") from e
+        out.append(P)
+
+    grids = nested_grids(args, comm, stack.shape[1:])
+    validate(comm, check_samples)
+    name = f"samples:{args.coefficients.stem}"
+    family = []
+    validate(comm, lambda: family.append(params_family(stack, out[0], name, grids.domain)))
+    return family[0], grids
 
 
 def report(args: argparse.Namespace, summary: dict, comm: MPI.Comm) -> str:

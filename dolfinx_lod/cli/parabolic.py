@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
             schedule = CoefficientSchedule(
                 lambda m, t: (stack[m - 1], params[m - 1]), stack.shape[0]
             )
-        provider, classical = _operator_provider(args, comm, grids, provider, params)
+        provider, classical = _operator_provider(args, comm, grids, provider, params, stack)
         try:
             summary = _advance(args, comm, grids, schedule, capacity, output, t0, provider)
             output.commit()
@@ -182,7 +182,9 @@ def _check_operator_options(args: argparse.Namespace, provider, params) -> None:
         )
 
 
-def _operator_provider(args: argparse.Namespace, comm: MPI.Comm, grids, provider, params):
+def _operator_provider(
+    args: argparse.Namespace, comm: MPI.Comm, grids, provider, params, stack: np.ndarray
+):
     """With --operators, the provider whose Petrov-Galerkin operators come from the networks
     and whose correctors (output steps) from ``provider`` (--model) or from patch solves at p,
     with the classical patch solvers it created (to destroy; None if none). The options and
@@ -193,13 +195,21 @@ def _operator_provider(args: argparse.Namespace, comm: MPI.Comm, grids, provider
     from dolfinx_lod.interpolation import local_projection
     from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
     from dolfinx_lod.neural.operators import LearnedOperators
+    from dolfinx_lod.samples import params_family
 
     validate(comm, lambda: _check_operator_options(args, provider, params))
     cells = owned_cells(grids)  # the cells of the basis' patches on this rank
     nets: list = []
 
+    def given(meta: dict):
+        """Operators fitted to given samples: their family is the steps' fields at --params."""
+        if not meta.get("given_samples"):
+            return None
+        box = (meta["param_low"], meta["param_high"])
+        return params_family(stack, params, meta["family"], grids.domain, box)
+
     def load() -> None:
-        ops = LearnedOperators.load(args.operators, grids, args.layers, cells)
+        ops = LearnedOperators.load(args.operators, grids, args.layers, cells, given)
         for m, p in enumerate(params):
             try:
                 ops.family.check(p)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-from dolfinx_lod.cli.inputs import check_problem, load_array
-from dolfinx_lod.cli.options import COARSE_HELP, FAMILIES, add_out_option
+from dolfinx_lod.cli.inputs import load_array, nested_grids, warn
+from dolfinx_lod.cli.options import FAMILIES, add_box_options, add_out_option, counts
 from dolfinx_lod.cli.output import output_set
-from dolfinx_lod.grids import create_nested_grids
 from dolfinx_lod.parallel import InputError, validate
 from dolfinx_lod.progress import interactive
 
@@ -30,18 +29,22 @@ def add_parser(sub) -> None:
     source.add_argument(
         "--coefficients",
         type=Path,
-        help="(K, n, n) .npy stack of training coefficients (instead of --family; cnn "
+        help="(K, n_y, n_x) .npy stack of training coefficients (instead of --family; cnn "
         "networks only); needs --test-coefficients",
     )
     t.add_argument(
         "--test-coefficients",
         type=Path,
-        help="(K', n, n) .npy stack of held-out coefficients for the report (default with "
+        help="(K', n_y, n_x) .npy stack of held-out coefficients for the report (default with "
         "--family: --test-samples parameters of the family)",
     )
-    t.add_argument("--coarse", type=int, required=True, help=COARSE_HELP)
-    t.add_argument("--fine", type=int, required=True, help="n, fine cells per direction")
-    t.add_argument("--layers", type=int, required=True, help="l >= 1, patch layers")
+    t.add_argument(
+        "--fine",
+        type=counts,
+        required=True,
+        help="n, fine cells per direction: one number or NX,NY (the stacks' n_x, n_y)",
+    )
+    add_box_options(t)
     t.add_argument(
         "--samples",
         type=int,
@@ -144,40 +147,24 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
     into --out (the checkpoints go there while training runs)."""
     import torch
 
-    from dolfinx_lod.coefficients import family as make_family
-    from dolfinx_lod.coefficients import sample_family
     from dolfinx_lod.neural.checkpoints import checkpoint_pattern
     from dolfinx_lod.neural.workflow import train_and_evaluate
 
     settings = []
     validate(comm, lambda: settings.append(_settings(args)))
     torch.set_num_threads(args.threads)
-    check_problem(args, comm, args.fine)
-    stacks = {}
-    for option in ("coefficients", "test_coefficients"):
-        path = getattr(args, option)
-        if path is not None:
-            name = "--" + option.replace("_", "-")
-            stack = load_array(path, name, comm, True, (2,))
-            if stack.shape[1] != args.fine:  # the same file on every rank: all raise
-                raise InputError(
-                    f"{name} fields are {stack.shape[1]} x {stack.shape[2]}; --fine is {args.fine}"
-                )
-            stacks[option] = sample_family(stack, path.stem)
-    family = stacks.get("coefficients") or make_family(args.family, args.fine)
-    test_family = stacks.get("test_coefficients", family)
-    default_test = 25 if "test_coefficients" not in stacks else int(test_family.high[0]) + 1
-    samples = _given(args.samples, int(family.high[0]) + 1)
-    grids = create_nested_grids(comm, args.coarse, args.fine)
-    # --out is prepared collectively (checkpoints go there while training runs; the results
-    # are written as a set); train_and_evaluate checks the network size and --resume.
+    # --out is prepared collectively before any input is read (checkpoints go there while
+    # training runs; the results are written as a set); train_and_evaluate checks the network
+    # size and --resume.
     out = output_set(args, comm, keep=(checkpoint_pattern(comm),), live=True)
     with out:  # a failed --resume check leaves no staging folder
-        return train_and_evaluate(
+        family, test_family, grids = _problem(args, comm)
+        default_test = 25 if args.test_coefficients is None else int(test_family.high[0]) + 1
+        summary = train_and_evaluate(
             grids,
             args.layers,
             family,
-            samples,
+            _given(args.samples, int(family.high[0]) + 1),
             _given(args.test_samples, default_test),
             settings[0],
             out,
@@ -185,15 +172,69 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
             progress=interactive(),  # the training's tqdm bar: on a terminal only
             test_family=test_family,
         )
+    if summary["warning"]:
+        warn(comm, "train", summary["warning"])
+    return summary
+
+
+def _problem(args: argparse.Namespace, comm: MPI.Comm):
+    """The training family, the test family and the nested grids of --family or the stacks of
+    --coefficients / --test-coefficients on --domain with --coarse cells and --neumann sides,
+    all checked on every rank before any work. Collective."""
+    from dolfinx_lod.coefficients import family as make_family
+    from dolfinx_lod.samples import sample_family
+
+    fine = args.fine if isinstance(args.fine, tuple) else (args.fine,) * 2
+
+    def check_dim() -> None:
+        if len(fine) != 2:
+            raise InputError(
+                f"--fine {','.join(map(str, fine))}: train runs in 2D (the networks are 2D); "
+                "give NX,NY"
+            )
+
+    validate(comm, check_dim)
+    stacks = {}
+    for option in ("coefficients", "test_coefficients"):
+        path = getattr(args, option)
+        if path is not None:
+            name = "--" + option.replace("_", "-")
+            stack = load_array(path, name, comm, True, (2,))
+            if stack.shape[1:] != fine[::-1]:  # the same file on every rank: all raise
+                raise InputError(
+                    f"{name} fields are {stack.shape[2]} x {stack.shape[1]} (n_x x n_y) cells; "
+                    f"--fine is {args.fine}"
+                )
+            stacks[option] = stack
+
+    def check_family() -> None:
+        if args.family is not None and len(set(fine)) > 1:
+            raise InputError(
+                f"--family {args.family} is defined on n x n cells; --fine {args.fine} has "
+                "different counts (give the fields with --coefficients)"
+            )
+
+    validate(comm, check_family)
+    grids = nested_grids(args, comm, fine[::-1])
+    named = {k: sample_family(v, getattr(args, k).stem, grids.domain) for k, v in stacks.items()}
+    family = named.get("coefficients") or make_family(args.family, fine[0], grids.domain)
+    return family, named.get("test_coefficients", family), grids
 
 
 def report(args: argparse.Namespace, summary: dict, comm: MPI.Comm) -> str:
-    """The closing console line."""
-    base = ", ".join(f"{k} {v['energy']:.3e}" for k, v in summary["baseline_errors_test"].items())
+    """The closing console line: judged by the solution (LOD-ANN against the classical LOD,
+    energy norm, mean over the test fields), the basis errors beside it."""
+    base = ", ".join(
+        f"{k} {v['energy']['mean']:.3e}"
+        for k, v in summary["baseline_solution_errors_test"].items()
+    )
+    fine = summary["solution_error_fine_test"]
     return (
         f"train: {summary['family']} n={summary['n']} NH={summary['NH']} l={summary['l']} "
-        f"K={summary['samples']}: basis error train {summary['basis_error_train']:.3e}, "
-        f"test {summary['basis_error_test']:.3e} (baselines: {base}); "
-        f"{summary['epochs']} epochs in "
+        f"K={summary['samples']}: solution error vs classical LOD (energy, test mean) "
+        f"{summary['solution_error_test']['energy']['mean']:.3e} (baselines: {base}); vs fine "
+        f"FEM {fine['learned']['energy']['mean']:.3e} (classical LOD "
+        f"{fine['classical']['energy']['mean']:.3e}); basis error test "
+        f"{summary['basis_error_test']:.3e}; {summary['epochs']} epochs in "
         f"{summary['train_seconds']:.1f} s; {summary['note']}; results in {args.out}/"
     )

@@ -23,7 +23,8 @@ class CoefficientNetworks(torch.nn.Module):
 
     Every patch is placed into the window of the (2l+1) x (2l+1) coarse cells centred at T
     (W = (2l+1) r fine cells a side); cells of the window outside the patch (truncation at the
-    domain boundary) carry a mask channel 0. Input channels: mask * (log a - m_T) / s (m_T the
+    domain boundary) carry a mask channel 0, or -1 beyond a Neumann side of the domain (where
+    the correctors are free, not zero). Input channels: mask * (log a - m_T) / s (m_T the
     mean of log a over the patch, s a fixed scale), mask and the cell centre coordinates (so the
     network knows where T is). The inputs, hence the outputs, depend on a only through
     a / exp(m_T): like the correctors, they do not change when a is scaled. Dilated 3 x 3
@@ -32,7 +33,8 @@ class CoefficientNetworks(torch.nn.Module):
     vertices are set to zero on the patch boundary and, with ``project``, mapped by the exact
     projection onto ker B (B = I_H on the patch, independent of a):
 
-        alpha = D y - B^T (B B^T)^+ B D y,   D the interior-vertex mask,
+        alpha = D y - B^T (B B^T)^+ B D y,   D the mask of the free vertices (the interior
+                                              and those on a Neumann side),
 
     so that B alpha = 0 to rounding and the Deep Ritz energy's minimizer over such outputs is
     the classical corrector.
@@ -85,10 +87,9 @@ class CoefficientNetworks(torch.nn.Module):
             (wy * self.r + 1) * (wx * self.r + 1),
             dtype=torch.float64,
         )
-        interior = torch.zeros(wy * self.r + 1, wx * self.r + 1, dtype=torch.bool)
-        interior[1:-1, 1:-1] = True
-        inner = interior.ravel().nonzero()[:, 0]
-        L[inner[:, None], inner[None, :]] = inverse_sqrt_laplacian(wx * self.r, wy * self.r)
+        free = config.neumann_sides()
+        inner = free_vertices(wx * self.r, wy * self.r, free).ravel().nonzero()[:, 0]
+        L[inner[:, None], inner[None, :]] = inverse_sqrt_laplacian(wx * self.r, wy * self.r, free)
         B = torch.from_numpy(patch_constraints(config, self.r, self.Pi.double().numpy()))
         gram = torch.linalg.pinv(B @ B.T, hermitian=True)
         return L, L - B.T @ (gram @ (B @ L))  # B's boundary columns are zero: B D = B
@@ -109,6 +110,24 @@ class CoefficientNetworks(torch.nn.Module):
                 self._geometry[config] = self.operators(config)
             groups.append((index, v, *self._geometry[config]))
         return cells, groups
+
+    def beyond_neumann(self, configs: list) -> torch.Tensor:
+        """(G, W W): 1 on the window cells beyond a Neumann side of each patch, else 0."""
+        out = torch.zeros(len(configs), self.cells**2, dtype=torch.float64)
+        W, r = self.cells, self.r
+        for g, ((wx, wy), (ex, ey), _) in enumerate(configs):
+            free = configs[g].neumann_sides()
+            if not free.any():
+                continue
+            lo = ((self.layers - ex) * r, (self.layers - ey) * r)
+            hi = (lo[0] + wx * r, lo[1] + wy * r)
+            c = torch.arange(W)
+            beyond = [
+                ((c < lo[k]) & bool(free[k, 0])) | ((c >= hi[k]) & bool(free[k, 1]))
+                for k in range(2)
+            ]
+            out[g] = (beyond[1][:, None] | beyond[0][None, :]).ravel().double()
+        return out
 
     def source_gradients(self) -> torch.Tensor:
         """H grad Lambda_j at the window's cell centres inside T, zero elsewhere: (8, W, W)
@@ -142,10 +161,11 @@ class CoefficientNetworks(torch.nn.Module):
         index = cells.clamp_min(0)[:, None].expand(G, K, M)
         x[:, :, 0].scatter_(2, index, torch.where(real[:, None], loga, 0.0))
         x[:, :, 1].scatter_(2, index, real[:, None].expand(G, K, M).to(a.dtype))
+        x[:, :, 1] -= self.beyond_neumann(configs).to(a.device, a.dtype)[:, None]
         centre = (torch.arange(W, dtype=a.dtype, device=a.device) + 0.5) * 2 / W - 1
         cy, cx = torch.meshgrid(centre, centre, indexing="ij")
         xy = torch.stack([cx, cy]).reshape(1, 1, 2, W * W).expand(G, K, 2, W * W)
-        scaled = torch.exp(x[:, :, :1] * self.log_scale) * x[:, :, 1:2]  # a / exp(m_T)
+        scaled = torch.exp(x[:, :, :1] * self.log_scale) * x[:, :, 1:2].clamp_min(0)  # a/e^m_T
         loads = scaled * self.source_gradients().to(a.device, a.dtype).reshape(1, 1, 8, W * W)
         return torch.cat([x, xy, loads], dim=2).reshape(G * K, CHANNELS, W, W)
 
@@ -170,12 +190,49 @@ class CoefficientNetworks(torch.nn.Module):
         return alpha
 
 
-def inverse_sqrt_laplacian(nx: int, ny: int) -> torch.Tensor:
+def _q1_matrices_1d(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1D Q1 stiffness K = tridiag(-1, 2, -1) and mass M = tridiag(1, 4, 1) / 6 on n unit
+    cells, all n + 1 vertices (end rows halved: no boundary condition), float64."""
+    ends = torch.ones(n + 1, dtype=torch.float64)
+    ends[0] = ends[-1] = 0.5
+    off = torch.ones(n, dtype=torch.float64)
+    K = torch.diag(2 * ends) - torch.diag(off, 1) - torch.diag(off, -1)
+    M = (torch.diag(4 * ends) + torch.diag(off, 1) + torch.diag(off, -1)) / 6
+    return K, M
+
+
+def free_vertices(nx: int, ny: int, free=None) -> torch.Tensor:
+    """(ny + 1, nx + 1) mask of the vertices of an nx x ny grid whose values are unknowns: all
+    but those on a side with zero values; ``free``: (2, 2) mask [axis, (lo, hi)] of the sides
+    without (Neumann sides; default none)."""
+    free = np.zeros((2, 2), dtype=bool) if free is None else np.asarray(free, dtype=bool)
+    return _free_1d(ny, *free[1])[:, None] & _free_1d(nx, *free[0])[None, :]
+
+
+def _free_1d(n: int, lo: bool, hi: bool) -> torch.Tensor:
+    """(n + 1,) mask of the unknown vertices of n cells: the ends only where ``lo``/``hi``."""
+    m = torch.ones(n + 1, dtype=torch.bool)
+    m[0], m[-1] = bool(lo), bool(hi)
+    return m
+
+
+def inverse_sqrt_laplacian(nx: int, ny: int, free=None) -> torch.Tensor:
     """S_1^{-1/2} for the Q1 stiffness S_1 of the Laplacian on an nx x ny grid of square cells
-    with zero boundary values, on the interior vertices (x fastest), float64. Exact from the
-    sine eigenvectors: S_1 = K (x) M + M (x) K with the 1D stiffness K (eigenvalues
-    2 - 2 cos t) and mass M ((4 + 2 cos t) / 6), t = k pi / n. It preconditions the Deep Ritz
-    energy: alpha = S_1^{-1/2} y makes 1/2 alpha^T S alpha nearly isotropic in y."""
+    with zero values on the sides but the ``free`` ones (:func:`free_vertices`), on the free
+    vertices (x fastest), float64. Without free sides exact from the sine eigenvectors:
+    S_1 = K (x) M + M (x) K with the 1D stiffness K (eigenvalues 2 - 2 cos t) and mass M
+    ((4 + 2 cos t) / 6), t = k pi / n; with free sides from the eigendecomposition of S_1. It
+    preconditions the Deep Ritz energy: alpha = S_1^{-1/2} y makes 1/2 alpha^T S alpha nearly
+    isotropic in y."""
+    if free is not None and np.any(free):
+        parts = []
+        for n, (lo, hi) in ((nx, free[0]), (ny, free[1])):
+            keep = _free_1d(n, lo, hi)
+            K, M = _q1_matrices_1d(n)
+            parts.append((K[keep][:, keep], M[keep][:, keep]))
+        (Kx, Mx), (Ky, My) = parts
+        lam, V = torch.linalg.eigh(torch.kron(Ky, Mx) + torch.kron(My, Kx))
+        return (V * lam.rsqrt()) @ V.T
 
     def sine(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         k = torch.arange(1, n, dtype=torch.float64)

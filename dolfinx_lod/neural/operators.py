@@ -18,7 +18,7 @@ Rank-local: each rank fits and evaluates the networks of the patches it owns.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,19 @@ from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.networks import _BatchedMLP
 from dolfinx_lod.neural.operator_provider import OperatorProvider
-from dolfinx_lod.neural.provider import problem_metadata, scale_parameters
+from dolfinx_lod.neural.provider import LEGACY_PROBLEM, problem_metadata, scale_parameters
 from dolfinx_lod.parallel import InputError, brief
+from dolfinx_lod.samples import ParamsFamily
 
 FORMAT = "dolfinx_lod.operators/1"
 
 
-def max_patch_vertices(coarse: int, layers: int, dim: int) -> int:
-    """Coarse vertices of the largest patch N^l(T): min(2 l + 2, N_H + 1)^d (the same on every
-    rank, so that the networks' output size does not depend on the partition)."""
-    return min(2 * layers + 2, coarse + 1) ** dim
+def max_patch_vertices(coarse: int | Sequence[int], layers: int, dim: int) -> int:
+    """Coarse vertices of the largest patch N^l(T): prod_k min(2 l + 2, N_k + 1) (``coarse``:
+    N_H, or the counts N_k per direction; the same on every rank, so that the networks'
+    output size does not depend on the partition)."""
+    counts = np.broadcast_to(np.asarray(coarse, dtype=np.int64), (dim,))
+    return int(np.prod(np.minimum(2 * layers + 2, counts + 1)))
 
 
 def operator_samples(
@@ -55,7 +58,7 @@ def operator_samples(
     if not basis.with_operators:
         raise ValueError("operator samples need a MultiscaleBasis built with a capacity")
     g = basis.grids
-    size = max_patch_vertices(g.coarse, basis.layers, g.dim)
+    size = max_patch_vertices(g.coarse_sizes, basis.layers, g.dim)
     out = np.zeros((len(basis.patches), len(params), 2 * size * 2**g.dim))
     for k, p in enumerate(params):
         basis.update(family.a, p, assemble=False)
@@ -173,10 +176,18 @@ class LearnedOperators(_BatchedMLP):
 
     @classmethod
     def load(
-        cls, path: str | Path, grids: NestedGrids, layers: int, cells: Sequence[int]
+        cls,
+        path: str | Path,
+        grids: NestedGrids,
+        layers: int,
+        cells: Sequence[int],
+        family: Family | Callable[[dict], Family] | None = None,
     ) -> LearnedOperators:
         """The networks of ``cells`` (e.g. the owned patches) from a file of :meth:`save`,
-        checked against the grids and l. Rank-local.
+        checked against the grids and l. ``family``: the coefficient family of the problem, or
+        a function of the file's metadata giving it (default: the built-in family the file
+        names; required for operators fitted to given samples,
+        :func:`~dolfinx_lod.samples.params_family`). Rank-local.
 
         Raises:
             InputError: ``path`` is not an operator file, or it was fitted for another problem.
@@ -190,12 +201,20 @@ class LearnedOperators(_BatchedMLP):
             raise
         except Exception as e:  # truncated, empty, not a torch file, another format
             raise InputError(f"not a dolfinx_lod operator file: {path} ({brief(e)})") from e
-        family = make_family(meta["family"], grids.fine, grids.domain)
-        for key, value in problem_metadata(grids, layers, family).items():
-            if meta.get(key) != value:
+        if callable(family):
+            family = family(meta)
+        if family is None:
+            if meta.get("given_samples"):
                 raise InputError(
-                    f"{path} does not match the problem: {key} is {meta.get(key)!r} there but "
-                    f"{value!r} here"
+                    f"{path} was fitted to given samples ({meta['family']!r}): give their "
+                    "coefficients and parameters (CLI: --coefficients with --params)"
+                )
+            family = make_family(meta["family"], grids.fine, grids.domain)
+        for key, value in problem_metadata(grids, layers, family).items():
+            mine = meta.get(key, LEGACY_PROBLEM.get(key))
+            if mine != value:
+                raise InputError(
+                    f"{path} does not match the problem: {key} is {mine!r} there but {value!r} here"
                 )
         position = {c: i for i, c in enumerate(data["cells"])}
         rows = torch.as_tensor([position[int(c)] for c in cells], dtype=torch.int64)
@@ -203,7 +222,7 @@ class LearnedOperators(_BatchedMLP):
             cells,
             [data["sizes"][i] for i in rows],
             family,
-            max_patch_vertices(grids.coarse, layers, grids.dim),
+            max_patch_vertices(grids.coarse_sizes, layers, grids.dim),
             meta["width"],
             meta["depth"],
             grids.dim,
@@ -228,9 +247,9 @@ def fit_operators(
     networks do not depend on the number of ranks."""
     samples = operator_samples(basis, family, params)
     g = basis.grids
-    sizes = [len(p.coarse_vertex_keys(g.coarse)) for p in basis.patches]
+    sizes = [len(p.coarse_vertex_keys(g.coarse_sizes)) for p in basis.patches]
     cells = [p.cell for p in basis.patches]
-    size = max_patch_vertices(g.coarse, basis.layers, g.dim)
+    size = max_patch_vertices(g.coarse_sizes, basis.layers, g.dim)
     nets = LearnedOperators(cells, sizes, family, size, width, depth, g.dim, seed)
     errors = nets.fit(params, samples, epochs=epochs)
     total = g.comm.allreduce(float(errors.sum()))
@@ -294,6 +313,7 @@ def train_operators(
         "samples": samples,
         "epochs": epochs,
         "capacity": 1.0,
+        "given_samples": isinstance(family, ParamsFamily),
     }
     report = {
         "metadata": metadata,

@@ -41,15 +41,26 @@ def scale_parameters(family: Family, params: npt.ArrayLike) -> torch.Tensor:
     return torch.tensor(2 * (p - low) / (high - low) - 1, dtype=torch.float32)
 
 
+#: Values of problem keys that models written before the key existed were made for.
+LEGACY_PROBLEM = {"neumann": []}
+
+
+def counts_key(counts: Sequence[int]) -> int | list[int]:
+    """Cell counts as recorded: one number when equal in every direction, else the list."""
+    return int(counts[0]) if len(set(counts)) == 1 else [int(c) for c in counts]
+
+
 def problem_metadata(
     grids: NestedGrids, layers: int, family: Family | None = None
 ) -> dict[str, Any]:
-    """What a model must match to be used for a problem: the grids and l, and for networks
-    conditioned on p (``family`` given) the family and its parameter box."""
+    """What a model must match to be used for a problem: the grids (cell counts: one number
+    when equal in every direction), the Neumann sides and l, and for networks conditioned on p
+    (``family`` given) the family and its parameter box."""
     grid = {
         "domain": [list(map(float, c)) for c in grids.domain],
-        "n": grids.fine,
-        "NH": grids.coarse,
+        "n": counts_key(grids.fine_cells),
+        "NH": counts_key(grids.coarse_cells),
+        "neumann": sorted(grids.neumann),
         "l": layers,
     }
     if family is None:
@@ -158,10 +169,11 @@ class TrainedModel:
         family too for a p-conditioned model when ``family`` is given)."""
         family = None if self.needs_coefficient else family
         for key, value in problem_metadata(grids, layers, family).items():
-            if self.metadata.get(key) != value:
+            mine = self.metadata.get(key, LEGACY_PROBLEM.get(key))
+            if mine != value:
                 raise ValueError(
-                    f"model does not match the problem: {key} is {self.metadata.get(key)!r} in "
-                    f"the model but {value!r} here"
+                    f"model does not match the problem: {key} is {mine!r} in the model but "
+                    f"{value!r} here"
                 )
 
 

@@ -17,7 +17,7 @@ from mpi4py import MPI
 
 import dolfinx_lod
 from dolfinx_lod.basis import MultiscaleBasis
-from dolfinx_lod.coefficients import Family, SampleFamily
+from dolfinx_lod.coefficients import Family
 from dolfinx_lod.grids import NestedGrids, corner_bits, lattice_index, lattice_keys
 from dolfinx_lod.io import OutputSet, write_json
 from dolfinx_lod.neural.checkpoints import checkpoint_pattern, commit_file, read_checkpoint
@@ -31,26 +31,30 @@ from dolfinx_lod.neural.provider import (
     NearestCorrectors,
     TrainedModel,
     compare_providers,
+    counts_key,
     problem_metadata,
     scale_parameters,
 )
+from dolfinx_lod.neural.solutions import judge_by_solution, solution_errors
 from dolfinx_lod.neural.trainer import DeepRitzTrainer
 from dolfinx_lod.parallel import InputError, OutputError, collective, validate
+from dolfinx_lod.samples import SampleFamily
 
 
 def patch_dimension(grids: NestedGrids, layers: int) -> int:
     """Interior fine vertices of the largest patch N^l(T): an upper bound of the number of
     independent corrector values, so of useful patch modes Q."""
-    w = min(2 * layers + 1, grids.coarse)
-    return (w * grids.r - 1) ** grids.dim
+    w = np.minimum(2 * layers + 1, grids.coarse_sizes)
+    return int(np.prod(w * grids.refinement - 1))
 
 
 def check_network_size(
     settings: TrainingSettings, grids: NestedGrids, layers: int, family: Family
 ) -> None:
     """Raise ``InputError`` if the reduced networks ask for more patch modes than a patch has
-    dimensions, or if networks conditioned on p are to be trained on given fields (their
-    index is no parameter). Rank-local (the same result on every rank)."""
+    dimensions, if networks conditioned on p are to be trained on given fields (their
+    index is no parameter), or if the coefficient-aware network cannot serve the grids (it is
+    2D, on square fine cells). Rank-local (the same result on every rank)."""
     arch = NETWORKS[settings.architecture]
     if isinstance(family, SampleFamily) and not arch.cls.needs_coefficient:
         raise InputError(
@@ -58,12 +62,26 @@ def check_network_size(
             "family parameter p, which given fields do not have; use --network cnn:WxD or "
             "--family"
         )
+    if arch.cls.needs_coefficient:
+        h = grids.h
+        if grids.dim != 2:
+            raise InputError(
+                f"--network {settings.architecture}: the coefficient-aware network is 2D; the "
+                f"grids are {grids.dim}D"
+            )
+        if not np.allclose(h, h[0], rtol=1e-12) or len(set(grids.refinement)) > 1:
+            raise InputError(
+                f"--domain/--coarse/--fine: the coefficient-aware network needs square fine "
+                f"cells and the same H/h in every direction; got h = {h.tolist()}, H/h = "
+                f"{grids.refinement.tolist()}"
+            )
     dim = patch_dimension(grids, layers)
     if arch.modes and settings.modes > dim:
         raise InputError(
             f"--network reduced:Q:...: Q ({settings.modes}) patch modes exceed the patch "
             f"dimension {dim} (interior fine vertices of the largest patch for n = "
-            f"{grids.fine}, NH = {grids.coarse}, l = {layers}); allowed: 1 <= Q <= {dim}"
+            f"{counts_key(grids.fine_cells)}, NH = {counts_key(grids.coarse_cells)}, l = "
+            f"{layers}); allowed: 1 <= Q <= {dim}"
         )
 
 
@@ -229,7 +247,7 @@ def train(
 ) -> TrainedModel:
     """Train the corrector networks of every patch N^l(T) on ``samples`` training parameters
     p_k of ``family`` (a parametrized family, or given coefficient fields:
-    :func:`~dolfinx_lod.coefficients.sample_family`, then a coefficient-aware network) and
+    :func:`~dolfinx_lod.samples.sample_family`, then a coefficient-aware network) and
     return the model (the networks of the best validation energy where there is one). Writes
     nothing but the checkpoints into ``checkpoint`` if given. Collective.
 
@@ -287,32 +305,37 @@ def evaluate_model(
     test_p: npt.NDArray[np.float64],
 ) -> dict[str, Any]:
     """Basis errors of ``model`` on the training parameters and on ``test_p`` of
-    ``test_family`` against the classical correctors, the baselines' errors there, and the
-    online time of one basis update (classical and learned). Collective."""
+    ``test_family`` against the classical correctors; on ``test_p`` the LOD-ANN solution
+    (f = 1) against the classical LOD solution and the fine FEM, the baselines' errors there
+    and the verdict by the solution (:func:`~dolfinx_lod.neural.solutions.judge_by_solution`);
+    the online time of one basis update (classical and learned). Collective."""
     learned = LearnedCorrectors(model, family, grids.r)
     train_p = run.train_params
     errors_train = compare_providers(grids, layers, family, train_p, {"learned": learned})
     providers = {"learned": learned, **baselines(run.basis, run.batch, family, train_p)}
-    errors_test = compare_providers(grids, layers, test_family, test_p, providers)
+    test = solution_errors(grids, layers, test_family, test_p, providers)
     online = {
         "classical": _online_seconds(grids, layers, test_family, None, test_p[0]),
         "learned": _online_seconds(grids, layers, test_family, learned, test_p[0]),
     }
+    errors_test = test["basis"]
     learned_err = errors_test["learned"]["energy"]
-    beaten = {k: bool(learned_err < v["energy"]) for k, v in errors_test.items() if k != "learned"}
+    basis_beaten = {
+        k: bool(learned_err < v["energy"]) for k, v in errors_test.items() if k != "learned"
+    }
     return {
         "basis_error_train": errors_train["learned"]["energy"],
         "basis_error_train_nodal": errors_train["learned"]["nodal"],
         "basis_error_test": learned_err,
         "basis_error_test_nodal": errors_test["learned"]["nodal"],
         "baseline_errors_test": {k: v for k, v in errors_test.items() if k != "learned"},
-        "beats_baselines": beaten,
-        "note": (
-            "the learned correctors beat every baseline"
-            if all(beaten.values())
-            else "the learned correctors do NOT beat every baseline: "
-            + ", ".join(k for k, v in beaten.items() if not v)
-        ),
+        "basis_beats_baselines": basis_beaten,
+        "solution_error_test": test["vs_classical"]["learned"],
+        "baseline_solution_errors_test": {
+            k: v for k, v in test["vs_classical"].items() if k != "learned"
+        },
+        "solution_error_fine_test": test["vs_fine"],
+        **judge_by_solution(test),
         "online_basis_seconds": online,
         "online_speedup": online["classical"] / online["learned"],
     }
@@ -372,8 +395,10 @@ def train_and_evaluate(
             "command": "train",
             "family": family.name,
             "test_family": test_family.name,
-            "n": grids.fine,
-            "NH": grids.coarse,
+            "n": counts_key(grids.fine_cells),
+            "NH": counts_key(grids.coarse_cells),
+            "domain": [list(map(float, c)) for c in grids.domain],
+            "neumann": sorted(grids.neumann),
             "l": layers,
             "ranks": comm.size,
             "samples": samples,

@@ -1,0 +1,112 @@
+"""Benchmark: LOD-ANN on binary high-contrast inclusion fields, judged by the solution.
+
+Run by hand (one rank; under the shared lock), e.g.
+
+    flock /tmp/heavy.lock python -m bench run inclusions -- --contrast 100 \\
+        [--options "TRAIN OPTIONS"]
+
+Draws ``--train`` + ``--test`` fields of random elliptic inclusions (4 to 9 per field, semi-axes
+0.03 to 0.12, value ``--contrast``, matrix 1) on ``--fine`` x ``--fine`` cells, trains with
+``dolfinx-lod train --coefficients`` (the defaults, or the ``--options``) on
+(1/``--coarse``, 1/``--fine``, ``--layers``) and records from its summary.json the LOD-ANN
+solution (f = 1) against the classical LOD and against the fine FEM on the held-out fields,
+the classical LOD's and the baselines' own errors, the basis errors, the epochs and the
+training time, with the exact command. A row replaces the earlier one of the same name
+(contrast and options).
+"""
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from harness import provenance
+
+from dolfinx_lod.io import write_json
+
+
+def inclusions(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
+    """``count`` n x n fields: ``contrast`` in 4 to 9 random ellipses, 1 elsewhere."""
+    rng = np.random.default_rng(seed)
+    c = (np.arange(n) + 0.5) / n
+    X, Y = np.meshgrid(c, c)
+    out = np.ones((count, n, n))
+    for k in range(count):
+        for _ in range(rng.integers(4, 10)):
+            x0, y0 = rng.uniform(0, 1, 2)
+            rx, ry = rng.uniform(0.03, 0.12, 2)
+            th = rng.uniform(0, np.pi)
+            u = (X - x0) * np.cos(th) + (Y - y0) * np.sin(th)
+            v = -(X - x0) * np.sin(th) + (Y - y0) * np.cos(th)
+            out[k][(u / rx) ** 2 + (v / ry) ** 2 <= 1] = contrast
+    return out
+
+
+def row(summary: dict) -> dict:
+    """The numbers of one run (mean over the held-out fields, energy norm unless named)."""
+    fine = summary["solution_error_fine_test"]
+    return {
+        "lod_ann_vs_classical": summary["solution_error_test"],
+        "vs_fine": {k: v["energy"]["mean"] for k, v in fine.items()},
+        "vs_fine_l2": {k: v["l2"]["mean"] for k, v in fine.items()},
+        "ratio_to_classical": summary["worse_than_classical"],
+        "baselines_vs_classical": {
+            k: v["energy"]["mean"] for k, v in summary["baseline_solution_errors_test"].items()
+        },
+        "basis_error_test": summary["basis_error_test"],
+        "basis_error_train": summary["basis_error_train"],
+        "baseline_basis_errors": {
+            k: v["energy"] for k, v in summary["baseline_errors_test"].items()
+        },
+        "epochs": summary["epochs"],
+        "train_seconds": summary["train_seconds"],
+        "uses_corrector_data": summary["uses_corrector_data"],
+        "settings": summary["settings"],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--contrast", type=float, default=100.0)
+    p.add_argument("--fine", type=int, default=36)
+    p.add_argument("--coarse", type=int, default=6)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--train", type=int, default=24, help="training fields (24)")
+    p.add_argument("--test", type=int, default=6, help="held-out fields (6)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--options", default="", help="train options beside the defaults")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    extra = shlex.split(args.options)
+    from dolfinx_lod.cli import main as cli
+
+    fields = inclusions(args.fine, args.train + args.test, args.contrast, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "train.npy", fields[: args.train])
+        np.save(Path(tmp) / "test.npy", fields[args.train :])
+        command = ["train", "--coefficients", f"{tmp}/train.npy", "--test-coefficients"]
+        command += [f"{tmp}/test.npy", "--coarse", str(args.coarse), "--fine", str(args.fine)]
+        command += ["--layers", str(args.layers), *extra, "--out", f"{tmp}/run"]
+        t0 = time.perf_counter()
+        if cli(command) != 0:
+            raise SystemExit("train failed")
+        wall = time.perf_counter() - t0
+        summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
+    name = f"contrast {args.contrast:g}" + (f" {' '.join(extra)}" if extra else "")
+    result = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
+    result["runs"][name] = {
+        **row(summary),
+        "wall_seconds": wall,
+        "problem": {k: getattr(args, k) for k in ("fine", "coarse", "layers", "train", "test")},
+        "provenance": provenance(["python", "bench/bench_inclusions.py", *sys.argv[1:]], 1),
+    }
+    write_json(args.out, result)
+    print(name, json.dumps({k: result["runs"][name][k] for k in ("vs_fine", "epochs")}))
+
+
+if __name__ == "__main__":
+    main()

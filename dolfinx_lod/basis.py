@@ -23,16 +23,12 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from dolfinx_lod.coefficients import CoefficientLike, owned_coefficient_values
-from dolfinx_lod.correctors import (
-    PATCH_OPTIONS_PREFIX,
-    ClassicalCorrectors,
-    CorrectorProvider,
-    PatchProblem,
-)
+from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
 from dolfinx_lod.grids import NestedGrids, lattice_coordinates
 from dolfinx_lod.indicators import CoefficientIndicator
 from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.parallel import NumericalError, PETScResource, collective, fetch, validate
+from dolfinx_lod.patch_problem import PATCH_OPTIONS_PREFIX, PatchProblem
 from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
 from dolfinx_lod.updates import (  # noqa: F401  (public names of this module)
     INDICATORS,
@@ -75,7 +71,7 @@ class MultiscaleBasis(PETScResource):
         progress: Show a progress bar (rank 0) while correctors are computed.
         capacity: With a capacity c (number, array, callable or DG0 Function), every update
             also computes the Petrov–Galerkin local operators (K_T, M_T) of each patch
-            (:meth:`~dolfinx_lod.correctors.PatchProblem.local_operators`, or the provider's
+            (:meth:`~dolfinx_lod.patch_problem.PatchProblem.local_operators`, or the provider's
             own ``local_operators(patches, p)``, e.g.
             :class:`~dolfinx_lod.neural.operators.OperatorProvider`), kept in ``operators`` for
             :class:`~dolfinx_lod.lod.LocalAssembly`. B is assembled only when asked for

@@ -192,7 +192,7 @@ def element_weights(grids: NestedGrids, keys: npt.NDArray[np.int64], cell: int) 
 def boundary_correctors(basis: Any, a: dolfinx.fem.Function, R: PETSc.Vec) -> PETSc.Vec:
     """Q R = sum_T Q_T(w_T R): the fine-scale correctors of a load vector R supported next to
     the boundary (fluxes, the Dirichlet remainder), one patch solve per coarse cell T where
-    w_T R != 0 (:meth:`~dolfinx_lod.correctors.PatchProblem.solve_load`), with the classical
+    w_T R != 0 (:meth:`~dolfinx_lod.patch_problem.PatchProblem.solve_load`), with the classical
     patch problems of ``basis`` (a :class:`~dolfinx_lod.basis.MultiscaleBasis`). Collective."""
     g = basis.grids
     a_patches = basis.patch_coefficients(a)

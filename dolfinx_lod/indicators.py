@@ -9,7 +9,7 @@ For a patch N^l(T) whose correctors C_T were computed for a_ref and a new coeffi
                                 / ||a_ref^{1/2} grad w||^2_T,
 
 mu_T' computed once with the correctors (:meth:`CoefficientIndicator.recomputed`). e_T bounds
-the corrector-based indicator of :meth:`dolfinx_lod.correctors.PatchProblem.indicator` and so
+the corrector-based indicator of :meth:`dolfinx_lod.patch_problem.PatchProblem.indicator` and so
 the change of the correctors: ||a^{1/2} grad (C_T^a - C_T^{a_ref}) w|| <= e_T ||a^{1/2} grad w||_T
 (the norm over the patch). Between recomputations only the coefficient is read: per step a
 few vector operations on the patch cells of the coarse cells where a changed since the last

@@ -1,6 +1,6 @@
 """Basis update strategies: which owned patches a :class:`~dolfinx_lod.basis.MultiscaleBasis`
 update recomputes (:class:`FullUpdate`, :class:`SelectiveUpdate` with the error indicators of
-:mod:`dolfinx_lod.indicators` or :meth:`dolfinx_lod.correctors.PatchProblem.indicator`)."""
+:mod:`dolfinx_lod.indicators` or :meth:`dolfinx_lod.patch_problem.PatchProblem.indicator`)."""
 
 from __future__ import annotations
 

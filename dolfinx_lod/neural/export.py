@@ -13,7 +13,7 @@ local vertex order and padded to the largest patch (N vertices, m constraints),
   coefficient-aware networks,
 - optionally the classical correctors C(p_k) (G, K, N, 2^d) as reference (d = 2, 3).
 
-All of it comes from :meth:`dolfinx_lod.correctors.PatchProblem.system` (DOLFINx); nothing is
+All of it comes from :meth:`dolfinx_lod.patch_problem.PatchProblem.system` (DOLFINx); nothing is
 assembled in torch. Padding vertices carry zero data and sit at (0, 0), where the localization
 (and, for the reduced networks, the zero rows of V_T) make the outputs vanish.
 """

@@ -1,7 +1,7 @@
 """Learned Petrov–Galerkin local operators (operator compression): networks p -> (K_T, M_T).
 
 For a coefficient family a(x, p), each patch's local operators (K_T(p), M_T(p)) (see
-:meth:`dolfinx_lod.correctors.PatchProblem.local_operators`) are a small, smooth map of p:
+:meth:`dolfinx_lod.patch_problem.PatchProblem.local_operators`) are a small, smooth map of p:
 prod_k (w_k + 1) x 2^d numbers each. :class:`LearnedOperators` fits one MLP per owned patch to
 them by least squares at training parameters (Kröpfl, Maier, Peterseim, *Operator compression
 with deep neural networks*, 2022: learn the local coarse contributions instead of

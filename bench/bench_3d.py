@@ -27,7 +27,8 @@ from mpi4py import MPI
 import dolfinx_lod as dl
 from dolfinx_lod.grids import unit_box
 from dolfinx_lod.io import write_json
-from dolfinx_lod.lod import FineSystem, coarse_matrix, coarse_rhs, fine_solver, solve_coarse
+from dolfinx_lod.lod import FineSystem, coarse_matrix, coarse_rhs
+from dolfinx_lod.solvers import fine_solver, solve_coarse
 
 SIZES = {"4-16-1": (4, 16, 1), "8-32-1": (8, 32, 1), "8-64-1": (8, 64, 1)}
 TAU = 0.01

@@ -25,8 +25,9 @@ from dolfinx_lod.boundary import BoundaryData
 from dolfinx_lod.coefficients import random_coefficient
 from dolfinx_lod.grids import unit_box
 from dolfinx_lod.io import write_json
-from dolfinx_lod.lod import FineSystem, coarse_matrix, coarse_rhs, solve_coarse
+from dolfinx_lod.lod import FineSystem, coarse_matrix, coarse_rhs
 from dolfinx_lod.norms import free_stiffness
+from dolfinx_lod.solvers import solve_coarse
 
 SIZES = {2: (8, 64, (1, 2, 3)), 3: (4, 16, (1, 2))}
 

@@ -13,9 +13,10 @@ bootstrap()  # dolfinx_solver first where the PyPI wheel is installed, then DOLF
 from dolfinx_lod.basis import MultiscaleBasis  # noqa: E402
 from dolfinx_lod.coefficients import coefficient_function  # noqa: E402
 from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider  # noqa: E402
-from dolfinx_lod.grids import NestedGrids, create_nested_grids, nested_grids_from_mesh  # noqa: E402
+from dolfinx_lod.grids import NestedGrids, create_nested_grids  # noqa: E402
 from dolfinx_lod.io import write_vtx  # noqa: E402
 from dolfinx_lod.lod import EllipticSolution, FineSystem, solve_elliptic  # noqa: E402
+from dolfinx_lod.user_mesh import nested_grids_from_mesh  # noqa: E402
 
 try:
     __version__ = version("dolfinx_lod")

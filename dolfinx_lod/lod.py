@@ -29,6 +29,7 @@ from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.inputs import source_function, validate_source  # noqa: F401  (public here too)
 from dolfinx_lod.norms import free_stiffness, relative_errors
 from dolfinx_lod.parallel import PETScResource, validate
+from dolfinx_lod.solvers import fine_solver, solve_checked, solve_coarse
 
 METHODS = ("galerkin", "petrov-galerkin")
 
@@ -264,52 +265,6 @@ def coarse_rhs(grids: NestedGrids, test: PETSc.Mat, F: PETSc.Vec) -> PETSc.Vec:
     b.setValues(coarse_boundary_rows(grids), np.zeros(coarse_boundary_rows(grids).size))
     b.assemble()
     return b
-
-
-def fine_solver(
-    A: PETSc.Mat, rtol: float = 1e-12, petsc_options_prefix: str = "lod_fine_"
-) -> PETSc.KSP:
-    """CG + GAMG for an SPD fine matrix; options from the database with
-    ``petsc_options_prefix`` override these defaults. The caller owns the KSP. Collective."""
-    ksp = PETSc.KSP().create(A.getComm())
-    ksp.setOptionsPrefix(petsc_options_prefix)
-    ksp.setOperators(A)
-    ksp.setType("cg")
-    ksp.getPC().setType("gamg")
-    ksp.setTolerances(rtol=rtol, atol=0.0, max_it=10000)
-    ksp.setFromOptions()
-    return ksp
-
-
-def coarse_solver(K: PETSc.Mat, petsc_options_prefix: str = "lod_coarse_") -> PETSc.KSP:
-    """Direct solver (MUMPS LU) for the small coarse matrix; options from the database with
-    ``petsc_options_prefix`` override these defaults. The caller owns the KSP. Collective."""
-    ksp = PETSc.KSP().create(K.getComm())
-    ksp.setOptionsPrefix(petsc_options_prefix)
-    ksp.setOperators(K)
-    ksp.setType("preonly")
-    ksp.getPC().setType("lu")
-    ksp.getPC().setFactorSolverType("mumps")
-    ksp.setFromOptions()
-    return ksp
-
-
-def solve_checked(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
-    """ksp.solve(b, x), raising RuntimeError (on all ranks) if it did not converge."""
-    ksp.solve(b, x)
-    if ksp.getConvergedReason() <= 0:
-        raise RuntimeError(
-            f"{ksp.getOptionsPrefix()} solver did not converge (reason {ksp.getConvergedReason()})"
-        )
-
-
-def solve_coarse(K: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
-    """Solve the coarse system K U = b with :func:`coarse_solver`. Collective."""
-    ksp = coarse_solver(K)
-    U = K.createVecRight()
-    solve_checked(ksp, b, U)
-    ksp.destroy()
-    return U
 
 
 def galerkin_solution(

@@ -36,16 +36,13 @@ from dolfinx_lod.lod import (
     LocalAssembly,
     coarse_boundary_rows,
     coarse_matrix,
-    coarse_solver,
-    fine_solver,
-    solve_checked,
-    solve_coarse,
     to_function,
     validate_method,
 )
 from dolfinx_lod.norms import free_stiffness
 from dolfinx_lod.parallel import PETScResource, validate
 from dolfinx_lod.schedule import Source, StepCoefficient, capacity_function, initial_value
+from dolfinx_lod.solvers import coarse_solver, fine_solver, solve_checked, solve_coarse
 from dolfinx_lod.updates import DEFAULT_TOL
 
 UPDATES = ("full", "selective")

@@ -6,8 +6,9 @@ from conftest import rough_coefficient
 from petsc4py import PETSc
 
 import dolfinx_lod as dl
-from dolfinx_lod.lod import FineSystem, coarse_matrix, fine_solver, solve_checked
+from dolfinx_lod.lod import FineSystem, coarse_matrix
 from dolfinx_lod.schedule import CoefficientSchedule, StepCoefficient
+from dolfinx_lod.solvers import fine_solver, solve_checked
 from dolfinx_lod.steppers import FEMStepper, GalerkinStepper
 
 pytestmark = pytest.mark.mpi

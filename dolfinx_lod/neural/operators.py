@@ -91,6 +91,8 @@ class LearnedOperators(_BatchedMLP):
         dim: Space dimension d.
         seed: The network of cell T is initialized from the seed (``seed``, T): the networks,
             and so the fit, do not depend on which rank owns T.
+        outputs: Outputs per network (default 2 N_max 2^d: all entries of [K_T; M_T]; fewer
+            for coordinates in a reduced space, :mod:`~dolfinx_lod.neural.reduced_operators`).
     """
 
     def __init__(
@@ -103,9 +105,10 @@ class LearnedOperators(_BatchedMLP):
         depth: int = 3,
         dim: int = 2,
         seed: int = 0,
+        outputs: int | None = None,
     ):
         self.size, self.corners = size, 2**dim
-        outputs = 2 * self.size * self.corners
+        outputs = outputs or 2 * self.size * self.corners
         seeds = [seed * 1_000_003 + int(c) for c in cells]
         super().__init__(len(cells), family.num_params, outputs, width, depth, seeds)
         self.family = family

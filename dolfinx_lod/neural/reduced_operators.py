@@ -245,7 +245,7 @@ class ReducedOperators:
         info = {"modes": float(np.mean(kept)) if kept else 0.0}
         if self.regressor == "mlp":
             self.net = self._network(Z.shape[2])
-            loss = self.net.fit(params, Z.transpose(1, 0, 2), self.network[2])
+            loss = self.net.fit(params, Z.transpose(1, 0, 2), self.network[2], blocks=2)
             return {**info, "loss": float(loss.mean()) if loss.size else 0.0}
         t = scaled(self.family, params)
         degree, loo = choose_degree(t, Z.reshape(len(t), -1), self.max_degree)
@@ -279,13 +279,17 @@ class ReducedOperators:
 
     def save(self, comm: MPI.Comm, path: str | Path, metadata: dict[str, Any]) -> None:
         """Gather the fits of all ranks (sorted by cell T) and write them with ``metadata``
-        atomically (rank 0). Collective."""
+        atomically (rank 0); read by :func:`~dolfinx_lod.neural.operators.load_operators`.
+        Collective."""
         import torch
 
-        parts = comm.allgather((self.cells, self.sizes, self.mean, self.V, self.C))
-        cells = np.concatenate([c for c, *_ in parts])
+        state = {"mean": self.mean, "V": self.V, "C": self.C}
+        if self.net is not None:
+            state.update({f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()})
+        parts = comm.allgather((self.cells, self.sizes, state))
+        cells = np.concatenate([c for c, _, _ in parts])
         order = np.argsort(cells)
-        stack = [np.concatenate([part[k] for part in parts])[order] for k in (2, 3, 4)]
+        sizes = [s for _, ss, _ in parts for s in ss]
         data = {
             "format": FORMAT,
             "metadata": {
@@ -293,13 +297,17 @@ class ReducedOperators:
                 "modes": self.modes,
                 "max_degree": self.max_degree,
                 "exact_element": self.exact_element,
+                "regressor": self.regressor,
+                "network": list(self.network),
             },
             "cells": cells[order].tolist(),
-            "sizes": [s for _, ss, *_ in parts for s in ss],
+            "sizes": [sizes[i] for i in order],
             "terms": torch.as_tensor(self.terms),
-            "state": {k: torch.as_tensor(v) for k, v in zip(("mean", "V", "C"), stack)},
+            "state": {
+                k: torch.as_tensor(np.concatenate([st[k] for _, _, st in parts])[order])
+                for k in state
+            },
         }
-        data["sizes"] = [data["sizes"][i] for i in order]
         if comm.rank == 0:
             write_atomic(path, lambda f: torch.save(data, f))
 
@@ -327,9 +335,14 @@ class ReducedOperators:
             meta["modes"],
             meta["max_degree"],
             meta["exact_element"],
+            meta["regressor"],
+            tuple(meta["network"]),
         )
-        state = {k: v.double().numpy()[rows] for k, v in data["state"].items()}
-        out.mean, out.V, out.C = state["mean"], state["V"], state["C"]
+        state = {k: v[rows] for k, v in data["state"].items()}
+        out.mean, out.V, out.C = (state[k].double().numpy() for k in ("mean", "V", "C"))
         out.terms = data["terms"].numpy().astype(np.int64)
+        if out.regressor == "mlp":
+            out.net = out._network(out.V.shape[2])
+            out.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
         out.metadata = meta
         return out

@@ -301,16 +301,23 @@ def operator_errors(
     basis: MultiscaleBasis, learned: OperatorProvider, family: Family, params: npt.NDArray
 ) -> dict[str, float]:
     """Relative Frobenius error of the learned local operators against the classical ones of
-    ``basis`` (built with a capacity, classical provider) over all patches and ``params``:
-    {"K": ||K~ - K||_F / ||K||_F, "M": likewise}. Collective."""
+    ``basis`` (built with a capacity, classical provider) over all patches and ``params``, on
+    the entries the coarse system uses (:func:`~dolfinx_lod.neural.reduced_operators.
+    kept_entries`): {"K": ||K~ - K||_F / ||K||_F, "M": likewise}. Collective."""
+    from dolfinx_lod.neural.reduced_operators import kept_entries
+
+    g = basis.grids
+    size, corners = max_patch_vertices(g.coarse_sizes, basis.layers, g.dim), 2**g.dim
+    kept = kept_entries(g, basis.patches, size)
     sums = np.zeros(4)  # ||dK||^2, ||K||^2, ||dM||^2, ||M||^2
     for p in params:
         basis.update(family.a, p, assemble=False)
-        ops = learned.local_operators(basis.patches, p)
-        for (K, M), (K_ref, M_ref) in zip(ops, basis.operators, strict=True):
-            for k, (X, X_ref) in enumerate(((K, K_ref), (M, M_ref))):
-                sums[2 * k : 2 * k + 2] += ((X - X_ref) ** 2).sum(), (X_ref**2).sum()
-    sums = basis.grids.comm.allreduce(sums)
+        X = pack_operators(learned.local_operators(basis.patches, p), size, corners) * kept
+        X_ref = pack_operators(basis.operators, size, corners) * kept
+        for k, part in enumerate((slice(0, size * corners), slice(size * corners, None))):
+            d, r = X[:, part] - X_ref[:, part], X_ref[:, part]
+            sums[2 * k : 2 * k + 2] += (d**2).sum(), (r**2).sum()
+    sums = g.comm.allreduce(sums)
     return {"K": float(np.sqrt(sums[0] / sums[1])), "M": float(np.sqrt(sums[2] / sums[3]))}
 
 

@@ -65,9 +65,24 @@ def element_weights(H: npt.ArrayLike, r: npt.ArrayLike) -> npt.NDArray[np.float6
     return W
 
 
+def kept_entries(grids: NestedGrids, patches: Sequence[Patch], size: int) -> npt.NDArray[np.bool_]:
+    """The entries of the padded operators [K_T; M_T] (G, 2 N_max 2^d) that the coarse system
+    uses: row i (patch vertex) and column j (corner of T) both off the Dirichlet sides (the
+    coarse system zeroes the rows and columns of the Dirichlet vertices) and not padding."""
+    corners = 2**grids.dim
+    dirichlet = grids.coarse_dirichlet_mask()
+    out = np.zeros((len(patches), 2, size, corners), dtype=bool)
+    for g, patch in enumerate(patches):
+        rows = ~dirichlet[patch.coarse_vertex_keys(grids.coarse_sizes)]
+        cols = ~dirichlet[patch.element_vertex_keys(grids.coarse_sizes)]
+        out[g, :, : rows.size] = rows[:, None] & cols[None, :]
+    return out.reshape(len(patches), -1)
+
+
 class ElementPart:
     """P_T(a) = sum_c a_c W_c of each patch's element T (:func:`element_weights`), placed in
-    the patch's rows of T's corners; needs only a at T's fine-cell midpoints. Rank-local.
+    the patch's rows of T's corners; needs only a at T's fine-cell midpoints. ``kept``: the
+    entries the coarse system uses (:func:`kept_entries`). Rank-local.
 
     Args:
         grids: The nested grids.
@@ -91,6 +106,7 @@ class ElementPart:
         self.cells = cells
         self.positions = np.array(pos, dtype=np.int64).reshape(len(patches), -1)
         self.outputs = 2 * size * self.corners
+        self.kept = kept_entries(grids, patches, size)
 
     def coefficient(self, family: Family, p: Any) -> npt.NDArray[np.float64]:
         """a(x, p) on T's fine cells, shape (G, prod r_k)."""
@@ -205,8 +221,9 @@ class ReducedOperators:
         self.C = np.zeros((len(self.cells), 1, 0))
 
     def targets(self, params: npt.NDArray, samples: npt.NDArray) -> npt.NDArray:
-        """What is fitted of the samples (G, K, 2 N_max 2^d): [(P_T - K_T) / s_T; M_T]."""
-        y = np.array(samples, dtype=np.float64)
+        """What is fitted of the samples (G, K, 2 N_max 2^d): [(P_T - K_T) / s_T; M_T] on the
+        entries the coarse system uses (zero elsewhere)."""
+        y = np.array(samples, dtype=np.float64) * self.element.kept[:, None]
         if not self.exact_element:
             return y
         half = self.size * self.corners
@@ -216,13 +233,13 @@ class ReducedOperators:
         return y
 
     def operators(self, p: Any, y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """The operators (G, 2 N_max 2^d) at p of fitted values y (:meth:`targets` layout)."""
-        if not self.exact_element:
-            return y
-        P, s = self.element.parts(self.family, p)
-        half = self.size * self.corners
-        y[:, :half] = P[:, :half] - s[:, None] * y[:, :half]
-        return y
+        """The operators (G, 2 N_max 2^d) at p of fitted values y (:meth:`targets` layout);
+        zero on the entries the coarse system does not use."""
+        if self.exact_element:
+            P, s = self.element.parts(self.family, p)
+            half = self.size * self.corners
+            y[:, :half] = P[:, :half] - s[:, None] * y[:, :half]
+        return y * self.element.kept
 
     def fit(self, params: npt.NDArray[np.float64], samples: npt.NDArray[np.float64]) -> dict:
         """Fit to the classical operators ``samples`` (G, K, 2 N_max 2^d, as

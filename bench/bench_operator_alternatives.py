@@ -17,8 +17,8 @@ first K training parameters:
 - ``mlp-pod-element``: one MLP per patch on the ``--modes`` POD coordinates per block of the
   corrector part, P_T exact (:class:`ReducedOperators`, regressor "mlp");
 - ``greedy-element``: poly-element on K parameters chosen greedily from the training pool:
-  each next one where the current fit and a fit one degree higher disagree most (no
-  classical operator of an unchosen parameter is used).
+  each next one of the largest prediction variance of the least-squares fit one degree above
+  the current one (no classical operator of an unchosen parameter is used).
 
 (mlp and mlp-element: K <= ``--mlp-samples`` only, their fit is the slowest; greedy: K below
 the pool.) Reported per fit: offline seconds (classical samples at K parameters + fit), the held-out
@@ -88,8 +88,7 @@ def greedy(reduced: ReducedOperators, pool: np.ndarray, samples: np.ndarray, K: 
     chosen = list(range(min(K, 2 ** pool.shape[1] + 1)))
     t = scaled(reduced.family, pool)
     while len(chosen) < K:
-        reduced.fit(pool[chosen], samples[:, chosen])
-        degree = int(reduced.terms.sum(axis=1).max()) + 1
+        degree = max(reduced.fit(pool[chosen], samples[:, chosen])["degree"], default=0) + 1
         terms = legendre_terms(pool.shape[1], degree)
         if len(terms) > len(chosen):
             terms = reduced.terms
@@ -126,7 +125,10 @@ def fit(kind, K, basis, family, size, train_p, y_train, modes) -> tuple:
             chosen = greedy(reduced, train_p, y_train, K)
             params, y = train_p[chosen], y_train[:, chosen]
             record["chosen"] = chosen
-        record.update(reduced.fit(params, y))
+        info = reduced.fit(params, y)
+        if "degree" in info:  # per patch: the mean
+            info = {k: float(np.mean(v)) if isinstance(v, list) else v for k, v in info.items()}
+        record.update(info)
         model = reduced
     record["fit_seconds"] = time.perf_counter() - t0
     return model, record

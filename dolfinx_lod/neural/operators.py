@@ -147,7 +147,7 @@ class LearnedOperators(_BatchedMLP):
             floor = (1e-6 * y.abs().amax(1, keepdim=True)).clamp_min(torch.finfo(y.dtype).tiny)
             spread = y.std(1, keepdim=True).clamp_min(floor)
             if blocks:
-                parts = spread.reshape(len(y), 1, blocks, -1)
+                parts = spread.reshape(len(y), 1, blocks, y.shape[2] // blocks)
                 spread = parts.amax(-1, keepdim=True).expand_as(parts).reshape(spread.shape)
             self.scale.copy_(spread)
         target = (y - self.offset) / self.scale
@@ -268,8 +268,8 @@ def fit_operators(
     exact element part, MLPs on ``modes`` POD coordinates per block, :class:`ReducedOperators`),
     "poly" (the same with Legendre least squares) or "mlp" (:class:`LearnedOperators` on all
     entries). Returns (fit, mean over all patches of the final normalized mean squared error;
-    "poly": the relative leave-one-out error of the chosen degree). Collective (the basis
-    updates); the fit does not depend on the number of ranks."""
+    "poly": of the relative leave-one-out error of each patch's chosen degree). Collective (the
+    basis updates); the fit does not depend on the number of ranks."""
     from dolfinx_lod.neural.reduced_operators import ElementPart, ReducedOperators
 
     if fit not in ("reduced", "poly", "mlp"):
@@ -291,9 +291,8 @@ def fit_operators(
         cells, sizes, family, size, element, modes, regressor=regressor, network=network, seed=seed
     )
     info = ops.fit(params, samples)
-    if fit == "poly":
-        return ops, info["loo_error"][info["degree"]]
-    total = g.comm.allreduce(info["loss"] * len(cells))
+    local = float(np.sum(info["loo_error"])) if fit == "poly" else info["loss"] * len(cells)
+    total = g.comm.allreduce(local)
     return ops, total / max(g.comm.allreduce(len(cells)), 1)
 
 

@@ -76,7 +76,7 @@ def kept_entries(grids: NestedGrids, patches: Sequence[Patch], size: int) -> npt
         rows = ~dirichlet[patch.coarse_vertex_keys(grids.coarse_sizes)]
         cols = ~dirichlet[patch.element_vertex_keys(grids.coarse_sizes)]
         out[g, :, : rows.size] = rows[:, None] & cols[None, :]
-    return out.reshape(len(patches), -1)
+    return out.reshape(len(patches), 2 * size * corners)
 
 
 class ElementPart:
@@ -104,7 +104,7 @@ class ElementPart:
             pos.append((rows[:, None] * self.corners + np.arange(self.corners)).ravel())
         self.x = np.hstack(x) if x else np.zeros((3, 0))
         self.cells = cells
-        self.positions = np.array(pos, dtype=np.int64).reshape(len(patches), -1)
+        self.positions = np.array(pos, dtype=np.int64).reshape(len(patches), self.corners**2)
         self.outputs = 2 * size * self.corners
         self.kept = kept_entries(grids, patches, size)
 
@@ -262,15 +262,23 @@ class ReducedOperators:
         info = {"modes": float(np.mean(kept)) if kept else 0.0}
         if self.regressor == "mlp":
             self.net = self._network(Z.shape[2])
+            if not len(Y):  # no patch on this rank
+                return {**info, "loss": 0.0}
             loss = self.net.fit(params, Z.transpose(1, 0, 2), self.network[2], blocks=2)
-            return {**info, "loss": float(loss.mean()) if loss.size else 0.0}
+            return {**info, "loss": float(loss.mean())}
+        # Per patch its own degree (the fit of a patch does not depend on the others).
         t = scaled(self.family, params)
-        degree, loo = choose_degree(t, Z.reshape(len(t), -1), self.max_degree)
-        self.terms = legendre_terms(self.family.num_params, degree)
+        self.terms = legendre_terms(self.family.num_params, self.max_degree)
         Phi = legendre_features(t, self.terms)
-        C = np.linalg.lstsq(Phi, Z.reshape(len(t), -1), rcond=None)[0]
-        self.C = C.reshape(len(self.terms), len(Y), -1).transpose(1, 0, 2)
-        return {**info, "degree": degree, "loo_error": loo}
+        self.C = np.zeros((len(Y), len(self.terms), Z.shape[2]))
+        degrees, loo = [], []
+        for g in range(len(Y)):
+            degree, errors = choose_degree(t, Z[:, g], self.max_degree)
+            use = self.terms.sum(axis=1) <= degree
+            self.C[g, use] = np.linalg.lstsq(Phi[:, use], Z[:, g], rcond=None)[0]
+            degrees.append(degree)
+            loo.append(errors[degree])
+        return {**info, "degree": degrees, "loo_error": loo}
 
     def _network(self, outputs: int) -> Any:
         """The "mlp" regressor's networks: p -> the ``outputs`` POD coordinates."""
@@ -285,7 +293,7 @@ class ReducedOperators:
     def coordinates(self, p: Any) -> npt.NDArray[np.float64]:
         """The fitted POD coordinates at p, shape (G, 2 q)."""
         if self.regressor == "mlp":
-            return self.net.evaluate(p)
+            return self.net.evaluate(p) if len(self.cells) else np.zeros((0, self.V.shape[2]))
         phi = legendre_features(scaled(self.family, self.family.check(p)), self.terms)[0]
         return np.einsum("t,gtq->gq", phi, self.C)
 

@@ -3,9 +3,9 @@ solution at T against the fine FEM beside the classical Petrov–Galerkin LOD.
 
     python -m bench run operator-alternatives
 
-Every patch's classical (K_T, M_T) at ``--train`` training parameters (the family's
-low-discrepancy points) and ``--test`` held-out ones; then each fit of ``--fits`` on the
-first K training parameters:
+Every patch's classical (K_T, M_T) at ``--train`` training parameters (the pool: the family's
+low-discrepancy points, for N_p = 1 a uniform grid) and ``--test`` held-out ones; then each fit
+on K of them (:func:`subset`, ``--samples``):
 
 - ``mlp``: one MLP per patch on all entries (:class:`LearnedOperators`, 32 x 3, 2000 epochs);
 - ``mlp-element``: the same MLPs on the corrector part only: P_T(a) computed exactly
@@ -81,11 +81,11 @@ class ElementMLP:
 
 
 def greedy(reduced: ReducedOperators, pool: np.ndarray, samples: np.ndarray, K: int) -> list:
-    """Indices of K pool parameters: the first 2^N_p + 1, then each next the candidate of the
-    largest prediction variance phi(p)^T (Phi^T Phi)^+ phi(p) of the least-squares fit one
+    """Indices of K pool parameters: 2^N_p + 1 of :func:`subset`, then each next the candidate
+    of the largest prediction variance phi(p)^T (Phi^T Phi)^+ phi(p) of the least-squares fit one
     degree above the one the chosen parameters' fit takes (the classical operators of a
     candidate are read only once it is chosen)."""
-    chosen = list(range(min(K, 2 ** pool.shape[1] + 1)))
+    chosen = subset(len(pool), min(K, 2 ** pool.shape[1] + 1), pool.shape[1]).tolist()
     t = scaled(reduced.family, pool)
     while len(chosen) < K:
         degree = max(reduced.fit(pool[chosen], samples[:, chosen])["degree"], default=0) + 1
@@ -100,6 +100,15 @@ def greedy(reduced: ReducedOperators, pool: np.ndarray, samples: np.ndarray, K: 
     return chosen
 
 
+def subset(pool: int, K: int, num_params: int) -> np.ndarray:
+    """The K training parameters taken from the pool: its first K (a low-discrepancy sequence
+    for N_p > 1, space-filling from the start), every (pool / K)-th for N_p = 1 (the pool is a
+    uniform grid there, whose first K would cover the start of the range only)."""
+    if num_params > 1:
+        return np.arange(K)
+    return np.unique(np.round(np.linspace(0, pool - 1, K)).astype(np.int64))
+
+
 def fit(kind, K, basis, family, size, train_p, y_train, modes) -> tuple:
     """The model of ``kind`` fitted to the first K parameters; (model, record)."""
     g = basis.grids
@@ -112,7 +121,8 @@ def fit(kind, K, basis, family, size, train_p, y_train, modes) -> tuple:
     reduced = ReducedOperators(
         cells, sizes, family, size, element, q, exact_element=exact, regressor=regressor
     )
-    params, y = train_p[:K], y_train[:, :K]
+    first = subset(len(train_p), K, family.num_params)
+    params, y = train_p[first], y_train[:, first]
     t0 = time.perf_counter()
     record: dict = {}
     if kind in ("mlp", "mlp-element"):

@@ -73,10 +73,10 @@ class ClassicalCorrectors(PETScResource):
     configuration (created on first use and kept).
 
     Owns the patch solvers' PETSc objects: release them with :meth:`destroy` or use the
-    provider as a context manager. The patch meshes, spaces and matrices and every live MUMPS
-    factorization hold duplicated MPI communicators (about 680 on one rank for l = 2 on 8 x 8
-    coarse cells; MPICH has 2048 per process, and MUMPS ignores a failed duplication and then
-    corrupts the heap), so every basis on the same grids uses one provider, :meth:`shared`.
+    provider as a context manager. The patch meshes, spaces and matrices hold duplicated MPI
+    communicators (about 430 on one rank for l = 2 on 8 x 8 coarse cells, and the live MUMPS
+    factorizations about five each: see :mod:`dolfinx_lod.patch_solver`; MPICH has 2048 per
+    process), so every basis on the same grids uses one provider, :meth:`shared`.
 
     Args:
         grids: Nested meshes.

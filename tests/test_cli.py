@@ -297,3 +297,19 @@ def test_parabolic_rectangle_with_an_insulated_side(tmp_path):
     u = np.load(out / "solution_final.npy")
     assert u.shape == (17, 33) and np.abs(u[0]).max() == 0.0  # bottom: u = 0
     assert np.abs(u[-1, 1:-1]).min() > 0.0  # top: insulated (its corners lie on left, right)
+
+
+def test_library_arguments_become_options():
+    """Library messages name arguments (`name`); the CLI prints the option that gives them,
+    per command, and leaves other quoted words alone."""
+    from dolfinx_lod.cli.app import build_parser
+    from dolfinx_lod.cli.options import as_options
+
+    parser = build_parser()
+    message = "give `p`; `params` of `stack`, see `grids`, `lr` and `Function`"
+    assert as_options(message, parser, "parabolic") == (
+        "give --params; --params of --coefficients, see --domain/--coarse/--fine, `lr` and "
+        "`Function`"
+    )
+    assert as_options("give `p`, smaller `lr`", parser, "elliptic") == "give --param, smaller `lr`"
+    assert as_options("a smaller `lr`, `resume`", parser, "train") == "a smaller --lr, --resume"

@@ -137,7 +137,7 @@ def test_out_is_the_working_folder(tmp_path, monkeypatch):
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
     for out, message in ((".", "the working folder"), ("..", "a folder above the working")):
-        with pytest.raises(OutputError, match=f"cannot write --out {out}: it is {message}"):
+        with pytest.raises(OutputError, match=f"cannot write `out` {out}: it is {message}"):
             write_set(Path(out))
     assert not list(tmp_path.glob(".*.tmp-*"))
 
@@ -154,7 +154,7 @@ def test_symlinked_out_is_followed(tmp_path):
     assert link.is_symlink() and sorted(files(target))[0] == "manifest.json"
     dangling = tmp_path / "dangling"
     dangling.symlink_to(tmp_path / "missing")
-    with pytest.raises(OutputError, match=f"--out {dangling}: it is a symbolic link to"):
+    with pytest.raises(OutputError, match=f"`out` {dangling}: it is a symbolic link to"):
         write_set(dangling)
     assert dangling.is_symlink() and not (tmp_path / "missing").exists()
 
@@ -164,7 +164,7 @@ def test_over_long_out(tmp_path):
     naming the option before any work."""
     write_set(tmp_path / ("x" * 255))
     long = tmp_path / ("y" * 300)
-    with pytest.raises(OutputError, match=f"--out {long}: the name is too long .300 bytes"):
+    with pytest.raises(OutputError, match=f"`out` {long}: the name is too long .300 bytes"):
         write_set(long)
 
 

@@ -259,7 +259,7 @@ def test_bad_settings():
 
     assert parse_network("mlp:128x8") == {"architecture": "mlp", "width": 128, "depth": 8}
     assert parse_network("cnn:32x6") == {"architecture": "cnn", "width": 32, "depth": 6}
-    with pytest.raises(ValueError, match="--network must be"):
+    with pytest.raises(ValueError, match="`network` must be"):
         parse_network("mlp:128")
 
 

@@ -2,19 +2,10 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from test_rank_invariance import mpirun
-
-CLI = [sys.executable, "-m", "dolfinx_lod.cli"]
-
-
-def run(args, ranks=None, check=True):
-    cmd = ([mpirun(), "-n", str(ranks)] if ranks else []) + CLI + [str(a) for a in args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=check)
+from helpers import run_cli as run
 
 
 @pytest.fixture(scope="module")

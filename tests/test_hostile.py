@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import mpirun, run_cli
+from helpers import run_mpi as run
 from mpi4py import MPI
-from test_cli_faults import run
-from test_rank_invariance import mpirun
 
 import dolfinx_lod as dl
 from dolfinx_lod import cli
@@ -344,16 +344,11 @@ def test_cli_input_files_named(tmp_path, capsys):
     assert code == 2 and "--params must be finite" in err
 
 
-def run_cli(args: list, ranks: int = 1) -> subprocess.CompletedProcess:
-    """``dolfinx-lod args`` under mpirun, killed after a time limit (a hang fails the test)."""
-    return run(["-m", "dolfinx_lod.cli", *args], ranks)
-
-
 def test_cli_fifo_input_is_refused(tmp_path):
     """--coefficient naming a FIFO blocked forever in open(); now exit 2 without opening it."""
     fifo = tmp_path / "A.npy"
     os.mkfifo(fifo)
-    res = run_cli(["elliptic", "--coefficient", fifo, *SIZES, "--out", tmp_path / "out"])
+    res = run_cli(["elliptic", "--coefficient", fifo, *SIZES, "--out", tmp_path / "out"], 1, False)
     assert res.returncode == 2, res.stderr
     assert f"error: --coefficient {fifo}: not a regular file (a FIFO)" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()

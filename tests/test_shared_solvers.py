@@ -6,13 +6,11 @@ coarse cells, or one 3D basis with l = 2 on 8^3, used to crash with ``free(): in
 pointer``: those cases run in a subprocess, so that a crash fails the test instead of ending
 pytest."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from helpers import run_mpi
 
 import dolfinx_lod as dl
 from dolfinx_lod import patch_solver
@@ -53,9 +51,7 @@ BASIS_3D = textwrap.dedent(
 
 def run(script: str) -> str:
     """Run ``script`` in a fresh serial Python process; its stdout (asserts exit code 0)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-c", script]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    res = run_mpi(["-c", script], ranks=None)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout
 

@@ -327,6 +327,9 @@ TABLES: dict[str, Callable[[], str]] = {
         "time-to-solution-32-512-2-2-indicators.json"
     ),
     "examples": examples_table,
+    "step-32-512-2-2-battery-reduced-s40": lambda: step_table(
+        "step-32-512-2-2-battery-reduced-s40.json"
+    ),
     "operator-alternatives-16-64-2": lambda: operator_alternatives_table(
         "operator-alternatives-16-64-2.json"
     ),

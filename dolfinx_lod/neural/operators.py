@@ -11,6 +11,10 @@ corrector provider: a :class:`~dolfinx_lod.basis.MultiscaleBasis` built with a c
 takes the operators from the networks, so a Petrov–Galerkin step of the
 :class:`~dolfinx_lod.timestepping.LODStepper` reads no coefficient and touches no fine-scale or
 patch data; the correctors are evaluated only when B is asked for (output steps).
+:func:`fit_operators` fits these networks (``fit="mlp"``) or, by default, the more accurate
+:class:`~dolfinx_lod.neural.reduced_operators.ReducedOperators` (exact element part from
+a(x, p) on T's fine cells, networks on POD coordinates of the rest); :meth:`LearnedOperators.
+load` reads either.
 
 Rank-local: each rank fits and evaluates the networks of the patches it owns.
 """

@@ -179,6 +179,24 @@ def solution_errors(g, layers, schedule, steps, family, models: dict) -> dict[st
     return out
 
 
+def classical_samples(args, name: str, basis, train_p, test_p) -> tuple:
+    """(training samples, held-out samples, seconds per training parameter) of the classical
+    operators, from ``--cache`` if it holds them."""
+    key = f"{name}-{args.coarse}-{args.fine}-{args.layers}-{args.train}-{args.test}.npz"
+    cache = args.cache / key if args.cache else None
+    if cache and cache.exists():
+        data = np.load(cache)
+        return data["train"], data["test"], float(data["seconds"])
+    family = dl.coefficients.family(name, args.fine)
+    t0 = time.perf_counter()
+    y_train = operator_samples(basis, family, train_p)
+    per_sample = (time.perf_counter() - t0) / len(train_p)
+    y_test = operator_samples(basis, family, test_p)
+    if cache:
+        np.savez(cache, train=y_train, test=y_test, seconds=per_sample)
+    return y_train, y_test, per_sample
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -221,18 +239,7 @@ def main() -> None:
         train_p = family.training_parameters(args.train)
         test_p = family.test_parameters(args.test, seed=10_000)
         with MultiscaleBasis(g, args.layers, capacity=1.0) as basis:
-            key = f"{name}-{args.coarse}-{args.fine}-{args.layers}-{args.train}-{args.test}.npz"
-            cache = args.cache / key if args.cache else None
-            if cache and cache.exists():
-                data = np.load(cache)
-                y_train, y_test, per_sample = data["train"], data["test"], float(data["seconds"])
-            else:
-                t0 = time.perf_counter()
-                y_train = operator_samples(basis, family, train_p)
-                per_sample = (time.perf_counter() - t0) / len(train_p)
-                y_test = operator_samples(basis, family, test_p)
-                if cache:
-                    np.savez(cache, train=y_train, test=y_test, seconds=per_sample)
+            y_train, y_test, per_sample = classical_samples(args, name, basis, train_p, test_p)
             fits, models = [], {}
             kept = kept_entries(g, basis.patches, size)
             for K in args.samples:

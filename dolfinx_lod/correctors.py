@@ -170,5 +170,7 @@ class ClassicalCorrectors(PETScResource):
         """Free all patch solvers."""
         for problem in self._problems.values():
             problem.destroy()
+        for space in self._spaces.values():
+            space.destroy()
         self._problems.clear()
         self._spaces.clear()

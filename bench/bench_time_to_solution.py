@@ -16,7 +16,8 @@ GAMG at rtol 1e-8, matrix and preconditioner kept while a is unchanged: the fair
 update and with the selective update (coefficient-only indicators, ``--tol``). Per method:
 step 1 (the offline part: every corrector from scratch), the mean of steps 2..M, the total
 time to T, the relative L2 error at T against the fine FEM, the patches recomputed and the
-indicators' seconds per step, and the break-even M against the FEM: the smallest M with
+indicators' seconds per step (and every phase's: the steppers' and the basis update's,
+the maximum over the ranks), and the break-even M against the FEM: the smallest M with
 first_lod + (M - 1) step_lod <= first_fem + (M - 1) step_fem (None if the LOD step is not the
 cheaper one). The seconds of step 1 and 2 of the full update are the seconds of a classical
 basis for a first and for a further parameter (the patch problems, their symbolic
@@ -113,6 +114,7 @@ def run_case(grids, schedule, steps: int, layers: int, tol: float, methods: list
     seconds = {name: [] for name in steppers}
     recomputed = {name: [] for name in lods}
     indicators = {name: [] for name in lods}
+    phases = {name: [] for name in lods}
 
     def observe(m, t, state):
         for name, stepper in steppers.items():
@@ -120,6 +122,8 @@ def run_case(grids, schedule, steps: int, layers: int, tol: float, methods: list
         for name, lod in lods.items():
             recomputed[name].append(lod.touched_fine["patches_recomputed"])
             indicators[name].append(comm.allreduce(lod.timings["indicators"], op=MPI.MAX))
+            timed = {**lod.timings, **{f"basis_{k}": v for k, v in lod.basis.timings.items()}}
+            phases[name].append({k: comm.allreduce(v, op=MPI.MAX) for k, v in timed.items()})
         if comm.rank == 0:
             print(f"  step {m}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in seconds.items()))
 
@@ -142,6 +146,7 @@ def run_case(grids, schedule, steps: int, layers: int, tol: float, methods: list
         )
         rec["patches_recomputed_per_step"] = recomputed[name]
         rec["indicator_seconds_per_step"] = indicators[name]
+        rec["phase_seconds_per_step"] = phases[name]  # max over the ranks of each phase
         lod.destroy()
     fem.destroy()
     return out

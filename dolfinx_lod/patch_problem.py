@@ -170,8 +170,9 @@ class PatchProblem(PETScResource):
             PETSc.IntType
         )
         self._indices = cols[order].astype(PETSc.IntType)
-        self.K = PETSc.Mat().createAIJ(
-            (size, size), csr=(self._indptr, self._indices, self._values), comm=MPI.COMM_SELF
+        # K shares self._values (no copy): a solve writes S into it and bumps K's state.
+        self.K = PETSc.Mat().createAIJWithArrays(
+            (size, size), (self._indptr, self._indices, self._values), comm=MPI.COMM_SELF
         )
         self.K.setOption(PETSc.Mat.Option.SYMMETRIC, True)
 
@@ -279,8 +280,7 @@ class PatchProblem(PETScResource):
         self._values[self._S_position] = np.where(
             self.space.bc_diagonal, 1.0, self.space.S.data / s
         )
-        self.K.setValuesCSR(self._indptr, self._indices, self._values)
-        self.K.assemble()
+        self.K.stateIncrease()  # new values, same pattern: a numeric factorization only
         self.rhs.assemble()
         failure = None
         try:

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from helpers import dense
 from mpi4py import MPI
-from test_grids import dense
 
 import dolfinx_lod as dl
 from dolfinx_lod.balance import plan_moves, spread

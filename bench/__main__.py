@@ -9,7 +9,8 @@ import sys
 
 from bench.cases import CASES
 from bench.harness import ROOT, provenance
-from bench.report import RESULTS, report
+from bench.markdown import RESULTS
+from bench.report import report
 
 
 def run(name: str, ranks: int | None, extra: list[str]) -> int:

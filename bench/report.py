@@ -8,14 +8,14 @@ which differ (tests/test_docs.py runs it).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import doc_tables
 from bench.harness import ROOT
+from bench.markdown import load, markdown
 
-RESULTS = ROOT / "bench" / "results"
 DOCUMENTS = ("README.md", "docs")
 BLOCK = re.compile(
     r"(<!-- bench-table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /bench-table -->)", re.S
@@ -28,18 +28,6 @@ STEPPERS = {
     "lod_galerkin_selective": "LOD Galerkin, selective update",
     "lod_learned_operators": "learned local operators",
 }
-
-
-def load(name: str) -> dict:
-    """A result JSON of bench/results/."""
-    return json.loads((RESULTS / name).read_text())
-
-
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _phases(mean_step: dict) -> str:
@@ -287,6 +275,7 @@ TABLES: dict[str, Callable[[], str]] = {
         "time-to-solution-32-512-2-2-indicators.json"
     ),
     "examples": examples_table,
+    **doc_tables.TABLES,
 }
 
 

@@ -74,3 +74,15 @@ def test_bench_report_rejects_a_table_without_generator():
 
     with pytest.raises(KeyError, match="no-such-table"):
         regenerate("<!-- bench-table: no-such-table -->\n| x |\n<!-- /bench-table -->")
+
+
+def test_quoted_numbers_equal_their_results():
+    """Every measured number bench/quotes.py ties to a result JSON reads as the JSON says, and a
+    quote that the JSON contradicts (or whose key is missing) is reported or raises."""
+    from bench.quotes import mismatches
+
+    assert mismatches() == []
+    wrong = ("docs/boundary.md", "stalls at {} (2D", ("boundary-1.json:rows.0.ratio_abs",), ".3g")
+    assert mismatches([wrong]) == ["docs/boundary.md: 'stalls at 2.27 (2D'"]
+    with pytest.raises(KeyError):
+        mismatches([("README.md", "{}", ("boundary-1.json:rows.0.no_such_key",), ".3g")])

@@ -1,6 +1,7 @@
-"""Tables of docs/performance.md, docs/results.md, docs/boundary.md and docs/3d.md written from
-the result JSON of bench/results/ (the classical basis, the online step, the parabolic
-updates, the paper's network, the boundary data and the 3D benchmarks)."""
+"""Tables of docs/performance.md, docs/results.md, docs/boundary.md, docs/3d.md and
+docs/lod-ann.md written from the result JSON of bench/results/ (the classical basis, the online
+step, the parabolic updates, the paper's network, the boundary data, the 3D benchmarks and
+LOD-ANN on Example 1)."""
 
 from __future__ import annotations
 
@@ -163,6 +164,81 @@ def three_d_table() -> str:
     return markdown(header, rows)
 
 
+def _lod_ann_runs() -> list[dict]:
+    """bench_lod_ann.py's runs, best held-out basis error first."""
+    return sorted(load("lod-ann-example1.json")["runs"], key=lambda r: r["basis_error_test"])
+
+
+def lod_ann_runs_table() -> str:
+    """bench_lod_ann.py: per run the ``dolfinx-lod train`` options, held-out (train) energy
+    basis error, whether it read classical correctors, training seconds; then the baselines."""
+    header = ["run (`--runs`)", "train options", "held-out (train)", "training data", "time"]
+    rows = []
+    for r in _lod_ann_runs():
+        options = r["command"].split("--test-samples 25 ")[1].removesuffix(" --out OUT")
+        data = "classical correctors" if r["uses_corrector_data"] else "coefficients only"
+        rows.append(
+            [f"`{r['name']}`", f"`{options}`"]
+            + [f"{r['basis_error_test']:.3f} ({r['basis_error_train']:.3f})", data]
+            + [f"{r['train_seconds']:.0f} s"]
+        )
+    cont = next(r for r in _lod_ann_runs() if "generalization" in r)["generalization"]["cont"]
+    names = {"none": "no corrector", "mean": "mean training corrector"}
+    names |= {"nearest": "nearest training parameter"}
+    names |= {"nearest_coefficient": "nearest training coefficient on each patch"}
+    rows += [[f"baseline: {label}", "", f"{cont[k]:.3f}", "", ""] for k, label in names.items()]
+    return markdown(header, rows)
+
+
+#: bench_lod_ann.py's field kinds in table order: JSON key -> row label.
+FIELDS = {
+    "cont": "cont, held-out p",
+    "random_cells": "random cells",
+    "lognormal": "log-normal",
+    "checkerboard": "checkerboard",
+}
+
+
+def lod_ann_fields_table() -> str:
+    """bench_lod_ann.py: energy basis error of every CNN trained on cont and of the baselines
+    on held-out fields of each kind."""
+    runs = [r for r in _lod_ann_runs() if "generalization" in r]
+    header = ["test fields", *(r["name"] for r in runs), "none", "mean", "nearest coefficient"]
+    rows = []
+    for key, label in FIELDS.items():
+        base = runs[0]["generalization"][key]
+        nearest = f"{base['nearest_coefficient']:.3f}"
+        if "nearest" in base:
+            nearest += f" (nearest p {base['nearest']:.3f})"
+        rows.append(
+            [label, *(f"{r['generalization'][key]['learned']:.3f}" for r in runs)]
+            + [f"{base['none']:.3f}", f"{base['mean']:.3f}", nearest]
+        )
+    return markdown(header, rows)
+
+
+def _update(timing: dict, patches: int) -> str:
+    """ "0.139 s (correctors 0.129 s, 3.6 ms/patch)": one basis update."""
+    per_patch = 1e3 * timing["correctors"] / patches
+    correctors = f"correctors {timing['correctors']:.3g} s, {per_patch:.1f} ms/patch"
+    return f"{timing['total']:.3g} s ({correctors})"
+
+
+def lod_ann_online_table() -> str:
+    """bench_lod_ann.py --online: one full basis update (median), classical and learned."""
+    header = ["(H, h, l), patches", "classical recompute", "`cnn:24x6` (coefficient)"]
+    header += ["`reduced:16:32x3` (p only)"]
+    rows = []
+    for r in load("lod-ann-example1.json")["online"].values():
+        learned = r["learned"]
+        rows.append(
+            [f"(1/{r['NH']}, 1/{r['n']}, {r['l']}), {r['patches']}"]
+            + [_update(r["classical"], r["patches"]), _update(learned["cnn:24x6"], r["patches"])]
+            + [f"{learned['reduced:16:32x3']['total']:.2g} s"]
+        )
+    return markdown(header, rows)
+
+
 #: Table name -> function writing its Markdown (merged into bench.report.TABLES).
 TABLES: dict[str, Callable[[], str]] = {
     "basis": basis_table,
@@ -174,4 +250,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "paper-network-example2": lambda: paper_network_table("paper-network-example2.json"),
     "boundary": boundary_table,
     "3d": three_d_table,
+    "lod-ann-runs": lod_ann_runs_table,
+    "lod-ann-fields": lod_ann_fields_table,
+    "lod-ann-online": lod_ann_online_table,
 }

@@ -224,6 +224,115 @@ QUOTES: list[tuple[str, str, tuple[Value, ...], str | tuple[str, ...]]] = [
 ]
 
 
+def _run(name: str) -> str:
+    """The JSON path of bench_lod_ann.py's run ``name``."""
+    runs = load("lod-ann-example1.json")["runs"]
+    index = next(i for i, r in enumerate(runs) if r["name"] == name)
+    return f"lod-ann-example1.json:runs.{index}."
+
+
+def _online(case: str, provider: str) -> Callable[[], float]:
+    """The learned over the classical basis update (``online``, ``total``)."""
+    r = load("lod-ann-example1.json")["online"][case]
+    return lambda: r["learned"][provider]["total"] / r["classical"]["total"]
+
+
+def _per_patch(case: str, provider: str | None) -> Callable[[], float]:
+    """Milliseconds per patch of the correctors of one basis update."""
+    r = load("lod-ann-example1.json")["online"][case]
+    timing = r["classical"] if provider is None else r["learned"][provider]
+    return lambda: 1e3 * timing["correctors"] / r["patches"]
+
+
+def _growth(provider: str | None) -> Callable[[], float]:
+    return lambda: _per_patch("16-128-2", provider)() / _per_patch("example1", provider)()
+
+
+def _lod_ann_quotes() -> list:
+    """docs/lod-ann.md's measured prose (computed when the quotes are checked)."""
+    best, r150, r40 = _run("cnn:24x6 250 epochs"), _run("cnn:24x6 150 epochs"), _run("cnn:24x6")
+    gen = best + "generalization."
+    doc = "docs/lod-ann.md"
+    return [
+        (
+            doc,
+            "The default reaches {} = {} x the mean baseline",
+            (best + "basis_error_test", _ratio(best + "basis_error_test", gen + "cont.mean")),
+            (".3f", ".2f"),
+        ),
+        (
+            doc,
+            "and {} x the nearest-parameter",
+            (_ratio(best + "basis_error_test", gen + "cont.nearest"),),
+            ".2f",
+        ),
+        (doc, "trained in {} s (`train_seconds`)", (best + "train_seconds",), ".0f"),
+        (doc, "150-epoch run took {} s", (r150 + "train_seconds",), ".0f"),
+        (
+            doc,
+            "(40: {}, 150: {}, 250: {}, table)",
+            (r40 + "basis_error_test", r150 + "basis_error_test", best + "basis_error_test"),
+            ".3f",
+        ),
+        (
+            doc,
+            "(0.272, barely below the mean baseline, and {} minutes)",
+            (lambda: value(_run("cnn:48x8 100 epochs") + "train_seconds") / 60,),
+            ".0f",
+        ),
+        (
+            doc,
+            "values: {}, {} x the mean baseline",
+            (
+                gen + "random_cells.learned",
+                _ratio(gen + "random_cells.learned", gen + "random_cells.mean"),
+            ),
+            (".3f", ".2f"),
+        ),
+        (
+            doc,
+            "({}: better than no corrector, {}, worse than the mean cont corrector, {})",
+            tuple(gen + f"lognormal.{k}" for k in ("learned", "none", "mean")),
+            ".3f",
+        ),
+        (
+            doc,
+            "(checkerboard: {} against {})",
+            (gen + "checkerboard.learned", gen + "checkerboard.none"),
+            ".2g",
+        ),
+        (
+            doc,
+            "{} x at the Example 1 sizes, {} x at (1/16, 1/128, 2)",
+            (_online("example1", "cnn:24x6"), _online("16-128-2", "cnn:24x6")),
+            ".2g",
+        ),
+        (
+            doc,
+            "grew {} x ({} -> {} ms), the sparse patch solve only {} x ({} -> {} ms)",
+            (
+                _growth("cnn:24x6"),
+                _per_patch("example1", "cnn:24x6"),
+                _per_patch("16-128-2", "cnn:24x6"),
+                _growth(None),
+                _per_patch("example1", None),
+                _per_patch("16-128-2", None),
+            ),
+            (".2g", ".1f", ".1f", ".2g", ".1f", ".1f"),
+        ),
+        (
+            doc,
+            "{} x (Example 1) and {} x ((1/16, 1/128, 2)) faster",
+            (
+                lambda: 1 / _online("example1", "reduced:16:32x3")(),
+                lambda: 1 / _online("16-128-2", "reduced:16:32x3")(),
+            ),
+            ".0f",
+        ),
+        (doc, "reach {} only", (_run("reduced:16:32x3") + "basis_error_test",), ".3f"),
+    ]
+
+
 def _squash(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
@@ -232,7 +341,7 @@ def mismatches(quotes: list | None = None) -> list[str]:
     """The quotes (formatted from the results; all of :data:`QUOTES` by default) that their
     document does not contain."""
     missing = []
-    for document, text, values, formats in QUOTES if quotes is None else quotes:
+    for document, text, values, formats in QUOTES + _lod_ann_quotes() if quotes is None else quotes:
         specs = (formats,) * len(values) if isinstance(formats, str) else formats
         quoted = text.format(*(format(value(v), f) for v, f in zip(values, specs, strict=True)))
         if _squash(quoted) not in _squash((ROOT / document).read_text()):

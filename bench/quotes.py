@@ -197,6 +197,28 @@ QUOTES: list[tuple[str, str, tuple[Value, ...], str | tuple[str, ...]]] = [
         ".3g",
     ),
     (
+        DOC3D,
+        "fine FEM {} (LOD, `lod.rel_l2_error_final`) and {} (LOD-ANN), ratio {}",
+        (
+            B3 + "lod.rel_l2_error_final",
+            B3 + "lod_ann.rel_l2_error_final",
+            B3 + "error_ratio_ann_over_lod",
+        ),
+        (".4f", ".4f", ".3f"),
+    ),
+    (
+        DOC3D,
+        "mean basis update per step {} s (classical, 125 patches, `lod.basis_update_seconds_mean`) "
+        "against {} s (learned), {}x cheaper",
+        (
+            B3 + "lod.basis_update_seconds_mean",
+            B3 + "lod_ann.basis_update_seconds_mean",
+            B3 + "basis_update_speedup",
+        ),
+        (".3g", ".3g", ".0f"),
+    ),
+    (DOC3D, "export {} s, training {} s", (B3 + "export_seconds", B3 + "training_seconds"), ".3g"),
+    (
         "docs/method.md",
         "relative L2 errors at T {} and {}",
         tuple(

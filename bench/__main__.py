@@ -29,11 +29,14 @@ def run(name: str, ranks: int | None, extra: list[str]) -> int:
         out = ROOT / extra[extra.index("--out") + 1]
     if ranks > 1:
         command = ["mpirun", "-n", str(ranks), *command]
+    shown = [c if c != sys.executable else "python" for c in command]
+    # taken before the run (its date is the start): the result file the script writes would
+    # make the work tree look dirty
+    record = provenance([str(c).replace(f"{ROOT}/", "") for c in shown], ranks)
     code = subprocess.run(command, cwd=ROOT).returncode
     if code == 0:
         data = json.loads(((folder / "summary.json") if case.demo else out).read_text())
-        shown = [c if c != sys.executable else "python" for c in command]
-        data["provenance"] = provenance([str(c).replace(f"{ROOT}/", "") for c in shown], ranks)
+        data["provenance"] = record
         out.write_text(json.dumps(data, indent=2) + "\n")
         print(f"bench {name}: {out.relative_to(ROOT)}")
     return code

@@ -233,6 +233,28 @@ QUOTES: list[tuple[str, str, tuple[Value, ...], str | tuple[str, ...]]] = [
         ),
         (".3g", ".3g", ".0f"),
     ),
+    (
+        DOC3D,
+        "against the FEM {} (LOD, `lod.rel_l2_error_final`) and {} (LOD-ANN, "
+        "`lod_ann.rel_l2_error_final`), ratio {}",
+        (
+            B3T + "lod.rel_l2_error_final",
+            B3T + "lod_ann.rel_l2_error_final",
+            B3T + "error_ratio_ann_over_lod",
+        ),
+        (".3f", ".3f", ".3g"),
+    ),
+    (
+        DOC3D,
+        "update per step {} s (classical, `lod.basis_update_seconds_mean`) against {} s "
+        "(learned), ratio {}",
+        (
+            B3T + "lod.basis_update_seconds_mean",
+            B3T + "lod_ann.basis_update_seconds_mean",
+            B3T + "basis_update_speedup",
+        ),
+        (".2g", ".2g", ".0f"),
+    ),
     (DOC3D, "export {} s, training {} s", (B3 + "export_seconds", B3 + "training_seconds"), ".3g"),
     (
         "docs/method.md",

@@ -193,6 +193,12 @@ QUOTES: list[tuple[str, str, tuple[Value, ...], str | tuple[str, ...]]] = [
         (".3g", ".3g", ".2g"),
     ),
     (RES, "and the solution error ({}) is far", (PN2 + "rel_error_final",), ".3g"),
+    (
+        "docs/boundary.md",
+        "relative energy error {} (`naive",
+        ("boundary-1.json:rows.0.naive.energy",),
+        ".2g",
+    ),
     ("docs/boundary.md", "within {} % of them", (_boundary_spread,), ".2g"),
     (
         "docs/boundary.md",

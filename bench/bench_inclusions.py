@@ -17,6 +17,7 @@ training time, with the exact command. A row replaces the earlier one of the sam
 """
 
 import argparse
+import fcntl
 import json
 import shlex
 import sys
@@ -146,6 +147,15 @@ def main() -> None:
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
     name = f"contrast {args.contrast:g}" + (f" {' '.join(extra)}" if extra else "")
     name = name if args.kind == "inclusions" else f"{args.kind} {name}"
+    lockfile = Path(tempfile.gettempdir()) / f"{args.out.name}.lock"
+    with open(lockfile, "w") as lock:  # runs may end at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = add_run(args, name, summary, wall)
+    print(name, json.dumps({k: result["runs"][name][k] for k in ("vs_fine", "epochs")}))
+
+
+def add_run(args: argparse.Namespace, name: str, summary: dict, wall: float) -> dict:
+    """Add (or replace) the row ``name`` of ``args.out`` and write it; returns the result."""
     result = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     result["runs"][name] = {
         **row(summary),
@@ -156,7 +166,7 @@ def main() -> None:
         "provenance": provenance(["python", "bench/bench_inclusions.py", *sys.argv[1:]], 1),
     }
     write_json(args.out, result)
-    print(name, json.dumps({k: result["runs"][name][k] for k in ("vs_fine", "epochs")}))
+    return result
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.neural.augment import augment_symmetries, square_symmetries
 from dolfinx_lod.neural.cnn import CoefficientNetworks
 from dolfinx_lod.neural.export import export_patches
+from dolfinx_lod.neural.presets import TrainingSettings
+from dolfinx_lod.neural.trainer import DeepRitzTrainer
 from dolfinx_lod.samples import sample_family
 
 
@@ -125,3 +127,31 @@ def test_mixed_output_stays_in_ker_b_and_has_the_element_hats(exported):
             assert edge.abs().max() == 0.0
     direct = nets.direct(batch.configs[0])
     assert not torch.allclose(direct, nets.geometry(batch.configs[:1])[1][0][3])
+
+
+@pytest.mark.mpi
+def test_augmented_mixed_training_does_not_depend_on_the_ranks(comm):
+    """With --augment and --output mixed, the CNN trained with the patches split over the
+    ranks (each rank augments its own interior patches) equals the one trained on one rank."""
+    rng = np.random.default_rng(7)
+    fam = sample_family(np.exp(rng.normal(0.0, 1.0, (2, 24, 24))))
+    settings = TrainingSettings(
+        architecture="cnn",
+        width=8,
+        depth=3,
+        constraint="projection",
+        epochs=3,
+        augment=True,
+        output="mixed",
+    )
+    states = []
+    for c in (comm, MPI.COMM_SELF):
+        g = dl.create_nested_grids(c, 6, 24)
+        basis = dl.MultiscaleBasis(g, 1)
+        batch = export_patches(basis, fam.a, fam.training_parameters(2), with_correctors=False)
+        trainer = DeepRitzTrainer(batch, torch.zeros(2, 1), settings, c)
+        trainer.train()
+        states.append(trainer.nets.state_dict())
+        basis.destroy()
+    for key, value in states[0].items():
+        torch.testing.assert_close(value, states[1][key], rtol=1e-4, atol=1e-6)

@@ -8,7 +8,6 @@ import torch
 from mpi4py import MPI
 
 import dolfinx_lod as dl
-from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.neural.augment import augment_symmetries, square_symmetries
 from dolfinx_lod.neural.cnn import CoefficientNetworks
 from dolfinx_lod.neural.export import export_patches
@@ -98,40 +97,9 @@ def test_max_scaled_loads_are_bounded_and_scale_invariant(exported):
     assert torch.allclose(nets["max"].inputs(batch.configs, 7.0 * a), x_max)
 
 
-def test_mixed_output_stays_in_ker_b_and_has_the_element_hats(exported):
-    """output="mixed": Lambda_j|_T sums to 1 on T's vertices, is 1 at corner j and vanishes
-    off T; the outputs (random weights, unsmoothed terms made large) satisfy B alpha = 0 and
-    vanish on the patch boundary; the unsmoothed map P is not the smooth one Q."""
-    batch = exported[0]
-    torch.manual_seed(0)
-    nets = CoefficientNetworks(1, batch.Pi.float(), 8, 3, output="mixed").double()
-    W, r = nets.cells, nets.r
-    hats = nets.hats.reshape(4, W + 1, W + 1)
-    lo, hi = r, 2 * r
-    assert torch.allclose(
-        hats[:, lo : hi + 1, lo : hi + 1].sum(0), torch.ones(r + 1, r + 1).double()
-    )
-    assert hats.sum() == pytest.approx(4 * ((r + 1) / 2) ** 2)  # nothing off T
-    for j, (y, x) in enumerate(((lo, lo), (lo, hi), (hi, lo), (hi, hi))):
-        assert hats[j, y, x] == 1.0
-    with torch.no_grad():
-        nets.last.weight[4:] *= 100.0
-        alpha = nets(batch.configs, batch.a, project=True)
-    for gi, config in enumerate(batch.configs):
-        n = int(batch.num_vertices[gi])
-        B = torch.tensor(patch_constraints(config, r, batch.Pi.double().numpy()))
-        assert (B @ alpha[gi, :, :n]).abs().max() <= 1e-10 * alpha[gi].abs().max()
-        wx, wy = config.shape
-        grid = alpha[gi, :, :n].reshape(1, wy * r + 1, wx * r + 1, 4)
-        for edge in (grid[:, 0], grid[:, -1], grid[:, :, 0], grid[:, :, -1]):
-            assert edge.abs().max() == 0.0
-    direct = nets.direct(batch.configs[0])
-    assert not torch.allclose(direct, nets.geometry(batch.configs[:1])[1][0][3])
-
-
 @pytest.mark.mpi
-def test_augmented_mixed_training_does_not_depend_on_the_ranks(comm):
-    """With --augment and --output mixed, the CNN trained with the patches split over the
+def test_augmented_training_does_not_depend_on_the_ranks(comm):
+    """With --augment, the CNN trained with the patches split over the
     ranks (each rank augments its own interior patches) equals the one trained on one rank."""
     rng = np.random.default_rng(7)
     fam = sample_family(np.exp(rng.normal(0.0, 1.0, (2, 24, 24))))
@@ -142,7 +110,6 @@ def test_augmented_mixed_training_does_not_depend_on_the_ranks(comm):
         constraint="projection",
         epochs=3,
         augment=True,
-        output="mixed",
     )
     states = []
     for c in (comm, MPI.COMM_SELF):

@@ -16,17 +16,7 @@ from dolfinx_lod.progress import interactive
 #: The preset of ``train`` (dolfinx_lod.neural.presets): the defaults of every option below.
 PRESET = "cnn"
 #: Options that override the preset's training settings only where given.
-OVERRIDES = (
-    "constraint",
-    "batch_size",
-    "epochs",
-    "lr",
-    "lr_step",
-    "lr_decay",
-    "augment",
-    "loads",
-    "output",
-)
+OVERRIDES = ("constraint", "batch_size", "epochs", "lr", "lr_step", "lr_decay", "augment", "loads")
 
 
 def add_parser(sub) -> None:
@@ -111,12 +101,6 @@ def _add_network_options(t: argparse.ArgumentParser) -> None:
         choices=("max", "mean"),
         help="scale the cnn's element-load inputs by their patch maximum (default) or by exp "
         "of the patch mean of log a",
-    )
-    t.add_argument(
-        "--output",
-        choices=("smooth", "mixed"),
-        help="the cnn's output map: through S_1^-1/2 only (default) or also unsmoothed vertex "
-        "values and gates of Lambda_j on T",
     )
     t.add_argument("--lr", type=float, help=f"Adam learning rate ({default('lr')})")
     t.add_argument(

@@ -17,9 +17,6 @@ from dolfinx_lod.neural.export import PatchBatch
 CHANNELS = 12
 #: Scalings of the element-load channels: by exp(m_T) ("mean") or by their patch maximum.
 LOADS = ("max", "mean")
-#: Output maps: through S_1^{-1/2} only ("smooth"), or beside it vertex values taken as they
-#: are and gates of Lambda_j on T ("mixed").
-OUTPUTS = ("smooth", "mixed")
 
 
 class CoefficientNetworks(torch.nn.Module):
@@ -44,15 +41,7 @@ class CoefficientNetworks(torch.nn.Module):
                                               and those on a Neumann side),
 
     so that B alpha = 0 to rounding and the Deep Ritz energy's minimizer over such outputs is
-    the classical corrector. With ``output="mixed"`` the last convolution gives 12 values per
-    vertex, y, z and g (four each), and
-
-        alpha = Q y + P (z + g * Lambda_j|_T),   P = D - B^T (B B^T)^+ B D,
-
-    (Lambda_j|_T: T's bilinear hat on T's vertices, zero elsewhere): the corrector equals
-    Lambda_j up to a constant on a high-contrast inclusion in T and a constant on one outside
-    T, which such unsmoothed terms represent directly where S_1^{-1/2} y cannot (sharp
-    kinks at the inclusion's boundary).
+    the classical corrector.
     """
 
     architecture = "cnn"
@@ -66,18 +55,13 @@ class CoefficientNetworks(torch.nn.Module):
         depth: int = 6,
         log_scale: float = 1.0,
         loads: str = "max",
-        output: str = "smooth",
     ):
         super().__init__()
         if depth < 2 or width < 1:
             raise ValueError(f"cnn width must be >= 1 and depth >= 2, got {width} x {depth}")
-        if loads not in LOADS or output not in OUTPUTS:
-            raise ValueError(
-                f"cnn loads must be one of {LOADS} and output one of {OUTPUTS}, got {loads!r}, "
-                f"{output!r}"
-            )
+        if loads not in LOADS:
+            raise ValueError(f"cnn loads must be one of {LOADS}, got {loads!r}")
         self.layers, self.width, self.depth, self.loads = layers, width, depth, loads
-        self.output = output
         self.r = math.isqrt(Pi.shape[1]) - 1
         self.cells = (2 * layers + 1) * self.r  # W
         self.register_buffer("Pi", Pi.clone())
@@ -88,14 +72,8 @@ class CoefficientNetworks(torch.nn.Module):
             torch.nn.Conv2d(width, width, 3, padding=d, dilation=d)
             for d in (dilations[i % len(dilations)] for i in range(depth - 2))
         )
-        self.last = torch.nn.Conv2d(width, 4 if output == "smooth" else 12, 2, padding=1)
-        if output == "mixed":  # the unsmoothed terms start small
-            with torch.no_grad():
-                self.last.weight[4:] *= 0.1
-                self.last.bias[4:] = 0.0
-            self.register_buffer("hats", self.element_hats())
+        self.last = torch.nn.Conv2d(width, 4, 2, padding=1)
         self._geometry: dict[tuple, tuple[torch.Tensor, ...]] = {}
-        self._direct: dict[tuple, torch.Tensor] = {}
 
     def _window(self, config) -> tuple[torch.Tensor, torch.Tensor]:
         """Window cell index of each patch cell and window vertex index of each patch vertex
@@ -122,30 +100,6 @@ class CoefficientNetworks(torch.nn.Module):
         B = torch.from_numpy(patch_constraints(config, self.r, self.Pi.double().numpy()))
         gram = torch.linalg.pinv(B @ B.T, hermitian=True)
         return L, L - B.T @ (gram @ (B @ L))  # B's boundary columns are zero: B D = B
-
-    def direct(self, config) -> torch.Tensor:
-        """P = D - B^T (B B^T)^+ B D of ``config`` (float64, cached): the projection onto
-        ker B of vertex values taken as they are (D the mask of the free vertices)."""
-        if config not in self._direct:
-            (wx, wy), _, _ = config
-            free = free_vertices(wx * self.r, wy * self.r, config.neumann_sides())
-            D = torch.diag(free.ravel().double())
-            B = torch.from_numpy(patch_constraints(config, self.r, self.Pi.double().numpy()))
-            gram = torch.linalg.pinv(B @ B.T, hermitian=True)
-            self._direct[config] = D - B.T @ (gram @ (B @ D))
-        return self._direct[config]
-
-    def element_hats(self) -> torch.Tensor:
-        """Lambda_j on T's vertices of the window, zero elsewhere: (4, (W+1)^2), float32."""
-        r, W, lo = self.r, self.cells, self.layers * self.r
-        t = torch.arange(r + 1, dtype=torch.float64) / r
-        eta, xi = torch.meshgrid(t, t, indexing="ij")
-        hats = torch.zeros(4, W + 1, W + 1, dtype=torch.float64)
-        for j, (dx, dy) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
-            hats[j, lo : lo + r + 1, lo : lo + r + 1] = (xi if dx else 1 - xi) * (
-                eta if dy else 1 - eta
-            )
-        return hats.reshape(4, -1).float()
 
     def geometry(self, configs: list) -> tuple[torch.Tensor, list[tuple]]:
         """Window cells of every patch (G, M) (padding: -1) and per configuration the patches
@@ -233,19 +187,15 @@ class CoefficientNetworks(torch.nn.Module):
         h = torch.nn.functional.gelu(self.first(self.inputs(configs, a)))
         for conv in self.hidden:
             h = h + torch.nn.functional.gelu(conv(h))
-        out = self.last(h).reshape(G, K, -1, 4, (self.cells + 1) ** 2)  # (G, K, 1|3, 4, V)
-        y = out[:, :, 0]
-        z = None if self.output == "smooth" else out[:, :, 1] + out[:, :, 2] * self.hats
+        y = self.last(h).reshape(G, K, 4, -1)  # (G, K, 4, (W+1)^2)
         N = max((v.numel() for _, v, _, _ in groups), default=1)
         alpha = torch.zeros(G, K, N, 4, dtype=a.dtype, device=a.device)
         for index, verts, L, Q in groups:
             Q = (Q if project else L).to(a.device, a.dtype)
-            index, verts = index.to(a.device), verts.to(a.device)
-            values = y[index][..., verts] @ Q.T
-            if z is not None:
-                P = self.direct(configs[int(index[0])]) if project else torch.eye(Q.shape[0])
-                values = values + z[index][..., verts] @ P.to(a.device, a.dtype).T
-            alpha[index, :, : verts.numel()] = values.transpose(2, 3)
+            index = index.to(a.device)
+            alpha[index, :, : verts.numel()] = (y[index][..., verts.to(a.device)] @ Q.T).transpose(
+                2, 3
+            )
         return alpha
 
 

@@ -245,13 +245,7 @@ def _build_cnn(
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         nets = CoefficientNetworks(
-            batch.layers,
-            batch.Pi.float(),
-            settings.width,
-            settings.depth,
-            stats[1],
-            settings.loads,
-            settings.output,
+            batch.layers, batch.Pi.float(), settings.width, settings.depth, stats[1], settings.loads
         )
     return nets, None
 
@@ -310,12 +304,7 @@ NETWORKS: dict[str, Architecture] = {
         CoefficientNetworks,
         _build_cnn,
         lambda meta, state, count: CoefficientNetworks(  # models before "loads": "mean"
-            meta["l"],
-            state["Pi"],
-            meta["width"],
-            meta["depth"],
-            loads=meta.get("loads", "mean"),
-            output=meta.get("output", "smooth"),
+            meta["l"], state["Pi"], meta["width"], meta["depth"], loads=meta.get("loads", "mean")
         ),
         projection=True,
     ),

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from dolfinx_lod.neural.cnn import LOADS, OUTPUTS
+from dolfinx_lod.neural.cnn import LOADS
 from dolfinx_lod.neural.networks import NETWORKS, architecture, parse_network
 
 #: The default network of ``dolfinx-lod train``, :func:`dolfinx_lod.neural.train` and the
@@ -61,9 +61,6 @@ class TrainingSettings:
     #: Scaling of the cnn's element-load inputs: "max" (their patch maximum) or "mean"
     #: (exp of the patch mean of log a) (:class:`~dolfinx_lod.neural.cnn.CoefficientNetworks`)
     loads: str = "max"
-    #: The cnn's output map: "smooth" (through S_1^{-1/2}) or "mixed" (also unsmoothed values
-    #: and gates of Lambda_j on T) (:class:`~dolfinx_lod.neural.cnn.CoefficientNetworks`)
-    output: str = "smooth"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -94,11 +91,8 @@ class TrainingSettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"training setting {name} must be >= 1, got {getattr(self, name)}")
-        if self.loads not in LOADS or self.output not in OUTPUTS:
-            raise ValueError(
-                f"loads must be one of {LOADS} and output one of {OUTPUTS}, got {self.loads!r}, "
-                f"{self.output!r}"
-            )
+        if self.loads not in LOADS:
+            raise ValueError(f"loads must be one of {LOADS}, got {self.loads!r}")
         if self.augment and not arch.cls.needs_coefficient:
             raise ValueError(
                 f"augment needs a coefficient-aware network (cnn), got {self.architecture!r}"

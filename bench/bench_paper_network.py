@@ -37,7 +37,7 @@ from dolfinx_lod.paper.experiments import ALPHAS, baseline_correctors
 PAPER_EPOCHS = 30000
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -49,6 +49,25 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--mode", choices=("paper", "tiny"), default="paper", help="tiny: smoke")
     parser.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def _train_within(trainer, args: argparse.Namespace, comm: MPI.Comm) -> list[tuple]:
+    """Train ``args.chunk`` epochs at a time until ``args.budget`` training seconds are spent;
+    the clock: (epoch, training seconds, maximum over the ranks) after every chunk."""
+    start = trainer.train_seconds
+    clock = [(trainer.epoch, start)]
+    while comm.bcast(trainer.train_seconds - start < args.budget):
+        trainer.settings.epochs = trainer.epoch + args.chunk
+        trainer.train(checkpoint=args.checkpoint)
+        clock.append((trainer.epoch, comm.allreduce(trainer.train_seconds, op=MPI.MAX)))
+        if comm.rank == 0:
+            print(f"epoch {trainer.epoch}: {trainer.train_seconds:.0f} s", flush=True)
+    return clock
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
     if not args.budget > 0 or args.chunk < 1:
         parser.error(f"--budget must be > 0 and --chunk >= 1, got {args.budget}, {args.chunk}")
@@ -65,14 +84,7 @@ def main() -> None:
     trainer = run.trainer
     if args.resume:
         trainer.load_checkpoint(args.checkpoint)
-    start = trainer.train_seconds
-    clock = [(trainer.epoch, start)]  # (epoch, training seconds) after every chunk
-    while comm.bcast(trainer.train_seconds - start < args.budget):
-        trainer.settings.epochs = trainer.epoch + args.chunk
-        trainer.train(checkpoint=args.checkpoint)
-        clock.append((trainer.epoch, comm.allreduce(trainer.train_seconds, op=MPI.MAX)))
-        if comm.rank == 0:
-            print(f"epoch {trainer.epoch}: {trainer.train_seconds:.0f} s", flush=True)
+    clock = _train_within(trainer, args, comm)
     seconds = clock[-1][1]
     # Steady state: after the first chunk (which includes torch.compile's compilation).
     (e0, s0), (e1, s1) = clock[min(1, len(clock) - 1)], clock[-1]

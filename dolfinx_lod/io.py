@@ -109,7 +109,7 @@ class OutputSet:
         self,
         comm: MPI.Comm,
         out: str | Path,
-        option: str = "--out",
+        option: str = "`out`",
         keep: Sequence[str] = (),
         live: bool = False,
         inputs: Sequence[str | Path] = (),

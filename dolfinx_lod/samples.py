@@ -99,13 +99,13 @@ def params_family(
     P = P[:, None] if P.ndim == 1 else P
     if P.ndim != 2 or P.shape[0] != stack.shape[0]:
         raise InputError(
-            f"--params must have shape (K,) or (K, N_p) with K = {stack.shape[0]} (the fields "
-            f"of --coefficients); got {np.shape(params)}"
+            f"`params` must have shape (K,) or (K, N_p) with K = {stack.shape[0]} (the fields "
+            f"of `stack`); got {np.shape(params)}"
         )
     low, high = (P.min(0), P.max(0)) if box is None else map(np.asarray, box)
     if np.any(high <= low):
         raise InputError(
-            f"--params: parameter column(s) {np.flatnonzero(high <= low).tolist()} take one "
+            f"`params`: parameter column(s) {np.flatnonzero(high <= low).tolist()} take one "
             "value only; give samples over a range of p"
         )
     values = _stack_lookup(stack, domain)

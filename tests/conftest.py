@@ -1,10 +1,7 @@
 import gc
 
-import numpy as np
 import pytest
 from mpi4py import MPI
-
-import dolfinx_lod as dl
 
 
 def pytest_configure(config):
@@ -34,11 +31,6 @@ def comm():
 def tmp_dir(tmp_path, comm):
     """A temporary folder shared by all ranks (rank 0's)."""
     return comm.bcast(tmp_path, root=0)
-
-
-def rough_coefficient(n: int, seed: int = 1, dim: int = 2) -> np.ndarray:
-    """Values in [0.01, 1], independent on every fine cell of the n^d grid."""
-    return dl.coefficients.random_coefficient(n, 0.01, 1.0, seed, dim)
 
 
 _failed_here = ""

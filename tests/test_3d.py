@@ -6,7 +6,7 @@ import itertools
 import dolfinx.mesh
 import numpy as np
 import pytest
-from conftest import rough_coefficient
+from helpers import rough_coefficient
 from mpi4py import MPI
 
 import dolfinx_lod as dl

@@ -2,19 +2,10 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from test_rank_invariance import mpirun
-
-CLI = [sys.executable, "-m", "dolfinx_lod.cli"]
-
-
-def run(args, ranks=None, check=True):
-    cmd = ([mpirun(), "-n", str(ranks)] if ranks else []) + CLI + [str(a) for a in args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=check)
+from helpers import run_cli as run
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +288,19 @@ def test_parabolic_rectangle_with_an_insulated_side(tmp_path):
     u = np.load(out / "solution_final.npy")
     assert u.shape == (17, 33) and np.abs(u[0]).max() == 0.0  # bottom: u = 0
     assert np.abs(u[-1, 1:-1]).min() > 0.0  # top: insulated (its corners lie on left, right)
+
+
+def test_library_arguments_become_options():
+    """Library messages name arguments (`name`); the CLI prints the option that gives them,
+    per command, and leaves other quoted words alone."""
+    from dolfinx_lod.cli.app import build_parser
+    from dolfinx_lod.cli.options import as_options
+
+    parser = build_parser()
+    message = "give `p`; `params` of `stack`, see `grids`, `lr` and `Function`"
+    assert as_options(message, parser, "parabolic") == (
+        "give --params; --params of --coefficients, see --domain/--coarse/--fine, `lr` and "
+        "`Function`"
+    )
+    assert as_options("give `p`, smaller `lr`", parser, "elliptic") == "give --param, smaller `lr`"
+    assert as_options("a smaller `lr`, `resume`", parser, "train") == "a smaller --lr, --resume"

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from test_cli import run
+from helpers import run_cli as run
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_cli as run
 from mpi4py import MPI
-from test_cli import run
 
 import dolfinx_lod as dl
 

@@ -1,33 +1,14 @@
 """Faults of the command line and the demos under ``mpirun -n 2`` end in seconds with one
 message and their exit code, never a hang (each run has a time limit; a hang fails the test)."""
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_rank_invariance import mpirun
+from helpers import run_mpi as run
 
 DEMOS = Path(__file__).parent.parent / "demos"
-LIMIT = 120  # seconds; a clean failure takes a few
-
-
-def run(args: list, ranks: int = 2) -> subprocess.CompletedProcess:
-    """Run ``python args`` under mpirun; kill the whole process group after LIMIT seconds."""
-    cmd = [mpirun(), "-n", str(ranks), sys.executable, *map(str, args)]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=LIMIT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"hang: {' '.join(cmd)} still ran after {LIMIT} s")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module")

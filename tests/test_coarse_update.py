@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import rough_coefficient
+from helpers import rough_coefficient
 from petsc4py import PETSc
 
 import dolfinx_lod as dl

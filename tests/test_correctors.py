@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
-from conftest import rough_coefficient
+from helpers import dense, rough_coefficient
 from petsc4py import PETSc
-from test_grids import dense
 
 import dolfinx_lod as dl
 from dolfinx_lod.grids import unit_box

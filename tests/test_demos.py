@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_rank_invariance import mpirun
+from helpers import mpirun
 
 DEMOS = Path(__file__).parent.parent / "demos"
 KEYS = (

@@ -1,20 +1,12 @@
 import dolfinx.mesh
 import numpy as np
 import pytest
+from helpers import dense
 
 import dolfinx_lod as dl
 from dolfinx_lod.interpolation import local_projection, quasi_interpolation
 
 pytestmark = pytest.mark.mpi
-
-
-def dense(A):
-    """Whole PETSc matrix as a numpy array on every rank (small test matrices only)."""
-    comm = A.getComm().tompi4py()
-    rows = A.getOwnershipRange()
-    local = A.getValues(range(*rows), range(A.getSize()[1])) if rows[1] > rows[0] else None
-    parts = comm.allgather(local)
-    return np.vstack([p for p in parts if p is not None])
 
 
 def test_keys_cover_everything(comm):

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import mpirun, run_cli
+from helpers import run_mpi as run
 from mpi4py import MPI
-from test_cli_faults import run
-from test_rank_invariance import mpirun
 
 import dolfinx_lod as dl
 from dolfinx_lod import cli
@@ -137,7 +137,7 @@ def test_out_is_the_working_folder(tmp_path, monkeypatch):
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
     for out, message in ((".", "the working folder"), ("..", "a folder above the working")):
-        with pytest.raises(OutputError, match=f"cannot write --out {out}: it is {message}"):
+        with pytest.raises(OutputError, match=f"cannot write `out` {out}: it is {message}"):
             write_set(Path(out))
     assert not list(tmp_path.glob(".*.tmp-*"))
 
@@ -154,7 +154,7 @@ def test_symlinked_out_is_followed(tmp_path):
     assert link.is_symlink() and sorted(files(target))[0] == "manifest.json"
     dangling = tmp_path / "dangling"
     dangling.symlink_to(tmp_path / "missing")
-    with pytest.raises(OutputError, match=f"--out {dangling}: it is a symbolic link to"):
+    with pytest.raises(OutputError, match=f"`out` {dangling}: it is a symbolic link to"):
         write_set(dangling)
     assert dangling.is_symlink() and not (tmp_path / "missing").exists()
 
@@ -164,7 +164,7 @@ def test_over_long_out(tmp_path):
     naming the option before any work."""
     write_set(tmp_path / ("x" * 255))
     long = tmp_path / ("y" * 300)
-    with pytest.raises(OutputError, match=f"--out {long}: the name is too long .300 bytes"):
+    with pytest.raises(OutputError, match=f"`out` {long}: the name is too long .300 bytes"):
         write_set(long)
 
 
@@ -344,16 +344,11 @@ def test_cli_input_files_named(tmp_path, capsys):
     assert code == 2 and "--params must be finite" in err
 
 
-def run_cli(args: list, ranks: int = 1) -> subprocess.CompletedProcess:
-    """``dolfinx-lod args`` under mpirun, killed after a time limit (a hang fails the test)."""
-    return run(["-m", "dolfinx_lod.cli", *args], ranks)
-
-
 def test_cli_fifo_input_is_refused(tmp_path):
     """--coefficient naming a FIFO blocked forever in open(); now exit 2 without opening it."""
     fifo = tmp_path / "A.npy"
     os.mkfifo(fifo)
-    res = run_cli(["elliptic", "--coefficient", fifo, *SIZES, "--out", tmp_path / "out"])
+    res = run_cli(["elliptic", "--coefficient", fifo, *SIZES, "--out", tmp_path / "out"], 1, False)
     assert res.returncode == 2, res.stderr
     assert f"error: --coefficient {fifo}: not a regular file (a FIFO)" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()

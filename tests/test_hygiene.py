@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from test_cli import run
+from helpers import run_cli as run
 
 from dolfinx_lod.progress import PlainProgress, progress
 

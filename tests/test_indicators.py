@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import rough_coefficient
+from helpers import rough_coefficient
 
 import dolfinx_lod as dl
 from dolfinx_lod.indicators import element_stiffness, segment_layout

@@ -1,8 +1,7 @@
 import dolfinx.fem
 import numpy as np
 import pytest
-from conftest import rough_coefficient
-from test_grids import dense
+from helpers import dense, rough_coefficient
 
 import dolfinx_lod as dl
 from dolfinx_lod.grids import unit_box

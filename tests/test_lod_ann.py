@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import cli_main
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -213,14 +214,6 @@ def test_coefficient_aware_training_beats_the_mean_corrector(tiny):
     assert deep_ritz_energy(test, trainer.outputs(test).detach(), w) < deep_ritz_energy(
         test, train.C.mean(1, keepdim=True).expand_as(test.C), w
     )
-
-
-def cli_main(argv, capsys) -> tuple[int, str]:
-    """The command line in-process: (exit code, stderr of this rank)."""
-    from dolfinx_lod import cli
-
-    code = cli.main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import cli_main
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -43,14 +44,6 @@ def test_projected_energy_minimizer_with_neumann_sides():
             checked_neumann += bool(batch.configs[gi].neumann_sides().any())
     assert checked_neumann > 0
     basis.destroy()
-
-
-def cli_main(argv, capsys) -> tuple[int, str]:
-    """The command line in-process: (exit code, stderr of this rank)."""
-    from dolfinx_lod.cli import main
-
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 BOX = ["--coarse", "4,2", "--fine", "16,8", "--layers", 1, "--domain", "0,0,2,1"]

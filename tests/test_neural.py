@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import SMOOTH
 from petsc4py import PETSc
 
 import dolfinx_lod as dl
-from dolfinx_lod.coefficients import Family
 from dolfinx_lod.neural import (
     DeepRitzTrainer,
     LearnedCorrectors,
@@ -24,13 +24,6 @@ from dolfinx_lod.neural.presets import PRESETS, preset
 from dolfinx_lod.neural.provider import compare_providers, problem_metadata, scale_parameters
 
 pytestmark = pytest.mark.mpi
-
-SMOOTH = Family(
-    "smooth",
-    (0.0,),
-    (1.0,),
-    lambda x, p: 1 + 0.9 * np.sin(9 * x[0] + 3 * p[0]) * np.cos(7 * x[1] - 2 * p[0]),
-)
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +252,7 @@ def test_bad_settings():
 
     assert parse_network("mlp:128x8") == {"architecture": "mlp", "width": 128, "depth": 8}
     assert parse_network("cnn:32x6") == {"architecture": "cnn", "width": 32, "depth": 6}
-    with pytest.raises(ValueError, match="--network must be"):
+    with pytest.raises(ValueError, match="`network` must be"):
         parse_network("mlp:128")
 
 

@@ -6,9 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import SMOOTH, cli_main
 from mpi4py import MPI
-from test_lod_ann import cli_main
-from test_neural import SMOOTH
 
 import dolfinx_lod as dl
 from dolfinx_lod.basis import MultiscaleBasis

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import cli_main
 
 BOX = ["--coarse", "4,2", "--layers", 1, "--domain", "0,0,2,1", "--neumann", "left"]
 
@@ -14,14 +15,6 @@ def samples(params: np.ndarray) -> np.ndarray:
     x, y = np.meshgrid((np.arange(16) + 0.5) / 8, (np.arange(8) + 0.5) / 8)
     discs = ((x - 0.6) ** 2 + (y - 0.5) ** 2 < 0.06) | ((x - 1.4) ** 2 + (y - 0.4) ** 2 < 0.04)
     return np.stack([1.0 + p * discs for p in params])
-
-
-def cli_main(argv, capsys) -> tuple[int, str]:
-    """The command line in-process: (exit code, stderr of this rank)."""
-    from dolfinx_lod.cli import main
-
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.mpi

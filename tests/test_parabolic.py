@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import rough_coefficient
+from helpers import rough_coefficient
 
 import dolfinx_lod as dl
 from dolfinx_lod.patches import make_patch

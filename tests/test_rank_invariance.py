@@ -1,20 +1,15 @@
 """`mpirun -n 1`, `-n 2` and `-n 3` give the same coarse matrices and solutions to 1e-10,
 elliptic and parabolic (LOD only, coefficient changing every step)."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import mpirun
 
 HERE = Path(__file__).parent
-
-
-def mpirun() -> str:
-    local = Path(sys.executable).parent / "mpirun"
-    return str(local) if local.exists() else shutil.which("mpirun")
 
 
 def run_job(ranks: int, out: Path, method: str, grid: tuple[str, ...]) -> dict:

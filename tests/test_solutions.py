@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import cli_main
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -74,14 +75,6 @@ def test_solution_errors_of_the_classical_and_an_untrained_basis(problem):
     for r in reference:
         r.destroy()
     providers["same"].destroy()
-
-
-def cli_main(argv, capsys) -> tuple[int, str]:
-    """The command line in-process: (exit code, stderr of this rank)."""
-    from dolfinx_lod.cli import main
-
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.mpi

@@ -3,7 +3,7 @@ comparison run, reconstruction B U, and the coarse operators they assemble."""
 
 import numpy as np
 import pytest
-from conftest import rough_coefficient
+from helpers import rough_coefficient
 from petsc4py import PETSc
 
 import dolfinx_lod as dl

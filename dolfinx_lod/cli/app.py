@@ -18,6 +18,7 @@ from mpi4py import MPI
 import dolfinx_lod
 from dolfinx_lod.cli import elliptic, operators, parabolic, train
 from dolfinx_lod.cli.inputs import check_input_files, check_option_values
+from dolfinx_lod.cli.options import as_options
 from dolfinx_lod.cli.signals import exit_code, handle_signals
 from dolfinx_lod.io import release_writers
 from dolfinx_lod.parallel import LodError, Terminated
@@ -83,18 +84,20 @@ def _interrupted(
     return code
 
 
-def _failed(args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: Exception) -> int:
-    """An exception outside a collective block: the exit code on every rank, or abort when
-    the other ranks wait in a collective."""
+def _failed(
+    args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: Exception, message: str
+) -> int:
+    """An exception ``e`` (``message``: its text in options) outside a collective block: the
+    exit code on every rank, or abort when the other ranks wait in a collective."""
     code = 3 if isinstance(e, RuntimeError) else 2 if isinstance(e, ValueError) else 1
     if not isinstance(e, ValueError | RuntimeError):
         traceback.print_exc()  # a bug: show where
     if _all_ranks_failed(handshake):
         release_writers(comm, close=True)
         if comm.rank == 0:
-            print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
+            print(f"dolfinx-lod {args.command}: error: {message}", file=sys.stderr)
         return code
-    print(f"dolfinx-lod {args.command}: error on rank {comm.rank}: {e}", file=sys.stderr)
+    print(f"dolfinx-lod {args.command}: error on rank {comm.rank}: {message}", file=sys.stderr)
     sys.stderr.flush()
     release_writers(comm, close=False)
     comm.Abort(code)  # the other ranks wait in a collective: stop them rather than hang
@@ -103,7 +106,8 @@ def _failed(args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: Ex
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dolfinx-lod`` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     comm = MPI.COMM_WORLD
     handshake = comm.Dup()  # for errors raised outside dolfinx_lod.parallel.collective
     command = COMMANDS[args.command]
@@ -114,12 +118,13 @@ def main(argv: list[str] | None = None) -> int:
             summary = command.run(args, comm)
         except LodError as e:  # raised on every rank together (dolfinx_lod.parallel.collective)
             if comm.rank == 0:
-                print(f"dolfinx-lod {args.command}: error: {e}", file=sys.stderr)
+                message = as_options(str(e), parser, args.command)
+                print(f"dolfinx-lod {args.command}: error: {message}", file=sys.stderr)
             return e.exit_code
         except KeyboardInterrupt as e:
             return _interrupted(args, comm, handshake, e)
         except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
-            return _failed(args, comm, handshake, e)
+            return _failed(args, comm, handshake, e, as_options(str(e), parser, args.command))
         finally:
             handshake.Free()
     if comm.rank == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from dolfinx_lod.grids import SIDES
@@ -129,3 +130,32 @@ def add_solve_options(parser: argparse.ArgumentParser, plot: str, reference: str
 def add_out_option(parser: argparse.ArgumentParser) -> None:
     """--out, the result folder (written as one set)."""
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+#: Library argument names whose option is named otherwise: (command or None, name) -> option.
+ARGUMENT_OPTIONS = {
+    (None, "stack"): "--coefficients",
+    (None, "grids"): "--domain/--coarse/--fine",
+    (None, "g"): "--dirichlet",
+    ("elliptic", "p"): "--param",
+    ("parabolic", "p"): "--params",
+}
+
+
+def as_options(message: str, parser: argparse.ArgumentParser, command: str) -> str:
+    """``message`` with the library's argument names (written `name`) replaced by the
+    options of ``command`` that give them (``ARGUMENT_OPTIONS`` or the option of that dest)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = {
+        action.dest: action.option_strings[-1]
+        for action in sub.choices[command]._actions
+        if action.option_strings
+    }
+
+    def option(match: re.Match) -> str:
+        name = match.group(1)
+        return ARGUMENT_OPTIONS.get(
+            (command, name), ARGUMENT_OPTIONS.get((None, name), options.get(name, match[0]))
+        )
+
+    return re.sub(r"`([A-Za-z_]\w*)`", option, message)

@@ -115,7 +115,7 @@ def read_checkpoint(
             raise InputError(
                 f"cannot resume from {path}: it was written for {', '.join(differ)}; resume "
                 f"with the same settings (only {', '.join(RESUMABLE_SETTINGS)} may change) or "
-                "train without --resume"
+                "train without `resume`"
             )
         loaded.append(state)
 
@@ -144,5 +144,5 @@ def _check_one_set(comm: MPI.Comm, folder: Path, epoch: int) -> None:
         raise InputError(
             f"the checkpoints in {folder} are not one committed set ({parts}; committed: "
             f"{'none' if committed is None else f'epoch {committed}'}): a run was stopped "
-            "while writing them; train without --resume"
+            "while writing them; train without `resume`"
         )

@@ -341,6 +341,6 @@ def parse_network(spec: str) -> dict[str, Any]:
     except ValueError:
         pass
     raise ValueError(
-        "--network must be 'cnn:WIDTHxDEPTH', 'mlp:WIDTHxDEPTH' or 'reduced:MODES:WIDTHxDEPTH', "
+        "`network` must be 'cnn:WIDTHxDEPTH', 'mlp:WIDTHxDEPTH' or 'reduced:MODES:WIDTHxDEPTH', "
         f"got {spec!r}"
     )

@@ -207,7 +207,7 @@ class LearnedOperators(_BatchedMLP):
             if meta.get("given_samples"):
                 raise InputError(
                     f"{path} was fitted to given samples ({meta['family']!r}): give their "
-                    "coefficients and parameters (CLI: --coefficients with --params)"
+                    "coefficients and parameters (`stack`, `params`)"
                 )
             family = make_family(meta["family"], grids.fine, grids.domain)
         for key, value in problem_metadata(grids, layers, family).items():

@@ -191,8 +191,7 @@ class LearnedCorrectors:
             return self._from_coefficient(patches, a_patches)
         if p is None:
             raise ValueError(
-                "this learned model is conditioned on the family parameter p: give p (CLI: "
-                "--param for elliptic, --params for parabolic)"
+                "this learned model is conditioned on the family parameter p: give `p`"
             )
         pt = scale_parameters(self.family, self.family.check(p))
         if not patches:

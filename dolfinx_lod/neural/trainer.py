@@ -310,7 +310,7 @@ class DeepRitzTrainer:
             else "no checkpoint was written"
         )
         raise TrainingDiverged(
-            f"training diverged at epoch {self.epoch} (loss {loss:g}); {kept}; try a smaller --lr"
+            f"training diverged at epoch {self.epoch} (loss {loss:g}); {kept}; try a smaller `lr`"
         )
 
     def _after_epoch(

@@ -58,27 +58,27 @@ def check_network_size(
     arch = NETWORKS[settings.architecture]
     if isinstance(family, SampleFamily) and not arch.cls.needs_coefficient:
         raise InputError(
-            f"--coefficients: the {settings.architecture!r} networks are conditioned on the "
-            "family parameter p, which given fields do not have; use --network cnn:WxD or "
-            "--family"
+            f"`family`: the {settings.architecture!r} networks are conditioned on the family "
+            "parameter p, which given fields do not have; use `network` cnn:WxD or a "
+            "parametrised family"
         )
     if arch.cls.needs_coefficient:
         h = grids.h
         if grids.dim != 2:
             raise InputError(
-                f"--network {settings.architecture}: the coefficient-aware network is 2D; the "
+                f"`network` {settings.architecture}: the coefficient-aware network is 2D; the "
                 f"grids are {grids.dim}D"
             )
         if not np.allclose(h, h[0], rtol=1e-12) or len(set(grids.refinement)) > 1:
             raise InputError(
-                f"--domain/--coarse/--fine: the coefficient-aware network needs square fine "
+                f"`grids`: the coefficient-aware network needs square fine "
                 f"cells and the same H/h in every direction; got h = {h.tolist()}, H/h = "
                 f"{grids.refinement.tolist()}"
             )
     dim = patch_dimension(grids, layers)
     if arch.modes and settings.modes > dim:
         raise InputError(
-            f"--network reduced:Q:...: Q ({settings.modes}) patch modes exceed the patch "
+            f"`network` reduced:Q:...: Q ({settings.modes}) patch modes exceed the patch "
             f"dimension {dim} (interior fine vertices of the largest patch for n = "
             f"{counts_key(grids.fine_cells)}, NH = {counts_key(grids.coarse_cells)}, l = "
             f"{layers}); allowed: 1 <= Q <= {dim}"
@@ -289,9 +289,9 @@ def _check_resume(
     problem = {**training_problem(grids, layers, family, samples), **test}
     if read_checkpoint(grids.comm, folder, asdict(settings), problem) is None:
         raise InputError(
-            f"--resume: no checkpoint in {folder} (checkpoint-rank*-of{grids.comm.size}.pt and "
+            f"`resume`: no checkpoint in {folder} (checkpoint-rank*-of{grids.comm.size}.pt and "
             f"{commit_file(folder, grids.comm.size).name}); "
-            "train without --resume to start from scratch"
+            "train without `resume` to start from scratch"
         )
 
 

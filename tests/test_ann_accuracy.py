@@ -5,6 +5,7 @@ the transformed fields, and the contrast-bounded load inputs (cnn.py, loads="max
 import numpy as np
 import pytest
 import torch
+from helpers import cli_main
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -122,3 +123,20 @@ def test_augmented_training_does_not_depend_on_the_ranks(comm):
         basis.destroy()
     for key, value in states[0].items():
         torch.testing.assert_close(value, states[1][key], rtol=1e-4, atol=1e-6)
+
+
+def test_cli_augment_needs_a_coefficient_aware_network(tmp_path, capsys):
+    """`train --augment` with a p-network: one message naming augment, exit 2, nothing
+    trained; `--augment` and `--loads` reach the settings."""
+    from dolfinx_lod.cli.app import build_parser
+    from dolfinx_lod.cli.train import _settings
+
+    base = ["train", "--family", "cont", "--samples", "2", "--fine", "16", "--coarse", "4"]
+    base += ["--layers", "1", "--out", str(tmp_path / "run")]
+    code, err = cli_main([*base, "--network", "mlp:8x2", "--augment"], capsys)
+    assert code == 2 and "augment needs a coefficient-aware network" in err
+    assert not (tmp_path / "run" / "model.pt").exists()
+    args = build_parser().parse_args([*base, "--augment", "--loads", "mean"])
+    settings = _settings(args)
+    assert settings.augment and settings.loads == "mean"
+    assert _settings(build_parser().parse_args(base)).loads == "max"

@@ -100,8 +100,10 @@ class MultiscaleBasis(PETScResource):
         )
         self.grids, self.layers, self.progress = grids, layers, progress
         self.Pi = local_projection(grids)
-        #: Classical patch problems: the default provider, and the error indicators.
-        self.patch_problems = ClassicalCorrectors(grids, self.Pi, petsc_options_prefix)
+        #: Classical patch problems: the default provider, and the error indicators (shared
+        #: by all bases on ``grids``: see :meth:`ClassicalCorrectors.shared`).
+        self.patch_problems = ClassicalCorrectors.shared(grids, self.Pi, petsc_options_prefix)
+        self._released = False
         self.provider = provider if provider is not None else self.patch_problems
         NH, free = grids.coarse_sizes, ~grids.dirichlet_sides
         self.patches = [make_patch(int(T), NH, layers, grids.dim, free) for T in owned_cells(grids)]
@@ -447,10 +449,13 @@ class MultiscaleBasis(PETScResource):
         self.B.setPreallocationCOO(np.concatenate(rows), np.concatenate(cols))
 
     def destroy(self) -> None:
-        """Free PETSc objects owned by the basis (and by a classical provider it created)."""
+        """Free PETSc objects owned by the basis (and its use of the shared classical provider:
+        the last basis on the grids frees the patch solvers)."""
         self.B.destroy()
         self.P.destroy()
-        self.patch_problems.destroy()
+        if not self._released:  # a second destroy() must not release the shared provider again
+            self._released = True
+            self.patch_problems.destroy()
 
 
 def basis_errors(

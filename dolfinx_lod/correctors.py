@@ -15,8 +15,9 @@ Rank-local: no communication.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -72,7 +73,10 @@ class ClassicalCorrectors(PETScResource):
     configuration (created on first use and kept).
 
     Owns the patch solvers' PETSc objects: release them with :meth:`destroy` or use the
-    provider as a context manager.
+    provider as a context manager. The patch meshes, spaces and matrices hold duplicated MPI
+    communicators (about 430 on one rank for l = 2 on 8 x 8 coarse cells, and the live MUMPS
+    factorizations about five each: see :mod:`dolfinx_lod.patch_solver`; MPICH has 2048 per
+    process), so every basis on the same grids uses one provider, :meth:`shared`.
 
     Args:
         grids: Nested meshes.
@@ -83,6 +87,10 @@ class ClassicalCorrectors(PETScResource):
     """
 
     needs_coefficient = True
+
+    #: The providers of :meth:`shared`, by (id of the grids, options prefix); an entry lives
+    #: while a user holds its provider (which holds the grids, so the id stays theirs).
+    _shared: ClassVar[weakref.WeakValueDictionary] = weakref.WeakValueDictionary()
 
     def __init__(
         self,
@@ -95,6 +103,28 @@ class ClassicalCorrectors(PETScResource):
         self._solver = PatchSolverOptions(petsc_options_prefix, petsc_options)
         self._spaces: dict[tuple[tuple[int, ...], tuple[bool, ...]], PatchSpace] = {}
         self._problems: dict[Configuration, PatchProblem] = {}
+        self._users = 1  # owners that still have to call destroy()
+
+    @classmethod
+    def shared(
+        cls,
+        grids: NestedGrids,
+        Pi: npt.NDArray[np.float64],
+        petsc_options_prefix: str = PATCH_OPTIONS_PREFIX,
+    ) -> ClassicalCorrectors:
+        """The provider (default PETSc options) that every caller with these ``grids`` and
+        this prefix shares while one of them holds it, so that the patch solvers exist once
+        per process however many bases live. Each caller calls :meth:`destroy` once; the last
+        call frees the solvers (as does dropping every reference). Rank-local.
+        """
+        key = (id(grids), petsc_options_prefix)
+        provider = cls._shared.get(key)
+        if provider is None:
+            provider = cls(grids, Pi, petsc_options_prefix)
+            cls._shared[key] = provider
+        else:
+            provider._users += 1
+        return provider
 
     def problem(self, config: Configuration) -> PatchProblem:
         """The (cached) PatchProblem of a configuration."""
@@ -167,7 +197,13 @@ class ClassicalCorrectors(PETScResource):
         return out
 
     def destroy(self) -> None:
-        """Free all patch solvers."""
+        """Free all patch solvers (of a :meth:`shared` provider: when its last user calls)."""
+        self._users = max(self._users - 1, 0)
+        if self._users:
+            return
+        key = (id(self.grids), self._solver.prefix)
+        if self._shared.get(key) is self:
+            del self._shared[key]
         for problem in self._problems.values():
             problem.destroy()
         self._problems.clear()

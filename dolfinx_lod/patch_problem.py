@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
 
 import dolfinx.fem
 import dolfinx.la
@@ -24,36 +23,14 @@ from dolfinx_lod.grids import (
 )
 from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.parallel import PETScResource
+from dolfinx_lod.patch_solver import (  # noqa: F401  (public names of this module)
+    PATCH_OPTIONS_PREFIX,
+    PATCH_SOLVER_OPTIONS,
+    PatchSolverOptions,
+    SaddleSolver,
+)
 from dolfinx_lod.patch_space import PatchSpace
 from dolfinx_lod.patches import Configuration
-
-#: Default options prefix of the patch solvers.
-PATCH_OPTIONS_PREFIX = "lod_patch_"
-
-#: Default PETSc options of the patch solvers. Options given on the command line or set in the
-#: options database with the solver's prefix (e.g. ``-lod_patch_pc_factor_mat_solver_type``)
-#: take precedence; the defaults are put into the database only while the solver reads them.
-PATCH_SOLVER_OPTIONS = {
-    "ksp_type": "preonly",
-    "pc_type": "cholesky",
-    "pc_factor_mat_solver_type": "mumps",
-    "mat_mumps_icntl_7": 0,  # AMD ordering: the fastest numeric factorization measured here
-}
-
-
-@dataclass(frozen=True)
-class PatchSolverOptions:
-    """Options prefix (non-empty) and default PETSc options of the patch solvers (default
-    :data:`PATCH_SOLVER_OPTIONS`); options already in the database with the prefix win."""
-
-    prefix: str = PATCH_OPTIONS_PREFIX
-    options: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if not self.prefix:
-            raise ValueError("petsc_options_prefix must be a non-empty string")
-        if self.options is None:
-            object.__setattr__(self, "options", dict(PATCH_SOLVER_OPTIONS))
 
 
 class PatchSolveError(RuntimeError):
@@ -110,7 +87,7 @@ class PatchProblem(PETScResource):
         solver: PatchSolverOptions | None = None,
     ):
         solver = solver or PatchSolverOptions()
-        self.prefix, self._options = solver.prefix, solver.options
+        self.prefix = solver.prefix
         #: (space.assemblies, a) of the system last assembled by this problem.
         self._assembled: tuple[int, npt.NDArray[np.float64]] | None = None
         self._energy = 0.0  # sum_j a_T(Lambda_j, Lambda_j) of that system
@@ -150,10 +127,10 @@ class PatchProblem(PETScResource):
         # Saddle-point matrix [[S, B^T], [B, 0]] in CSR with a fixed pattern.
         B = patch_constraints(config, r, Pi)[:, space.dof_vertex]  # columns in dof order
         self.num_dofs, self.num_constraints = space.dof_vertex.size, B.shape[0]
-        self._setup_saddle(B)
+        self._setup_saddle(B, solver)
         self._setup_solver()
 
-    def _setup_saddle(self, B: npt.NDArray[np.float64]) -> None:
+    def _setup_saddle(self, B: npt.NDArray[np.float64], solver: PatchSolverOptions) -> None:
         N, S = self.num_dofs, self.space.S
         S_rows = np.repeat(np.arange(N), np.diff(S.indptr))
         b_rows, b_cols = np.nonzero(B)
@@ -169,34 +146,17 @@ class PatchProblem(PETScResource):
             PETSc.IntType
         )
         self._indices = cols[order].astype(PETSc.IntType)
-        self.K = PETSc.Mat().createAIJ(
-            (size, size), csr=(self._indptr, self._indices, self._values), comm=MPI.COMM_SELF
-        )
-        self.K.setOption(PETSc.Mat.Option.SYMMETRIC, True)
+        #: K and its factorization (freed while the process holds too many: see
+        #: :mod:`dolfinx_lod.patch_solver`).
+        self.saddle = SaddleSolver(self._indptr, self._indices, solver)
+        self.K, self.ksp = self.saddle.K, self.saddle.ksp
 
     def _setup_solver(self) -> None:
-        self.ksp = PETSc.KSP().create(MPI.COMM_SELF)
-        self.ksp.setOptionsPrefix(self.prefix)
-        self.ksp.setOperators(self.K)
-        self._set_from_options()
         size = self.num_dofs + self.num_constraints
         self.rhs = PETSc.Mat().createDense((size, self.num_corners), comm=MPI.COMM_SELF)
         self.rhs.setUp()
         self.rhs.assemble()
         self.sol = self.rhs.duplicate()
-
-    def _set_from_options(self) -> None:
-        """Configure the KSP from the options database and the default options; the defaults
-        are in the database only during this call (none are left there)."""
-        opts = PETSc.Options()
-        added = [key for key in self._options if not opts.hasName(self.prefix + key)]
-        for key in added:
-            opts.setValue(self.prefix + key, self._options[key])
-        try:
-            self.ksp.setFromOptions()
-        finally:
-            for key in added:
-                opts.delValue(self.prefix + key)
 
     def system(self, a_patch: npt.NDArray[np.float64]) -> PatchSystem:
         """The patch system (S, F, Lambda) for coefficient values ``a_patch``. Rank-local.
@@ -278,27 +238,21 @@ class PatchProblem(PETScResource):
         self._values[self._S_position] = np.where(
             self.space.bc_diagonal, 1.0, self.space.S.data / s
         )
-        self.K.setValuesCSR(self._indptr, self._indices, self._values)
-        self.K.assemble()
         self.rhs.assemble()
-        failure = None
-        try:
-            self.ksp.setUp()  # the factorization: a failed one is flagged, not raised
-            failure = self._failure()
-            if failure is None:
+        failure = self.saddle.factorize(self._values)
+        if failure is None:
+            try:
                 self.ksp.matSolve(self.rhs, self.sol)
                 failure = self._failure()
-        except PETSc.Error as e:
-            failure = self._failure() or f"PETSc error code {e.ierr}"
+            except PETSc.Error as e:
+                failure = self._failure() or f"PETSc error code {e.ierr}"
         C = np.empty((self.num_dofs, self.num_corners))
         if failure is None:
             C[self.space.dof_vertex] = self.sol.getDenseArray()[: self.num_dofs] / s
             if not np.isfinite(C).all():
                 failure = "non-finite correctors"
         if failure is not None:
-            self.ksp.reset()  # the next solve factorizes anew
-            self.ksp.setOperators(self.K)
-            self._set_from_options()
+            self.saddle.release()  # the next solve factorizes anew
             raise PatchSolveError(failure)
         return C
 
@@ -366,19 +320,7 @@ class PatchProblem(PETScResource):
 
     def _failure(self) -> str | None:
         """What went wrong in the last factorization or solve (None if nothing)."""
-        pc = self.ksp.getPC()
-        reasons = []
-        if pc.getFailedReason() != 0:
-            reasons.append(f"factorization failed (PC failed reason {pc.getFailedReason()})")
-        if self.ksp.getConvergedReason() < 0:
-            reasons.append(f"KSP reason {self.ksp.getConvergedReason()}")
-        try:
-            infog = pc.getFactorMatrix().getMumpsInfog(1)
-        except PETSc.Error:  # not MUMPS, or nothing factorized
-            infog = 0
-        if infog < 0:
-            reasons.append(f"MUMPS INFOG(1) = {infog}")
-        return ", ".join(reasons) or None
+        return self.saddle.failure()
 
     @functools.cached_property
     def _indicator_forms(self) -> tuple[dolfinx.fem.Form, dolfinx.fem.Form, dolfinx.fem.Form]:
@@ -424,8 +366,9 @@ class PatchProblem(PETScResource):
 
     def destroy(self) -> None:
         """Free the PETSc objects (the KSP and the matrices)."""
-        for obj in (self.ksp, self.K, self.rhs, self.sol):
+        for obj in (self.rhs, self.sol):
             obj.destroy()
+        self.saddle.destroy()
 
 
 def scale_of(a: npt.NDArray[np.float64]) -> float:

@@ -7,13 +7,15 @@ from mpi4py import MPI
 
 import dolfinx_lod as dl
 from dolfinx_lod.grids import corner_bits, lattice_coordinates
+from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.neural import DeepRitzTrainer, TrainingSettings, export_patches
 from dolfinx_lod.neural.provider import scale_parameters
 from dolfinx_lod.neural.workflow import node_networks
-from dolfinx_lod.paper.compare import euclidean_error
+from dolfinx_lod.paper.compare import compare_time_loops, euclidean_error
 from dolfinx_lod.paper.examples import EXAMPLE1_SIZES, example1, example1_start, example2
 from dolfinx_lod.paper.experiments import schedule_clearance, sized_example
 from dolfinx_lod.paper.figures import configuration_vertices
+from dolfinx_lod.timestepping import CoefficientSchedule, run_parabolic
 
 
 @pytest.mark.mpi
@@ -83,6 +85,42 @@ def test_euclidean_error_over_all_steps(comm):
     expected = np.linalg.norm(np.concatenate(every_u) - np.concatenate(every_ref))
     expected /= np.linalg.norm(np.concatenate(every_ref))
     assert euclidean_error(comm, u, ref) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.mpi
+def test_compare_time_loops_against_separate_runs(comm):
+    """The LOD of every provider and one FEM advanced side by side: a second classical
+    provider reproduces the classical LOD; the LOD's error against the FEM at T is that of a
+    separate :func:`run_parabolic` with its own FEM; the snapshots are gathered on rank 0 at
+    the snapshot steps (every rank returns: no collective on rank 0 alone)."""
+    grids = dl.create_nested_grids(comm, 4, 16)
+    family = dl.coefficients.cont_family(16)
+
+    def schedule(t):
+        return 0.3 + 0.2 * t
+
+    classical = dl.ClassicalCorrectors(grids, local_projection(grids))
+    out = compare_time_loops(
+        grids, 1, family, schedule, 1.0, 3, {"same": classical}, snapshot_steps=(1, 3)
+    )
+    classical.destroy()
+    runs = out["runs"]
+    assert runs["same"]["rel_error_vs_lod"] <= 1e-10
+    assert runs["same"]["rel_error_vs_lod_euclidean_all_steps"] <= 1e-10
+    coefficient = CoefficientSchedule.from_family(family.a, lambda t: family.check(schedule(t)))
+    alone = run_parabolic(grids, coefficient, 1.0, 3, 1, reference=True)
+    assert runs["lod"]["rel_error_vs_fem"] == pytest.approx(alone.final_errors["l2"], rel=1e-6)
+    assert runs["lod"]["rel_error_vs_fem"] > 1e-3  # the LOD is not the FEM on this grid
+    alone.basis.destroy()
+    for name in ("lod", "same"):
+        assert sorted(out["snapshots"][name]) == [1, 3]
+        shot = out["snapshots"][name][3]
+        assert shot["t"] == pytest.approx(1.0)
+        if comm.rank == 0:
+            assert shot["u"].shape == shot["fem"].shape == (17, 17)
+            assert shot["a"].shape == (16, 16)
+        else:
+            assert shot["u"] is shot["fem"] is shot["a"] is None
 
 
 @pytest.mark.mpi

@@ -220,7 +220,7 @@ def _operator_provider(
     validate(comm, load)
     classical = None
     if provider is None:
-        classical = ClassicalCorrectors(grids, local_projection(grids))
+        classical = ClassicalCorrectors.shared(grids, local_projection(grids))
         provider = FamilyCorrectors(classical, nets[0].family)
     return OperatorProvider(provider, nets[0]), classical
 

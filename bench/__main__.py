@@ -34,7 +34,7 @@ def run(name: str, ranks: int | None, extra: list[str]) -> int:
         shown = [c if c != sys.executable else "python" for c in command]
         data["provenance"] = provenance([str(c).replace(f"{ROOT}/", "") for c in shown], ranks)
         out.write_text(json.dumps(data, indent=2) + "\n")
-        print(f"bench {name}: {out.relative_to(ROOT)}")
+        print(f"bench {name}: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return code
 
 

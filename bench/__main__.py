@@ -38,7 +38,7 @@ def run(name: str, ranks: int | None, extra: list[str]) -> int:
         data = json.loads(((folder / "summary.json") if case.demo else out).read_text())
         data["provenance"] = record
         out.write_text(json.dumps(data, indent=2) + "\n")
-        print(f"bench {name}: {out.relative_to(ROOT)}")
+        print(f"bench {name}: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return code
 
 

@@ -64,7 +64,7 @@ CASES: dict[str, Case] = {
     "inclusions": Case(
         "bench_inclusions.py",
         "lod-ann-inclusions.json",
-        about="LOD-ANN on high-contrast inclusions, judged by the solution",
+        about="LOD-ANN on high-contrast fields (--kind inclusions|channels|...), by the solution",
     ),
     "operator-fit": Case(
         "bench_operator_fit.py", "operator-fit-32-512-2.json", about="learned operators' fit"

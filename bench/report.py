@@ -91,7 +91,7 @@ def inclusions_table(result: str) -> str:
                 f"{r['train_seconds']:.0f}",
                 f"{r['vs_fine']['learned']:.3f}",
                 f"{r['vs_fine']['classical']:.3f}",
-                f"{r['ratio_to_classical']:.1f}x",
+                f"{r['ratio_to_classical']:.2f}x",
                 f"{r['lod_ann_vs_classical']['energy']['mean']:.3f}",
                 f"{base['mean']:.3f} / {base['none']:.3f}",
                 "yes" if r["uses_corrector_data"] else "no",

@@ -247,8 +247,7 @@ class MultiscaleBasis(PETScResource):
         t2 = time.perf_counter()
         index = np.flatnonzero(todo)
         self._remember(index)
-        # Rank-local failures fail on all ranks; the classical solves are spread over the ranks
-        # (balance.spread raises only after its communication, so no rank is left waiting).
+        # Fails on all ranks (balance.spread raises only after its communication: none waits).
         with collective(self.grids.comm, NumericalError):
             self._compute(index, a_patches, p)
         for i in index:

@@ -187,6 +187,18 @@ def _mean_after_first(values: list[float]) -> float:
     return sum(values[1:]) / max(len(values) - 1, 1)
 
 
+def _methods(data: dict) -> list[tuple[str, str]]:
+    """(JSON key, row label) of the methods of one case, in :data:`TIME_TO_SOLUTION` order;
+    a key "NAME@TOL" (a selective update with its own tolerance) after NAME."""
+    out = []
+    for key, label in TIME_TO_SOLUTION.items():
+        own = [k for k in data if k.startswith(key + "@")]
+        own.sort(key=lambda k: float(k.split("@")[1]))
+        out += [(key, label)] if key in data else []
+        out += [(k, f"{label}, tol {k.split('@')[1]}") for k in own]
+    return out
+
+
 def time_to_solution_table(result: str) -> str:
     """Whole time loops of bench_time_to_solution.py's ``result``: step 1 and the mean later
     step, the FEM step over it, the break-even M, patches and indicator seconds per step (mean
@@ -201,11 +213,9 @@ def time_to_solution_table(result: str) -> str:
             [case, "fine FEM (CG + GAMG, rtol 1e-8)", f"{fem['first_step']:.3g}"]
             + [f"{fem['mean_step']:.3g}", "1", "-", "-", "-", "-"]
         )
-        for key, label in TIME_TO_SOLUTION.items():
-            if key not in data:
-                continue
+        for key, label in _methods(data):
             s = data[key]
-            full = data.get(key.replace("selective", "full"))
+            full = data.get(key.split("@")[0].replace("selective", "full"))
             error = s["rel_l2_error_T_vs_fem"]
             over = "-" if full is None else f"{error / full['rel_l2_error_T_vs_fem']:.3g}"
             even = s["break_even_steps"]
@@ -215,6 +225,39 @@ def time_to_solution_table(result: str) -> str:
                 + [f"{_mean_after_first(s['patches_recomputed_per_step']):.0f}"]
                 + [f"{_mean_after_first(s['indicator_seconds_per_step']):.2g}"]
                 + [f"{error:.3g} ({over})"]
+            )
+    return markdown(header, rows)
+
+
+#: Phases of a selective step in bench_time_to_solution.py's ``phase_seconds_per_step``:
+#: key -> column (the basis update's phases, then the stepper's coarse work).
+STEP_PHASES = {
+    "basis_fetch": "coefficient fetch",
+    "basis_indicators": "indicators",
+    "basis_correctors": "correctors",
+    "coarse_assembly": "coarse assembly",
+    "coarse_solve": "coarse solve",
+}
+
+
+def step_phases_table(result: str) -> str:
+    """Where a later step goes: the mean over steps 2..M of each phase (maximum over the
+    ranks) of every LOD method of bench_time_to_solution.py's ``result``, with the mean step
+    and the patches recomputed per step."""
+    header = ["case", "method", "mean step [s]", "patches per step"]
+    header += [f"{label} [s]" for label in STEP_PHASES.values()]
+    rows = []
+    for case, data in load(result)["cases"].items():
+        for key, label in _methods(data):
+            if "phase_seconds_per_step" not in data[key]:
+                continue
+            s = data[key]
+            later = s["phase_seconds_per_step"][1:]
+            means = [sum(p[k] for p in later) / max(len(later), 1) for k in STEP_PHASES]
+            rows.append(
+                [case, label, f"{s['mean_step']:.3g}"]
+                + [f"{_mean_after_first(s['patches_recomputed_per_step']):.0f}"]
+                + [f"{m:.2g}" for m in means]
             )
     return markdown(header, rows)
 
@@ -279,6 +322,12 @@ TABLES: dict[str, Callable[[], str]] = {
     ),
     "time-to-solution-32-512-2-2-indicators": lambda: time_to_solution_table(
         "time-to-solution-32-512-2-2-indicators.json"
+    ),
+    "time-to-solution-32-512-2-2-local": lambda: time_to_solution_table(
+        "time-to-solution-32-512-2-2-local.json"
+    ),
+    "time-to-solution-32-512-2-2-local-phases": lambda: step_phases_table(
+        "time-to-solution-32-512-2-2-local.json"
     ),
     "examples": examples_table,
     **doc_tables.TABLES,

@@ -78,11 +78,12 @@ class SaddleSolver(PETScResource):
         solver: PatchSolverOptions,
     ):
         self.prefix, self._options = solver.prefix, solver.options
-        self._indptr, self._indices = indptr, indices
+        self._indptr, self._indices = indptr, indices  # K reads these arrays (no copy)
         size = indptr.size - 1
-        values = np.zeros(indices.size)  # explicit zeros: the whole pattern is kept
-        self.K = PETSc.Mat().createAIJ(
-            (size, size), csr=(indptr, indices, values), comm=MPI.COMM_SELF
+        #: K's values, shared with PETSc (no copy); explicit zeros keep the whole pattern.
+        self._values = np.zeros(indices.size)
+        self.K = PETSc.Mat().createAIJWithArrays(
+            (size, size), (indptr, indices, self._values), comm=MPI.COMM_SELF
         )
         self.K.setOption(PETSc.Mat.Option.SYMMETRIC, True)
         self.ksp = PETSc.KSP().create(MPI.COMM_SELF)
@@ -104,8 +105,8 @@ class SaddleSolver(PETScResource):
             other = _live.popitem(last=False)[1]()
             if other is not None:
                 other.release()
-        self.K.setValuesCSR(self._indptr, self._indices, values)
-        self.K.assemble()
+        self._values[:] = values
+        self.K.stateIncrease()  # new values, same pattern: a numeric factorization only
         try:
             self.ksp.setUp()  # a failed factorization is flagged, not raised
             return self.failure()

@@ -1,21 +1,23 @@
-"""Benchmark: LOD-ANN on binary high-contrast inclusion fields, judged by the solution.
+"""Benchmark: LOD-ANN on high-contrast fields of a family, judged by the solution.
 
 Run by hand (one rank; under the shared lock), e.g.
 
     flock /tmp/heavy.lock python -m bench run inclusions -- --contrast 100 \\
-        [--options "TRAIN OPTIONS"]
+        [--kind channels] [--options "TRAIN OPTIONS"]
 
-Draws ``--train`` + ``--test`` fields of random elliptic inclusions (4 to 9 per field, semi-axes
-0.03 to 0.12, value ``--contrast``, matrix 1) on ``--fine`` x ``--fine`` cells, trains with
+Draws ``--train`` + ``--test`` fields of the ``--kind`` (:data:`KINDS`; default random elliptic
+inclusions: 4 to 9 per field, semi-axes 0.03 to 0.12, value ``--contrast``, matrix 1) on
+``--fine`` x ``--fine`` cells, trains with
 ``dolfinx-lod train --coefficients`` (the defaults, or the ``--options``) on
 (1/``--coarse``, 1/``--fine``, ``--layers``) and records from its summary.json the LOD-ANN
 solution (f = 1) against the classical LOD and against the fine FEM on the held-out fields,
 the classical LOD's and the baselines' own errors, the basis errors, the epochs and the
 training time, with the exact command. A row replaces the earlier one of the same name
-(contrast and options).
+(kind, contrast and options).
 """
 
 import argparse
+import fcntl
 import json
 import shlex
 import sys
@@ -46,6 +48,52 @@ def inclusions(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
     return out
 
 
+def channels(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
+    """``count`` n x n fields: ``contrast`` in 2 to 4 straight channels across the square
+    (random direction and offset, width 0.03 to 0.06), 1 elsewhere."""
+    rng = np.random.default_rng(seed)
+    c = (np.arange(n) + 0.5) / n
+    X, Y = np.meshgrid(c, c)
+    out = np.ones((count, n, n))
+    for k in range(count):
+        for _ in range(rng.integers(2, 5)):
+            th = rng.uniform(0, np.pi)
+            d = (X - 0.5) * np.sin(th) - (Y - 0.5) * np.cos(th) - rng.uniform(-0.4, 0.4)
+            out[k][np.abs(d) <= rng.uniform(0.015, 0.03)] = contrast
+    return out
+
+
+def checkerboard(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
+    """``count`` n x n fields of blocks of n / 12 cells: ``contrast`` with probability 0.2 to
+    0.5 (drawn per field), else 1."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.uniform(size=(count, 12, 12)) < rng.uniform(0.2, 0.5, (count, 1, 1))
+    fields = np.where(blocks, contrast, 1.0)
+    return np.repeat(np.repeat(fields, n // 12, axis=1), n // 12, axis=2)
+
+
+def lognormal(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
+    """``count`` n x n fields exp(s g): g a Gaussian field (white noise smoothed by a Gaussian
+    of correlation length 0.1, periodic, unit variance), s = log(contrast) / 6 (the values
+    span about ``contrast``)."""
+    rng = np.random.default_rng(seed)
+    k = np.fft.fftfreq(n) * n
+    kernel = np.exp(-0.5 * (2 * np.pi * 0.1) ** 2 * (k[:, None] ** 2 + k[None, :] ** 2))
+    noise = np.fft.fft2(rng.normal(size=(count, n, n)))
+    g = np.fft.ifft2(noise * kernel).real
+    g /= g.std(axis=(1, 2), keepdims=True)
+    return np.exp(np.log(contrast) / 6 * g)
+
+
+#: Field families: name -> (n, count, contrast, seed) -> (count, n, n) stack.
+KINDS = {
+    "inclusions": inclusions,
+    "channels": channels,
+    "checkerboard": checkerboard,
+    "lognormal": lognormal,
+}
+
+
 def row(summary: dict) -> dict:
     """The numbers of one run (mean over the held-out fields, energy norm unless named)."""
     fine = summary["solution_error_fine_test"]
@@ -72,6 +120,7 @@ def row(summary: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--contrast", type=float, default=100.0)
+    p.add_argument("--kind", choices=tuple(KINDS), default="inclusions")
     p.add_argument("--fine", type=int, default=36)
     p.add_argument("--coarse", type=int, default=6)
     p.add_argument("--layers", type=int, default=1)
@@ -84,7 +133,7 @@ def main() -> None:
     extra = shlex.split(args.options)
     from dolfinx_lod.cli import main as cli
 
-    fields = inclusions(args.fine, args.train + args.test, args.contrast, args.seed)
+    fields = KINDS[args.kind](args.fine, args.train + args.test, args.contrast, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "train.npy", fields[: args.train])
         np.save(Path(tmp) / "test.npy", fields[args.train :])
@@ -97,15 +146,27 @@ def main() -> None:
         wall = time.perf_counter() - t0
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
     name = f"contrast {args.contrast:g}" + (f" {' '.join(extra)}" if extra else "")
+    name = name if args.kind == "inclusions" else f"{args.kind} {name}"
+    lockfile = Path(tempfile.gettempdir()) / f"{args.out.name}.lock"
+    with open(lockfile, "w") as lock:  # runs may end at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = add_run(args, name, summary, wall)
+    print(name, json.dumps({k: result["runs"][name][k] for k in ("vs_fine", "epochs")}))
+
+
+def add_run(args: argparse.Namespace, name: str, summary: dict, wall: float) -> dict:
+    """Add (or replace) the row ``name`` of ``args.out`` and write it; returns the result."""
     result = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     result["runs"][name] = {
         **row(summary),
         "wall_seconds": wall,
-        "problem": {k: getattr(args, k) for k in ("fine", "coarse", "layers", "train", "test")},
+        "problem": {
+            k: getattr(args, k) for k in ("kind", "fine", "coarse", "layers", "train", "test")
+        },
         "provenance": provenance(["python", "bench/bench_inclusions.py", *sys.argv[1:]], 1),
     }
     write_json(args.out, result)
-    print(name, json.dumps({k: result["runs"][name][k] for k in ("vs_fine", "epochs")}))
+    return result
 
 
 if __name__ == "__main__":

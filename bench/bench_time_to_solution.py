@@ -13,10 +13,12 @@
 Methods, advanced side by side on the same coefficient (:func:`advance`): the fine FEM (CG +
 GAMG at rtol 1e-8, matrix and preconditioner kept while a is unchanged: the fair yardstick,
 :data:`~dolfinx_lod.steppers.FEM_RTOL`), and the Galerkin / Petrov–Galerkin LOD with the full
-update and with the selective update (coefficient-only indicators, ``--tol``). Per method:
+update and with the selective update (coefficient-only indicators, ``--tol``, or per method
+``NAME@TOL``, e.g. ``petrov_galerkin_selective@0.3``). Per method:
 step 1 (the offline part: every corrector from scratch), the mean of steps 2..M, the total
 time to T, the relative L2 error at T against the fine FEM, the patches recomputed and the
-indicators' seconds per step, and the break-even M against the FEM: the smallest M with
+indicators' seconds per step (and every phase's: the steppers' and the basis update's,
+the maximum over the ranks), and the break-even M against the FEM: the smallest M with
 first_lod + (M - 1) step_lod <= first_fem + (M - 1) step_fem (None if the LOD step is not the
 cheaper one). The seconds of step 1 and 2 of the full update are the seconds of a classical
 basis for a first and for a further parameter (the patch problems, their symbolic
@@ -92,6 +94,20 @@ def schedules(n: int, steps: int, inclusions: int) -> dict[str, CoefficientSched
     }
 
 
+def tol_of(method: str, default: float) -> float:
+    """The selective update's tolerance of a method name: "NAME@TOL", or ``default``."""
+    return float(method.split("@")[1]) if "@" in method else default
+
+
+def method_name(text: str) -> str:
+    """An argparse type: a name of :data:`METHODS`, optionally "@TOL" (its own tolerance)."""
+    if text.split("@")[0] not in METHODS or text.count("@") > 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: one of {list(METHODS)}, optionally @TOL")
+    if "@" in text:
+        tol_of(text, 0.0)  # a number
+    return text
+
+
 def break_even(first: float, step: float, fem_first: float, fem_step: float) -> int | None:
     """Smallest M >= 1 with first + (M - 1) step <= fem_first + (M - 1) fem_step."""
     if first <= fem_first:
@@ -106,13 +122,14 @@ def run_case(grids, schedule, steps: int, layers: int, tol: float, methods: list
     comm, tau = grids.comm, 1.0 / steps
     fem = FEMStepper(grids, tau)
     lods = {
-        name: LODStepper(grids, layers, tau, METHODS[name][0], update=METHODS[name][1], tol=tol)
+        name: LODStepper(grids, layers, tau, *METHODS[name.split("@")[0]], tol=tol_of(name, tol))
         for name in methods
     }
     steppers = {"fem": fem, **lods}
     seconds = {name: [] for name in steppers}
     recomputed = {name: [] for name in lods}
     indicators = {name: [] for name in lods}
+    phases = {name: [] for name in lods}
 
     def observe(m, t, state):
         for name, stepper in steppers.items():
@@ -120,6 +137,8 @@ def run_case(grids, schedule, steps: int, layers: int, tol: float, methods: list
         for name, lod in lods.items():
             recomputed[name].append(lod.touched_fine["patches_recomputed"])
             indicators[name].append(comm.allreduce(lod.timings["indicators"], op=MPI.MAX))
+            timed = {**lod.timings, **{f"basis_{k}": v for k, v in lod.basis.timings.items()}}
+            phases[name].append({k: comm.allreduce(v, op=MPI.MAX) for k, v in timed.items()})
         if comm.rank == 0:
             print(f"  step {m}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in seconds.items()))
 
@@ -142,6 +161,7 @@ def run_case(grids, schedule, steps: int, layers: int, tol: float, methods: list
         )
         rec["patches_recomputed_per_step"] = recomputed[name]
         rec["indicator_seconds_per_step"] = indicators[name]
+        rec["phase_seconds_per_step"] = phases[name]  # max over the ranks of each phase
         lod.destroy()
     fem.destroy()
     return out
@@ -158,7 +178,13 @@ def main() -> None:
     parser.add_argument("--inclusions", type=int, default=64)
     parser.add_argument("--tol", type=float, default=0.1, help="selective update tolerance")
     parser.add_argument("--cases", nargs="+", default=["battery", "cont", "defects", "growing"])
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        type=method_name,
+        default=list(METHODS),
+        help="method names; NAME@TOL: a selective update with its own tolerance",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/time-to-solution.json"))
     args = parser.parse_args()
     comm = MPI.COMM_WORLD

@@ -45,12 +45,26 @@ CASES: dict[str, Case] = {
         about="boundary data g, q: LOD energy error vs the homogeneous problem",
     ),
     "3d": Case("bench_3d.py", "3d-{ranks}.json", about="3D basis and solve"),
+    "battery3d": Case(
+        "demos/battery3d.py",
+        "battery3d-demo-{ranks}.json",
+        about="the 3D battery demo: LOD vs LOD-ANN, basis update cost",
+        ranks=2,
+        demo=True,
+    ),
+    "battery3d-tiny": Case(
+        "demos/battery3d.py",
+        "battery3d-tiny-{ranks}.json",
+        ("--tiny",),
+        about="the 3D battery demo's seconds-sized smoke run",
+        demo=True,
+    ),
     "training": Case("bench_training.py", "training-{ranks}.json", about="LOD-ANN training"),
     "lod-ann": Case("bench_lod_ann.py", "lod-ann-example1.json", about="LOD-ANN accuracy"),
     "inclusions": Case(
         "bench_inclusions.py",
         "lod-ann-inclusions.json",
-        about="LOD-ANN on high-contrast inclusions, judged by the solution",
+        about="LOD-ANN on high-contrast fields (--kind inclusions|channels|...), by the solution",
     ),
     "operator-fit": Case(
         "bench_operator_fit.py", "operator-fit-32-512-2.json", about="learned operators' fit"

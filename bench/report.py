@@ -8,14 +8,14 @@ which differ (tests/test_docs.py runs it).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import doc_tables
 from bench.harness import ROOT
+from bench.markdown import load, markdown
 
-RESULTS = ROOT / "bench" / "results"
 DOCUMENTS = ("README.md", "docs")
 BLOCK = re.compile(
     r"(<!-- bench-table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /bench-table -->)", re.S
@@ -28,18 +28,6 @@ STEPPERS = {
     "lod_galerkin_selective": "LOD Galerkin, selective update",
     "lod_learned_operators": "learned local operators",
 }
-
-
-def load(name: str) -> dict:
-    """A result JSON of bench/results/."""
-    return json.loads((RESULTS / name).read_text())
-
-
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _phases(mean_step: dict) -> str:
@@ -103,7 +91,7 @@ def inclusions_table(result: str) -> str:
                 f"{r['train_seconds']:.0f}",
                 f"{r['vs_fine']['learned']:.3f}",
                 f"{r['vs_fine']['classical']:.3f}",
-                f"{r['ratio_to_classical']:.1f}x",
+                f"{r['ratio_to_classical']:.2f}x",
                 f"{r['lod_ann_vs_classical']['energy']['mean']:.3f}",
                 f"{base['mean']:.3f} / {base['none']:.3f}",
                 "yes" if r["uses_corrector_data"] else "no",
@@ -157,12 +145,12 @@ def _example_rows(label: str, summary: dict) -> list[list[str]]:
     ]
 
 
-def _paper_network_row(label: str, result: str) -> list[str]:
-    """README row of a budgeted run of the paper's network."""
+def _paper_network_row(label: str, result: str, paper: str) -> list[str]:
+    """README row of a budgeted run of the paper's network; ``paper``: its training there."""
     r = load(result)
     return [
         f"the paper's network `{r['network']}`, {label}: basis error nodal / LOD vs LOD-ANN at T",
-        "after 30 000 epochs: see above",
+        f"{paper}: see above",
         f"after {r['epochs']} epochs ({r['train_seconds'] / 60:.0f} min, {r['ranks']} ranks): "
         f"{r['basis_error_nodal']:.3f} / {r['rel_error_final']:.4f}; "
         f"{r['seconds_per_epoch_steady']:.1f} s per epoch, 30 000 epochs: "
@@ -175,8 +163,14 @@ def paper_vs_here() -> str:
     implementation's shipped --quick networks at the paper's setting."""
     rows = _example_rows("Example 1, alpha = 0.1", load("example1-quick-2.json"))
     rows += _example_rows("Example 2", load("example2-quick-2.json"))
-    rows.append(_paper_network_row("Example 1", "paper-network-example1-2h.json"))
-    rows.append(_paper_network_row("Example 2", "paper-network-example2.json"))
+    rows.append(
+        _paper_network_row("Example 1", "paper-network-example1-2h.json", "after 30,000 epochs")
+    )
+    rows.append(
+        _paper_network_row(
+            "Example 2", "paper-network-example2.json", "trained 'analogously to the first example'"
+        )
+    )
     return markdown(["example, quantity", "paper (kind)", "here (kind)"], rows)
 
 
@@ -193,6 +187,18 @@ def _mean_after_first(values: list[float]) -> float:
     return sum(values[1:]) / max(len(values) - 1, 1)
 
 
+def _methods(data: dict) -> list[tuple[str, str]]:
+    """(JSON key, row label) of the methods of one case, in :data:`TIME_TO_SOLUTION` order;
+    a key "NAME@TOL" (a selective update with its own tolerance) after NAME."""
+    out = []
+    for key, label in TIME_TO_SOLUTION.items():
+        own = [k for k in data if k.startswith(key + "@")]
+        own.sort(key=lambda k: float(k.split("@")[1]))
+        out += [(key, label)] if key in data else []
+        out += [(k, f"{label}, tol {k.split('@')[1]}") for k in own]
+    return out
+
+
 def time_to_solution_table(result: str) -> str:
     """Whole time loops of bench_time_to_solution.py's ``result``: step 1 and the mean later
     step, the FEM step over it, the break-even M, patches and indicator seconds per step (mean
@@ -207,11 +213,9 @@ def time_to_solution_table(result: str) -> str:
             [case, "fine FEM (CG + GAMG, rtol 1e-8)", f"{fem['first_step']:.3g}"]
             + [f"{fem['mean_step']:.3g}", "1", "-", "-", "-", "-"]
         )
-        for key, label in TIME_TO_SOLUTION.items():
-            if key not in data:
-                continue
+        for key, label in _methods(data):
             s = data[key]
-            full = data.get(key.replace("selective", "full"))
+            full = data.get(key.split("@")[0].replace("selective", "full"))
             error = s["rel_l2_error_T_vs_fem"]
             over = "-" if full is None else f"{error / full['rel_l2_error_T_vs_fem']:.3g}"
             even = s["break_even_steps"]
@@ -221,6 +225,39 @@ def time_to_solution_table(result: str) -> str:
                 + [f"{_mean_after_first(s['patches_recomputed_per_step']):.0f}"]
                 + [f"{_mean_after_first(s['indicator_seconds_per_step']):.2g}"]
                 + [f"{error:.3g} ({over})"]
+            )
+    return markdown(header, rows)
+
+
+#: Phases of a selective step in bench_time_to_solution.py's ``phase_seconds_per_step``:
+#: key -> column (the basis update's phases, then the stepper's coarse work).
+STEP_PHASES = {
+    "basis_fetch": "coefficient fetch",
+    "basis_indicators": "indicators",
+    "basis_correctors": "correctors",
+    "coarse_assembly": "coarse assembly",
+    "coarse_solve": "coarse solve",
+}
+
+
+def step_phases_table(result: str) -> str:
+    """Where a later step goes: the mean over steps 2..M of each phase (maximum over the
+    ranks) of every LOD method of bench_time_to_solution.py's ``result``, with the mean step
+    and the patches recomputed per step."""
+    header = ["case", "method", "mean step [s]", "patches per step"]
+    header += [f"{label} [s]" for label in STEP_PHASES.values()]
+    rows = []
+    for case, data in load(result)["cases"].items():
+        for key, label in _methods(data):
+            if "phase_seconds_per_step" not in data[key]:
+                continue
+            s = data[key]
+            later = s["phase_seconds_per_step"][1:]
+            means = [sum(p[k] for p in later) / max(len(later), 1) for k in STEP_PHASES]
+            rows.append(
+                [case, label, f"{s['mean_step']:.3g}"]
+                + [f"{_mean_after_first(s['patches_recomputed_per_step']):.0f}"]
+                + [f"{m:.2g}" for m in means]
             )
     return markdown(header, rows)
 
@@ -326,6 +363,12 @@ TABLES: dict[str, Callable[[], str]] = {
     "time-to-solution-32-512-2-2-indicators": lambda: time_to_solution_table(
         "time-to-solution-32-512-2-2-indicators.json"
     ),
+    "time-to-solution-32-512-2-2-local": lambda: time_to_solution_table(
+        "time-to-solution-32-512-2-2-local.json"
+    ),
+    "time-to-solution-32-512-2-2-local-phases": lambda: step_phases_table(
+        "time-to-solution-32-512-2-2-local.json"
+    ),
     "examples": examples_table,
     "step-32-512-2-2-battery-reduced-s40": lambda: step_table(
         "step-32-512-2-2-battery-reduced-s40.json"
@@ -333,6 +376,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "operator-alternatives-16-64-2": lambda: operator_alternatives_table(
         "operator-alternatives-16-64-2.json"
     ),
+    **doc_tables.TABLES,
 }
 
 

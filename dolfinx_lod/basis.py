@@ -22,12 +22,13 @@ import numpy.typing as npt
 from mpi4py import MPI
 from petsc4py import PETSc
 
+from dolfinx_lod.balance import spread
 from dolfinx_lod.coefficients import CoefficientLike, owned_coefficient_values
 from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
 from dolfinx_lod.grids import NestedGrids, lattice_coordinates
 from dolfinx_lod.indicators import CoefficientIndicator
 from dolfinx_lod.interpolation import local_projection
-from dolfinx_lod.parallel import NumericalError, PETScResource, collective, fetch, validate
+from dolfinx_lod.parallel import NumericalError, PETScResource, collective, fetch, refresh, validate
 from dolfinx_lod.patch_problem import PATCH_OPTIONS_PREFIX, PatchProblem
 from dolfinx_lod.patches import make_patch, owned_cells, validate_layers, validate_refinement
 from dolfinx_lod.updates import (  # noqa: F401  (public names of this module)
@@ -138,6 +139,8 @@ class MultiscaleBasis(PETScResource):
         self.reference_set = [False] * len(self.patches)
         #: a on the owned fine cells at the last update that read it (a cheap "unchanged" test).
         self._owned_reference: npt.NDArray[np.float64] | None = None
+        self._local_reference: npt.NDArray[np.float64] | None = None  # a_local then
+        self._new_weights: list | None = None  # mu_T' computed with the last correctors
         #: Error indicators e_T of the last selective update (0 where a did not change).
         self.indicators = np.zeros(len(self.patches))
         self._indicator: CoefficientIndicator | None = None
@@ -230,8 +233,7 @@ class MultiscaleBasis(PETScResource):
                 todo = np.zeros(len(self.patches), dtype=bool)
                 self.indicators = np.zeros(len(self.patches))
             else:
-                nkeys = g.num_fine_cells
-                a_local = fetch(g.comm, nkeys, g.fine_cell_keys, owned, self.cell_keys)
+                a_local = self._local_values(owned)
                 a_patches = PatchValues(a_local, self.cell_index)
                 t1 = time.perf_counter()
                 todo = strategy.select(self, a_patches)
@@ -245,13 +247,15 @@ class MultiscaleBasis(PETScResource):
         t2 = time.perf_counter()
         index = np.flatnonzero(todo)
         self._remember(index)
-        with collective(self.grids.comm, NumericalError):  # rank-local: fail on all ranks
+        # Fails on all ranks (balance.spread raises only after its communication: none waits).
+        with collective(self.grids.comm, NumericalError):
             self._compute(index, a_patches, p)
         for i in index:
             self.reference[i] = a_patches[i]
             self.reference_set[i] = True
         if self._indicator is not None and index.size and self.reference[index[0]] is not None:
-            self._indicator.recomputed(index, self.reference, self.correctors)
+            weights, self._new_weights = self._new_weights, None
+            self._indicator.recomputed(index, self.reference, self.correctors, weights)
         if self.needs_field(strategy):
             self._owned_reference = owned
         t3 = time.perf_counter()
@@ -286,20 +290,34 @@ class MultiscaleBasis(PETScResource):
                 index = np.union1d(index, self._owed[0])
             self._owed = (index, p)
             return
-        if self.with_operators and self.provider is self.patch_problems:
-            c_todo = [self._c_patches[i] for i in index]
-            pairs = self.provider.correctors_and_operators(patches, a_todo, c_todo, show)
-            new = [C for C, _ in pairs]
-            new_ops = [ops for _, ops in pairs]
+        c_todo = [self._c_patches[i] if self.with_operators else None for i in index]
+        if self.provider is self.patch_problems:  # the solves spread evenly over the ranks
+            ind = self._indicator
+            items = list(zip(patches, a_todo, c_todo, strict=True))
+            out = spread(self.grids.comm, items, lambda b: self.provider.solve_items(b, ind, show))
+            new, new_ops, weights = ([x[k] for x in out] for k in range(3))
+            self._new_weights = weights if ind is not None else None
         else:
             new = self.provider.correctors(patches, a_todo, p, progress=show)
             if self.with_operators:
-                c_todo = [self._c_patches[i] for i in index]
                 new_ops = self.patch_problems.operators_for(patches, a_todo, c_todo, new)
         for k, i in enumerate(index):
             self.correctors[i] = new[k]
             if self.with_operators:
                 self.operators[i] = new_ops[k]
+
+    def _local_values(self, owned: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """a on the cells of all owned patches: fetched, or after the first time refreshed
+        with the changed values only (:func:`~dolfinx_lod.parallel.refresh`). Collective."""
+        g = self.grids
+        args = (g.comm, g.num_fine_cells, g.fine_cell_keys, owned)
+        if self._local_reference is None or self._owned_reference is None:
+            a_local = fetch(*args, self.cell_keys)
+        else:
+            before = (self._owned_reference, self.cell_keys, self._local_reference)
+            a_local = refresh(*args, *before)
+        self._local_reference = a_local
+        return a_local
 
     def matrix(self) -> PETSc.Mat:
         """B for the correctors of the last update, assembled if it is not yet. Collective."""
@@ -366,7 +384,7 @@ class MultiscaleBasis(PETScResource):
         self.reference = [None] * len(self.patches)
         self.reference_set = [False] * len(self.patches)
         self._p_reference = None
-        self._owned_reference = None
+        self._owned_reference = self._local_reference = None
 
     def _remember(self, index: npt.NDArray[np.int64]) -> None:
         """Keep the correctors B holds for the patches ``index`` about to be recomputed."""

@@ -180,6 +180,25 @@ class ClassicalCorrectors(PETScResource):
             out.append((C, problem.local_operators(C, c_patches[i])))
         return out
 
+    def solve_items(
+        self, items: Sequence[tuple], indicator: Any = None, progress: bool = False
+    ) -> list[tuple]:
+        """(C, (K_T, M_T) or None, mu_T' or None) per item (patch, a, c or None): correctors,
+        with a capacity c the Petrov–Galerkin local operators, with a
+        :class:`~dolfinx_lod.indicators.CoefficientIndicator` the weights mu_T' of its
+        patch. Computed from the items alone (the work that
+        :func:`~dolfinx_lod.balance.spread` sends to any rank). Rank-local; raises like
+        :meth:`correctors`."""
+        patches, a_patches, c_patches = ([item[k] for item in items] for k in range(3))
+        if c_patches[0] is not None:
+            pairs = self.correctors_and_operators(patches, a_patches, c_patches, progress)
+        else:
+            pairs = [(C, None) for C in self.correctors(patches, a_patches, None, progress)]
+        return [
+            (C, ops, None if indicator is None else indicator.weights(patch, a, C))
+            for (C, ops), patch, a in zip(pairs, patches, a_patches, strict=True)
+        ]
+
     def operators_for(
         self,
         patches: Sequence[Patch],
@@ -206,5 +225,7 @@ class ClassicalCorrectors(PETScResource):
             del self._shared[key]
         for problem in self._problems.values():
             problem.destroy()
+        for space in self._spaces.values():
+            space.destroy()
         self._problems.clear()
         self._spaces.clear()

@@ -3,7 +3,8 @@
 - stiffness  a(u, v) = int a grad u . grad v dx      (S)
 - mass       m(u, v) = int c u v dx                  (M)
 - load       l(v)    = int f v dx                    (F)
-- element loads of the patch problems: int_T a grad Lambda_j . grad v, int_T c Lambda_j v
+- element mass loads of the patch problems: int_T c Lambda_j v (their stiffness loads are
+  assembled element by element, :mod:`dolfinx_lod.patch_space`)
 """
 
 from __future__ import annotations
@@ -47,19 +48,6 @@ def load_form(
     """Compiled form of F: int f v dx (+ the boundary flux term int q v ds if given)."""
     load = f * ufl.TestFunction(V) * ufl.dx
     return dolfinx.fem.form(load if flux is None else load + flux)
-
-
-def element_load_form(
-    V: dolfinx.fem.FunctionSpace,
-    a: dolfinx.fem.Function,
-    phi: dolfinx.fem.Function,
-    cells: dolfinx.mesh.MeshTags,
-    tag: int,
-) -> dolfinx.fem.Form:
-    """Compiled right-hand side of the element corrector problem (7):
-    v -> int_T a grad(Lambda_j) . grad v dx, T = the cells tagged ``tag`` in ``cells``."""
-    v = ufl.TestFunction(V)
-    return dolfinx.fem.form(a * ufl.inner(ufl.grad(phi), ufl.grad(v)) * _dx(V.mesh, cells, tag))
 
 
 def element_mass_load_form(

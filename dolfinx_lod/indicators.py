@@ -37,6 +37,7 @@ from dolfinx_lod.grids import (
 
 if TYPE_CHECKING:
     from dolfinx_lod.basis import MultiscaleBasis
+    from dolfinx_lod.patches import Patch
 
 
 def element_stiffness(h: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -171,20 +172,32 @@ class CoefficientIndicator:
         sums = np.add.reduceat(self._delta2 * self._mu, self._starts[:-1])
         return np.sqrt(self._kappa2[self._element] * sums)
 
+    def weights(
+        self, patch: Patch, a: npt.NDArray[np.float64], C: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """mu_T' of a patch (segment order) from its correctors C computed for a (local patch
+        orders). Depends on the patch's shape and configuration only: any rank computes it."""
+        shape = patch.configuration.shape
+        layout = segment_layout(shape, tuple(int(r) for r in self.basis.grids.refinement))
+        element = int(lattice_keys(np.array([patch.configuration.element]), shape)[0])
+        return coarse_cell_weights(layout, element, self._K, a, C)
+
     def recomputed(
         self,
         index: npt.NDArray[np.int64],
         a_patches: list[npt.NDArray[np.float64]],
         correctors: list[npt.NDArray[np.float64]],
+        weights: list[npt.NDArray[np.float64]] | None = None,
     ) -> None:
         """Take a_ref and mu_T' of the patches ``index`` whose correctors were just computed
-        for ``a_patches[i]``. Rank-local."""
+        for ``a_patches[i]`` (``weights``: their mu_T' in the order of ``index``, computed
+        with the correctors; else computed here). Rank-local."""
         r = tuple(int(x) for x in self.basis.grids.refinement)
-        for i in index:
+        for k, i in enumerate(index):
             s, e = self._starts[i], self._starts[i + 1]
-            layout = segment_layout(self.basis.patches[i].configuration.shape, r)
-            a = a_patches[i]
+            patch, a = self.basis.patches[i], a_patches[i]
+            layout = segment_layout(patch.configuration.shape, r)
             self._log_ref[s:e] = np.log(a[layout.cells])
             self._delta2[s:e], self._kappa2[s:e] = 0.0, 1.0
-            element = self._element[i] - s
-            self._mu[s:e] = coarse_cell_weights(layout, element, self._K, a, correctors[i])
+            mu = weights[k] if weights is not None else self.weights(patch, a, correctors[i])
+            self._mu[s:e] = mu

@@ -234,6 +234,37 @@ def fetch(
     return values[inverse.reshape(-1)]
 
 
+#: Largest fraction of the keys whose values may change for :func:`refresh` to send the changes
+#: alone (one allgather of the changed pairs); above it, a full :func:`fetch`.
+REFRESH_FRACTION = 0.05
+
+
+def refresh(
+    comm: MPI.Comm,
+    nkeys: int,
+    owned_keys: npt.NDArray[np.int64],
+    owned_values: np.ndarray,
+    owned_before: np.ndarray,
+    wanted_keys: npt.NDArray[np.int64],
+    wanted_before: np.ndarray,
+) -> np.ndarray:
+    """:func:`fetch` of ``wanted_keys`` (sorted, unique) after the owned values changed from
+    ``owned_before`` to ``owned_values``, given the values ``wanted_before`` fetched then: only
+    the changed (key, value) pairs travel (one allgather), unless more than
+    :data:`REFRESH_FRACTION` of the keys changed (then a full fetch). Collective; returns a new
+    array."""
+    changed = np.flatnonzero(owned_values != owned_before)
+    if comm.allreduce(changed.size) > REFRESH_FRACTION * nkeys:
+        return fetch(comm, nkeys, owned_keys, owned_values, wanted_keys)
+    out = wanted_before.copy()
+    pairs = comm.allgather((np.asarray(owned_keys)[changed], owned_values[changed]))
+    for keys, values in pairs:
+        at = np.minimum(np.searchsorted(wanted_keys, keys), max(wanted_keys.size - 1, 0))
+        hit = wanted_keys[at] == keys if wanted_keys.size else np.zeros(keys.size, dtype=bool)
+        out[at[hit]] = values[hit]
+    return out
+
+
 class PETScResource:
     """Base of the classes that own PETSc objects: ``destroy()`` frees them (collective where
     the objects live on a communicator), and ``with obj: ...`` calls it at the end of the

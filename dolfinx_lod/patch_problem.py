@@ -15,7 +15,7 @@ import numpy.typing as npt
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from dolfinx_lod.forms import element_load_form, element_mass_load_form, stiffness_form
+from dolfinx_lod.forms import element_mass_load_form, stiffness_form
 from dolfinx_lod.grids import (
     box_points,
     corner_bits,
@@ -117,7 +117,8 @@ class PatchProblem(PETScResource):
             hat.x.array[:] = self.coarse_hats[:, k]
             self.hats.append(hat)
         self.tags = tags
-        self.load_forms = [element_load_form(V, space.a, hat, tags, 1) for hat in self.hats]
+        self._T_cells = np.flatnonzero(in_T)  # T's fine cells (DOLFINx order)
+        self._T_hats = self.coarse_hats[:, corners]  # Lambda_j in dof order
         self._mass_load_forms = [
             element_mass_load_form(V, space.c, hat, tags, 1) for hat in self.hats
         ]
@@ -209,12 +210,12 @@ class PatchProblem(PETScResource):
             return self.rhs.getDenseArray()[: self.num_dofs]
         space.assemble_stiffness(a_patch)
         F = self.rhs.getDenseArray()
-        F[:] = 0.0
-        for j, L in enumerate(self.load_forms):
-            dolfinx.fem.assemble_vector(F[: self.num_dofs, j], L)
-        # sum_j a_T(Lambda_j, Lambda_j), before the patch boundary rows are zeroed.
         n = self.num_dofs
-        self._energy = float(sum(F[:n, j] @ hat.x.array for j, hat in enumerate(self.hats)))
+        # F_j = int_T a grad Lambda_j . grad v = (S restricted to T's cells) Lambda_j.
+        F[:n] = space.stiffness_action(a_patch, self._T_hats, self._T_cells)
+        F[n:] = 0.0
+        # sum_j a_T(Lambda_j, Lambda_j), before the patch boundary rows are zeroed.
+        self._energy = float(np.sum(F[:n] * self._T_hats))
         F[space.boundary_dofs] = 0.0
         self._assembled = (space.assemblies, np.array(a_patch, copy=True))
         return F[: self.num_dofs]

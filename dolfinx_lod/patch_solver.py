@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,11 +79,12 @@ class SaddleSolver(PETScResource):
         solver: PatchSolverOptions,
     ):
         self.prefix, self._options = solver.prefix, solver.options
-        self._indptr, self._indices = indptr, indices
+        self._indptr, self._indices = indptr, indices  # K reads these arrays (no copy)
         size = indptr.size - 1
-        values = np.zeros(indices.size)  # explicit zeros: the whole pattern is kept
-        self.K = PETSc.Mat().createAIJ(
-            (size, size), csr=(indptr, indices, values), comm=MPI.COMM_SELF
+        #: K's values, shared with PETSc (no copy); explicit zeros keep the whole pattern.
+        self._values = np.zeros(indices.size)
+        self.K = PETSc.Mat().createAIJWithArrays(
+            (size, size), (indptr, indices, self._values), comm=MPI.COMM_SELF
         )
         self.K.setOption(PETSc.Mat.Option.SYMMETRIC, True)
         self.ksp = PETSc.KSP().create(MPI.COMM_SELF)
@@ -104,26 +106,34 @@ class SaddleSolver(PETScResource):
             other = _live.popitem(last=False)[1]()
             if other is not None:
                 other.release()
-        self.K.setValuesCSR(self._indptr, self._indices, values)
-        self.K.assemble()
+        self._values[:] = values
+        self.K.stateIncrease()  # new values, same pattern: a numeric factorization only
         try:
-            self.ksp.setUp()  # a failed factorization is flagged, not raised
+            with self._defaults():  # the first set-up creates the factor from the options
+                self.ksp.setUp()  # a failed factorization is flagged, not raised
             return self.failure()
         except PETSc.Error as e:
             return self.failure() or f"PETSc error code {e.ierr}"
 
-    def _set_from_options(self) -> None:
-        """Configure the KSP from the options database and the default options; the defaults
-        are in the database only during this call (none are left there)."""
+    @contextmanager
+    def _defaults(self):
+        """The default options in the database with the prefix, only inside the block (the
+        options of MUMPS are read when the factor is created, at the first set-up); options
+        the database already has win."""
         opts = PETSc.Options()
         added = [key for key in self._options if not opts.hasName(self.prefix + key)]
         for key in added:
             opts.setValue(self.prefix + key, self._options[key])
         try:
-            self.ksp.setFromOptions()
+            yield
         finally:
             for key in added:
                 opts.delValue(self.prefix + key)
+
+    def _set_from_options(self) -> None:
+        """Configure the KSP from the options database and the default options."""
+        with self._defaults():
+            self.ksp.setFromOptions()
 
     def release(self) -> None:
         """Free the factorization (after a failed one, or to bound their number): the next

@@ -1,5 +1,10 @@
 """The fine space of a patch shape: a DOLFINx box mesh on COMM_SELF, its Q1 space, the
-constraint rows of I_H and the Dirichlet vertices (built once per shape and reused)."""
+constraint rows of I_H and the Dirichlet vertices (built once per shape and reused).
+
+The patch stiffness is linear in the cell values of a and the cells are equal boxes, so it is
+assembled as S = sum_c a_c K_c (K_c the Q1 element stiffness for a = 1, scattered to fixed
+positions of the CSR data): per coefficient only values change; the sparsity, the scatter
+positions and the element matrices are computed once per shape."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import dolfinx.mesh
 import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
+from petsc4py import PETSc
 
 from dolfinx_lod.forms import mass_form, stiffness_form
 from dolfinx_lod.grids import (
@@ -19,6 +25,7 @@ from dolfinx_lod.grids import (
     lattice_index,
     lattice_keys,
 )
+from dolfinx_lod.indicators import element_stiffness
 from dolfinx_lod.interpolation import patch_dirichlet_vertices
 
 
@@ -80,19 +87,60 @@ class PatchSpace:
         self._bc_zero = on_boundary[rows] | on_boundary[self.S.indices]
         self.bc_diagonal = self._bc_zero & (rows == self.S.indices)
         self._S_rows = rows
+        self._setup_cell_matrices(grids)
         self.Mc_form = mass_form(self.V, self.c)
         self.Mc = dolfinx.fem.assemble_matrix(self.Mc_form)
         self._c_values: npt.NDArray[np.float64] | None = None  # c of Mc
         #: Count of stiffness assemblies (S belongs to the last problem that assembled it).
         self.assemblies = 0
         self._work: dolfinx.la.MatrixCSR | None = None
+        self._views: dict[int, tuple[dolfinx.la.MatrixCSR, PETSc.Mat]] = {}
+
+    def _setup_cell_matrices(self, grids: NestedGrids) -> None:
+        """K_c of every cell (DOLFINx cell order, (n_cells, 2^d x 2^d)) and the positions of its
+        entries in the CSR data of S: the plan of :meth:`assemble_stiffness`."""
+        d = grids.dim
+        cells = self.V.dofmap.list[: self.num_cells].astype(np.int64)
+        corner = self.dof_lattice[cells] - self.dof_lattice[cells].min(axis=1, keepdims=True)
+        bits = lattice_keys(corner.reshape(-1, d), 2).reshape(cells.shape)
+        K = element_stiffness(grids.h)
+        self.cell_dofs_list = cells
+        self._cell_matrices = K[bits[:, :, None], bits[:, None, :]]  # (n_cells, 2^d, 2^d)
+        n = self.S.indptr.size - 1
+        keys = self._S_rows * n + self.S.indices  # sorted: rows, then columns
+        wanted = (cells[:, :, None] * n + cells[:, None, :]).ravel()
+        self._cell_entries = np.searchsorted(keys, wanted)
+
+    def cell_coefficients(self, a_patch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """a on the cells in DOLFINx cell order, from values in local patch cell order."""
+        return a_patch[self.cell_lattice]
+
+    def stiffness_action(
+        self,
+        a_patch: npt.NDArray[np.float64],
+        X: npt.NDArray[np.float64],
+        cells: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.float64]:
+        """(sum_{c in cells} a_c K_c) X: the stiffness of the DOLFINx cells ``cells`` times X
+        (dof order, shape (n, k)), element by element."""
+        dofs = self.cell_dofs_list[cells]
+        a = self.cell_coefficients(a_patch)[cells]
+        local = (self._cell_matrices[cells] @ X[dofs]) * a[:, None, None]
+        n = X.shape[0]
+        return np.stack(
+            [np.bincount(dofs.ravel(), local[:, :, k].ravel(), n) for k in range(X.shape[1])],
+            axis=1,
+        )
 
     def assemble_stiffness(self, a_patch: npt.NDArray[np.float64]) -> None:
-        """Assemble S_full and S for coefficient values ``a_patch`` (local cell order)."""
+        """Assemble S_full and S for coefficient values ``a_patch`` (local cell order):
+        S_full = sum_c a_c K_c, the values only (fixed sparsity and scatter positions)."""
         self.set_cells(self.a, a_patch)
         self.assemblies += 1
-        self.S_full.data[:] = 0.0
-        dolfinx.fem.assemble_matrix(self.S_full, self.S_form)
+        weights = self._cell_matrices * self.cell_coefficients(a_patch)[:, None, None]
+        self.S_full.data[:] = np.bincount(
+            self._cell_entries, weights.ravel(), self.S_full.data.size
+        )
         self.S.data[:] = np.where(self._bc_zero, 0.0, self.S_full.data)
         self.S.data[self.bc_diagonal] = 1.0
 
@@ -105,12 +153,26 @@ class PatchSpace:
             self._c_values = np.array(c_patch, copy=True)
 
     def matmul(self, A: dolfinx.la.MatrixCSR, X: npt.NDArray[np.float64]) -> npt.NDArray:
-        """A X for a CSR matrix A with S's sparsity (X in dof order, shape (n, k))."""
-        n = X.shape[0]
-        return np.stack(
-            [np.bincount(self._S_rows, A.data * X[A.indices, k], n) for k in range(X.shape[1])],
-            axis=1,
-        )
+        """A X for a CSR matrix A of this space (X in dof order, shape (n, k)), through a
+        PETSc matrix that shares A's values (created once per A)."""
+        if id(A) not in self._views:
+            n = A.indptr.size - 1
+            csr = (A.indptr.astype(PETSc.IntType), A.indices.astype(PETSc.IntType), A.data)
+            view = PETSc.Mat().createAIJWithArrays((n, n), csr, comm=MPI.COMM_SELF)
+            self._views[id(A)] = (A, view)  # A kept: its id stays unique
+        view = self._views[id(A)][1]
+        Xm = PETSc.Mat().createDense(X.shape, array=np.asfortranarray(X), comm=MPI.COMM_SELF)
+        Ym = view.matMult(Xm)
+        Y = Ym.getDenseArray().copy()
+        Xm.destroy()
+        Ym.destroy()
+        return Y
+
+    def destroy(self) -> None:
+        """Free the PETSc views of :meth:`matmul`."""
+        for _, view in self._views.values():
+            view.destroy()
+        self._views.clear()
 
     @functools.cached_property
     def vertex_csr(

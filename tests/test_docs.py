@@ -74,3 +74,26 @@ def test_bench_report_rejects_a_table_without_generator():
 
     with pytest.raises(KeyError, match="no-such-table"):
         regenerate("<!-- bench-table: no-such-table -->\n| x |\n<!-- /bench-table -->")
+
+
+def test_quoted_numbers_equal_their_results():
+    """Every measured number bench/quotes.py ties to a result JSON reads as the JSON says, and a
+    quote that the JSON contradicts (or whose key is missing) is reported or raises."""
+    from bench.quotes import mismatches
+
+    assert mismatches() == []
+    wrong = ("docs/boundary.md", "stalls at {} (2D", ("boundary-1.json:rows.0.ratio_abs",), ".3g")
+    assert mismatches([wrong]) == ["docs/boundary.md: 'stalls at 2.27 (2D'"]
+    with pytest.raises(KeyError):
+        mismatches([("README.md", "{}", ("boundary-1.json:rows.0.no_such_key",), ".3g")])
+
+
+def test_bench_run_takes_ranks_after_the_case_and_script_options_after_dashes():
+    from bench.__main__ import parse
+
+    args, extra = parse(["run", "step", "--ranks", "2", "--", "--cases", "battery", "--ranks"])
+    assert (args.case, args.ranks, extra) == ("step", 2, ["--cases", "battery", "--ranks"])
+    args, extra = parse(["run", "--ranks", "1", "basis"])
+    assert (args.case, args.ranks, extra) == ("basis", 1, [])
+    with pytest.raises(SystemExit):
+        parse(["run", "step", "--cases", "battery"])  # script options need --

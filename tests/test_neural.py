@@ -383,6 +383,9 @@ def test_presets():
     assert (mlp.constraint, mlp.batch_size, mlp.epochs, mlp.lr_decay) == ("penalty", 0, 5000, 0.9)
     assert PRESETS["cnn"].settings(constraint="penalty").batch_size == 0
     assert PRESETS["quick"].settings("reduced:4:8x2").epochs == 3000
+    # train's CNN: load inputs scaled by their patch maximum, no augmentation; the demos' CNN
+    # keeps the measured exp(m_T) scaling
+    assert (cnn.loads, cnn.augment, PRESETS["quick"].settings().loads) == ("max", False, "mean")
     paper = PRESETS["paper"].settings()
     assert paper.compile and (paper.width, paper.depth, paper.lr) == (128, 8, 1e-3)
     assert not PRESETS["paper"].settings("cnn:8x3").compile

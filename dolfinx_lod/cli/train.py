@@ -16,7 +16,7 @@ from dolfinx_lod.progress import interactive
 #: The preset of ``train`` (dolfinx_lod.neural.presets): the defaults of every option below.
 PRESET = "cnn"
 #: Options that override the preset's training settings only where given.
-OVERRIDES = ("constraint", "batch_size", "epochs", "lr", "lr_step", "lr_decay")
+OVERRIDES = ("constraint", "batch_size", "epochs", "lr", "lr_step", "lr_decay", "augment", "loads")
 
 
 def add_parser(sub) -> None:
@@ -90,6 +90,18 @@ def _add_network_options(t: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--epochs", type=int, help=f"Deep Ritz epochs ({default('epochs')})")
     t.add_argument("--warm-start", type=int, default=0, help="supervised epochs first (0)")
+    t.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="also train on the 8 symmetries of the square of every interior patch (cnn only; "
+        f"default {'on' if cnn.get('augment') else 'off'})",
+    )
+    t.add_argument(
+        "--loads",
+        choices=("max", "mean"),
+        help="scale the cnn's element-load inputs by their patch maximum (default) or by exp "
+        "of the patch mean of log a",
+    )
     t.add_argument("--lr", type=float, help=f"Adam learning rate ({default('lr')})")
     t.add_argument(
         "--lr-step",

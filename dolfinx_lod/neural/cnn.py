@@ -15,6 +15,8 @@ from dolfinx_lod.neural.export import PatchBatch
 
 #: Input channels of :class:`CoefficientNetworks`.
 CHANNELS = 12
+#: Scalings of the element-load channels: by exp(m_T) ("mean") or by their patch maximum.
+LOADS = ("max", "mean")
 
 
 class CoefficientNetworks(torch.nn.Module):
@@ -26,7 +28,9 @@ class CoefficientNetworks(torch.nn.Module):
     domain boundary) carry a mask channel 0, or -1 beyond a Neumann side of the domain (where
     the correctors are free, not zero). Input channels: mask * (log a - m_T) / s (m_T the
     mean of log a over the patch, s a fixed scale), mask and the cell centre coordinates (so the
-    network knows where T is). The inputs, hence the outputs, depend on a only through
+    network knows where T is), and the element loads a grad Lambda_j on T divided by exp(m_T)
+    (``loads="mean"``) or by their largest magnitude over the patch (``loads="max"``: bounded
+    by 1 whatever the contrast). The inputs, hence the outputs, depend on a only through
     a / exp(m_T): like the correctors, they do not change when a is scaled. Dilated 3 x 3
     convolutions (residual, GELU) act on the W x W cells; a final 2 x 2 convolution gives four
     values (one per corner j of T) at the (W+1)^2 vertices. The values at the patch's
@@ -50,11 +54,14 @@ class CoefficientNetworks(torch.nn.Module):
         width: int = 32,
         depth: int = 6,
         log_scale: float = 1.0,
+        loads: str = "max",
     ):
         super().__init__()
         if depth < 2 or width < 1:
             raise ValueError(f"cnn width must be >= 1 and depth >= 2, got {width} x {depth}")
-        self.layers, self.width, self.depth = layers, width, depth
+        if loads not in LOADS:
+            raise ValueError(f"cnn loads must be one of {LOADS}, got {loads!r}")
+        self.layers, self.width, self.depth, self.loads = layers, width, depth, loads
         self.r = math.isqrt(Pi.shape[1]) - 1
         self.cells = (2 * layers + 1) * self.r  # W
         self.register_buffer("Pi", Pi.clone())
@@ -146,8 +153,8 @@ class CoefficientNetworks(torch.nn.Module):
     def inputs(self, configs: list, a: torch.Tensor) -> torch.Tensor:
         """Network input (G K, CHANNELS, W, W) from a on the patch cells (G, K, M) (local
         order): log a centred on the patch, the patch mask, the cell centres and the element
-        loads a grad Lambda_j / exp(m_T) on T (the right-hand sides of the correctors), m_T the
-        mean of log a over the patch."""
+        loads a grad Lambda_j on T (the right-hand sides of the correctors) over exp(m_T), m_T
+        the mean of log a over the patch, or over their patch maximum (``loads``)."""
         cells = self.geometry(configs)[0].to(a.device)
         G, K, _ = a.shape
         W = self.cells
@@ -167,6 +174,8 @@ class CoefficientNetworks(torch.nn.Module):
         xy = torch.stack([cx, cy]).reshape(1, 1, 2, W * W).expand(G, K, 2, W * W)
         scaled = torch.exp(x[:, :, :1] * self.log_scale) * x[:, :, 1:2].clamp_min(0)  # a/e^m_T
         loads = scaled * self.source_gradients().to(a.device, a.dtype).reshape(1, 1, 8, W * W)
+        if self.loads == "max":
+            loads = loads / loads.abs().amax(dim=(2, 3), keepdim=True).clamp_min(1e-30)
         return torch.cat([x, xy, loads], dim=2).reshape(G * K, CHANNELS, W, W)
 
     def forward(self, configs: list, a: torch.Tensor, project: bool = True) -> torch.Tensor:

@@ -245,7 +245,7 @@ def _build_cnn(
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         nets = CoefficientNetworks(
-            batch.layers, batch.Pi.float(), settings.width, settings.depth, stats[1]
+            batch.layers, batch.Pi.float(), settings.width, settings.depth, stats[1], settings.loads
         )
     return nets, None
 
@@ -303,8 +303,8 @@ NETWORKS: dict[str, Architecture] = {
     "cnn": Architecture(
         CoefficientNetworks,
         _build_cnn,
-        lambda meta, state, count: CoefficientNetworks(
-            meta["l"], state["Pi"], meta["width"], meta["depth"]
+        lambda meta, state, count: CoefficientNetworks(  # models before "loads": "mean"
+            meta["l"], state["Pi"], meta["width"], meta["depth"], loads=meta.get("loads", "mean")
         ),
         projection=True,
     ),

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from dolfinx_lod.neural.cnn import LOADS
 from dolfinx_lod.neural.networks import NETWORKS, architecture, parse_network
 
 #: The default network of ``dolfinx-lod train``, :func:`dolfinx_lod.neural.train` and the
@@ -63,6 +64,12 @@ class TrainingSettings:
     #: Train the mlp networks through torch.compile (fused kernels: bias, tanh and their
     #: derivatives in one pass; docs/results.md has the time per epoch); needs a C compiler.
     compile: bool = False
+    #: Append the 7 symmetric copies of every interior patch to the training patches (cnn
+    #: only; :func:`~dolfinx_lod.neural.augment.augment_symmetries`)
+    augment: bool = False
+    #: Scaling of the cnn's element-load inputs: "max" (their patch maximum) or "mean"
+    #: (exp of the patch mean of log a) (:class:`~dolfinx_lod.neural.cnn.CoefficientNetworks`)
+    loads: str = "max"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -93,6 +100,12 @@ class TrainingSettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"training setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.loads not in LOADS:
+            raise ValueError(f"loads must be one of {LOADS}, got {self.loads!r}")
+        if self.augment and not arch.cls.needs_coefficient:
+            raise ValueError(
+                f"augment needs a coefficient-aware network (cnn), got {self.architecture!r}"
+            )
         if self.warm_start < 0:
             raise ValueError(f"warm start epochs must be >= 0, got {self.warm_start}")
         if not (self.lr > 0 and 0 < self.lr_decay <= 1):
@@ -155,11 +168,11 @@ PRESETS: dict[str, Preset] = {
     # The paper's network and optimizer (the TrainingSettings defaults; docs/results.md has the
     # time per epoch), no early stop, through torch.compile.
     "paper": Preset("mlp:128x8", {"patience": 30000, "compile": True}),
-    # The CNN at a constant rate for 150 epochs: the setting of the measured demo runs
-    # (docs/results.md); for mlp / reduced networks 3000 epochs.
+    # The CNN at a constant rate for 150 epochs, loads scaled by exp(m_T): the setting of the
+    # measured demo runs (docs/results.md); for mlp / reduced networks 3000 epochs.
     "quick": Preset(
         DEFAULT_NETWORK,
-        {"epochs": 150, "lr": 1e-2, "patience": 1000},
+        {"epochs": 150, "lr": 1e-2, "patience": 1000, "loads": "mean"},
         {"epochs": 3000, "lr": 1e-2},
     ),
     "tiny": Preset("reduced:8:16x2", {"epochs": 200, "lr": 1e-2, "patience": 1000}),

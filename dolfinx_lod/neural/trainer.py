@@ -24,6 +24,7 @@ import torch
 from mpi4py import MPI
 from tqdm import tqdm
 
+from dolfinx_lod.neural.augment import augment_symmetries
 from dolfinx_lod.neural.checkpoints import checkpoint_file, read_checkpoint, write_checkpoint
 from dolfinx_lod.neural.export import PatchBatch
 from dolfinx_lod.neural.losses import (
@@ -89,6 +90,9 @@ class DeepRitzTrainer:
         #: record it and a resume must match it.
         self.problem = dict(problem or {})
         device = torch.device(settings.device)
+        index = {int(c): g for g, c in enumerate(batch.cells)}  # before the copies
+        if settings.augment:
+            batch = augment_symmetries(batch)
         self.batch = batch.to(device)
         self.params = params.to(device)
         nets, system = build_networks(batch, params.shape[1], settings, comm)
@@ -114,7 +118,6 @@ class DeepRitzTrainer:
         ]
         self.history = History()
         #: This rank's networks of ``node``: indices into (G, 2^d) of the loss terms.
-        index = {int(c): g for g, c in enumerate(batch.cells)}
         mine = np.array([(index[c], j) for c, j in node if c in index], dtype=np.int64)
         mine = torch.from_numpy(mine.reshape(-1, 2))
         self.node = (mine[:, 0], mine[:, 1]) if len(mine) else ()

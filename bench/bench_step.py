@@ -45,6 +45,7 @@ from dolfinx_lod.io import write_json
 from dolfinx_lod.lod import relative_errors
 from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
 from dolfinx_lod.neural.operators import fit_operators
+from dolfinx_lod.neural.presets import OPERATOR_FIT
 from dolfinx_lod.timestepping import CoefficientSchedule, FEMStepper, LODStepper, advance
 
 
@@ -79,20 +80,26 @@ def schedules(n: int, steps: int, changing: int) -> dict:
 METHODS = ("galerkin", "petrov-galerkin", "selective", "learned")
 
 
-def learned_stepper(grids, layers: int, tau: float, family, samples: int, epochs: int) -> tuple:
-    """The Petrov–Galerkin LOD stepper with operator networks fitted at ``samples`` training
-    parameters; returns (stepper, fit record)."""
+def learned_stepper(
+    grids, layers: int, tau: float, family, samples: int, epochs: int, kind: str
+) -> tuple:
+    """The Petrov–Galerkin LOD stepper with local operators fitted (``kind``: a fit of
+    :func:`fit_operators`) at ``samples`` training parameters; returns (stepper, fit record)."""
     t0 = time.perf_counter()
     basis = MultiscaleBasis(grids, layers, capacity=1.0)
-    nets, loss = fit_operators(basis, family, family.training_parameters(samples), epochs=epochs)
+    train = family.training_parameters(samples)
+    nets, loss = fit_operators(basis, family, train, epochs=epochs, fit=kind)
     basis.destroy()
-    fit = {"samples": samples, "epochs": epochs, "loss": loss, "seconds": time.perf_counter() - t0}
+    seconds = grids.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+    fit = {"fit": kind, "samples": samples, "epochs": epochs, "loss": loss, "seconds": seconds}
     correctors = FamilyCorrectors(ClassicalCorrectors(grids, local_projection(grids)), family)
     provider = OperatorProvider(correctors, nets)
     return LODStepper(grids, layers, tau, "petrov-galerkin", provider=provider), fit
 
 
-def run_case(grids, schedule, steps, layers, comm, family, samples, epochs, tol, methods) -> dict:
+def run_case(
+    grids, schedule, steps, layers, comm, family, samples, epochs, tol, methods, kind
+) -> dict:
     """Advance the FEM and the LOD steppers ``methods`` (a subset of :data:`METHODS`) side by
     side; per-step timings and errors."""
     tau = 1.0 / steps
@@ -109,7 +116,7 @@ def run_case(grids, schedule, steps, layers, comm, family, samples, epochs, tol,
     fit = None
     if family is not None and "learned" in methods:
         lods["lod_learned_operators"], fit = learned_stepper(
-            grids, layers, tau, family, samples, epochs
+            grids, layers, tau, family, samples, epochs, kind
         )
         if comm.rank == 0:
             print(f"  operator fit: {fit['seconds']:.1f} s, loss {fit['loss']:.2e}", flush=True)
@@ -166,6 +173,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=40, help="training parameters (40)")
     parser.add_argument("--epochs", type=int, default=2000, help="operator fit epochs (2000)")
     parser.add_argument(
+        "--fit",
+        choices=("reduced", "poly", "mlp"),
+        default=OPERATOR_FIT["fit"],
+        help=f"the learned operators' fit ({OPERATOR_FIT['fit']})",
+    )
+    parser.add_argument(
         "--tol", type=float, default=0.1, help="selective update tolerance on e_T (0.1)"
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/step.json"))
@@ -198,6 +211,7 @@ def main() -> None:
             args.epochs,
             args.tol,
             args.methods,
+            args.fit,
         )
         result["cases"][name] = {"steps": steps, **run}
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB (kB on Linux)

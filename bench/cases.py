@@ -69,6 +69,25 @@ CASES: dict[str, Case] = {
     "operator-fit": Case(
         "bench_operator_fit.py", "operator-fit-32-512-2.json", about="learned operators' fit"
     ),
+    "operator-alternatives": Case(
+        "bench_operator_alternatives.py",
+        "operator-alternatives-16-64-2.json",
+        (
+            "--coarse",
+            "16",
+            "--fine",
+            "64",
+            "--train",
+            "160",
+            "--samples",
+            "40",
+            "160",
+            "--test",
+            "6",
+        )
+        + ("--steps", "6"),
+        about="learned operators: exact element part, POD, polynomials, greedy vs the MLP",
+    ),
     "epoch": Case("bench_epoch.py", "epoch-example1.json", about="cost of one training epoch"),
     "example1": Case(
         "demos/example1.py",

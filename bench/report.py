@@ -309,6 +309,46 @@ def examples_table() -> str:
     return markdown(["", "Example 1, alpha = 0.1", "Example 2 (battery)"], rows)
 
 
+#: Fits of bench_operator_alternatives.py: kind -> row label.
+OPERATOR_FITS = {
+    "mlp": "MLP, all entries (former default)",
+    "mlp-element": "MLP, corrector part (P_T exact)",
+    "mlp-pod-element": "MLP, POD coordinates of the corrector part (P_T exact): `reduced`",
+    "poly": "Legendre least squares, all entries",
+    "poly-element": "Legendre least squares, corrector part (P_T exact)",
+    "pod-element": "Legendre least squares, POD coordinates (P_T exact): `poly`",
+    "greedy-element": "as above, parameters chosen greedily",
+}
+
+
+def operator_alternatives_table(result: str) -> str:
+    """Every fit of bench_operator_alternatives.py's ``result``: family, fit, training
+    parameters K, offline seconds (classical samples + fit), held-out operator errors, error at
+    T against the fine FEM and its ratio to the classical Petrov–Galerkin LOD's."""
+    header = ["family", "fit", "K", "offline [s]", "operator error K / M", "error at T"]
+    header.append("/ classical PG")
+    rows = []
+    for family, data in load(result)["families"].items():
+        classical = data["classical_rel_l2_error_T_vs_fem"]
+        rows.append(
+            [family, "classical Petrov–Galerkin LOD", "-", "-", "-", f"{classical:.3g}", "1"]
+        )
+        for fit in data["fits"]:
+            errors = fit["operator_error_test"]
+            rows.append(
+                [
+                    family,
+                    OPERATOR_FITS[fit["kind"]],
+                    str(fit["samples"]),
+                    f"{fit['offline_seconds']:.3g}",
+                    f"{errors['K']:.2g} / {errors['M']:.2g}",
+                    f"{fit['rel_l2_error_T_vs_fem']:.3g}",
+                    f"{fit['error_over_classical']:.2f}",
+                ]
+            )
+    return markdown(header, rows)
+
+
 #: Table name -> function writing its Markdown from the results.
 TABLES: dict[str, Callable[[], str]] = {
     "step-32-512-2-2": lambda: step_table("step-32-512-2-2.json"),
@@ -330,6 +370,12 @@ TABLES: dict[str, Callable[[], str]] = {
         "time-to-solution-32-512-2-2-local.json"
     ),
     "examples": examples_table,
+    "step-32-512-2-2-battery-reduced-s40": lambda: step_table(
+        "step-32-512-2-2-battery-reduced-s40.json"
+    ),
+    "operator-alternatives-16-64-2": lambda: operator_alternatives_table(
+        "operator-alternatives-16-64-2.json"
+    ),
     **doc_tables.TABLES,
 }
 

@@ -35,7 +35,7 @@ def test_operators_from_given_samples_then_parabolic(tmp_dir, capsys, comm):
         np.save(tmp_dir / "K3.npy", np.ones((10, 4, 8, 16)))
     comm.Barrier()
     fit = ["operators", "--coefficients", tmp_dir / "K.npy", *BOX, "--samples", 8]
-    fit += ["--test-samples", 2, "--epochs", 400]
+    fit += ["--test-samples", 2, "--epochs", 1000]
     assert cli_main([*fit, "--params", tmp_dir / "P.npy", "--out", tmp_dir / "o"], capsys)[0] == 0
     summary = json.loads((tmp_dir / "o" / "summary.json").read_text())
     assert summary["family"] == "samples:K" and summary["neumann"] == ["left"]

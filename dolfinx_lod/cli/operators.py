@@ -46,11 +46,36 @@ def add_parser(sub) -> None:
     o.add_argument(
         "--test-samples", type=int, default=5, help="held-out parameters for the report (5)"
     )
-    o.add_argument("--network", default="mlp:32x3", help="'mlp:WxD', one MLP per patch (mlp:32x3)")
-    o.add_argument("--epochs", type=int, default=2000, help="Adam epochs of the fit (2000)")
+    _add_fit_options(o)
     o.add_argument("--threads", type=int, default=1, help="torch threads per MPI rank (1)")
     o.add_argument("--seed", type=int, default=0)
     add_out_option(o)
+
+
+def _add_fit_options(o: argparse.ArgumentParser) -> None:
+    """The fit's options (defaults: dolfinx_lod.neural.presets.OPERATOR_FIT)."""
+    from dolfinx_lod.neural.presets import OPERATOR_EPOCHS, OPERATOR_FIT
+
+    fit, modes = OPERATOR_FIT["fit"], OPERATOR_FIT["modes"]
+    network = f"mlp:{OPERATOR_FIT['width']}x{OPERATOR_FIT['depth']}"
+    o.add_argument(
+        "--fit",
+        choices=("reduced", "poly", "mlp"),
+        default=fit,
+        help=f"reduced: the exact element part P_T(a) plus MLPs on --modes POD coordinates of "
+        f"the rest; poly: the same with Legendre least squares; mlp: one MLP on all entries "
+        f"({fit})",
+    )
+    o.add_argument(
+        "--modes", type=int, default=modes, help=f"POD modes per block (reduced, poly; {modes})"
+    )
+    o.add_argument("--network", default=network, help=f"'mlp:WxD', one MLP per patch ({network})")
+    o.add_argument(
+        "--epochs",
+        type=int,
+        default=OPERATOR_EPOCHS,
+        help=f"Adam epochs of the MLPs ({OPERATOR_EPOCHS})",
+    )
 
 
 def _network(args: argparse.Namespace) -> dict:
@@ -60,6 +85,8 @@ def _network(args: argparse.Namespace) -> dict:
     network = parse_network(args.network)
     if network["architecture"] != "mlp":
         raise InputError(f"--network must be 'mlp:WIDTHxDEPTH', got {args.network!r}")
+    if args.modes < 1:
+        raise InputError(f"--modes must be >= 1, got {args.modes}")
     return network
 
 
@@ -85,6 +112,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
             spec[0]["depth"],
             args.epochs,
             args.seed,
+            args.fit,
+            args.modes,
         )
         summary = {
             "command": "operators",
@@ -94,6 +123,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> dict:
             "ranks": comm.size,
             "samples": args.samples,
             "test_samples": args.test_samples,
+            "fit": args.fit,
+            "modes": args.modes,
             "network": args.network,
             "epochs": args.epochs,
             **{k: v for k, v in report.items() if k != "metadata"},

@@ -11,6 +11,10 @@ corrector provider: a :class:`~dolfinx_lod.basis.MultiscaleBasis` built with a c
 takes the operators from the networks, so a Petrov–Galerkin step of the
 :class:`~dolfinx_lod.timestepping.LODStepper` reads no coefficient and touches no fine-scale or
 patch data; the correctors are evaluated only when B is asked for (output steps).
+:func:`fit_operators` fits these networks (``fit="mlp"``) or, by default, the more accurate
+:class:`~dolfinx_lod.neural.reduced_operators.ReducedOperators` (exact element part from
+a(x, p) on T's fine cells, networks on POD coordinates of the rest); :meth:`LearnedOperators.
+load` reads either.
 
 Rank-local: each rank fits and evaluates the networks of the patches it owns.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,9 +38,13 @@ from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.networks import _BatchedMLP
 from dolfinx_lod.neural.operator_provider import OperatorProvider
+from dolfinx_lod.neural.presets import OPERATOR_EPOCHS, OPERATOR_FIT
 from dolfinx_lod.neural.provider import LEGACY_PROBLEM, problem_metadata, scale_parameters
 from dolfinx_lod.parallel import InputError, brief
 from dolfinx_lod.samples import ParamsFamily
+
+if TYPE_CHECKING:
+    from dolfinx_lod.neural.reduced_operators import ReducedOperators
 
 FORMAT = "dolfinx_lod.operators/1"
 
@@ -91,6 +99,8 @@ class LearnedOperators(_BatchedMLP):
         dim: Space dimension d.
         seed: The network of cell T is initialized from the seed (``seed``, T): the networks,
             and so the fit, do not depend on which rank owns T.
+        outputs: Outputs per network (default 2 N_max 2^d: all entries of [K_T; M_T]; fewer
+            for coordinates in a reduced space, :mod:`~dolfinx_lod.neural.reduced_operators`).
     """
 
     def __init__(
@@ -103,9 +113,10 @@ class LearnedOperators(_BatchedMLP):
         depth: int = 3,
         dim: int = 2,
         seed: int = 0,
+        outputs: int | None = None,
     ):
         self.size, self.corners = size, 2**dim
-        outputs = 2 * self.size * self.corners
+        outputs = outputs or 2 * self.size * self.corners
         seeds = [seed * 1_000_003 + int(c) for c in cells]
         super().__init__(len(cells), family.num_params, outputs, width, depth, seeds)
         self.family = family
@@ -125,17 +136,24 @@ class LearnedOperators(_BatchedMLP):
         samples: npt.NDArray[np.float64],
         epochs: int = 2000,
         lr: float = 1e-2,
+        blocks: int = 0,
     ) -> npt.NDArray[np.float64]:
         """Least-squares fit of the normalized samples (G, K, 2 N_max 2^d) at ``params`` with Adam
         (learning rate decayed 100x over the epochs); the loss is the sum over the networks of
         each one's mean squared error, so that every network's fit is independent of the others.
-        Returns the final mean squared error of each network's normalized outputs, shape (G,)."""
+        ``blocks`` > 0: the outputs are that many equal blocks, each scaled by its largest
+        spread (POD coordinates: the loss weighs each by its energy). Returns the final mean
+        squared error of each network's normalized outputs, shape (G,)."""
         y = torch.tensor(samples, dtype=torch.float32)
         with torch.no_grad():
             self.offset.copy_(y.mean(1, keepdim=True))
             # Per entry: K_T and M_T differ by orders of magnitude (a vs H^2 c).
             floor = (1e-6 * y.abs().amax(1, keepdim=True)).clamp_min(torch.finfo(y.dtype).tiny)
-            self.scale.copy_(y.std(1, keepdim=True).clamp_min(floor))
+            spread = y.std(1, keepdim=True).clamp_min(floor)
+            if blocks:
+                parts = spread.reshape(len(y), 1, blocks, y.shape[2] // blocks)
+                spread = parts.amax(-1, keepdim=True).expand_as(parts).reshape(spread.shape)
+            self.scale.copy_(spread)
         target = (y - self.offset) / self.scale
         p = scale_parameters(self.family, params)
         optimizer = torch.optim.Adam(self.parameters(), lr=lr)
@@ -182,21 +200,25 @@ class LearnedOperators(_BatchedMLP):
         layers: int,
         cells: Sequence[int],
         family: Family | Callable[[dict], Family] | None = None,
-    ) -> LearnedOperators:
-        """The networks of ``cells`` (e.g. the owned patches) from a file of :meth:`save`,
-        checked against the grids and l. ``family``: the coefficient family of the problem, or
-        a function of the file's metadata giving it (default: the built-in family the file
+    ) -> LearnedOperators | ReducedOperators:
+        """The networks of ``cells`` (e.g. the owned patches) from a file of :meth:`save`, or
+        the fits of :meth:`ReducedOperators.save`, checked against the grids and l.
+        ``family``: the coefficient family of the problem, or a function of the file's
+        metadata giving it (default: the built-in family the file
         names; required for operators fitted to given samples,
         :func:`~dolfinx_lod.samples.params_family`). Rank-local.
 
         Raises:
             InputError: ``path`` is not an operator file, or it was fitted for another problem.
         """
+        from dolfinx_lod.neural.reduced_operators import FORMAT as REDUCED
+        from dolfinx_lod.neural.reduced_operators import ReducedOperators
+
         try:
             data = torch.load(path, weights_only=True)
             meta, state = data["metadata"], data["state"]
-            if data["format"] != FORMAT:
-                raise ValueError(f"format {FORMAT} expected")
+            if data["format"] not in (FORMAT, REDUCED):
+                raise ValueError(f"format {FORMAT} or {REDUCED} expected")
         except FileNotFoundError:
             raise
         except Exception as e:  # truncated, empty, not a torch file, another format
@@ -216,6 +238,8 @@ class LearnedOperators(_BatchedMLP):
                 raise InputError(
                     f"{path} does not match the problem: {key} is {mine!r} there but {value!r} here"
                 )
+        if data["format"] == REDUCED:
+            return ReducedOperators.from_data(data, grids, layers, cells, family)
         position = {c: i for i, c in enumerate(data["cells"])}
         rows = torch.as_tensor([position[int(c)] for c in cells], dtype=torch.int64)
         nets = cls(
@@ -236,40 +260,67 @@ def fit_operators(
     basis: MultiscaleBasis,
     family: Family,
     params: npt.NDArray[np.float64],
-    width: int = 32,
-    depth: int = 3,
-    epochs: int = 2000,
+    width: int = OPERATOR_FIT["width"],
+    depth: int = OPERATOR_FIT["depth"],
+    epochs: int = OPERATOR_EPOCHS,
     seed: int = 0,
-) -> tuple[LearnedOperators, float]:
-    """Operator networks for the owned patches of ``basis`` (built with a capacity), fitted to
-    the local operators its provider gives at ``params``. Returns (networks, mean over all
-    patches of the final normalized mean squared error). Collective (the basis updates); the
-    networks do not depend on the number of ranks."""
+    fit: str = OPERATOR_FIT["fit"],
+    modes: int = OPERATOR_FIT["modes"],
+) -> tuple[LearnedOperators | ReducedOperators, float]:
+    """Learned local operators for the owned patches of ``basis`` (built with a capacity),
+    fitted to the local operators its provider gives at ``params``: ``fit`` "reduced" (default:
+    exact element part, MLPs on ``modes`` POD coordinates per block, :class:`ReducedOperators`),
+    "poly" (the same with Legendre least squares) or "mlp" (:class:`LearnedOperators` on all
+    entries). Returns (fit, mean over all patches of the final normalized mean squared error;
+    "poly": of the relative leave-one-out error of each patch's chosen degree). Collective (the
+    basis updates); the fit does not depend on the number of ranks."""
+    from dolfinx_lod.neural.reduced_operators import ElementPart, ReducedOperators
+
+    if fit not in ("reduced", "poly", "mlp"):
+        raise ValueError(f"fit must be 'reduced', 'poly' or 'mlp', got {fit!r}")
     samples = operator_samples(basis, family, params)
     g = basis.grids
     sizes = [len(p.coarse_vertex_keys(g.coarse_sizes)) for p in basis.patches]
     cells = [p.cell for p in basis.patches]
     size = max_patch_vertices(g.coarse_sizes, basis.layers, g.dim)
-    nets = LearnedOperators(cells, sizes, family, size, width, depth, g.dim, seed)
-    errors = nets.fit(params, samples, epochs=epochs)
-    total = g.comm.allreduce(float(errors.sum()))
-    return nets, total / g.comm.allreduce(len(cells))
+    if fit == "mlp":
+        nets = LearnedOperators(cells, sizes, family, size, width, depth, g.dim, seed)
+        errors = nets.fit(params, samples, epochs=epochs)
+        total = g.comm.allreduce(float(errors.sum()))
+        return nets, total / g.comm.allreduce(len(cells))
+    element = ElementPart(g, basis.patches, size)
+    regressor = "mlp" if fit == "reduced" else "poly"
+    network = (width, depth, epochs)
+    ops = ReducedOperators(
+        cells, sizes, family, size, element, modes, regressor=regressor, network=network, seed=seed
+    )
+    info = ops.fit(params, samples)
+    local = float(np.sum(info["loo_error"])) if fit == "poly" else info["loss"] * len(cells)
+    total = g.comm.allreduce(local)
+    return ops, total / max(g.comm.allreduce(len(cells)), 1)
 
 
 def operator_errors(
     basis: MultiscaleBasis, learned: OperatorProvider, family: Family, params: npt.NDArray
 ) -> dict[str, float]:
     """Relative Frobenius error of the learned local operators against the classical ones of
-    ``basis`` (built with a capacity, classical provider) over all patches and ``params``:
-    {"K": ||K~ - K||_F / ||K||_F, "M": likewise}. Collective."""
+    ``basis`` (built with a capacity, classical provider) over all patches and ``params``, on
+    the entries the coarse system uses (:func:`~dolfinx_lod.neural.reduced_operators.
+    kept_entries`): {"K": ||K~ - K||_F / ||K||_F, "M": likewise}. Collective."""
+    from dolfinx_lod.neural.reduced_operators import kept_entries
+
+    g = basis.grids
+    size, corners = max_patch_vertices(g.coarse_sizes, basis.layers, g.dim), 2**g.dim
+    kept = kept_entries(g, basis.patches, size)
     sums = np.zeros(4)  # ||dK||^2, ||K||^2, ||dM||^2, ||M||^2
     for p in params:
         basis.update(family.a, p, assemble=False)
-        ops = learned.local_operators(basis.patches, p)
-        for (K, M), (K_ref, M_ref) in zip(ops, basis.operators, strict=True):
-            for k, (X, X_ref) in enumerate(((K, K_ref), (M, M_ref))):
-                sums[2 * k : 2 * k + 2] += ((X - X_ref) ** 2).sum(), (X_ref**2).sum()
-    sums = basis.grids.comm.allreduce(sums)
+        X = pack_operators(learned.local_operators(basis.patches, p), size, corners) * kept
+        X_ref = pack_operators(basis.operators, size, corners) * kept
+        for k, part in enumerate((slice(0, size * corners), slice(size * corners, None))):
+            d, r = X[:, part] - X_ref[:, part], X_ref[:, part]
+            sums[2 * k : 2 * k + 2] += (d**2).sum(), (r**2).sum()
+    sums = g.comm.allreduce(sums)
     return {"K": float(np.sqrt(sums[0] / sums[1])), "M": float(np.sqrt(sums[2] / sums[3]))}
 
 
@@ -279,13 +330,16 @@ def train_operators(
     family: Family,
     samples: int,
     test_samples: int,
-    width: int = 32,
-    depth: int = 3,
-    epochs: int = 2000,
+    width: int = OPERATOR_FIT["width"],
+    depth: int = OPERATOR_FIT["depth"],
+    epochs: int = OPERATOR_EPOCHS,
     seed: int = 0,
-) -> tuple[LearnedOperators, dict[str, Any]]:
-    """Fit the operator networks of every owned patch at ``samples`` training parameters of
-    ``family`` (capacity c = 1) and measure them on ``test_samples`` held-out parameters.
+    fit: str = OPERATOR_FIT["fit"],
+    modes: int = OPERATOR_FIT["modes"],
+) -> tuple[LearnedOperators | ReducedOperators, dict[str, Any]]:
+    """Fit the local operators of every owned patch (:func:`fit_operators`: ``fit``,
+    ``modes``) at ``samples`` training parameters of ``family`` (capacity c = 1) and measure
+    them on ``test_samples`` held-out parameters.
     Returns (networks, report: offline time (classical samples and fit), fit loss, held-out
     errors, online time of the operators of one p, metadata for :meth:`LearnedOperators.save`).
     Collective."""
@@ -294,7 +348,7 @@ def train_operators(
     test_p = family.test_parameters(test_samples, seed=10_000 + seed)
     t0 = time.perf_counter()
     with MultiscaleBasis(grids, layers, capacity=1.0) as basis:
-        nets, loss = fit_operators(basis, family, train_p, width, depth, epochs, seed)
+        nets, loss = fit_operators(basis, family, train_p, width, depth, epochs, seed, fit, modes)
         offline_seconds = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         learned = OperatorProvider(basis.patch_problems, nets)
         errors = operator_errors(basis, learned, family, test_p)
@@ -312,6 +366,7 @@ def train_operators(
         "seed": seed,
         "samples": samples,
         "epochs": epochs,
+        "fit": fit,
         "capacity": 1.0,
         "given_samples": isinstance(family, ParamsFamily),
     }

@@ -22,6 +22,15 @@ from dolfinx_lod.neural.networks import NETWORKS, architecture, parse_network
 #: The default network of ``dolfinx-lod train``, :func:`dolfinx_lod.neural.train` and the
 #: demos (measured in docs/lod-ann.md): the coefficient-aware CNN, 24 channels, 6 convolutions.
 DEFAULT_NETWORK = "cnn:24x6"
+#: The learned Petrov–Galerkin local operators' fit (``dolfinx-lod operators``,
+#: :func:`~dolfinx_lod.neural.operators.fit_operators`; measured in docs/performance.md):
+#: "reduced" = the exact element part P_T(a) plus one MLP per patch (width x depth, Adam
+#: epochs) on ``modes`` POD coordinates per block of the rest
+#: (:class:`~dolfinx_lod.neural.reduced_operators.ReducedOperators`); "poly": Legendre
+#: least squares instead of the MLP; "mlp": the former MLP on all entries.
+OPERATOR_FIT: dict[str, Any] = {"fit": "reduced", "modes": 8, "width": 32, "depth": 3}
+#: Adam epochs of the operator MLPs.
+OPERATOR_EPOCHS = 2000
 #: Training samples per optimizer step with the exact projection onto ker B.
 PROJECTION_BATCH = 2
 

@@ -56,7 +56,7 @@ def relative_errors(pred: np.ndarray, ref: np.ndarray, half: int) -> dict[str, f
     return out
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -74,6 +74,11 @@ def main() -> None:
         help="fits K,width,depth,epochs (K <= --train)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/operator-fit.json"))
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
     fits = [tuple(int(v) for v in f.split(",")) for f in args.fits]
     if any(len(f) != 4 or not 1 <= f[0] <= args.train for f in fits):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from bench.harness import ROOT
 from bench.markdown import load
+from bench.quotes_local import local_quotes
 
 Value = str | Callable[[], float]
 
@@ -368,6 +369,13 @@ def _lod_ann_quotes() -> list:
             (gen + "checkerboard.learned", gen + "checkerboard.none"),
             ".2g",
         ),
+    ]
+
+
+def _lod_ann_online_quotes() -> list:
+    """docs/lod-ann.md's measured prose on the online cost."""
+    doc = "docs/lod-ann.md"
+    return [
         (
             doc,
             "{} x at the Example 1 sizes, {} x at (1/16, 1/128, 2)",
@@ -400,89 +408,6 @@ def _lod_ann_quotes() -> list:
     ]
 
 
-LOCAL = "time-to-solution-32-512-2-2-local.json"
-WHEN = "docs/when-lod-pays-off.md"
-
-
-def _local(case: str, method: str, key: str) -> Callable[[], float]:
-    """A figure of the local-changes run (method names such as "NAME@0.3" hold a dot)."""
-    return lambda: load(LOCAL)["cases"][case][method][key]
-
-
-def _over_full(case: str, method: str) -> Callable[[], float]:
-    """Error at T of ``method`` over the full update's (the local-changes run)."""
-    key = "rel_l2_error_T_vs_fem"
-    return _ratio(_local(case, method, key), _local(case, "petrov_galerkin_full", key))
-
-
-def _later_ms(case: str, method: str, phase: str) -> Callable[[], float]:
-    """Mean over steps 2..M of a phase of the local-changes run, in ms."""
-
-    def mean() -> float:
-        later = _local(case, method, "phase_seconds_per_step")()[1:]
-        return 1e3 * sum(p[phase] for p in later) / len(later)
-
-    return mean
-
-
-def _local_quotes() -> list:
-    """docs/when-lod-pays-off.md: the selective step after the patch work."""
-    sel, ratio, full = "petrov_galerkin_selective", "fem_step_over_lod_step", "petrov_galerkin_full"
-    return [
-        (
-            WHEN,
-            "step is {}x cheaper than the fair FEM step on `defects` (16 patches per step",
-            (_local("defects", sel, ratio),),
-            ".2g",
-        ),
-        (WHEN, "at {}x the full update's error at T", (_over_full("defects", sel),), ".3g"),
-        (
-            WHEN,
-            "and {}x on `battery` at {}x",
-            (_local("battery", sel, ratio), _over_full("battery", sel)),
-            (".2g", ".2f"),
-        ),
-        (
-            WHEN,
-            '("correctors": {} of {} ms on `defects`)',
-            (
-                _later_ms("defects", sel, "basis_correctors"),
-                lambda: 1e3 * value(_local("defects", sel, "mean_step")),
-            ),
-            ".0f",
-        ),
-        (
-            WHEN,
-            "`tol` = 0.3: {}x cheaper than the FEM step at {}x the full update's error",
-            (_local("battery", sel + "@0.3", ratio), _over_full("battery", sel + "@0.3")),
-            (".2g", ".3g"),
-        ),
-        (
-            WHEN,
-            "the step is {}x cheaper than the FEM step but its error is {}x",
-            (_local("defects", sel + "@1.0", ratio), _over_full("defects", sel + "@1.0")),
-            (".2g", ".3g"),
-        ),
-        (
-            WHEN,
-            "at `tol` = 0.3 it is {}x at {}x",
-            (_local("defects", sel + "@0.3", ratio), _over_full("defects", sel + "@0.3")),
-            (".2g", ".3g"),
-        ),
-        (
-            WHEN,
-            "costs {} s on `battery` against {} s for the first (step 1), and {} s on `defects` "
-            "(where the first basis took as long, {} s)",
-            tuple(
-                _local(c, full, k)
-                for c in ("battery", "defects")
-                for k in ("mean_step", "first_step")
-            ),
-            ".2g",
-        ),
-    ]
-
-
 def _squash(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
@@ -491,7 +416,7 @@ def mismatches(quotes: list | None = None) -> list[str]:
     """The quotes (formatted from the results; all of :data:`QUOTES` by default) that their
     document does not contain."""
     missing = []
-    every = QUOTES + _lod_ann_quotes() + _local_quotes()
+    every = QUOTES + _lod_ann_quotes() + _lod_ann_online_quotes() + local_quotes()
     for document, text, values, formats in every if quotes is None else quotes:
         specs = (formats,) * len(values) if isinstance(formats, str) else formats
         quoted = text.format(*(format(value(v), f) for v, f in zip(values, specs, strict=True)))

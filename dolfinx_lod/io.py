@@ -380,7 +380,7 @@ def vtx_bytes(functions: Sequence[dolfinx.fem.Function], first: bool) -> int:
     mesh = V.mesh
     cells = mesh.topology.index_map(mesh.topology.dim).size_global
     nodes = mesh.geometry.index_map().size_global
-    return values + nodes * 3 * 8 + cells * mesh.geometry.dofmap.shape[1] * 8
+    return values + nodes * 3 * 8 + cells * mesh.geometry.dofmaps[0].shape[1] * 8
 
 
 def check_free_space(comm: MPI.Comm, folder: Path, nbytes: int, what: str) -> None:

@@ -33,6 +33,50 @@ def _later_ms(case: str, method: str, phase: str) -> Callable[[], float]:
     return mean
 
 
+FAIR = "time-to-solution-32-512-2-2.json"
+INDICATORS = "time-to-solution-32-512-2-2-indicators.json"
+
+
+def _fair(case: str, method: str, key: str, name: str = FAIR) -> Callable[[], float]:
+    """A figure of a fair-yardstick time-to-solution run."""
+    return lambda: load(name)["cases"][case][method][key]
+
+
+def _indicator_share(case: str) -> Callable[[], float]:
+    """Mean over steps 2..M of the indicators' seconds, in % of the mean FEM step."""
+
+    def share() -> float:
+        later = _fair(case, "galerkin_selective", "indicator_seconds_per_step", INDICATORS)()[1:]
+        return 100 * sum(later) / len(later) / _fair(case, "fem", "mean_step", INDICATORS)()
+
+    return share
+
+
+def fair_quotes() -> list:
+    """docs/when-lod-pays-off.md: the prose of the first fair run and the indicators' run."""
+    sel, ratio, even = "petrov_galerkin_selective", "fem_step_over_lod_step", "break_even_steps"
+    return [
+        (
+            WHEN,
+            "Petrov–Galerkin selective step is {}x and {}x cheaper than the fair FEM step and "
+            "breaks even after {} and {} steps",
+            (
+                _fair("defects", sel, ratio),
+                _fair("battery", sel, ratio),
+                _fair("defects", sel, even),
+                _fair("battery", sel, even),
+            ),
+            (".2g", ".2g", "d", "d"),
+        ),
+        (
+            WHEN,
+            "the indicators' mean over steps 2..6 is {} % (`cont`) and {} % (`battery`)",
+            (_indicator_share("cont"), _indicator_share("battery")),
+            ".2g",
+        ),
+    ]
+
+
 def local_quotes() -> list:
     """docs/when-lod-pays-off.md: the selective step after the patch work."""
     sel, ratio, full = "petrov_galerkin_selective", "fem_step_over_lod_step", "petrov_galerkin_full"

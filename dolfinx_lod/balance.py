@@ -8,6 +8,7 @@ from the counts alone), runs ``work`` everywhere and returns each item's result 
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,8 +48,12 @@ def _run(work: Callable[[list], list], items: list) -> list | Exception:
         return []
     try:
         return work(items)
-    except Exception as e:
-        return e
+    except Exception as e:  # sent pickled to the owner: keep the type only if it pickles
+        try:
+            pickle.dumps(e)
+            return e
+        except Exception:
+            return RuntimeError(f"{type(e).__name__}: {e}")
 
 
 def spread(comm: MPI.Comm, items: Sequence[Any], work: Callable[[list], list]) -> list:

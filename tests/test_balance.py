@@ -91,3 +91,30 @@ def test_selective_update_spreads_the_solves_and_equals_a_fresh_basis(comm):
                 assert np.abs(X - Y).max() <= 1e-12 * np.abs(Y).max()
     assert np.abs(dense(basis.matrix()) - expected).max() <= 1e-12 * np.abs(expected).max()
     basis.destroy()
+
+
+class _Unpicklable(Exception):
+    """An exception holding a lock: it cannot travel to the owner pickled."""
+
+    def __init__(self):
+        import threading
+
+        super().__init__("unpicklable failure")
+        self.lock = threading.Lock()
+
+
+def test_spread_sends_an_unpicklable_failure_as_its_text(comm):
+    """A failure that does not pickle reaches the owner as a RuntimeError naming it, instead
+    of leaving the ranks in alltoall."""
+
+    def work(batch):
+        if 6 in batch:
+            raise _Unpicklable()
+        return batch
+
+    items = list(range(7)) if comm.rank == 0 else []
+    if comm.rank == 0:
+        with pytest.raises(Exception, match="unpicklable failure"):
+            spread(comm, items, work)
+    else:
+        assert spread(comm, items, work) == []

@@ -124,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as e:
             return _interrupted(args, comm, handshake, e)
         except Exception as e:  # e.g. a RuntimeError of a coarse solve: on every rank, or not?
-            return _failed(args, comm, handshake, e, as_options(str(e), parser, args.command))
+            try:  # never raise on one rank only before the handshake of _failed
+                message = as_options(str(e), parser, args.command)
+            except Exception:
+                message = str(e)
+            return _failed(args, comm, handshake, e, message)
         finally:
             handshake.Free()
     if comm.rank == 0:

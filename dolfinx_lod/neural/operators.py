@@ -9,8 +9,10 @@ reassembling them), with the outputs normalized per entry.
 :class:`~dolfinx_lod.neural.operator_provider.OperatorProvider` pairs the networks with a
 corrector provider: a :class:`~dolfinx_lod.basis.MultiscaleBasis` built with a capacity then
 takes the operators from the networks, so a Petrov–Galerkin step of the
-:class:`~dolfinx_lod.timestepping.LODStepper` reads no coefficient and touches no fine-scale or
-patch data; the correctors are evaluated only when B is asked for (output steps).
+:class:`~dolfinx_lod.timestepping.LODStepper` solves no patch problem; with ``fit="mlp"`` it
+reads no coefficient, while the default reduced fit evaluates a(x, p) on the fine cells of every
+owned T for the exact element part (O(N_h / ranks) work per step, no solve); the correctors are
+evaluated only when B is asked for (output steps).
 :func:`fit_operators` fits these networks (``fit="mlp"``) or, by default, the more accurate
 :class:`~dolfinx_lod.neural.reduced_operators.ReducedOperators` (exact element part from
 a(x, p) on T's fine cells, networks on POD coordinates of the rest); :meth:`LearnedOperators.

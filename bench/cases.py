@@ -33,6 +33,11 @@ CASES: dict[str, Case] = {
         about="whole time loops with a changing coefficient: LOD vs the fair fine FEM",
         ranks=2,
     ),
+    "patch-solver": Case(
+        "bench_patch_solver.py",
+        "patch-solver-32-512-2.json",
+        about="the patch solver's MUMPS ordering and scaling: factorization + solve per patch",
+    ),
     "basis": Case("bench_basis.py", "basis-{ranks}.json", about="classical basis build time"),
     "online": Case("bench_online.py", "online-{ranks}.json", about="online coarse step"),
     "parabolic": Case("bench_parabolic.py", "parabolic-{ranks}.json", about="time loop"),

@@ -1,7 +1,7 @@
-"""Tables of docs/performance.md, docs/results.md, docs/boundary.md, docs/3d.md and
-docs/lod-ann.md written from the result JSON of bench/results/ (the classical basis, the online
-step, the parabolic updates, the paper's network, the boundary data, the 3D benchmarks and
-LOD-ANN on Example 1)."""
+"""Tables of docs/performance.md, docs/results.md, docs/boundary.md, docs/3d.md,
+docs/lod-ann.md and docs/when-lod-pays-off.md written from the result JSON of bench/results/ (the
+classical basis, the online step, the parabolic updates, the paper's network, the boundary data,
+the 3D benchmarks, LOD-ANN on Example 1 and the patch solver's options)."""
 
 from __future__ import annotations
 
@@ -239,6 +239,21 @@ def lod_ann_online_table() -> str:
     return markdown(header, rows)
 
 
+def patch_solver_table() -> str:
+    """bench_patch_solver.py: MUMPS ordering and scaling of the patch solver, numeric
+    factorization and solve per patch (the fastest round), nnz(L), difference of the
+    correctors from the first variant's."""
+    data = load("patch-solver-32-512-2.json")
+    header = ["ordering, scaling", "ICNTL(7), ICNTL(8)", "factorization [ms]", "solve [ms]"]
+    header += ["total [ms]", "nnz(L)", "max. rel. difference of C"]
+    rows = [
+        [name, f"{v['icntl_7']}, {v['icntl_8']}", f"{v['factor_ms']:.2f}", f"{v['solve_ms']:.2f}"]
+        + [f"{v['total_ms']:.2f}", str(v["nnz_L"]), f"{v['max_rel_difference']:.1e}"]
+        for name, v in data["variants"].items()
+    ]
+    return markdown(header, rows)
+
+
 #: Table name -> function writing its Markdown (merged into bench.report.TABLES).
 TABLES: dict[str, Callable[[], str]] = {
     "basis": basis_table,
@@ -253,4 +268,5 @@ TABLES: dict[str, Callable[[], str]] = {
     "lod-ann-runs": lod_ann_runs_table,
     "lod-ann-fields": lod_ann_fields_table,
     "lod-ann-online": lod_ann_online_table,
+    "patch-solver-32-512-2": patch_solver_table,
 }

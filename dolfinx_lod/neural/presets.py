@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from dolfinx_lod.neural.cnn import LOADS
+from dolfinx_lod.neural.cnn import LOADS, OUTPUTS
 from dolfinx_lod.neural.networks import NETWORKS, architecture, parse_network
 
 #: The default network of ``dolfinx-lod train``, :func:`dolfinx_lod.neural.train` and the
@@ -70,6 +70,12 @@ class TrainingSettings:
     #: Scaling of the cnn's element-load inputs: "max" (their patch maximum) or "mean"
     #: (exp of the patch mean of log a) (:class:`~dolfinx_lod.neural.cnn.CoefficientNetworks`)
     loads: str = "max"
+    #: cnn only: input channels a / max a and min a / a on the patch
+    contrast: bool = False
+    #: cnn only: every hidden layer adds a linear map of the window's channel means
+    pool: bool = False
+    #: cnn only: the output map, a name of :data:`~dolfinx_lod.neural.cnn.OUTPUTS`
+    output: str = "laplacian"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -102,6 +108,8 @@ class TrainingSettings:
                 raise ValueError(f"training setting {name} must be >= 1, got {getattr(self, name)}")
         if self.loads not in LOADS:
             raise ValueError(f"loads must be one of {LOADS}, got {self.loads!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.augment and not arch.cls.needs_coefficient:
             raise ValueError(
                 f"augment needs a coefficient-aware network (cnn), got {self.architecture!r}"

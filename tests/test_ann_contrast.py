@@ -1,0 +1,98 @@
+"""Options of the coefficient-aware CNN for high-contrast fields (neural/cnn.py): the
+contrast input channels, the window-mean (pooled) features and the a-scaled output map,
+checked against quantities computed independently here."""
+
+import numpy as np
+import pytest
+import torch
+from mpi4py import MPI
+
+import dolfinx_lod as dl
+from dolfinx_lod.interpolation import patch_constraints
+from dolfinx_lod.neural.cnn import CHANNELS, CoefficientNetworks
+from dolfinx_lod.neural.export import export_patches
+from dolfinx_lod.neural.networks import NETWORKS
+from dolfinx_lod.neural.presets import TrainingSettings
+from dolfinx_lod.samples import sample_family
+
+
+@pytest.fixture(scope="module")
+def binary():
+    """A binary field (1 and 1000) on 24 x 24 cells at (1/6, 1/24, 1), exported in float64
+    with the classical correctors, and the basis (for the constraints)."""
+    torch.set_num_threads(1)
+    g = dl.create_nested_grids(MPI.COMM_SELF, 6, 24)
+    basis = dl.MultiscaleBasis(g, 1)
+    field = np.where(np.random.default_rng(5).uniform(size=(1, 24, 24)) < 0.3, 1e3, 1.0)
+    fam = sample_family(field)
+    batch = export_patches(basis, fam.a, fam.training_parameters(1), dtype=torch.float64)
+    yield g, basis, batch
+    basis.destroy()
+
+
+def test_contrast_channels_are_a_over_its_patch_extremes(binary):
+    """contrast=True appends a / max a and min a / a on the patch cells (0 outside),
+    unchanged when a is scaled; the other channels are those without the option, and the mask
+    channel is 1 on every patch cell (also the window's first cell of a patch truncated on its
+    upper sides only, once overwritten by the padding)."""
+    _, _, batch = binary
+    torch.manual_seed(0)
+    plain = CoefficientNetworks(1, batch.Pi.float(), 8, 3).double()
+    rich = CoefficientNetworks(1, batch.Pi.float(), 8, 3, contrast=True).double()
+    x, x0 = rich.inputs(batch.configs, batch.a), plain.inputs(batch.configs, batch.a)
+    assert x.shape[1] == CHANNELS + 2 and torch.equal(x[:, :CHANNELS], x0)
+    cells, _ = rich.geometry(batch.configs)
+    for g in range(len(batch.configs)):
+        real = cells[g] >= 0
+        a = batch.a[g, 0, : int(real.sum())]
+        up, down = x[g, CHANNELS].ravel(), x[g, CHANNELS + 1].ravel()
+        assert torch.all(x[g, 1].ravel()[cells[g][real]] == 1)  # no padding writes onto the patch
+        torch.testing.assert_close(up[cells[g][real]], a / a.max())
+        torch.testing.assert_close(down[cells[g][real]], a.min() / a)
+        outside = torch.ones(up.numel(), dtype=torch.bool)
+        outside[cells[g][real]] = False
+        assert not up[outside].any() and not down[outside].any()
+    torch.testing.assert_close(rich.inputs(batch.configs, 7.0 * batch.a), x)
+
+
+def test_scaled_output_is_in_ker_b_and_is_the_laplacian_one_for_constant_a(binary):
+    """output="scaled": B alpha = 0 to rounding, alpha = 0 on the patch boundary; for a
+    constant a the vertex scales are 1 and alpha equals the "laplacian" output of the same
+    weights, for the binary field it does not."""
+    g, basis, batch = binary
+    nets = {}
+    for output in ("laplacian", "scaled"):
+        torch.manual_seed(0)
+        nets[output] = CoefficientNetworks(1, batch.Pi.float(), 8, 3, output=output).double()
+    with torch.no_grad():
+        alpha = nets["scaled"](batch.configs, batch.a)
+        flat = [nets[k](batch.configs, torch.full_like(batch.a, 3.0)) for k in nets]
+        other = nets["laplacian"](batch.configs, batch.a)
+    torch.testing.assert_close(flat[0], flat[1])
+    assert not torch.allclose(alpha, other, atol=1e-3 * other.abs().max())
+    for gi, config in enumerate(batch.configs):
+        n = int(batch.num_vertices[gi])
+        B = torch.tensor(patch_constraints(config, g.r, basis.Pi))
+        assert (B @ alpha[gi, :, :n]).abs().max() <= 1e-10 * alpha[gi].abs().max()
+        wx, wy = config.shape
+        grid = alpha[gi, 0, :n].reshape(wy * g.r + 1, wx * g.r + 1, 4)
+        for edge in (grid[0], grid[-1], grid[:, 0], grid[:, -1]):
+            assert edge.abs().max() == 0.0
+
+
+def test_options_survive_the_model_rebuild(binary):
+    """A network with the options, rebuilt from its metadata and state as a saved model is,
+    gives the same correctors (the options are recorded, not reset to the defaults)."""
+    _, _, batch = binary
+    torch.manual_seed(0)
+    options = {"contrast": True, "pool": True, "output": "scaled"}
+    nets = CoefficientNetworks(1, batch.Pi.float(), 8, 3, **options)
+    meta = {"l": 1, "width": 8, "depth": 3, "loads": "max", **options}
+    state = nets.state_dict()
+    again = NETWORKS["cnn"].rebuild(meta, state, len(batch.cells))
+    again.load_state_dict(state)
+    a = batch.a.float()
+    with torch.no_grad():
+        torch.testing.assert_close(again(batch.configs, a), nets(batch.configs, a))
+    with pytest.raises(ValueError, match="output must be one of"):
+        TrainingSettings(architecture="cnn", constraint="projection", output="x").validate()

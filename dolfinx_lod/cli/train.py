@@ -28,6 +28,7 @@ OVERRIDES = (
     "contrast",
     "pool",
     "output",
+    "energy_scale",
 )
 
 
@@ -129,7 +130,7 @@ def _add_network_options(t: argparse.ArgumentParser) -> None:
 
 def _add_cnn_options(t: argparse.ArgumentParser, cnn: dict) -> None:
     """The options of the coefficient-aware network (defaults: the preset's ``cnn``)."""
-    from dolfinx_lod.neural.presets import OUTPUTS
+    from dolfinx_lod.neural.presets import ENERGY_SCALES, OUTPUTS
 
     t.add_argument(
         "--augment",
@@ -154,6 +155,12 @@ def _add_cnn_options(t: argparse.ArgumentParser, cnn: dict) -> None:
         action=argparse.BooleanOptionalAction,
         help="cnn hidden layers add a map of the window's channel means "
         f"(default {'on' if cnn.get('pool') else 'off'})",
+    )
+    t.add_argument(
+        "--energy-scale",
+        choices=ENERGY_SCALES,
+        help="cnn loss weight of a patch: 1 / the energy of the Lambda_j on T (patch) or 1 / its "
+        f"mean over the field's patches (field) ({cnn.get('energy_scale', 'patch')})",
     )
     t.add_argument(
         "--output",

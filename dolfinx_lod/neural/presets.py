@@ -31,6 +31,8 @@ DEFAULT_NETWORK = "cnn:24x6"
 OPERATOR_FIT: dict[str, Any] = {"fit": "reduced", "modes": 8, "width": 32, "depth": 3}
 #: Adam epochs of the operator MLPs.
 OPERATOR_EPOCHS = 2000
+#: Energy weights of the coefficient-aware networks' loss (TrainingSettings.energy_scale).
+ENERGY_SCALES = ("patch", "field")
 #: Training samples per optimizer step with the exact projection onto ker B.
 PROJECTION_BATCH = 2
 
@@ -76,6 +78,9 @@ class TrainingSettings:
     pool: bool = False
     #: cnn only: the output map, a name of :data:`~dolfinx_lod.neural.cnn.OUTPUTS`
     output: str = "laplacian"
+    #: cnn only: the energy weight of a patch and field, 1 / sum_j ||Lambda_j||^2_{a,T} of the
+    #: "patch" or 1 / its mean over the "field"'s patches (:mod:`dolfinx_lod.neural.losses`)
+    energy_scale: str = "patch"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -108,6 +113,10 @@ class TrainingSettings:
                 raise ValueError(f"training setting {name} must be >= 1, got {getattr(self, name)}")
         if self.loads not in LOADS:
             raise ValueError(f"loads must be one of {LOADS}, got {self.loads!r}")
+        if self.energy_scale not in ENERGY_SCALES:
+            raise ValueError(
+                f"energy scale must be one of {ENERGY_SCALES}, got {self.energy_scale!r}"
+            )
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.augment and not arch.cls.needs_coefficient:

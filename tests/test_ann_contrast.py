@@ -1,6 +1,6 @@
-"""Options of the coefficient-aware CNN for high-contrast fields (neural/cnn.py): the
-contrast input channels, the window-mean (pooled) features and the a-scaled output map,
-checked against quantities computed independently here."""
+"""Options of the coefficient-aware CNN for high-contrast fields (neural/cnn.py, losses.py):
+the contrast input channels, the window-mean (pooled) features, the a-scaled output map and
+the per-field energy weights, checked against quantities computed independently here."""
 
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ import dolfinx_lod as dl
 from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.neural.cnn import CHANNELS, CoefficientNetworks
 from dolfinx_lod.neural.export import export_patches
+from dolfinx_lod.neural.losses import energy_weights, field_energy_weights
 from dolfinx_lod.neural.networks import NETWORKS
 from dolfinx_lod.neural.presets import TrainingSettings
 from dolfinx_lod.samples import sample_family
@@ -94,5 +95,35 @@ def test_options_survive_the_model_rebuild(binary):
     a = batch.a.float()
     with torch.no_grad():
         torch.testing.assert_close(again(batch.configs, a), nets(batch.configs, a))
-    with pytest.raises(ValueError, match="output must be one of"):
-        TrainingSettings(architecture="cnn", constraint="projection", output="x").validate()
+    for key in ("output", "energy_scale"):
+        bad = TrainingSettings(architecture="cnn", constraint="projection", **{key: "x"})
+        with pytest.raises(ValueError, match=f"{key.replace('_', ' ')} must be one of"):
+            bad.validate()
+
+
+def test_field_energy_weights_are_one_over_the_fields_mean(binary):
+    """energy_scale="field": per field k the weight 1 / mean_T sum_j ||Lambda_j||^2_{a_k,T},
+    the same for every patch (numpy from the exported energies), where the "patch" weights
+    differ by the contrast."""
+    _, _, batch = binary
+    w = field_energy_weights(batch, MPI.COMM_SELF)
+    energy = batch.energy.numpy()
+    np.testing.assert_allclose(w.numpy(), np.broadcast_to(1 / energy.mean(0), energy.shape))
+    patch = energy_weights(batch).numpy()
+    assert patch.max() / patch.min() > 100
+
+
+@pytest.mark.mpi
+def test_field_energy_weights_do_not_depend_on_the_ranks(comm, binary):
+    """The field mean is over the patches of all ranks: the weights on the split patches
+    equal those of one rank."""
+    _, _, whole = binary
+    g = dl.create_nested_grids(comm, 6, 24)
+    basis = dl.MultiscaleBasis(g, 1)
+    field = np.where(np.random.default_rng(5).uniform(size=(1, 24, 24)) < 0.3, 1e3, 1.0)
+    fam = sample_family(field)
+    mine = export_patches(basis, fam.a, fam.training_parameters(1), dtype=torch.float64)
+    basis.destroy()
+    w = field_energy_weights(mine, comm)
+    torch.testing.assert_close(w[0], field_energy_weights(whole, MPI.COMM_SELF)[0])
+    assert comm.allreduce(len(mine.cells)) == len(whole.cells)

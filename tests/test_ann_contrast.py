@@ -14,7 +14,16 @@ from dolfinx_lod.neural.export import export_patches
 from dolfinx_lod.neural.losses import energy_weights, field_energy_weights
 from dolfinx_lod.neural.networks import NETWORKS
 from dolfinx_lod.neural.presets import TrainingSettings
+from dolfinx_lod.neural.provider import LearnedCorrectors
+from dolfinx_lod.neural.solutions import solution_errors, worse_than_classical
 from dolfinx_lod.samples import sample_family
+
+
+def binary_family():
+    """One binary field on 24 x 24 cells: 1000 on about 30 % of the cells, 1 elsewhere."""
+    return sample_family(
+        np.where(np.random.default_rng(5).uniform(size=(1, 24, 24)) < 0.3, 1e3, 1.0)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +33,7 @@ def binary():
     torch.set_num_threads(1)
     g = dl.create_nested_grids(MPI.COMM_SELF, 6, 24)
     basis = dl.MultiscaleBasis(g, 1)
-    field = np.where(np.random.default_rng(5).uniform(size=(1, 24, 24)) < 0.3, 1e3, 1.0)
-    fam = sample_family(field)
+    fam = binary_family()
     batch = export_patches(basis, fam.a, fam.training_parameters(1), dtype=torch.float64)
     yield g, basis, batch
     basis.destroy()
@@ -120,10 +128,46 @@ def test_field_energy_weights_do_not_depend_on_the_ranks(comm, binary):
     _, _, whole = binary
     g = dl.create_nested_grids(comm, 6, 24)
     basis = dl.MultiscaleBasis(g, 1)
-    field = np.where(np.random.default_rng(5).uniform(size=(1, 24, 24)) < 0.3, 1e3, 1.0)
-    fam = sample_family(field)
+    fam = binary_family()
     mine = export_patches(basis, fam.a, fam.training_parameters(1), dtype=torch.float64)
     basis.destroy()
     w = field_energy_weights(mine, comm)
     torch.testing.assert_close(w[0], field_energy_weights(whole, MPI.COMM_SELF)[0])
     assert comm.allreduce(len(mine.cells)) == len(whole.cells)
+
+
+class _Returns(torch.nn.Module):
+    """A stand-in for a trained coefficient-aware network: returns fixed correctors (G, 1, N,
+    4) for the patches in the basis' order, whatever a."""
+
+    needs_coefficient = True
+
+    def __init__(self, alpha: torch.Tensor):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, configs, a, project=True):
+        assert len(configs) == len(self.alpha)
+        return self.alpha
+
+
+def test_classical_correctors_through_the_learned_path_give_the_classical_lod(binary):
+    """Sanity of the evaluation at contrast 1000: the classical correctors fed through the
+    learned-corrector provider (LearnedCorrectors, its padding trim, solution_errors) give
+    the classical LOD's error against the fine FEM exactly (ratio 1) and basis error 0; half
+    of them does not."""
+    g, _, batch = binary
+    fam = binary_family()
+    providers = {}
+    for name, factor in (("exact", 1.0), ("half", 0.5)):
+        model = type("Model", (), {})()
+        model.metadata, model.needs_coefficient = {"constraint": "projection"}, True
+        model.nets = _Returns(factor * batch.C[:, :1])
+        providers[name] = LearnedCorrectors(model, None, g.r)
+    errors = solution_errors(g, 1, fam, fam.training_parameters(1), providers)
+    fine = errors["vs_fine"]
+    for norm in ("energy", "l2"):
+        assert fine["exact"][norm]["mean"] == pytest.approx(fine["classical"][norm]["mean"], 1e-9)
+    assert errors["basis"]["exact"]["energy"] < 1e-10
+    assert worse_than_classical(errors, "exact") == pytest.approx(1.0, 1e-9)
+    assert worse_than_classical(errors, "half") > 1.1

@@ -175,11 +175,11 @@ class Preset:
 
 #: The named presets (module docstring).
 PRESETS: dict[str, Preset] = {
-    # dolfinx-lod train's defaults; for mlp / reduced networks 5000 epochs at 1e-2, decaying by
-    # 0.9 every 1000.
+    # dolfinx-lod train's defaults (the cnn's energy weighted per field: docs/lod-ann.md); for
+    # mlp / reduced networks 5000 epochs at 1e-2, decaying by 0.9 every 1000.
     "cnn": Preset(
         DEFAULT_NETWORK,
-        {"epochs": 250, "lr": 1e-2, "lr_decay": 0.3, "lr_step": 170},
+        {"epochs": 250, "lr": 1e-2, "lr_decay": 0.3, "lr_step": 170, "energy_scale": "field"},
         {"epochs": 5000, "lr": 1e-2, "lr_decay": 0.9, "lr_step": 1000},
     ),
     # The paper's network and optimizer (the TrainingSettings defaults; docs/results.md has the

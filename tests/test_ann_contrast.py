@@ -171,3 +171,24 @@ def test_classical_correctors_through_the_learned_path_give_the_classical_lod(bi
     assert errors["basis"]["exact"]["energy"] < 1e-10
     assert worse_than_classical(errors, "exact") == pytest.approx(1.0, 1e-9)
     assert worse_than_classical(errors, "half") > 1.1
+
+
+def test_train_options_reach_the_settings(tmp_path):
+    """`train`'s default weights the energy per field; --energy-scale, --contrast, --pool and
+    --output reach the training settings."""
+    from dolfinx_lod.cli.app import build_parser
+    from dolfinx_lod.cli.train import _settings
+
+    base = ["train", "--family", "cont", "--samples", "2", "--fine", "16", "--coarse", "4"]
+    base += ["--layers", "1", "--out", str(tmp_path / "run")]
+    plain = _settings(build_parser().parse_args(base))
+    assert plain.energy_scale == "field" and not plain.contrast and not plain.pool
+    assert plain.output == "laplacian"
+    extra = ["--energy-scale", "patch", "--contrast", "--pool", "--output", "scaled"]
+    given = _settings(build_parser().parse_args([*base, *extra]))
+    assert (given.energy_scale, given.contrast, given.pool, given.output) == (
+        "patch",
+        True,
+        True,
+        "scaled",
+    )

@@ -54,3 +54,46 @@ def inclusion_quotes() -> list:
             )
         )
     return quotes
+
+
+def _screens(*names: str, which: str = "test") -> tuple[Callable[[], float], ...]:
+    return tuple(_screen(f"inclusions contrast {n}", which) for n in names)
+
+
+#: The screens' prose: (text, screen rows "CONTRAST NAME").
+SCREENS = (
+    (
+        "from {} to {} at contrast 1000 and from {} to {} at contrast 100",
+        ("1000 --energy-scale patch", "1000 field (default)")
+        + ("100 --energy-scale patch", "100 field (default)"),
+    ),
+    (
+        "give {}, the window-mean features (`--pool`) {}, the a-scaled output map (`--output "
+        "scaled`) {}, against {}",
+        ("1000 --contrast", "1000 --pool", "1000 --output scaled", "1000 field (default)"),
+    ),
+    (
+        "{}, {} and {} against {} (contrast 100, scaled output: {} against {})",
+        (
+            "1000 --energy-scale patch --contrast",
+            "1000 --energy-scale patch --pool",
+            "1000 --energy-scale patch --output scaled",
+            "1000 --energy-scale patch",
+            "100 --energy-scale patch --output scaled",
+            "100 --energy-scale patch",
+        ),
+    ),
+    (
+        "{} at 3e-3 and {} at 3e-2 against {} at 1e-2",
+        ("1000 --lr=3e-3", "1000 --lr=3e-2", "1000 field (default)"),
+    ),
+)
+
+
+def screen_quotes() -> list:
+    """The screens' errors (held-out; training fields where named)."""
+    quotes = [(DOC, text, _screens(*names), ".3f") for text, names in SCREENS]
+    fit = _screens("1000 field (default)") + _screens("1000 field (default)", which="train")
+    fit += _screens("100 field (default)") + _screens("100 field (default)", which="train")
+    text = "(per-field weights: contrast 1000 {} held-out, {} on training fields; 100: {}, {})"
+    return [*quotes, (DOC, text, fit, ".3f")]

@@ -150,18 +150,19 @@ class DeepRitzTrainer:
         self.weights = self.energy_weights(self.batch)
         #: Sample chunks of the optimizer steps of an epoch, with their share of the samples
         #: and their energy weights.
-        self.chunks: list[tuple[PatchBatch, float, torch.Tensor | None]] = [
-            (self.batch, 1.0, self.weights)
-        ]
-        if settings.batch_size and settings.batch_size < K:
-            parts = torch.arange(K).split(settings.batch_size)
-            self.chunks = [
-                (self.batch.select(idx), len(idx) / K, _columns(self.weights, idx)) for idx in parts
-            ]
+        self.chunks = self._chunks(K)
         #: Row weights 1 / (N_s^2 N_H^l) of the penalty (16) per chunk size.
         self.penalty_weights = {
             k: constraint_weights(self.batch, k) for k in {c.shape[1] for c, _, _ in self.chunks}
         }
+
+    def _chunks(self, K: int) -> list[tuple[PatchBatch, float, torch.Tensor | None]]:
+        """The training samples split into chunks of ``batch_size`` (all in one without)."""
+        size = self.settings.batch_size
+        if not size or size >= K:
+            return [(self.batch, 1.0, self.weights)]
+        parts = torch.arange(K).split(size)
+        return [(self.batch.select(i), len(i) / K, _columns(self.weights, i)) for i in parts]
 
     def energy_weights(self, batch: PatchBatch) -> torch.Tensor | None:
         """The energy weights of ``batch`` for a coefficient-aware network (else None):

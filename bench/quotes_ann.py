@@ -87,6 +87,7 @@ SCREENS = (
         "{} at 3e-3 and {} at 3e-2 against {} at 1e-2",
         ("1000 --lr=3e-3", "1000 --lr=3e-2", "1000 field (default)"),
     ),
+    ("the 8 symmetries (`--augment`, 40 epochs, about the same time) {}", ("1000 --augment",)),
 )
 
 
@@ -97,3 +98,34 @@ def screen_quotes() -> list:
     fit += _screens("100 field (default)") + _screens("100 field (default)", which="train")
     text = "(per-field weights: contrast 1000 {} held-out, {} on training fields; 100: {}, {})"
     return [*quotes, (DOC, text, fit, ".3f")]
+
+
+def _train_seconds(pick: Callable) -> Callable[[], float]:
+    return lambda: pick(_row(f, "train_seconds")() for f in FAMILIES)
+
+
+def default_quotes() -> list:
+    """The default rows' training times and the limits' ratios."""
+    return [
+        (
+            DOC,
+            "training took {} to {} s per run",
+            (_train_seconds(min), _train_seconds(max)),
+            ".0f",
+        ),
+        (
+            DOC,
+            "{}x (channels) to {}x (inclusions at contrast 1000) worse than the classical LOD "
+            "(section above; log-normal fields of the same span: {}x)",
+            tuple(
+                _row(f, "ratio_to_classical")
+                for f in ("channels contrast 100", "contrast 1000", "lognormal contrast 100")
+            ),
+            ".1f",
+        ),
+    ]
+
+
+def quotes() -> list:
+    """Every quote of this module."""
+    return inclusion_quotes() + screen_quotes() + default_quotes()

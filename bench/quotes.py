@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from bench.harness import ROOT
 from bench.markdown import load
+from bench.quotes_ann import quotes as ann_quotes
 from bench.quotes_local import fair_quotes, local_quotes, sweep_quotes
 
 Value = str | Callable[[], float]
@@ -159,8 +160,8 @@ QUOTES: list[tuple[str, str, tuple[Value, ...], str | tuple[str, ...]]] = [
     ),
     (
         RES,
-        "fell from {} (15 epochs) to {} (`rel_error_final`)",
-        (PN1 + "rel_error_final", PN2H + "rel_error_final"),
+        "at the budget was {} (`rel_error_final`; {} after the {} epochs of the 150 s run",
+        (PN2H + "rel_error_final", PN1 + "rel_error_final", PN1 + "epochs"),
         ".3g",
     ),
     (
@@ -417,7 +418,7 @@ def mismatches(quotes: list | None = None) -> list[str]:
     document does not contain."""
     missing = []
     every = QUOTES + _lod_ann_quotes() + _lod_ann_online_quotes() + local_quotes() + fair_quotes()
-    every += sweep_quotes()
+    every += ann_quotes() + sweep_quotes()
     for document, text, values, formats in every if quotes is None else quotes:
         specs = (formats,) * len(values) if isinstance(formats, str) else formats
         quoted = text.format(*(format(value(v), f) for v, f in zip(values, specs, strict=True)))

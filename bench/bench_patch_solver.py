@@ -2,13 +2,14 @@
 
     python -m bench run patch-solver [-- --coarse 32 --fine 512 --layers 2]
 
-On the interior patches of the ``defects`` coefficient of bench_time_to_solution.py (step 2),
-one rank: for each variant of the ordering (ICNTL(7)) and scaling (ICNTL(8)) of the patch
-solver's MUMPS LDL^T, the seconds of the numeric factorization and of the solve with the 2^d
-right-hand sides per patch (the minimum over ``--rounds`` rounds, the variants interleaved so
-that a busy machine slows them alike), nnz(L), and the largest difference of the correctors
-from the first variant's (relative to their maximum). The symbolic analysis is done before
-timing (a time loop reuses it per configuration).
+On the interior patches of the ``defects`` coefficient of bench_time_to_solution.py (step 2;
+with ``--dim 3`` on the unit cube, a random coefficient in [1, 20]), one rank: for each
+variant of the ordering (ICNTL(7)) and scaling (ICNTL(8)) of the patch solver's MUMPS LDL^T,
+the seconds of the numeric factorization and of the solve with the 2^d right-hand sides per
+patch (the minimum over ``--rounds`` rounds, the variants interleaved so that a busy machine
+slows them alike), nnz(L), and the largest difference of the correctors from the first
+variant's (relative to their maximum). The symbolic analysis is done before timing (a time
+loop reuses it per configuration).
 """
 
 import argparse
@@ -21,7 +22,9 @@ from bench_time_to_solution import defects_stack
 from mpi4py import MPI
 
 import dolfinx_lod as dl
+from dolfinx_lod.coefficients import random_coefficient
 from dolfinx_lod.correctors import ClassicalCorrectors
+from dolfinx_lod.grids import UNIT_CUBE
 from dolfinx_lod.io import write_json
 from dolfinx_lod.patch_problem import PATCH_SOLVER_OPTIONS, scale_of
 
@@ -63,12 +66,18 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--patches", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--dim", type=int, choices=(2, 3), default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/patch-solver.json"))
     args = parser.parse_args()
-    g = dl.create_nested_grids(MPI.COMM_SELF, args.coarse, args.fine)
+    if args.dim == 2:
+        g = dl.create_nested_grids(MPI.COMM_SELF, args.coarse, args.fine)
+        a = defects_stack(args.fine, 2, 64)[1]
+    else:
+        g = dl.create_nested_grids(MPI.COMM_SELF, args.coarse, args.fine, UNIT_CUBE)
+        a = random_coefficient(args.fine, 1.0, 20.0, seed=0, dim=3)
     basis = dl.MultiscaleBasis(g, args.layers)
-    a_patches = basis.patch_coefficients(defects_stack(args.fine, 2, 64)[1])
-    shape = (2 * args.layers + 1,) * 2
+    a_patches = basis.patch_coefficients(a)
+    shape = (2 * args.layers + 1,) * args.dim
     interior = [i for i, p in enumerate(basis.patches) if p.configuration.shape == shape]
     chosen = interior[:: max(len(interior) // args.patches, 1)][: args.patches]
     problems = {}
@@ -97,6 +106,7 @@ def main() -> None:
         "H": 1 / args.coarse,
         "h": 1 / args.fine,
         "layers": args.layers,
+        "dim": args.dim,
         "patches": len(chosen),
         "rounds": args.rounds,
         "unknowns": int(problems[next(iter(VARIANTS))][1][chosen[0]].K.getSize()[0]),

@@ -38,6 +38,13 @@ CASES: dict[str, Case] = {
         "patch-solver-32-512-2.json",
         about="the patch solver's MUMPS ordering and scaling: factorization + solve per patch",
     ),
+    "patch-solver-3d": Case(
+        "bench_patch_solver.py",
+        "patch-solver-8-64-1-3d.json",
+        ("--dim", "3", "--coarse", "8", "--fine", "64", "--layers", "1")
+        + ("--patches", "3", "--rounds", "3"),
+        about="the same for 3D patches (3 x 3 x 3 coarse cells, 24^3 fine cells)",
+    ),
     "basis": Case("bench_basis.py", "basis-{ranks}.json", about="classical basis build time"),
     "online": Case("bench_online.py", "online-{ranks}.json", about="online coarse step"),
     "parabolic": Case("bench_parabolic.py", "parabolic-{ranks}.json", about="time loop"),

@@ -239,11 +239,11 @@ def lod_ann_online_table() -> str:
     return markdown(header, rows)
 
 
-def patch_solver_table() -> str:
+def patch_solver_table(result: str) -> str:
     """bench_patch_solver.py: MUMPS ordering and scaling of the patch solver, numeric
     factorization and solve per patch (the fastest round), nnz(L), difference of the
     correctors from the first variant's."""
-    data = load("patch-solver-32-512-2.json")
+    data = load(result)
     header = ["ordering, scaling", "ICNTL(7), ICNTL(8)", "factorization [ms]", "solve [ms]"]
     header += ["total [ms]", "nnz(L)", "max. rel. difference of C"]
     rows = [
@@ -268,5 +268,6 @@ TABLES: dict[str, Callable[[], str]] = {
     "lod-ann-runs": lod_ann_runs_table,
     "lod-ann-fields": lod_ann_fields_table,
     "lod-ann-online": lod_ann_online_table,
-    "patch-solver-32-512-2": patch_solver_table,
+    "patch-solver-32-512-2": lambda: patch_solver_table("patch-solver-32-512-2.json"),
+    "patch-solver-8-64-1-3d": lambda: patch_solver_table("patch-solver-8-64-1-3d.json"),
 }

@@ -13,6 +13,7 @@ WHEN = "docs/when-lod-pays-off.md"
 
 SWEEP = "time-to-solution-32-512-2-2-local-sweep.json"
 SWEEP_DEFECTS = "time-to-solution-32-512-2-2-local-sweep-defects.json"
+SWEEP_BATTERY = "time-to-solution-32-512-2-2-local-sweep-battery.json"
 PATCH_SOLVER = "patch-solver-32-512-2.json"
 
 
@@ -184,6 +185,12 @@ def sweep_quotes() -> list:
             "({}-{}x at {}x for 0.4-1.0",
             (*pair("battery", "@0.4")[:1], *pair("battery", "@1.0")),
             (".2g", ".2g", ".3g"),
+        ),
+        (
+            WHEN,
+            "at 0.9, in the third run, {}x at {}x",
+            pair("battery", "@0.9", SWEEP_BATTERY),
+            (".2g", ".3g"),
         ),
         (
             WHEN,

@@ -375,6 +375,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "time-to-solution-32-512-2-2-local-sweep-defects": lambda: time_to_solution_table(
         "time-to-solution-32-512-2-2-local-sweep-defects.json"
     ),
+    "time-to-solution-32-512-2-2-local-sweep-battery": lambda: time_to_solution_table(
+        "time-to-solution-32-512-2-2-local-sweep-battery.json"
+    ),
     "time-to-solution-32-512-2-2-local-sweep-phases": lambda: step_phases_table(
         "time-to-solution-32-512-2-2-local-sweep.json"
     ),

@@ -151,14 +151,8 @@ def local_quotes() -> list:
     ]
 
 
-def sweep_quotes() -> list:
-    """docs/when-lod-pays-off.md: the patch solver's options and the tolerance sweep."""
-    sel, ratio = "petrov_galerkin_selective", "fem_step_over_lod_step"
-
-    def pair(case: str, tol: str, name: str = SWEEP) -> tuple:
-        method = sel + tol
-        return _local(case, method, ratio, name), _over_full(case, method, name)
-
+def patch_solver_quotes() -> list:
+    """docs/when-lod-pays-off.md: the patch solver's options."""
     new, old = "METIS, no scaling", "AMD, automatic scaling"
     return [
         (
@@ -174,6 +168,18 @@ def sweep_quotes() -> list:
             ".3g",
         ),
         (WHEN, "within {} of the former's", (_patch_solver(new, "max_rel_difference"),), ".1e"),
+    ]
+
+
+def sweep_quotes() -> list:
+    """docs/when-lod-pays-off.md: the tolerance sweep."""
+    sel, ratio = "petrov_galerkin_selective", "fem_step_over_lod_step"
+
+    def pair(case: str, tol: str, name: str = SWEEP) -> tuple:
+        method = sel + tol
+        return _local(case, method, ratio, name), _over_full(case, method, name)
+
+    return [
         (
             WHEN,
             "from `tol` = 0.3 on: {}x cheaper than the fair FEM step at {}x the full",

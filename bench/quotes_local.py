@@ -235,6 +235,12 @@ def sweep_quotes() -> list:
             (*pair("defects", ""), *pair("battery", "")),
             (".3g", ".2f", ".3g", ".2f"),
         ),
+    ]
+
+
+def sweep_fem_quotes() -> list:
+    """docs/when-lod-pays-off.md: the FEM step of the sweep against the first run's."""
+    return [
         (
             WHEN,
             "took {} ms here against {} ms in the run of the previous section, the defects' {} "

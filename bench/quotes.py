@@ -15,7 +15,13 @@ from collections.abc import Callable
 from bench.harness import ROOT
 from bench.markdown import load
 from bench.quotes_ann import quotes as ann_quotes
-from bench.quotes_local import fair_quotes, local_quotes, patch_solver_quotes, sweep_fem_quotes, sweep_quotes
+from bench.quotes_local import (
+    fair_quotes,
+    local_quotes,
+    patch_solver_quotes,
+    sweep_fem_quotes,
+    sweep_quotes,
+)
 
 Value = str | Callable[[], float]
 

@@ -45,12 +45,11 @@ from dolfinx_lod.correctors import ClassicalCorrectors
 from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.io import write_json
 from dolfinx_lod.lod import relative_errors
+from dolfinx_lod.neural.element_part import ElementPart, kept_entries
 from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
 from dolfinx_lod.neural.operators import LearnedOperators, max_patch_vertices, operator_samples
 from dolfinx_lod.neural.reduced_operators import (
-    ElementPart,
     ReducedOperators,
-    kept_entries,
     legendre_features,
     legendre_terms,
     scaled,

@@ -196,4 +196,5 @@ def report(args: argparse.Namespace, summary: dict, comm: MPI.Comm) -> str:
         f"l={summary['l']} K={summary['samples']}: held-out relative error K "
         f"{err['K']:.3e}, M {err['M']:.3e}; offline {summary['offline_seconds']:.1f} s; "
         f"results in {args.out}/"
+        + (f"\nwarning: {summary['warning']}" if "warning" in summary else "")
     )

@@ -10,12 +10,13 @@ reassembling them), with the outputs normalized per entry.
 corrector provider: a :class:`~dolfinx_lod.basis.MultiscaleBasis` built with a capacity then
 takes the operators from the networks, so a Petrov–Galerkin step of the
 :class:`~dolfinx_lod.timestepping.LODStepper` solves no patch problem; with ``fit="mlp"`` it
-reads no coefficient, while the default reduced fit evaluates a(x, p) on the fine cells of every
-owned T for the exact element part (O(N_h / ranks) work per step, no solve); the correctors are
-evaluated only when B is asked for (output steps).
+reads no coefficient, while the default reduced fit evaluates a(x, p) at a few interpolation
+points per owned T for the element part (O(N_H / ranks) work per step, no solve, independent of
+h: :mod:`~dolfinx_lod.neural.element_part`); the correctors are evaluated only when B is asked
+for (output steps).
 :func:`fit_operators` fits these networks (``fit="mlp"``) or, by default, the more accurate
-:class:`~dolfinx_lod.neural.reduced_operators.ReducedOperators` (exact element part from
-a(x, p) on T's fine cells, networks on POD coordinates of the rest); :meth:`LearnedOperators.
+:class:`~dolfinx_lod.neural.reduced_operators.ReducedOperators` (the element part from
+a(x, p), interpolated on each T, networks on POD coordinates of the rest); :meth:`LearnedOperators.
 load` reads either.
 
 Rank-local: each rank fits and evaluates the networks of the patches it owns.
@@ -276,7 +277,8 @@ def fit_operators(
     entries). Returns (fit, mean over all patches of the final normalized mean squared error;
     "poly": of the relative leave-one-out error of each patch's chosen degree). Collective (the
     basis updates); the fit does not depend on the number of ranks."""
-    from dolfinx_lod.neural.reduced_operators import ElementPart, ReducedOperators
+    from dolfinx_lod.neural.element_part import ElementPart
+    from dolfinx_lod.neural.reduced_operators import ReducedOperators
 
     if fit not in ("reduced", "poly", "mlp"):
         raise ValueError(f"fit must be 'reduced', 'poly' or 'mlp', got {fit!r}")
@@ -309,7 +311,7 @@ def operator_errors(
     ``basis`` (built with a capacity, classical provider) over all patches and ``params``, on
     the entries the coarse system uses (:func:`~dolfinx_lod.neural.reduced_operators.
     kept_entries`): {"K": ||K~ - K||_F / ||K||_F, "M": likewise}. Collective."""
-    from dolfinx_lod.neural.reduced_operators import kept_entries
+    from dolfinx_lod.neural.element_part import kept_entries
 
     g = basis.grids
     size, corners = max_patch_vertices(g.coarse_sizes, basis.layers, g.dim), 2**g.dim
@@ -343,7 +345,8 @@ def train_operators(
     ``modes``) at ``samples`` training parameters of ``family`` (capacity c = 1) and measure
     them on ``test_samples`` held-out parameters.
     Returns (networks, report: offline time (classical samples and fit), fit loss, held-out
-    errors, online time of the operators of one p, metadata for :meth:`LearnedOperators.save`).
+    errors (of the operators; of the element part's interpolation, :func:`interpolation_report`),
+    online time of the operators of one p, metadata for :meth:`LearnedOperators.save`).
     Collective."""
     comm = grids.comm
     train_p = family.training_parameters(samples)
@@ -354,6 +357,7 @@ def train_operators(
         offline_seconds = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         learned = OperatorProvider(basis.patch_problems, nets)
         errors = operator_errors(basis, learned, family, test_p)
+        interpolation = interpolation_report(nets, family, test_p, comm)
         t1 = time.perf_counter()
         basis.update(family.a, test_p[0], assemble=False)
         classical_seconds = comm.allreduce(time.perf_counter() - t1, op=MPI.MAX)
@@ -377,6 +381,39 @@ def train_operators(
         "offline_seconds": offline_seconds,
         "fit_loss": loss,
         "operator_error_test": errors,
+        **interpolation,
         "online_operator_seconds": {"classical": classical_seconds, "learned": learned_seconds},
     }
     return nets, report
+
+
+def interpolation_report(
+    fit: LearnedOperators | ReducedOperators, family: Family, params: npt.NDArray, comm: MPI.Comm
+) -> dict[str, Any]:
+    """{"element_interpolation": points per coarse cell (most), relative Frobenius error of
+    the online element part P~_T and of the mean of a on T against the exact ones at the
+    held-out ``params``, coarse cells that fell back (of all evaluated); "warning": a sentence
+    when some fell back} ({} for a fit without the interpolation). Collective."""
+    element = getattr(fit, "element", None)
+    if element is None or element.points is None:
+        return {}
+    sums = comm.allreduce(element.interpolation_error(family, params))
+    cells = comm.allreduce(len(element.D)) * len(params)
+    out: dict[str, Any] = {
+        "element_interpolation": {
+            "points_per_cell": comm.allreduce(element.D.shape[2], op=MPI.MAX),
+            "error_test": {
+                "P": float(np.sqrt(sums[0] / sums[1])),
+                "mean": float(np.sqrt(sums[2] / sums[3])),
+            },
+            "fallback_cells_test": int(sums[4]),
+            "cells_test": cells,
+        }
+    }
+    if sums[4]:
+        out["warning"] = (
+            f"the coefficient's interpolation missed on {int(sums[4])} of {cells} coarse cells at "
+            "the held-out parameters (a on their fine cells used instead: online cost grows with "
+            "1/h there); more training samples would span those fields"
+        )
+    return out

@@ -142,6 +142,7 @@ class ReducedOperators:
         self.V = np.zeros((len(self.cells), n, 0))
         self.terms = legendre_terms(family.num_params, 0)
         self.C = np.zeros((len(self.cells), 1, 0))
+        self._blocks: tuple[npt.NDArray, npt.NDArray] | None = None  # of V, built when needed
 
     def targets(self, params: npt.NDArray, samples: npt.NDArray) -> npt.NDArray:
         """What is fitted of the samples (G, K, 2 N_max 2^d): [(P_T - K_T) / s_T; M_T] on the
@@ -177,7 +178,7 @@ class ReducedOperators:
         Y = y - self.mean[:, None]
         half = self.size * self.corners
         q = min(self.modes, len(params), half)
-        self.V = np.zeros((len(Y), 2 * half, 2 * q))
+        self.V, self._blocks = np.zeros((len(Y), 2 * half, 2 * q)), None
         kept = []
         for g in range(len(Y)):
             for b, cols in enumerate((slice(0, half), slice(half, None))):
@@ -226,7 +227,15 @@ class ReducedOperators:
 
     def evaluate(self, p: Any) -> npt.NDArray[np.float64]:
         """(K_T, M_T) flattened for one parameter p: shape (G, 2 N_max 2^d)."""
-        y = self.mean + np.einsum("gnq,gq->gn", self.V, self.coordinates(p))
+        z, half = self.coordinates(p), self.size * self.corners
+        if self._blocks is None:  # V is block diagonal: K rows on the first q, M on the rest
+            q = self.V.shape[2] // 2
+            blocks = (self.V[:, :half, :q], self.V[:, half:, q:])
+            self._blocks = tuple(np.ascontiguousarray(b) for b in blocks)
+        q = self._blocks[0].shape[2]
+        y = self.mean.copy()
+        y[:, :half] += np.matmul(self._blocks[0], z[:, :q, None])[:, :, 0]
+        y[:, half:] += np.matmul(self._blocks[1], z[:, q:, None])[:, :, 0]
         return self.operators(p, y)
 
     def save(self, comm: MPI.Comm, path: str | Path, metadata: dict[str, Any]) -> None:

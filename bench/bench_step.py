@@ -44,7 +44,7 @@ from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.io import write_json
 from dolfinx_lod.lod import relative_errors
 from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
-from dolfinx_lod.neural.operators import fit_operators
+from dolfinx_lod.neural.operators import fit_operators, interpolation_report
 from dolfinx_lod.neural.presets import OPERATOR_FIT
 from dolfinx_lod.timestepping import CoefficientSchedule, FEMStepper, LODStepper, advance
 
@@ -84,7 +84,8 @@ def learned_stepper(
     grids, layers: int, tau: float, family, samples: int, epochs: int, kind: str
 ) -> tuple:
     """The Petrov–Galerkin LOD stepper with local operators fitted (``kind``: a fit of
-    :func:`fit_operators`) at ``samples`` training parameters; returns (stepper, fit record)."""
+    :func:`fit_operators`) at ``samples`` training parameters; returns (stepper, fit record,
+    the fit)."""
     t0 = time.perf_counter()
     basis = MultiscaleBasis(grids, layers, capacity=1.0)
     train = family.training_parameters(samples)
@@ -94,7 +95,20 @@ def learned_stepper(
     fit = {"fit": kind, "samples": samples, "epochs": epochs, "loss": loss, "seconds": seconds}
     correctors = FamilyCorrectors(ClassicalCorrectors(grids, local_projection(grids)), family)
     provider = OperatorProvider(correctors, nets)
-    return LODStepper(grids, layers, tau, "petrov-galerkin", provider=provider), fit
+    return LODStepper(grids, layers, tau, "petrov-galerkin", provider=provider), fit, nets
+
+
+def interpolation_record(nets, family, steps: int, comm) -> dict:
+    """The element part's interpolation (reduced fits): points per coarse cell, its error at 5
+    held-out parameters, the coarse cells that fell back in the timed steps; {} without."""
+    element = getattr(nets, "element", None)
+    if element is None or element.points is None:
+        return {}
+    fallbacks = comm.allreduce(element.fallbacks)  # of the steps, before the report adds its own
+    report = interpolation_report(nets, family, family.test_parameters(5, seed=99), comm)
+    cells = comm.allreduce(len(element.D))
+    record = {**report["element_interpolation"], "fallback_cells_steps": fallbacks}
+    return {"element_interpolation": {**record, "cells_steps": cells * steps}}
 
 
 def run_case(
@@ -113,9 +127,9 @@ def run_case(
         lods["lod_galerkin_selective"] = LODStepper(
             grids, layers, tau, "galerkin", update="selective", tol=tol
         )
-    fit = None
+    fit = nets = None
     if family is not None and "learned" in methods:
-        lods["lod_learned_operators"], fit = learned_stepper(
+        lods["lod_learned_operators"], fit, nets = learned_stepper(
             grids, layers, tau, family, samples, epochs, kind
         )
         if comm.rank == 0:
@@ -155,7 +169,10 @@ def run_case(
         lod.destroy()
     fem.destroy()
     if fit is not None:
-        out["lod_learned_operators"]["fit"] = fit
+        out["lod_learned_operators"]["fit"] = {
+            **fit,
+            **interpolation_record(nets, family, steps, comm),
+        }
     return out
 
 

@@ -96,3 +96,37 @@ def test_online_points_independent_of_h(fine):
     width = element.interpolate(family, family.training_parameters(6))
     element.values(Family("counted", family.low, family.high, counted), [0.2, 0.7])
     assert calls == [16 * (width + CHECKS)] and width <= 3
+
+
+def disc_fields(n: int, params: np.ndarray, growing: bool) -> np.ndarray:
+    """A (K, n, n) stack: a disc of a = 1 + 9 p (fixed radius) or of a = 10 whose radius grows
+    with p, in a = 1."""
+    x, y = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n)
+    r = np.hypot(x - 0.45, y - 0.55)
+    if growing:
+        return np.stack([np.where(r < 0.1 + 0.25 * p, 10.0, 1.0) for p in params])
+    return np.stack([1.0 + 9.0 * p * (r < 0.3) for p in params])
+
+
+@pytest.mark.parametrize("growing", [False, True])
+def test_given_samples_interpolation_kept_or_dropped(growing):
+    """A family given as samples (params_family): fields affine in p keep the interpolation
+    (held-out error at rounding level); a disc whose radius grows with p (new fields not in
+    the span of the training ones) has a large held-out error, so the fit drops the
+    interpolation with a warning and computes the element part from a on the fine cells."""
+    from dolfinx_lod.neural.operators import train_operators
+    from dolfinx_lod.samples import params_family
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    g = dl.create_nested_grids(MPI.COMM_SELF, 4, 32)
+    P = np.random.default_rng(2).uniform(0.0, 1.0, 10)
+    family = params_family(disc_fields(32, P, growing), P, "disc", box=((0.0,), (1.0,)))
+    ops, report = train_operators(g, 1, family, 8, 2, epochs=20)
+    info = report["element_interpolation"]
+    if growing:
+        assert info["error_test"]["P"] > 1e-3 and not info["used"]
+        assert "warning" in report and ops.element.points is None
+    else:
+        assert info["error_test"]["P"] < 1e-12 and info["used"] and "warning" not in report
+        assert ops.element.points is not None

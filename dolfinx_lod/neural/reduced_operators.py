@@ -156,6 +156,10 @@ class ReducedOperators:
             y[:, k, :half] = (P[:, :half] - y[:, k, :half]) / s[:, None]
         return y
 
+    def drop_interpolation(self) -> None:
+        """Compute the element part from a on all of T's fine cells from now on."""
+        self.interpolation, self.element.points = None, None
+
     def operators(self, p: Any, y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The operators (G, 2 N_max 2^d) at p of fitted values y (:meth:`targets` layout);
         zero on the entries the coarse system does not use."""

@@ -66,6 +66,11 @@ CASES: dict[str, Case] = {
         "lod-ann-inclusions.json",
         about="LOD-ANN on high-contrast fields (--kind inclusions|channels|...), by the solution",
     ),
+    "operator-samples": Case(
+        "bench_operator_samples.py",
+        "operator-samples-16-128-2.json",
+        about="learned operators for a user's family given as samples: element interpolation",
+    ),
     "operator-fit": Case(
         "bench_operator_fit.py", "operator-fit-32-512-2.json", about="learned operators' fit"
     ),

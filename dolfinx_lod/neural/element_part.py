@@ -169,7 +169,7 @@ class ElementPart:
             points[g, : len(chosen)], points[g, width:] = chosen, checks
             self.D[g, :, : len(chosen)] = D
         cells = points + self.cells * np.arange(len(A))[:, None]
-        self.set_interpolation(self.x[:, cells.ravel()].reshape(3, len(A), -1), self.D)
+        self.set_interpolation(self.x[:, cells.ravel()].reshape(3, *cells.shape), self.D)
         return width
 
     def set_interpolation(self, points: npt.NDArray, D: npt.NDArray) -> None:
@@ -183,7 +183,8 @@ class ElementPart:
         if self.points is None:
             return {}
         G = len(self.D)
-        return {"points": self.points.reshape(3, G, -1).transpose(1, 0, 2), "D": self.D}
+        points = self.points.reshape(3, G, self.D.shape[2] + CHECKS)
+        return {"points": points.transpose(1, 0, 2), "D": self.D}
 
     def exact(self, family: Family, p: Any, rows: npt.NDArray | None = None) -> npt.NDArray:
         """[P_T(a(p)) flattened, the mean of a(p) on T] from a on T's fine cells, for the
@@ -191,17 +192,17 @@ class ElementPart:
         rows = np.arange(len(self.positions)) if rows is None else rows
         cells = (rows[:, None] * self.cells + np.arange(self.cells)).ravel()
         a = family.a(self.x[:, cells], family.check(p)).reshape(len(rows), self.cells)
-        P = np.einsum("gc,cab->gab", a, self.W).reshape(len(rows), -1)
+        P = np.einsum("gc,cab->gab", a, self.W).reshape(len(rows), self.corners**2)
         return np.hstack([P, a.mean(axis=1)[:, None]])
 
     def values(self, family: Family, p: Any) -> tuple[npt.NDArray, npt.NDArray]:
         """(P_T(a(p)) flattened (G, 2^2d), the mean of a(p) on T (G,)): interpolated where
         the check holds, exact elsewhere (and without interpolation)."""
         c2 = self.corners**2
-        if self.points is None:
+        if self.points is None or not len(self.positions):
             out = self.exact(family, p)
             return out[:, :c2], out[:, c2]
-        v = family.a(self.points, family.check(p)).reshape(len(self.positions), -1)
+        v = family.a(self.points, family.check(p)).reshape(len(self.D), -1)
         out = np.einsum("gm,gnm->gn", v[:, :-CHECKS], self.D)
         mismatch = np.abs(out[:, c2 + 1 :] - v[:, -CHECKS:]).max(axis=1, initial=0.0)
         miss = mismatch > self.check_tol * np.abs(v).max(axis=1, initial=0.0)

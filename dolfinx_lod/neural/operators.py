@@ -273,7 +273,7 @@ def fit_operators(
 ) -> tuple[LearnedOperators | ReducedOperators, float]:
     """Learned local operators for the owned patches of ``basis`` (built with a capacity),
     fitted to the local operators its provider gives at ``params``: ``fit`` "reduced" (default:
-    the element part from a, MLPs on ``modes`` POD coordinates per block, :class:`ReducedOperators`),
+    the element part from a, MLPs on ``modes`` POD coordinates per block, ReducedOperators),
     "poly" (the same with Legendre least squares) or "mlp" (:class:`LearnedOperators` on all
     entries); ``interpolation``: the tolerance of the element part's interpolation of a
     (reduced, poly; None: a on every fine cell of T each step). Returns (fit, mean over all

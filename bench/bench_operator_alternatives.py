@@ -117,8 +117,16 @@ def fit(kind, K, basis, family, size, train_p, y_train, modes) -> tuple:
     exact = kind not in ("poly", "mlp")
     q = modes if "pod" in kind else 10**6
     regressor = "mlp" if kind == "mlp-pod-element" else "poly"
-    reduced = ReducedOperators(
-        cells, sizes, family, size, element, q, exact_element=exact, regressor=regressor
+    reduced = ReducedOperators(  # P_T from a on every fine cell: the interpolation of a
+        cells,  # (the default's online element part) is measured by bench_step.py
+        sizes,
+        family,
+        size,
+        element,
+        q,
+        exact_element=exact,
+        regressor=regressor,
+        interpolation=None,
     )
     first = subset(len(train_p), K, family.num_params)
     params, y = train_p[first], y_train[:, first]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from bench.harness import ROOT
 from bench.markdown import load
 from bench.quotes_local import fair_quotes, local_quotes
+from bench.quotes_operators import operator_quotes
 
 Value = str | Callable[[], float]
 
@@ -417,6 +418,7 @@ def mismatches(quotes: list | None = None) -> list[str]:
     document does not contain."""
     missing = []
     every = QUOTES + _lod_ann_quotes() + _lod_ann_online_quotes() + local_quotes() + fair_quotes()
+    every += operator_quotes()
     for document, text, values, formats in every if quotes is None else quotes:
         specs = (formats,) * len(values) if isinstance(formats, str) else formats
         quoted = text.format(*(format(value(v), f) for v, f in zip(values, specs, strict=True)))

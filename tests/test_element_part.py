@@ -130,3 +130,26 @@ def test_given_samples_interpolation_kept_or_dropped(growing):
     else:
         assert info["error_test"]["P"] < 1e-12 and info["used"] and "warning" not in report
         assert ops.element.points is not None
+
+
+def test_padded_interpolation_gives_the_same_values():
+    """The file of a fit on several ranks pads each rank's interpolation to the widest one
+    (reduced_operators.padded: zero columns of D_T, repeated points): read back, the padded
+    interpolation gives the same element part."""
+    from dolfinx_lod.neural.reduced_operators import padded
+
+    _, narrow = element_part(4, 32)
+    _, wide = element_part(4, 32)
+    family, battery = two_regions(), dl.coefficients.family("battery", 32)
+    narrow.interpolate(family, family.training_parameters(6))
+    wide.interpolate(battery, battery.training_parameters(12))
+    states = [
+        {f"element.{k}": v for k, v in e.interpolation_state().items()} for e in (narrow, wide)
+    ]
+    (_, _, state), _ = padded([(None, None, states[0]), (None, None, states[1])])
+    assert state["element.D"].shape[2] == wide.D.shape[2] > narrow.D.shape[2]
+    _, back = element_part(4, 32)
+    back.set_interpolation(state["element.points"].transpose(1, 0, 2), state["element.D"])
+    p = family.test_parameters(1, seed=4)[0]
+    for ours, theirs in zip(back.values(family, p), narrow.values(family, p), strict=True):
+        assert np.allclose(ours, theirs, rtol=1e-13, atol=1e-13)

@@ -12,10 +12,14 @@ m_T magic points I_T chosen greedily, and
 
 D_T = (sum_c U_T[c] W_c) U_T[I_T]^-1 precomputed: m_T evaluations of a per coarse cell and one
 small product, exact when a(., p)|_T lies in the span of the training fields (a family affine
-in p, piecewise constant in fixed regions, or given samples). A few more points per cell (:data:`CHECKS`), not interpolated, check each step that the
-interpolation still holds there; where it misses by more than ``check_tol`` times the largest
-|a| at T's points (a field the training samples do not span) that cell falls back to the
-exact element part, and :attr:`ElementPart.fallbacks` counts those cells.
+in p, piecewise constant in fixed regions, or given samples). A few more points per cell
+(:data:`CHECKS`), not interpolated, check each step that the interpolation still holds there;
+where it misses by more than ``check_tol`` times the largest |a| at T's points (a field the
+training samples do not span) that cell falls back to the exact element part, and
+:attr:`ElementPart.fallbacks` counts those cells. The checks sample a few cells only: a change
+confined to other fine cells passes them, which is why the fit also measures the
+interpolation on held-out fields
+(:func:`~dolfinx_lod.neural.operators.check_interpolation`).
 """
 
 from __future__ import annotations

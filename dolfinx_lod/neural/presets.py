@@ -32,7 +32,8 @@ OPERATOR_FIT: dict[str, Any] = {"fit": "reduced", "modes": 8, "width": 32, "dept
 #: The element part's interpolation of a on each coarse cell (reduced and poly fits,
 #: :meth:`~dolfinx_lod.neural.element_part.ElementPart.interpolate`): POD modes above ``tol``
 #: of the largest singular value, DEIM points; a cell whose check point misses by more than
-#: ``check_tol`` (relative) falls back to a on all its fine cells for that step.
+#: ``check_tol`` (relative) falls back to a on all its fine cells for that step, and a fit whose
+#: element part misses the held-out fields by more than ``check_tol`` drops the interpolation.
 OPERATOR_INTERPOLATION: dict[str, float] = {"tol": 1e-6, "check_tol": 1e-3}
 #: Adam epochs of the operator MLPs.
 OPERATOR_EPOCHS = 2000

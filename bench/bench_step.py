@@ -45,7 +45,7 @@ from dolfinx_lod.io import write_json
 from dolfinx_lod.lod import relative_errors
 from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
 from dolfinx_lod.neural.operators import fit_operators, interpolation_report
-from dolfinx_lod.neural.presets import OPERATOR_FIT
+from dolfinx_lod.neural.presets import OPERATOR_FIT, OPERATOR_INTERPOLATION
 from dolfinx_lod.timestepping import CoefficientSchedule, FEMStepper, LODStepper, advance
 
 
@@ -81,7 +81,7 @@ METHODS = ("galerkin", "petrov-galerkin", "selective", "learned")
 
 
 def learned_stepper(
-    grids, layers: int, tau: float, family, samples: int, epochs: int, kind: str
+    grids, layers: int, tau: float, family, samples: int, epochs: int, kind: str, exact: bool
 ) -> tuple:
     """The Petrov–Galerkin LOD stepper with local operators fitted (``kind``: a fit of
     :func:`fit_operators`) at ``samples`` training parameters; returns (stepper, fit record,
@@ -89,10 +89,12 @@ def learned_stepper(
     t0 = time.perf_counter()
     basis = MultiscaleBasis(grids, layers, capacity=1.0)
     train = family.training_parameters(samples)
-    nets, loss = fit_operators(basis, family, train, epochs=epochs, fit=kind)
+    tol = None if exact else OPERATOR_INTERPOLATION["tol"]  # the element part's interpolation
+    nets, loss = fit_operators(basis, family, train, epochs=epochs, fit=kind, interpolation=tol)
     basis.destroy()
     seconds = grids.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
-    fit = {"fit": kind, "samples": samples, "epochs": epochs, "loss": loss, "seconds": seconds}
+    fit = {"fit": kind, "element": "exact" if exact else "interpolated", "samples": samples}
+    fit.update({"epochs": epochs, "loss": loss, "seconds": seconds})
     correctors = FamilyCorrectors(ClassicalCorrectors(grids, local_projection(grids)), family)
     provider = OperatorProvider(correctors, nets)
     return LODStepper(grids, layers, tau, "petrov-galerkin", provider=provider), fit, nets
@@ -112,7 +114,7 @@ def interpolation_record(nets, family, steps: int, comm) -> dict:
 
 
 def run_case(
-    grids, schedule, steps, layers, comm, family, samples, epochs, tol, methods, kind
+    grids, schedule, steps, layers, comm, family, samples, epochs, tol, methods, kind, exact=False
 ) -> dict:
     """Advance the FEM and the LOD steppers ``methods`` (a subset of :data:`METHODS`) side by
     side; per-step timings and errors."""
@@ -130,7 +132,7 @@ def run_case(
     fit = nets = None
     if family is not None and "learned" in methods:
         lods["lod_learned_operators"], fit, nets = learned_stepper(
-            grids, layers, tau, family, samples, epochs, kind
+            grids, layers, tau, family, samples, epochs, kind, exact
         )
         if comm.rank == 0:
             print(f"  operator fit: {fit['seconds']:.1f} s, loss {fit['loss']:.2e}", flush=True)
@@ -196,6 +198,13 @@ def main() -> None:
         help=f"the learned operators' fit ({OPERATOR_FIT['fit']})",
     )
     parser.add_argument(
+        "--element",
+        choices=("interpolated", "exact"),
+        default="interpolated",
+        help="the learned operators' element part: from a at a few points per coarse cell, "
+        "or from a on every fine cell (interpolated)",
+    )
+    parser.add_argument(
         "--tol", type=float, default=0.1, help="selective update tolerance on e_T (0.1)"
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/step.json"))
@@ -229,6 +238,7 @@ def main() -> None:
             args.tol,
             args.methods,
             args.fit,
+            args.element == "exact",
         )
         result["cases"][name] = {"steps": steps, **run}
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB (kB on Linux)

@@ -71,6 +71,11 @@ CASES: dict[str, Case] = {
         "operator-samples-16-128-2.json",
         about="learned operators for a user's family given as samples: element interpolation",
     ),
+    "ann-screen": Case(
+        "bench_ann_screen.py",
+        "ann-contrast-screen.json",
+        about="short screens of the CNN's high-contrast options by the held-out basis error",
+    ),
     "operator-fit": Case(
         "bench_operator_fit.py", "operator-fit-32-512-2.json", about="learned operators' fit"
     ),

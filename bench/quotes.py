@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from bench.harness import ROOT
 from bench.markdown import load
+from bench.quotes_ann import quotes as ann_quotes
 from bench.quotes_local import fair_quotes, local_quotes
 from bench.quotes_operators import operator_quotes
 
@@ -418,7 +419,7 @@ def mismatches(quotes: list | None = None) -> list[str]:
     document does not contain."""
     missing = []
     every = QUOTES + _lod_ann_quotes() + _lod_ann_online_quotes() + local_quotes() + fair_quotes()
-    every += operator_quotes()
+    every += ann_quotes() + operator_quotes()
     for document, text, values, formats in every if quotes is None else quotes:
         specs = (formats,) * len(values) if isinstance(formats, str) else formats
         quoted = text.format(*(format(value(v), f) for v, f in zip(values, specs, strict=True)))

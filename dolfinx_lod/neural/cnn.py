@@ -13,10 +13,13 @@ from mpi4py import MPI
 from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.neural.export import PatchBatch
 
-#: Input channels of :class:`CoefficientNetworks`.
+#: Input channels of :class:`CoefficientNetworks` (without the contrast channels).
 CHANNELS = 12
 #: Scalings of the element-load channels: by exp(m_T) ("mean") or by their patch maximum.
 LOADS = ("max", "mean")
+#: Output maps y -> alpha: S_1^{-1/2} y ("laplacian") or s^{-1/2} S_1^{-1/2} y ("scaled", s the
+#: vertex mean of a over a's mean on T) before the projection onto ker B.
+OUTPUTS = ("laplacian", "scaled")
 
 
 class CoefficientNetworks(torch.nn.Module):
@@ -55,25 +58,35 @@ class CoefficientNetworks(torch.nn.Module):
         depth: int = 6,
         log_scale: float = 1.0,
         loads: str = "max",
+        contrast: bool = False,
+        pool: bool = False,
+        output: str = "laplacian",
     ):
         super().__init__()
         if depth < 2 or width < 1:
             raise ValueError(f"cnn width must be >= 1 and depth >= 2, got {width} x {depth}")
         if loads not in LOADS:
             raise ValueError(f"cnn loads must be one of {LOADS}, got {loads!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"cnn output must be one of {OUTPUTS}, got {output!r}")
         self.layers, self.width, self.depth, self.loads = layers, width, depth, loads
+        self.contrast, self.pool, self.output = contrast, pool, output
         self.r = math.isqrt(Pi.shape[1]) - 1
         self.cells = (2 * layers + 1) * self.r  # W
         self.register_buffer("Pi", Pi.clone())
         self.register_buffer("log_scale", torch.tensor(log_scale))
-        self.first = torch.nn.Conv2d(CHANNELS, width, 3, padding=1)
+        self.first = torch.nn.Conv2d(CHANNELS + 2 * contrast, width, 3, padding=1)
         dilations = [d for d in (1, 2, 4, 8, 16) if 2 * d < self.cells] or [1]
         self.hidden = torch.nn.ModuleList(
             torch.nn.Conv2d(width, width, 3, padding=d, dilation=d)
             for d in (dilations[i % len(dilations)] for i in range(depth - 2))
         )
+        self.pooled = torch.nn.ModuleList(
+            torch.nn.Linear(width, width) for _ in (self.hidden if pool else ())
+        )
         self.last = torch.nn.Conv2d(width, 4, 2, padding=1)
         self._geometry: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._projections: dict[tuple, torch.Tensor] = {}
 
     def _window(self, config) -> tuple[torch.Tensor, torch.Tensor]:
         """Window cell index of each patch cell and window vertex index of each patch vertex
@@ -164,10 +177,12 @@ class CoefficientNetworks(torch.nn.Module):
         mask = real[:, None].to(a.dtype)  # (G, 1, M)
         m_T = (loga * mask).sum(2, keepdim=True) / mask.sum(2, keepdim=True).clamp_min(1)
         loga = (loga - m_T) / self.log_scale
-        x = torch.zeros(G, K, 2, W * W, dtype=a.dtype, device=a.device)
-        index = cells.clamp_min(0)[:, None].expand(G, K, M)
+        # padding entries go to a spare slot W W (dropped), not onto a window cell
+        x = torch.zeros(G, K, 2, W * W + 1, dtype=a.dtype, device=a.device)
+        index = torch.where(real, cells, W * W)[:, None].expand(G, K, M)
         x[:, :, 0].scatter_(2, index, torch.where(real[:, None], loga, 0.0))
         x[:, :, 1].scatter_(2, index, real[:, None].expand(G, K, M).to(a.dtype))
+        x = x[..., : W * W]
         x[:, :, 1] -= self.beyond_neumann(configs).to(a.device, a.dtype)[:, None]
         centre = (torch.arange(W, dtype=a.dtype, device=a.device) + 0.5) * 2 / W - 1
         cy, cx = torch.meshgrid(centre, centre, indexing="ij")
@@ -176,7 +191,26 @@ class CoefficientNetworks(torch.nn.Module):
         loads = scaled * self.source_gradients().to(a.device, a.dtype).reshape(1, 1, 8, W * W)
         if self.loads == "max":
             loads = loads / loads.abs().amax(dim=(2, 3), keepdim=True).clamp_min(1e-30)
-        return torch.cat([x, xy, loads], dim=2).reshape(G * K, CHANNELS, W, W)
+        parts = [x, xy, loads]
+        if self.contrast:  # a / max_patch a and min_patch a / a, in (0, 1] on the patch
+            inside = scaled > 0
+            low = torch.where(inside, scaled, torch.inf).amin(dim=3, keepdim=True)
+            high = scaled.amax(dim=3, keepdim=True)
+            parts.append(scaled / high)
+            parts.append(torch.where(inside, low / scaled.clamp_min(1e-30), 0.0))
+        return torch.cat(parts, dim=2).reshape(G * K, -1, W, W)
+
+    def vertex_scales(self, x: torch.Tensor) -> torch.Tensor:
+        """s^{-1/2} at the window vertices (G K, (W+1)^2) from the inputs ``x``: s the mean of
+        a over the patch cells at a vertex divided by the mean of a over T."""
+        scaled = torch.exp(x[:, :1] * self.log_scale) * x[:, 1:2].clamp_min(0)
+        ones = torch.ones(1, 1, 2, 2, dtype=x.dtype, device=x.device)
+        total = torch.nn.functional.conv2d(scaled, ones, padding=1)
+        count = torch.nn.functional.conv2d(x[:, 1:2].clamp_min(0), ones, padding=1)
+        lo, r = self.layers * self.r, self.r
+        on_T = scaled[:, :, lo : lo + r, lo : lo + r].mean(dim=(1, 2, 3))
+        s = total / count.clamp_min(1) / on_T[:, None, None, None]
+        return torch.where(count > 0, s, 1.0).rsqrt().flatten(1)
 
     def forward(self, configs: list, a: torch.Tensor, project: bool = True) -> torch.Tensor:
         """Correctors alpha (G, K, N, 4) at the patch vertices for a (G, K, M) on the patch
@@ -184,19 +218,37 @@ class CoefficientNetworks(torch.nn.Module):
         with ``project``."""
         _, groups = self.geometry(configs)
         G, K, _ = a.shape
-        h = torch.nn.functional.gelu(self.first(self.inputs(configs, a)))
-        for conv in self.hidden:
-            h = h + torch.nn.functional.gelu(conv(h))
+        x = self.inputs(configs, a)
+        h = torch.nn.functional.gelu(self.first(x))
+        for i, conv in enumerate(self.hidden):
+            z = conv(h)
+            if self.pool:  # the whole window's mean: a global receptive field
+                z = z + self.pooled[i](h.mean(dim=(2, 3)))[:, :, None, None]
+            h = h + torch.nn.functional.gelu(z)
         y = self.last(h).reshape(G, K, 4, -1)  # (G, K, 4, (W+1)^2)
+        scales = self.vertex_scales(x).reshape(G, K, 1, -1) if self.output == "scaled" else None
         N = max((v.numel() for _, v, _, _ in groups), default=1)
         alpha = torch.zeros(G, K, N, 4, dtype=a.dtype, device=a.device)
-        for index, verts, L, Q in groups:
-            Q = (Q if project else L).to(a.device, a.dtype)
-            index = index.to(a.device)
-            alpha[index, :, : verts.numel()] = (y[index][..., verts.to(a.device)] @ Q.T).transpose(
-                2, 3
-            )
+        for (index, verts, L, Q), config in zip(groups, dict.fromkeys(configs), strict=True):
+            index, verts = index.to(a.device), verts.to(a.device)
+            if scales is None:
+                Q = (Q if project else L).to(a.device, a.dtype)
+                out = y[index][..., verts] @ Q.T
+            else:  # alpha = P (s^{-1/2} (.) L y)
+                out = (y[index][..., verts] @ L.T.to(a.device, a.dtype)) * scales[index][..., verts]
+                if project:
+                    out = out @ self.projection(config).T.to(a.device, a.dtype)
+            alpha[index, :, : verts.numel()] = out.transpose(2, 3)
         return alpha
+
+    def projection(self, config) -> torch.Tensor:
+        """P = I - B^T (B B^T)^+ B, the orthogonal projection onto ker B of ``config``, float64
+        (cached)."""
+        if config not in self._projections:
+            B = torch.from_numpy(patch_constraints(config, self.r, self.Pi.double().numpy()))
+            gram = torch.linalg.pinv(B @ B.T, hermitian=True)
+            self._projections[config] = torch.eye(B.shape[1], dtype=B.dtype) - B.T @ gram @ B
+        return self._projections[config]
 
 
 def _q1_matrices_1d(n: int) -> tuple[torch.Tensor, torch.Tensor]:

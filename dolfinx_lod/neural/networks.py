@@ -245,7 +245,15 @@ def _build_cnn(
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         nets = CoefficientNetworks(
-            batch.layers, batch.Pi.float(), settings.width, settings.depth, stats[1], settings.loads
+            batch.layers,
+            batch.Pi.float(),
+            settings.width,
+            settings.depth,
+            stats[1],
+            settings.loads,
+            settings.contrast,
+            settings.pool,
+            settings.output,
         )
     return nets, None
 
@@ -304,7 +312,14 @@ NETWORKS: dict[str, Architecture] = {
         CoefficientNetworks,
         _build_cnn,
         lambda meta, state, count: CoefficientNetworks(  # models before "loads": "mean"
-            meta["l"], state["Pi"], meta["width"], meta["depth"], loads=meta.get("loads", "mean")
+            meta["l"],
+            state["Pi"],
+            meta["width"],
+            meta["depth"],
+            loads=meta.get("loads", "mean"),
+            contrast=meta.get("contrast", False),
+            pool=meta.get("pool", False),
+            output=meta.get("output", "laplacian"),
         ),
         projection=True,
     ),

@@ -12,6 +12,7 @@ STEP = "step-32-512-2-2-battery-interpolated-s40.json"
 EXACT = "step-32-512-2-2-battery-reduced-s40.json"
 SAMPLES = "operator-samples-16-128-2.json"
 COARSER = "step-32-128-2-2-battery-interpolated-s40.json"
+COARSER_EXACT = "step-32-128-2-2-battery-exact-s40.json"
 PERF = "docs/performance.md"
 WHEN = "docs/when-lod-pays-off.md"
 
@@ -105,6 +106,12 @@ def _coarser_quotes() -> list:
             "there is {}, no cell fell back",
             (_learned(*interp, "error_test", "P", name=COARSER),),
             ".2g",
+        ),
+        (
+            PERF,
+            "the exact element part gives the same, {}",
+            (_learned("rel_l2_error_T_vs_fem", name=COARSER_EXACT),),
+            ".3g",
         ),
     ]
 

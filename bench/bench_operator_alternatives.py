@@ -45,12 +45,11 @@ from dolfinx_lod.correctors import ClassicalCorrectors
 from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.io import write_json
 from dolfinx_lod.lod import relative_errors
+from dolfinx_lod.neural.element_part import ElementPart, kept_entries
 from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
 from dolfinx_lod.neural.operators import LearnedOperators, max_patch_vertices, operator_samples
 from dolfinx_lod.neural.reduced_operators import (
-    ElementPart,
     ReducedOperators,
-    kept_entries,
     legendre_features,
     legendre_terms,
     scaled,
@@ -118,8 +117,16 @@ def fit(kind, K, basis, family, size, train_p, y_train, modes) -> tuple:
     exact = kind not in ("poly", "mlp")
     q = modes if "pod" in kind else 10**6
     regressor = "mlp" if kind == "mlp-pod-element" else "poly"
-    reduced = ReducedOperators(
-        cells, sizes, family, size, element, q, exact_element=exact, regressor=regressor
+    reduced = ReducedOperators(  # P_T from a on every fine cell: the interpolation of a
+        cells,  # (the default's online element part) is measured by bench_step.py
+        sizes,
+        family,
+        size,
+        element,
+        q,
+        exact_element=exact,
+        regressor=regressor,
+        interpolation=None,
     )
     first = subset(len(train_p), K, family.num_params)
     params, y = train_p[first], y_train[:, first]

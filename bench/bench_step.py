@@ -44,8 +44,8 @@ from dolfinx_lod.interpolation import local_projection
 from dolfinx_lod.io import write_json
 from dolfinx_lod.lod import relative_errors
 from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
-from dolfinx_lod.neural.operators import fit_operators
-from dolfinx_lod.neural.presets import OPERATOR_FIT
+from dolfinx_lod.neural.operators import fit_operators, interpolation_report
+from dolfinx_lod.neural.presets import OPERATOR_FIT, OPERATOR_INTERPOLATION
 from dolfinx_lod.timestepping import CoefficientSchedule, FEMStepper, LODStepper, advance
 
 
@@ -81,24 +81,40 @@ METHODS = ("galerkin", "petrov-galerkin", "selective", "learned")
 
 
 def learned_stepper(
-    grids, layers: int, tau: float, family, samples: int, epochs: int, kind: str
+    grids, layers: int, tau: float, family, samples: int, epochs: int, kind: str, exact: bool
 ) -> tuple:
     """The Petrov–Galerkin LOD stepper with local operators fitted (``kind``: a fit of
-    :func:`fit_operators`) at ``samples`` training parameters; returns (stepper, fit record)."""
+    :func:`fit_operators`) at ``samples`` training parameters; returns (stepper, fit record,
+    the fit)."""
     t0 = time.perf_counter()
     basis = MultiscaleBasis(grids, layers, capacity=1.0)
     train = family.training_parameters(samples)
-    nets, loss = fit_operators(basis, family, train, epochs=epochs, fit=kind)
+    tol = None if exact else OPERATOR_INTERPOLATION["tol"]  # the element part's interpolation
+    nets, loss = fit_operators(basis, family, train, epochs=epochs, fit=kind, interpolation=tol)
     basis.destroy()
     seconds = grids.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
-    fit = {"fit": kind, "samples": samples, "epochs": epochs, "loss": loss, "seconds": seconds}
+    fit = {"fit": kind, "element": "exact" if exact else "interpolated", "samples": samples}
+    fit.update({"epochs": epochs, "loss": loss, "seconds": seconds})
     correctors = FamilyCorrectors(ClassicalCorrectors(grids, local_projection(grids)), family)
     provider = OperatorProvider(correctors, nets)
-    return LODStepper(grids, layers, tau, "petrov-galerkin", provider=provider), fit
+    return LODStepper(grids, layers, tau, "petrov-galerkin", provider=provider), fit, nets
+
+
+def interpolation_record(nets, family, steps: int, comm) -> dict:
+    """The element part's interpolation (reduced fits): points per coarse cell, its error at 5
+    held-out parameters, the coarse cells that fell back in the timed steps; {} without."""
+    element = getattr(nets, "element", None)
+    if element is None or element.points is None:
+        return {}
+    fallbacks = comm.allreduce(element.fallbacks)  # of the steps, before the report adds its own
+    report = interpolation_report(nets, family, family.test_parameters(5, seed=99), comm)
+    cells = comm.allreduce(len(element.D))
+    record = {**report["element_interpolation"], "fallback_cells_steps": fallbacks}
+    return {"element_interpolation": {**record, "cells_steps": cells * steps}}
 
 
 def run_case(
-    grids, schedule, steps, layers, comm, family, samples, epochs, tol, methods, kind
+    grids, schedule, steps, layers, comm, family, samples, epochs, tol, methods, kind, exact=False
 ) -> dict:
     """Advance the FEM and the LOD steppers ``methods`` (a subset of :data:`METHODS`) side by
     side; per-step timings and errors."""
@@ -113,10 +129,10 @@ def run_case(
         lods["lod_galerkin_selective"] = LODStepper(
             grids, layers, tau, "galerkin", update="selective", tol=tol
         )
-    fit = None
+    fit = nets = None
     if family is not None and "learned" in methods:
-        lods["lod_learned_operators"], fit = learned_stepper(
-            grids, layers, tau, family, samples, epochs, kind
+        lods["lod_learned_operators"], fit, nets = learned_stepper(
+            grids, layers, tau, family, samples, epochs, kind, exact
         )
         if comm.rank == 0:
             print(f"  operator fit: {fit['seconds']:.1f} s, loss {fit['loss']:.2e}", flush=True)
@@ -155,7 +171,10 @@ def run_case(
         lod.destroy()
     fem.destroy()
     if fit is not None:
-        out["lod_learned_operators"]["fit"] = fit
+        out["lod_learned_operators"]["fit"] = {
+            **fit,
+            **interpolation_record(nets, family, steps, comm),
+        }
     return out
 
 
@@ -177,6 +196,13 @@ def main() -> None:
         choices=("reduced", "poly", "mlp"),
         default=OPERATOR_FIT["fit"],
         help=f"the learned operators' fit ({OPERATOR_FIT['fit']})",
+    )
+    parser.add_argument(
+        "--element",
+        choices=("interpolated", "exact"),
+        default="interpolated",
+        help="the learned operators' element part: from a at a few points per coarse cell, "
+        "or from a on every fine cell (interpolated)",
     )
     parser.add_argument(
         "--tol", type=float, default=0.1, help="selective update tolerance on e_T (0.1)"
@@ -212,6 +238,7 @@ def main() -> None:
             args.tol,
             args.methods,
             args.fit,
+            args.element == "exact",
         )
         result["cases"][name] = {"steps": steps, **run}
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB (kB on Linux)

@@ -78,6 +78,11 @@ CASES: dict[str, Case] = {
         "lod-ann-inclusions.json",
         about="LOD-ANN on high-contrast fields (--kind inclusions|channels|...), by the solution",
     ),
+    "operator-samples": Case(
+        "bench_operator_samples.py",
+        "operator-samples-16-128-2.json",
+        about="learned operators for a user's family given as samples: element interpolation",
+    ),
     "ann-screen": Case(
         "bench_ann_screen.py",
         "ann-contrast-screen.json",

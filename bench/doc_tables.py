@@ -254,6 +254,34 @@ def patch_solver_table(result: str) -> str:
     return markdown(header, rows)
 
 
+def operator_samples_table(result: str) -> str:
+    """Learned operators for families given as samples (bench_operator_samples.py's
+    ``result``): per family the held-out operator errors, the element part's interpolation
+    (points per coarse cell, held-out error, cells that fell back, kept or dropped) and the
+    element part's seconds for one p, exact and as used online."""
+    header = ["family", "operator error K / M", "points per coarse cell"]
+    header += ["element part error (held out)", "cells fell back", "interpolation"]
+    header += ["element part per p: exact / online [ms]", "offline [s]"]
+    rows = []
+    for name, r in load(result)["families"].items():
+        info, seconds = r["element_interpolation"], r["element_seconds"]
+        used = info["used"]
+        online = f"{1e3 * seconds['interpolated']:.2g}" if used else "(exact)"
+        rows.append(
+            [
+                name,
+                f"{r['operator_error_test']['K']:.2g} / {r['operator_error_test']['M']:.2g}",
+                str(info["points_per_cell"]),
+                f"{info['error_test']['P']:.2g}",
+                f"{info['fallback_cells_test']} of {info['cells_test']}",
+                "kept" if used else "dropped (warning)",
+                f"{1e3 * seconds['exact']:.2g} / {online}",
+                f"{r['offline_seconds']:.3g}",
+            ]
+        )
+    return markdown(header, rows)
+
+
 #: Table name -> function writing its Markdown (merged into bench.report.TABLES).
 TABLES: dict[str, Callable[[], str]] = {
     "basis": basis_table,
@@ -270,4 +298,5 @@ TABLES: dict[str, Callable[[], str]] = {
     "lod-ann-online": lod_ann_online_table,
     "patch-solver-32-512-2": lambda: patch_solver_table("patch-solver-32-512-2.json"),
     "patch-solver-8-64-1-3d": lambda: patch_solver_table("patch-solver-8-64-1-3d.json"),
+    "operator-samples-16-128-2": lambda: operator_samples_table("operator-samples-16-128-2.json"),
 }

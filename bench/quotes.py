@@ -22,6 +22,7 @@ from bench.quotes_local import (
     sweep_fem_quotes,
     sweep_quotes,
 )
+from bench.quotes_operators import operator_quotes
 
 Value = str | Callable[[], float]
 
@@ -424,7 +425,8 @@ def mismatches(quotes: list | None = None) -> list[str]:
     document does not contain."""
     missing = []
     every = QUOTES + _lod_ann_quotes() + _lod_ann_online_quotes() + local_quotes() + fair_quotes()
-    every += ann_quotes() + patch_solver_quotes() + sweep_quotes() + sweep_fem_quotes()
+    every += ann_quotes() + operator_quotes()
+    every += patch_solver_quotes() + sweep_quotes() + sweep_fem_quotes()
     for document, text, values, formats in every if quotes is None else quotes:
         specs = (formats,) * len(values) if isinstance(formats, str) else formats
         quoted = text.format(*(format(value(v), f) for v, f in zip(values, specs, strict=True)))

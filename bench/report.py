@@ -385,6 +385,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "step-32-512-2-2-battery-reduced-s40": lambda: step_table(
         "step-32-512-2-2-battery-reduced-s40.json"
     ),
+    "step-32-512-2-2-battery-interpolated-s40": lambda: step_table(
+        "step-32-512-2-2-battery-interpolated-s40.json"
+    ),
     "operator-alternatives-16-64-2": lambda: operator_alternatives_table(
         "operator-alternatives-16-64-2.json"
     ),

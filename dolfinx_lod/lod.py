@@ -224,13 +224,14 @@ class LocalAssembly:
         g, NH = basis.grids, basis.grids.coarse_sizes
         self.basis = basis
         interior = ~g.coarse_dirichlet_mask()
-        rows, cols, self._keep = [], [], []
+        rows, cols, keeps = [], [], []
         for patch in basis.patches:
             vk, ck = patch.coarse_vertex_keys(NH), patch.element_vertex_keys(NH)
             keep = interior[vk][:, None] & interior[ck][None, :]
             rows.append(np.broadcast_to(g.coarse_dof_global[vk][:, None], keep.shape)[keep])
             cols.append(np.broadcast_to(g.coarse_dof_global[ck][None, :], keep.shape)[keep])
-            self._keep.append(keep)
+            keeps.append(keep.ravel())
+        self._flat_keep = np.concatenate([*keeps, np.zeros(0, dtype=bool)])  # the kept entries
         self._boundary = coarse_boundary_rows(g)
         self._rows = np.concatenate([*rows, self._boundary]).astype(PETSc.IntType)
         self._cols = np.concatenate([*cols, self._boundary]).astype(PETSc.IntType)
@@ -249,12 +250,13 @@ class LocalAssembly:
         self, A: PETSc.Mat, weight_K: float, weight_M: float, diagonal: float
     ) -> PETSc.Mat:
         """Set A = sum_T (weight_K K_T + weight_M M_T), ``diagonal`` at boundary vertices."""
-        values = [
-            (weight_K * K + weight_M * M)[keep]
-            for (K, M), keep in zip(self.basis.operators, self._keep, strict=True)
-        ]
-        values.append(np.full(self._boundary.size, diagonal))
-        A.setValuesCOO(np.concatenate(values), addv=PETSc.InsertMode.INSERT_VALUES)
+        values = np.zeros(int(self._flat_keep.sum()))
+        for k, weight in enumerate((weight_K, weight_M)):  # one vector operation per block
+            if weight:
+                flat = [op[k].ravel() for op in self.basis.operators]
+                values += weight * np.concatenate([*flat, np.zeros(0)])[self._flat_keep]
+        values = np.concatenate([values, np.full(self._boundary.size, diagonal)])
+        A.setValuesCOO(values, addv=PETSc.InsertMode.INSERT_VALUES)
         return A
 
 

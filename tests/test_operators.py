@@ -13,9 +13,9 @@ import dolfinx_lod as dl
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.coefficients import Family
 from dolfinx_lod.lod import relative_errors
+from dolfinx_lod.neural.element_part import kept_entries
 from dolfinx_lod.neural.operator_provider import FamilyCorrectors, OperatorProvider
 from dolfinx_lod.neural.operators import LearnedOperators, fit_operators, max_patch_vertices
-from dolfinx_lod.neural.reduced_operators import kept_entries
 from dolfinx_lod.timestepping import CoefficientSchedule, LODStepper, StepCoefficient
 
 

@@ -40,11 +40,16 @@ def test_operators_from_given_samples_then_parabolic(tmp_dir, capsys, comm):
     summary = json.loads((tmp_dir / "o" / "summary.json").read_text())
     assert summary["family"] == "samples:K" and summary["neumann"] == ["left"]
     assert max(summary["operator_error_test"].values()) < 0.05
+    # a = 1 + p on fixed discs is affine in p: the element part's interpolation is exact
+    assert summary["element_interpolation"]["used"]
+    assert summary["element_interpolation"]["error_test"]["P"] < 1e-12
     run = ["parabolic", "--coefficients", tmp_dir / "S.npy", *BOX, "--T", 0.3, "--steps", 3]
     run += ["--no-plot", "--method", "petrov-galerkin"]
     ops = ["--operators", tmp_dir / "o" / "operators.pt", "--params", tmp_dir / "Q.npy"]
     assert cli_main([*run, *ops, "--out", tmp_dir / "p"], capsys)[0] == 0
     assert cli_main([*run, "--out", tmp_dir / "c"], capsys)[0] == 0
+    steps_summary = json.loads((tmp_dir / "p" / "summary.json").read_text())
+    assert steps_summary["element_interpolation_fallbacks"] == 0  # the steps' fields: in the span
     if comm.rank == 0:
         u = np.load(tmp_dir / "p" / "solution_final.npy")
         u_classical = np.load(tmp_dir / "c" / "solution_final.npy")

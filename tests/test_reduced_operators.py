@@ -10,6 +10,7 @@ from mpi4py import MPI
 import dolfinx_lod as dl
 from dolfinx_lod.basis import MultiscaleBasis
 from dolfinx_lod.inputs import fine_cell_midpoints
+from dolfinx_lod.neural.element_part import ElementPart, element_weights
 from dolfinx_lod.neural.operators import (
     LearnedOperators,
     fit_operators,
@@ -18,7 +19,7 @@ from dolfinx_lod.neural.operators import (
     pack_operators,
 )
 from dolfinx_lod.neural.provider import problem_metadata
-from dolfinx_lod.neural.reduced_operators import ElementPart, ReducedOperators, element_weights
+from dolfinx_lod.neural.reduced_operators import ReducedOperators
 
 #: Held-out relative Frobenius error of K_T and M_T (on the entries the coarse system uses)
 #: that the default fit ("reduced") stays below on the battery family, (1/4, 1/32, 1), 24

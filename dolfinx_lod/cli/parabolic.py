@@ -319,6 +319,9 @@ def _advance(args, comm, grids, schedule, capacity, output: OutputSet, t0: float
         u_ms = gather_vertex_array(grids, result.u_ms)
         u_h = gather_vertex_array(grids, result.u_h) if args.reference else None
         summary = _summary(args, comm, grids, result, observer)
+        element = getattr(getattr(provider, "operators", None), "element", None)
+        if element is not None and element.points is not None:  # learned operators, interpolated
+            summary["element_interpolation_fallbacks"] = comm.allreduce(element.fallbacks)
         with collective(comm, OutputError):
             if comm.rank == 0:
                 write_npy(output.path("solution_final.npy"), u_ms)

@@ -10,12 +10,13 @@ reassembling them), with the outputs normalized per entry.
 corrector provider: a :class:`~dolfinx_lod.basis.MultiscaleBasis` built with a capacity then
 takes the operators from the networks, so a Petrov–Galerkin step of the
 :class:`~dolfinx_lod.timestepping.LODStepper` solves no patch problem; with ``fit="mlp"`` it
-reads no coefficient, while the default reduced fit evaluates a(x, p) on the fine cells of every
-owned T for the exact element part (O(N_h / ranks) work per step, no solve); the correctors are
-evaluated only when B is asked for (output steps).
+reads no coefficient, while the default reduced fit evaluates a(x, p) at a few interpolation
+points per owned T for the element part (O(N_H / ranks) work per step, no solve, independent of
+h: :mod:`~dolfinx_lod.neural.element_part`); the correctors are evaluated only when B is asked
+for (output steps).
 :func:`fit_operators` fits these networks (``fit="mlp"``) or, by default, the more accurate
-:class:`~dolfinx_lod.neural.reduced_operators.ReducedOperators` (exact element part from
-a(x, p) on T's fine cells, networks on POD coordinates of the rest); :meth:`LearnedOperators.
+:class:`~dolfinx_lod.neural.reduced_operators.ReducedOperators` (the element part from
+a(x, p), interpolated on each T, networks on POD coordinates of the rest); :meth:`LearnedOperators.
 load` reads either.
 
 Rank-local: each rank fits and evaluates the networks of the patches it owns.
@@ -40,7 +41,7 @@ from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_atomic
 from dolfinx_lod.neural.networks import _BatchedMLP
 from dolfinx_lod.neural.operator_provider import OperatorProvider
-from dolfinx_lod.neural.presets import OPERATOR_EPOCHS, OPERATOR_FIT
+from dolfinx_lod.neural.presets import OPERATOR_EPOCHS, OPERATOR_FIT, OPERATOR_INTERPOLATION
 from dolfinx_lod.neural.provider import LEGACY_PROBLEM, problem_metadata, scale_parameters
 from dolfinx_lod.parallel import InputError, brief
 from dolfinx_lod.samples import ParamsFamily
@@ -268,15 +269,19 @@ def fit_operators(
     seed: int = 0,
     fit: str = OPERATOR_FIT["fit"],
     modes: int = OPERATOR_FIT["modes"],
+    interpolation: float | None = OPERATOR_INTERPOLATION["tol"],
 ) -> tuple[LearnedOperators | ReducedOperators, float]:
     """Learned local operators for the owned patches of ``basis`` (built with a capacity),
     fitted to the local operators its provider gives at ``params``: ``fit`` "reduced" (default:
-    exact element part, MLPs on ``modes`` POD coordinates per block, :class:`ReducedOperators`),
+    the element part from a, MLPs on ``modes`` POD coordinates per block, ReducedOperators),
     "poly" (the same with Legendre least squares) or "mlp" (:class:`LearnedOperators` on all
-    entries). Returns (fit, mean over all patches of the final normalized mean squared error;
-    "poly": of the relative leave-one-out error of each patch's chosen degree). Collective (the
-    basis updates); the fit does not depend on the number of ranks."""
-    from dolfinx_lod.neural.reduced_operators import ElementPart, ReducedOperators
+    entries); ``interpolation``: the tolerance of the element part's interpolation of a
+    (reduced, poly; None: a on every fine cell of T each step). Returns (fit, mean over all
+    patches of the final normalized mean squared error; "poly": of the relative leave-one-out
+    error of each patch's chosen degree). Collective (the basis updates); the fit does not
+    depend on the number of ranks."""
+    from dolfinx_lod.neural.element_part import ElementPart
+    from dolfinx_lod.neural.reduced_operators import ReducedOperators
 
     if fit not in ("reduced", "poly", "mlp"):
         raise ValueError(f"fit must be 'reduced', 'poly' or 'mlp', got {fit!r}")
@@ -294,7 +299,16 @@ def fit_operators(
     regressor = "mlp" if fit == "reduced" else "poly"
     network = (width, depth, epochs)
     ops = ReducedOperators(
-        cells, sizes, family, size, element, modes, regressor=regressor, network=network, seed=seed
+        cells,
+        sizes,
+        family,
+        size,
+        element,
+        modes,
+        regressor=regressor,
+        network=network,
+        seed=seed,
+        interpolation=interpolation,
     )
     info = ops.fit(params, samples)
     local = float(np.sum(info["loo_error"])) if fit == "poly" else info["loss"] * len(cells)
@@ -309,7 +323,7 @@ def operator_errors(
     ``basis`` (built with a capacity, classical provider) over all patches and ``params``, on
     the entries the coarse system uses (:func:`~dolfinx_lod.neural.reduced_operators.
     kept_entries`): {"K": ||K~ - K||_F / ||K||_F, "M": likewise}. Collective."""
-    from dolfinx_lod.neural.reduced_operators import kept_entries
+    from dolfinx_lod.neural.element_part import kept_entries
 
     g = basis.grids
     size, corners = max_patch_vertices(g.coarse_sizes, basis.layers, g.dim), 2**g.dim
@@ -338,22 +352,28 @@ def train_operators(
     seed: int = 0,
     fit: str = OPERATOR_FIT["fit"],
     modes: int = OPERATOR_FIT["modes"],
+    interpolation: float | None = OPERATOR_INTERPOLATION["tol"],
 ) -> tuple[LearnedOperators | ReducedOperators, dict[str, Any]]:
     """Fit the local operators of every owned patch (:func:`fit_operators`: ``fit``,
-    ``modes``) at ``samples`` training parameters of ``family`` (capacity c = 1) and measure
-    them on ``test_samples`` held-out parameters.
+    ``modes``, ``interpolation``, kept only if it holds on the held-out parameters:
+    :func:`check_interpolation`) at ``samples`` training parameters of ``family`` (capacity
+    c = 1) and measure them on ``test_samples`` held-out parameters.
     Returns (networks, report: offline time (classical samples and fit), fit loss, held-out
-    errors, online time of the operators of one p, metadata for :meth:`LearnedOperators.save`).
+    errors (of the operators; of the element part's interpolation, :func:`interpolation_report`),
+    online time of the operators of one p, metadata for :meth:`LearnedOperators.save`).
     Collective."""
     comm = grids.comm
     train_p = family.training_parameters(samples)
     test_p = family.test_parameters(test_samples, seed=10_000 + seed)
     t0 = time.perf_counter()
     with MultiscaleBasis(grids, layers, capacity=1.0) as basis:
-        nets, loss = fit_operators(basis, family, train_p, width, depth, epochs, seed, fit, modes)
+        nets, loss = fit_operators(
+            basis, family, train_p, width, depth, epochs, seed, fit, modes, interpolation
+        )
         offline_seconds = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         learned = OperatorProvider(basis.patch_problems, nets)
         errors = operator_errors(basis, learned, family, test_p)
+        interpolation = check_interpolation(nets, interpolation_report(nets, family, test_p, comm))
         t1 = time.perf_counter()
         basis.update(family.a, test_p[0], assemble=False)
         classical_seconds = comm.allreduce(time.perf_counter() - t1, op=MPI.MAX)
@@ -377,6 +397,60 @@ def train_operators(
         "offline_seconds": offline_seconds,
         "fit_loss": loss,
         "operator_error_test": errors,
+        **interpolation,
         "online_operator_seconds": {"classical": classical_seconds, "learned": learned_seconds},
     }
     return nets, report
+
+
+def interpolation_report(
+    fit: LearnedOperators | ReducedOperators, family: Family, params: npt.NDArray, comm: MPI.Comm
+) -> dict[str, Any]:
+    """{"element_interpolation": points per coarse cell (most), relative Frobenius error of
+    the online element part P~_T and of the mean of a on T against the exact ones at the
+    held-out ``params``, coarse cells that fell back (of all evaluated)} ({} for a fit without
+    the interpolation). Collective."""
+    element = getattr(fit, "element", None)
+    if element is None or element.points is None:
+        return {}
+    sums = comm.allreduce(element.interpolation_error(family, params))
+    return {
+        "element_interpolation": {
+            "points_per_cell": comm.allreduce(element.D.shape[2], op=MPI.MAX),
+            "error_test": {
+                "P": float(np.sqrt(sums[0] / sums[1])),
+                "mean": float(np.sqrt(sums[2] / sums[3])),
+            },
+            "fallback_cells_test": int(sums[4]),
+            "cells_test": comm.allreduce(len(element.D)) * len(params),
+        }
+    }
+
+
+def check_interpolation(fit: ReducedOperators, report: dict[str, Any]) -> dict[str, Any]:
+    """Keep the element part's interpolation of ``fit`` only if its held-out error (``report``
+    of :func:`interpolation_report`) is at most OPERATOR_INTERPOLATION["check_tol"]; otherwise
+    drop it (a on every fine cell of T each step, online cost O(N_h / ranks)). Returns
+    ``report`` with "used" and, when dropped or when cells fell back, a "warning" sentence."""
+    if not report:
+        return report
+    info = report["element_interpolation"]
+    error, tol = info["error_test"]["P"], OPERATOR_INTERPOLATION["check_tol"]
+    info["used"] = error <= tol
+    if not info["used"]:
+        fit.drop_interpolation()
+        warning = (
+            f"the coefficient's interpolation on the coarse cells misses the held-out fields "
+            f"(element part error {error:.2e} > {tol:g}): the element part is computed from a on "
+            "every fine cell each step instead (online cost grows with 1/h); more training "
+            "samples would span those fields"
+        )
+        return {**report, "warning": warning}
+    if info["fallback_cells_test"]:
+        warning = (
+            f"the coefficient's interpolation missed on {info['fallback_cells_test']} of "
+            f"{info['cells_test']} coarse cells at the held-out parameters (a on their fine cells "
+            "used there instead)"
+        )
+        return {**report, "warning": warning}
+    return report

@@ -29,6 +29,12 @@ DEFAULT_NETWORK = "cnn:24x6"
 #: (:class:`~dolfinx_lod.neural.reduced_operators.ReducedOperators`); "poly": Legendre
 #: least squares instead of the MLP; "mlp": the former MLP on all entries.
 OPERATOR_FIT: dict[str, Any] = {"fit": "reduced", "modes": 8, "width": 32, "depth": 3}
+#: The element part's interpolation of a on each coarse cell (reduced and poly fits,
+#: :meth:`~dolfinx_lod.neural.element_part.ElementPart.interpolate`): POD modes above ``tol``
+#: of the largest singular value, DEIM points; a cell whose check point misses by more than
+#: ``check_tol`` (relative) falls back to a on all its fine cells for that step, and a fit whose
+#: element part misses the held-out fields by more than ``check_tol`` drops the interpolation.
+OPERATOR_INTERPOLATION: dict[str, float] = {"tol": 1e-6, "check_tol": 1e-3}
 #: Adam epochs of the operator MLPs.
 OPERATOR_EPOCHS = 2000
 #: Energy weights of the coefficient-aware networks' loss (TrainingSettings.energy_scale).

@@ -7,7 +7,10 @@ local_operators`) split into
 
 an element part P_T(a) that is a cheap product of the coefficient on T's fine cells (a DG0
 field) with fixed weights (:class:`ElementPart`, no patch solve), and the corrector part.
-:class:`ReducedOperators` computes P_T(a(p)) exactly and fits only the rest R_T(p) = P_T - K_T
+:class:`ReducedOperators` computes P_T(a(p)) from the coefficient (online from a at a few
+interpolation points per T, exact where the family's fields on T lie in the span of the training
+fields, checked every step: :mod:`~dolfinx_lod.neural.element_part`) and fits only the rest
+R_T(p) = P_T - K_T
 (and all of M_T), scaled by the mean of a on T: per patch the POD of the training samples
 (modes above a relative singular value, at most ``modes``) and a least-squares polynomial
 (Legendre, total degree chosen by leave-one-out error) of the POD coordinates in p. The fit is
@@ -30,97 +33,12 @@ import numpy.typing as npt
 from mpi4py import MPI
 
 from dolfinx_lod.coefficients import Family
-from dolfinx_lod.grids import NestedGrids, box_keys, box_points, corner_bits, lattice_keys
-from dolfinx_lod.inputs import fine_cell_midpoints
+from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.io import write_atomic
-from dolfinx_lod.patches import Patch
+from dolfinx_lod.neural.element_part import CHECKS, ElementPart
+from dolfinx_lod.neural.presets import OPERATOR_INTERPOLATION
 
 FORMAT = "dolfinx_lod.operators.reduced/1"
-
-
-def element_weights(H: npt.ArrayLike, r: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """W_c[a, b] = int_c grad Lambda_a . grad Lambda_b for every fine cell c of a coarse cell T
-    (box order, x fastest) and T's corners a, b (:func:`corner_bits` order): the Q1 hats are
-    products of 1D hats, integrated exactly by 2-point Gauss per fine interval. Shape
-    (prod r_k, 2^d, 2^d); H: coarse cell sizes H_k, r: fine cells per coarse cell r_k."""
-    H, r = np.asarray(H, dtype=np.float64), np.asarray(r, dtype=np.int64)
-    d = H.size
-    bits = corner_bits(d)
-    cells = box_points(r)
-    W = np.zeros((cells.shape[0], 2**d, 2**d))
-    grad = np.array([-1.0, 1.0])
-    for k in range(d):  # d/dx_k acts on direction k, the other directions integrate hats
-        term = np.ones_like(W)
-        for m in range(d):
-            s = cells[:, m][:, None]  # (cells, 1)
-            nodes = (s + 0.5 + np.array([-0.5, 0.5]) / np.sqrt(3.0)) / r[m]  # (cells, 2)
-            phi = np.stack([1.0 - nodes, nodes], axis=-1)  # (cells, 2 points, 2 hats)
-            a, b = bits[:, m][:, None], bits[:, m][None, :]
-            if m == k:
-                factor = np.broadcast_to(grad[a] * grad[b] / (r[m] * H[m]), W.shape)
-            else:
-                factor = 0.5 / r[m] * H[m] * (phi[:, :, a] * phi[:, :, b]).sum(axis=1)
-            term = term * factor
-        W += term
-    return W
-
-
-def kept_entries(grids: NestedGrids, patches: Sequence[Patch], size: int) -> npt.NDArray[np.bool_]:
-    """The entries of the padded operators [K_T; M_T] (G, 2 N_max 2^d) that the coarse system
-    uses: row i (patch vertex) and column j (corner of T) both off the Dirichlet sides (the
-    coarse system zeroes the rows and columns of the Dirichlet vertices) and not padding."""
-    corners = 2**grids.dim
-    dirichlet = grids.coarse_dirichlet_mask()
-    out = np.zeros((len(patches), 2, size, corners), dtype=bool)
-    for g, patch in enumerate(patches):
-        rows = ~dirichlet[patch.coarse_vertex_keys(grids.coarse_sizes)]
-        cols = ~dirichlet[patch.element_vertex_keys(grids.coarse_sizes)]
-        out[g, :, : rows.size] = rows[:, None] & cols[None, :]
-    return out.reshape(len(patches), 2 * size * corners)
-
-
-class ElementPart:
-    """P_T(a) = sum_c a_c W_c of each patch's element T (:func:`element_weights`), placed in
-    the patch's rows of T's corners; needs only a at T's fine-cell midpoints. ``kept``: the
-    entries the coarse system uses (:func:`kept_entries`). Rank-local.
-
-    Args:
-        grids: The nested grids.
-        patches: The patches N^l(T), one per network row.
-        size: Rows of the padded operators (the largest patch's coarse vertices).
-    """
-
-    def __init__(self, grids: NestedGrids, patches: Sequence[Patch], size: int):
-        d, r = grids.dim, grids.refinement
-        self.corners = 2**d
-        self.W = element_weights(grids.H, r)
-        cells = len(self.W)
-        x, pos = [], []
-        for patch in patches:
-            shape = np.asarray(patch.configuration.shape)
-            T = np.asarray(patch.configuration.element) + np.asarray(patch.lo)
-            x.append(fine_cell_midpoints(grids, box_keys(T * r, r, grids.fine_sizes)))
-            rows = lattice_keys(np.asarray(patch.configuration.element) + corner_bits(d), shape + 1)
-            pos.append((rows[:, None] * self.corners + np.arange(self.corners)).ravel())
-        self.x = np.hstack(x) if x else np.zeros((3, 0))
-        self.cells = cells
-        self.positions = np.array(pos, dtype=np.int64).reshape(len(patches), self.corners**2)
-        self.outputs = 2 * size * self.corners
-        self.kept = kept_entries(grids, patches, size)
-
-    def coefficient(self, family: Family, p: Any) -> npt.NDArray[np.float64]:
-        """a(x, p) on T's fine cells, shape (G, prod r_k)."""
-        return family.a(self.x, family.check(p)).reshape(len(self.positions), self.cells)
-
-    def parts(self, family: Family, p: Any) -> tuple[npt.NDArray, npt.NDArray]:
-        """(P_T(a(p)) padded as the operators' rows [K_T; M_T] (M part zero), shape
-        (G, 2 N_max 2^d); the mean of a on T, shape (G,))."""
-        a = self.coefficient(family, p)
-        out = np.zeros((len(a), self.outputs))
-        if len(a):
-            P = np.einsum("gc,cab->gab", a, self.W).reshape(len(a), -1)
-            np.put_along_axis(out, self.positions, P, axis=1)
-        return out, a.mean(axis=1)
 
 
 def legendre_terms(num_params: int, degree: int) -> npt.NDArray[np.int64]:
@@ -188,6 +106,9 @@ class ReducedOperators:
             the coordinates) or "poly" (Legendre least squares, degree by leave-one-out).
         network: (width, depth, epochs) of the "mlp" regressor.
         seed: Seed of the "mlp" networks (per cell, as LearnedOperators).
+        interpolation: The tolerance of the element part's interpolation of a
+            (:meth:`ElementPart.interpolate`, built from the training fields by :meth:`fit`;
+            online: a at a few points per T), or None: a on all of T's fine cells every step.
     """
 
     def __init__(
@@ -203,6 +124,7 @@ class ReducedOperators:
         regressor: str = "mlp",
         network: tuple[int, int, int] = (32, 3, 2000),
         seed: int = 0,
+        interpolation: float | None = OPERATOR_INTERPOLATION["tol"],
     ):
         self.cells = np.asarray(cells, dtype=np.int64)
         self.sizes, self.family, self.size = list(sizes), family, size
@@ -212,6 +134,7 @@ class ReducedOperators:
         if regressor not in ("mlp", "poly"):
             raise ValueError(f"regressor must be 'mlp' or 'poly', got {regressor!r}")
         self.regressor, self.network, self.seed = regressor, tuple(network), seed
+        self.interpolation = interpolation if exact_element else None
         self.net: Any = None
         self.metadata: dict[str, Any] = {}
         n = 2 * size * self.corners
@@ -219,6 +142,7 @@ class ReducedOperators:
         self.V = np.zeros((len(self.cells), n, 0))
         self.terms = legendre_terms(family.num_params, 0)
         self.C = np.zeros((len(self.cells), 1, 0))
+        self._blocks: tuple[npt.NDArray, npt.NDArray] | None = None  # of V, built when needed
 
     def targets(self, params: npt.NDArray, samples: npt.NDArray) -> npt.NDArray:
         """What is fitted of the samples (G, K, 2 N_max 2^d): [(P_T - K_T) / s_T; M_T] on the
@@ -232,6 +156,10 @@ class ReducedOperators:
             y[:, k, :half] = (P[:, :half] - y[:, k, :half]) / s[:, None]
         return y
 
+    def drop_interpolation(self) -> None:
+        """Compute the element part from a on all of T's fine cells from now on."""
+        self.interpolation, self.element.points = None, None
+
     def operators(self, p: Any, y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The operators (G, 2 N_max 2^d) at p of fitted values y (:meth:`targets` layout);
         zero on the entries the coarse system does not use."""
@@ -244,13 +172,17 @@ class ReducedOperators:
     def fit(self, params: npt.NDArray[np.float64], samples: npt.NDArray[np.float64]) -> dict:
         """Fit to the classical operators ``samples`` (G, K, 2 N_max 2^d, as
         :func:`~dolfinx_lod.neural.operators.operator_samples`) at ``params`` (K, N_p).
-        Returns {"degree", "loo_error" per degree tried, "modes" (mean kept per patch)}."""
+        Returns {"degree", "loo_error" per degree tried, "modes" (mean kept per patch),
+        "points": the most interpolation points of a per T (0: none)}."""
+        points = 0
+        if self.interpolation is not None:
+            points = self.element.interpolate(self.family, params, self.interpolation)
         y = self.targets(params, samples)
         self.mean = y.mean(axis=1)
         Y = y - self.mean[:, None]
         half = self.size * self.corners
         q = min(self.modes, len(params), half)
-        self.V = np.zeros((len(Y), 2 * half, 2 * q))
+        self.V, self._blocks = np.zeros((len(Y), 2 * half, 2 * q)), None
         kept = []
         for g in range(len(Y)):
             for b, cols in enumerate((slice(0, half), slice(half, None))):
@@ -259,7 +191,7 @@ class ReducedOperators:
                 self.V[g, cols, b * q : b * q + keep] = Vt[:keep].T
                 kept.append(keep)
         Z = np.einsum("gkn,gnq->kgq", Y, self.V)  # POD coordinates
-        info = {"modes": float(np.mean(kept)) if kept else 0.0}
+        info = {"modes": float(np.mean(kept)) if kept else 0.0, "points": points}
         if self.regressor == "mlp":
             self.net = self._network(Z.shape[2])
             if not len(Y):  # no patch on this rank
@@ -299,7 +231,15 @@ class ReducedOperators:
 
     def evaluate(self, p: Any) -> npt.NDArray[np.float64]:
         """(K_T, M_T) flattened for one parameter p: shape (G, 2 N_max 2^d)."""
-        y = self.mean + np.einsum("gnq,gq->gn", self.V, self.coordinates(p))
+        z, half = self.coordinates(p), self.size * self.corners
+        if self._blocks is None:  # V is block diagonal: K rows on the first q, M on the rest
+            q = self.V.shape[2] // 2
+            blocks = (self.V[:, :half, :q], self.V[:, half:, q:])
+            self._blocks = tuple(np.ascontiguousarray(b) for b in blocks)
+        q = self._blocks[0].shape[2]
+        y = self.mean.copy()
+        y[:, :half] += np.matmul(self._blocks[0], z[:, :q, None])[:, :, 0]
+        y[:, half:] += np.matmul(self._blocks[1], z[:, q:, None])[:, :, 0]
         return self.operators(p, y)
 
     def save(self, comm: MPI.Comm, path: str | Path, metadata: dict[str, Any]) -> None:
@@ -309,9 +249,10 @@ class ReducedOperators:
         import torch
 
         state = {"mean": self.mean, "V": self.V, "C": self.C}
+        state.update({f"element.{k}": v for k, v in self.element.interpolation_state().items()})
         if self.net is not None:
             state.update({f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()})
-        parts = comm.allgather((self.cells, self.sizes, state))
+        parts = padded(comm.allgather((self.cells, self.sizes, state)))
         cells = np.concatenate([c for c, _, _ in parts])
         order = np.argsort(cells)
         sizes = [s for _, ss, _ in parts for s in ss]
@@ -324,6 +265,7 @@ class ReducedOperators:
                 "exact_element": self.exact_element,
                 "regressor": self.regressor,
                 "network": list(self.network),
+                "interpolation": self.interpolation,
             },
             "cells": cells[order].tolist(),
             "sizes": [sizes[i] for i in order],
@@ -362,12 +304,37 @@ class ReducedOperators:
             meta["exact_element"],
             meta["regressor"],
             tuple(meta["network"]),
+            interpolation=meta.get("interpolation"),
         )
         state = {k: v[rows] for k, v in data["state"].items()}
         out.mean, out.V, out.C = (state[k].double().numpy() for k in ("mean", "V", "C"))
         out.terms = data["terms"].numpy().astype(np.int64)
+        if "element.D" in state:
+            points = state["element.points"].double().numpy().transpose(1, 0, 2)
+            out.element.set_interpolation(points, state["element.D"].double().numpy())
         if out.regressor == "mlp":
             out.net = out._network(out.V.shape[2])
             out.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
         out.metadata = meta
         return out
+
+
+def padded(parts: list[tuple]) -> list[tuple]:
+    """The allgathered (cells, sizes, state) of the ranks with the interpolation arrays of the
+    element part padded to the same number of points (zero columns of D, copies of the
+    patch's first point: they add nothing)."""
+    width = max((st["element.D"].shape[2] for _, _, st in parts if "element.D" in st), default=0)
+    out = []
+    for cells, sizes, state in parts:
+        if "element.D" in state and state["element.D"].shape[2] < width:
+            D, points = state["element.D"], state["element.points"]
+            extra, front = width - D.shape[2], points[:, :, :-CHECKS]
+            state = {
+                **state,
+                "element.D": np.pad(D, ((0, 0), (0, 0), (0, extra))),
+                "element.points": np.concatenate(
+                    [front, np.repeat(points[:, :, :1], extra, 2), points[:, :, -CHECKS:]], axis=2
+                ),
+            }
+        out.append((cells, sizes, state))
+    return out

@@ -1,0 +1,198 @@
+"""Quoted numbers of the learned local operators with the interpolated element part (the step
+run at (1/32, 1/512, 2) and the families given as samples; entries as in
+:data:`bench.quotes.QUOTES`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.markdown import load
+
+STEP = "step-32-512-2-2-battery-interpolated-s40.json"
+EXACT = "step-32-512-2-2-battery-reduced-s40.json"
+SAMPLES = "operator-samples-16-128-2.json"
+COARSER = "step-32-128-2-2-battery-interpolated-s40.json"
+COARSER_EXACT = "step-32-128-2-2-battery-exact-s40.json"
+PERF = "docs/performance.md"
+WHEN = "docs/when-lod-pays-off.md"
+
+
+def _battery(name: str = STEP) -> dict:
+    return load(name)["cases"]["battery"]
+
+
+def _learned(*keys: str, name: str = STEP) -> Callable[[], float]:
+    """A figure of the learned operators' stepper of the battery run ``name``."""
+
+    def get() -> float:
+        data = _battery(name)["lod_learned_operators"]
+        for key in keys:
+            data = data[key]
+        return data
+
+    return get
+
+
+def _error_ratio(name: str = STEP) -> float:
+    """Error at T of the learned operators over the classical Petrov–Galerkin LOD's."""
+    data = _battery(name)
+    key = "rel_l2_error_T_vs_fem"
+    return data["lod_learned_operators"][key] / data["lod_petrov_galerkin"][key]
+
+
+def _break_even(name: str = STEP) -> float:
+    """Offline seconds over the seconds a learned step saves against the FEM step."""
+    data = _battery(name)
+    learned = data["lod_learned_operators"]
+    return learned["fit"]["seconds"] / (data["fem"]["step_seconds"] - learned["step_seconds"])
+
+
+def _fem_step(name: str) -> Callable[[], float]:
+    return lambda: _battery(name)["fem"]["step_seconds"]
+
+
+def _against_exact_fem() -> float:
+    """The exact run's FEM step over this run's learned step."""
+    return _fem_step(EXACT)() / _learned("step_seconds")()
+
+
+def _ms(*keys: str, name: str = STEP) -> Callable[[], float]:
+    return lambda: 1e3 * _learned(*keys, name=name)()
+
+
+def _family(name: str, *keys: str) -> Callable[[], float]:
+    """A figure of family ``name`` of the given-samples run."""
+
+    def get() -> float:
+        data = load(SAMPLES)["families"][name]
+        for key in keys:
+            data = data[key]
+        return data
+
+    return get
+
+
+def _coarser_quotes() -> list:
+    """The quotes of the (1/32, 1/128, 2) run."""
+    interp = ("fit", "element_interpolation")
+    return [
+        (
+            PERF,
+            "the learned step costs {} s (basis update {} ms), no",
+            (
+                _learned("step_seconds", name=COARSER),
+                _ms("mean_step", "basis_update", name=COARSER),
+            ),
+            (".3g", ".2g"),
+        ),
+        (
+            PERF,
+            "the element part reads {} points per coarse cell of 16",
+            (_learned(*interp, "points_per_cell", name=COARSER),),
+            "d",
+        ),
+        (PERF, "the fine FEM step is only {} s", (_fem_step(COARSER),), ".3g"),
+        (
+            PERF,
+            "is {} against the classical Petrov–Galerkin LOD's {}: at this",
+            (
+                _learned("rel_l2_error_T_vs_fem", name=COARSER),
+                lambda: _battery(COARSER)["lod_petrov_galerkin"]["rel_l2_error_T_vs_fem"],
+            ),
+            ".3g",
+        ),
+        (
+            PERF,
+            "there is {}, no cell fell back",
+            (_learned(*interp, "error_test", "P", name=COARSER),),
+            ".2g",
+        ),
+        (
+            PERF,
+            "the exact element part gives the same, {}",
+            (_learned("rel_l2_error_T_vs_fem", name=COARSER_EXACT),),
+            ".3g",
+        ),
+    ]
+
+
+def operator_quotes() -> list:
+    """The quotes of docs/performance.md and docs/when-lod-pays-off.md on these runs."""
+    interp = ("fit", "element_interpolation")
+    return _coarser_quotes() + [
+        (
+            PERF,
+            "**Step: {}x cheaper than the fair FEM step",
+            (_learned("fem_step_over_lod_step"),),
+            ".3g",
+        ),
+        (
+            PERF,
+            "**Error at T {}x the classical Petrov–Galerkin LOD's, target <= 1.2x: met.**",
+            (_error_ratio,),
+            ".3g",
+        ),
+        (
+            PERF,
+            "This run's FEM step ({} s) is slower than the exact run's ({} s;",
+            (_fem_step(STEP), _fem_step(EXACT)),
+            ".3g",
+        ),
+        (PERF, "the learned step would be {}x cheaper", (_against_exact_fem,), ".3g"),
+        (
+            PERF,
+            "basis update {} ms per step (was {} ms",
+            (_ms("mean_step", "basis_update"), _ms("mean_step", "basis_update", name=EXACT)),
+            ".2g",
+        ),
+        (
+            PERF,
+            "coarse assembly {} ms (was {} ms",
+            (
+                _ms("mean_step", "coarse_assembly"),
+                _ms("mean_step", "coarse_assembly", name=EXACT),
+            ),
+            ".2g",
+        ),
+        (PERF, "at most {} points per coarse cell", (_learned(*interp, "points_per_cell"),), "d"),
+        (
+            PERF,
+            "relative error of P_T {} at 5 held-out p",
+            (_learned(*interp, "error_test", "P"),),
+            ".2g",
+        ),
+        (
+            PERF,
+            "fell back in {} of {} cell-steps",
+            (
+                _learned(*interp, "fallback_cells_steps"),
+                _learned(*interp, "cells_steps"),
+            ),
+            "d",
+        ),
+        (
+            PERF,
+            "**Offline: {} s**, break-even after {} FEM steps",
+            (_learned("fit", "seconds"), _break_even),
+            ".0f",
+        ),
+        (
+            PERF,
+            "`discs`: error {} of the element part",
+            (_family("discs", "element_interpolation", "error_test", "P"),),
+            ".1g",
+        ),
+        (
+            PERF,
+            "`growing`: {} held out",
+            (_family("growing", "element_interpolation", "error_test", "P"),),
+            ".2g",
+        ),
+        (
+            WHEN,
+            "step {}x cheaper than the fair FEM step at {}x the classical Petrov–Galerkin error",
+            (_learned("fem_step_over_lod_step"), _error_ratio),
+            ".3g",
+        ),
+        (WHEN, "break-even after {} FEM steps", (_break_even,), ".0f"),
+    ]

@@ -17,6 +17,7 @@ from bench.markdown import load
 from bench.quotes_ann import quotes as ann_quotes
 from bench.quotes_local import (
     fair_quotes,
+    global_quotes,
     local_quotes,
     patch_solver_quotes,
     sweep_fem_quotes,
@@ -426,7 +427,7 @@ def mismatches(quotes: list | None = None) -> list[str]:
     missing = []
     every = QUOTES + _lod_ann_quotes() + _lod_ann_online_quotes() + local_quotes() + fair_quotes()
     every += ann_quotes() + operator_quotes()
-    every += patch_solver_quotes() + sweep_quotes() + sweep_fem_quotes()
+    every += patch_solver_quotes() + sweep_quotes() + sweep_fem_quotes() + global_quotes()
     for document, text, values, formats in every if quotes is None else quotes:
         specs = (formats,) * len(values) if isinstance(formats, str) else formats
         quoted = text.format(*(format(value(v), f) for v, f in zip(values, specs, strict=True)))

@@ -15,6 +15,7 @@ SWEEP = "time-to-solution-32-512-2-2-local-sweep.json"
 SWEEP_DEFECTS = "time-to-solution-32-512-2-2-local-sweep-defects.json"
 SWEEP_BATTERY = "time-to-solution-32-512-2-2-local-sweep-battery.json"
 PATCH_SOLVER = "patch-solver-32-512-2.json"
+GLOBAL = "time-to-solution-32-512-2-2-cont-growing.json"
 
 
 def _local(case: str, method: str, key: str, name: str = LOCAL) -> Callable[[], float]:
@@ -257,5 +258,55 @@ def sweep_fem_quotes() -> list:
             "the first run's FEM step ({} ms)",
             (_ms(_local("defects", "fem", "mean_step", SWEEP)),),
             ".0f",
+        ),
+    ]
+
+
+def global_quotes() -> list:
+    """docs/when-lod-pays-off.md: `cont` and `growing` with the current patch code."""
+    full, sel = "petrov_galerkin_full", "petrov_galerkin_selective"
+
+    def patches(case: str, method: str) -> tuple:
+        counts = _local(case, method, "patches_recomputed_per_step", GLOBAL)
+        return (lambda: min(counts()), lambda: max(counts()))
+
+    return [
+        (
+            WHEN,
+            "The full update's step is now {} s on `cont` and\n  {} s on `growing` ({} s for the "
+            "Galerkin full update on `growing` in the first run), but the\n  fair FEM step is {} s "
+            "and {} s: the classical LOD step runs at {}x and {}x the FEM",
+            (
+                _local("cont", full, "mean_step", GLOBAL),
+                _local("growing", full, "mean_step", GLOBAL),
+                _fair("growing", "galerkin_full", "mean_step"),
+                _local("cont", "fem", "mean_step", GLOBAL),
+                _local("growing", "fem", "mean_step", GLOBAL),
+                _local("cont", full, "fem_step_over_lod_step", GLOBAL),
+                _local("growing", full, "fem_step_over_lod_step", GLOBAL),
+            ),
+            (".2g", ".2g", ".2g", ".2g", ".2g", ".1g", ".2f"),
+        ),
+        (
+            WHEN,
+            "recomputes {}-{}\n  of 1024 patches per step at `tol` = 0.9, at {}x the full",
+            (*patches("cont", sel + "@0.9"), _over_full("cont", sel + "@0.9", GLOBAL)),
+            (".0f", ".0f", ".3g"),
+        ),
+        (
+            WHEN,
+            "on `growing` {}-{} at 0.9 ({}-{} at 0.1; step 1 builds all), a step at\n  {}x the FEM",
+            (
+                *patches("growing", sel + "@0.9"),
+                *patches("growing", sel),
+                _local("growing", sel + "@0.9", "fem_step_over_lod_step", GLOBAL),
+            ),
+            (".0f", ".0f", ".0f", ".0f", ".2f"),
+        ),
+        (
+            WHEN,
+            "holds the error on both ({}x and {}x)",
+            (_over_full("cont", sel, GLOBAL), _over_full("growing", sel, GLOBAL)),
+            ".3g",
         ),
     ]

@@ -363,6 +363,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "time-to-solution-32-512-2-2-indicators": lambda: time_to_solution_table(
         "time-to-solution-32-512-2-2-indicators.json"
     ),
+    "time-to-solution-32-512-2-2-cont-growing": lambda: time_to_solution_table(
+        "time-to-solution-32-512-2-2-cont-growing.json"
+    ),
     "time-to-solution-32-512-2-2-local": lambda: time_to_solution_table(
         "time-to-solution-32-512-2-2-local.json"
     ),

@@ -44,7 +44,8 @@ def output_maps(nets: CoefficientNetworks, batch) -> list[torch.Tensor]:
     """Per patch the network's linear map Q from its vertex values y to alpha (with the
     projection)."""
     maps = [None] * len(batch.configs)
-    for index, _, _, Q in nets.geometry(batch.configs)[1]:
+    for index, verts, patch_maps in nets.geometry(batch.configs)[1]:
+        Q = patch_maps(torch.eye(verts.numel(), dtype=torch.float64), True).T
         for g in index.tolist():
             maps[g] = Q
     return maps

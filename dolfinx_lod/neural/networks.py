@@ -19,7 +19,7 @@ each is built for training, rebuilt from a model file and what it needs.
 
 - :class:`~dolfinx_lod.neural.cnn.CoefficientNetworks`: one CNN shared by all patches from
   log a on the patch's fine cells to the correctors, projected exactly onto ker B (needs no p:
-  any coefficient).
+  any coefficient; Conv2d on quadrilateral, Conv3d on hexahedral patches).
 
 Parameters p enter scaled to [-1, 1] by the family's range.
 """
@@ -238,9 +238,6 @@ def _build_reduced(
 def _build_cnn(
     batch: PatchBatch, num_params: int, settings: TrainingSettings, comm: MPI.Comm
 ) -> Built:
-    dim = batch.coords.shape[-1]
-    if dim != 2:
-        raise ValueError(f"the cnn network is for 2D patches, got dimension {dim}")
     stats = log_statistics(batch, comm)
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)

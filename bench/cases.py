@@ -66,6 +66,13 @@ CASES: dict[str, Case] = {
         "lod-ann-inclusions.json",
         about="LOD-ANN on high-contrast fields (--kind inclusions|channels|...), by the solution",
     ),
+    "inclusions-3d": Case(
+        "bench_inclusions.py",
+        "lod-ann-balls-3d-{ranks}.json",
+        ("--dim", "3", "--coarse", "4", "--fine", "32"),
+        about="LOD-ANN in 3D: balls of contrast 100 at (1/4, 1/32, 1), by the solution",
+        ranks=2,
+    ),
     "operator-fit": Case(
         "bench_operator_fit.py", "operator-fit-32-512-2.json", about="learned operators' fit"
     ),

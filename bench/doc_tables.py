@@ -1,7 +1,7 @@
 """Tables of docs/performance.md, docs/results.md, docs/boundary.md, docs/3d.md and
 docs/lod-ann.md written from the result JSON of bench/results/ (the classical basis, the online
-step, the parabolic updates, the paper's network, the boundary data, the 3D benchmarks and
-LOD-ANN on Example 1)."""
+step, the parabolic updates, the paper's network, the boundary data, the 3D benchmarks,
+LOD-ANN on Example 1 and on balls in 3D)."""
 
 from __future__ import annotations
 
@@ -239,6 +239,27 @@ def lod_ann_online_table() -> str:
     return markdown(header, rows)
 
 
+def lod_ann_3d_table() -> str:
+    """bench_inclusions.py --dim 3 (balls, 2 ranks): per run the LOD-ANN and classical LOD
+    energy errors against the fine FEM (mean over the held-out fields), the ratio (mean, and
+    median of the per-field ratios), and one basis update, learned and classical."""
+    header = ["run", "fields (train/test)", "epochs", "train [s]", "LOD-ANN vs FEM"]
+    header += ["classical LOD vs FEM", "ratio (mean / median)", "learned update [s]"]
+    header += ["classical update [s]", "classical / learned"]
+    rows = []
+    for name, r in load("lod-ann-balls-3d-2.json")["runs"].items():
+        online = r["online_basis_seconds"]
+        rows.append(
+            [name, f"{r['problem']['train']}/{r['problem']['test']}", str(r["epochs"])]
+            + [f"{r['train_seconds']:.0f}", f"{r['vs_fine']['learned']:.3f}"]
+            + [f"{r['vs_fine']['classical']:.3f}"]
+            + [f"{r['ratio_to_classical']:.2f}x / {r['ratio_to_classical_median']:.2f}x"]
+            + [f"{online['learned']:.3g}", f"{online['classical']:.3g}"]
+            + [f"{r['online_speedup']:.1f}x"]
+        )
+    return markdown(header, rows)
+
+
 #: Table name -> function writing its Markdown (merged into bench.report.TABLES).
 TABLES: dict[str, Callable[[], str]] = {
     "basis": basis_table,
@@ -253,4 +274,5 @@ TABLES: dict[str, Callable[[], str]] = {
     "lod-ann-runs": lod_ann_runs_table,
     "lod-ann-fields": lod_ann_fields_table,
     "lod-ann-online": lod_ann_online_table,
+    "lod-ann-balls-3d": lod_ann_3d_table,
 }

@@ -24,7 +24,7 @@ from petsc4py import PETSc
 
 from dolfinx_lod.balance import spread
 from dolfinx_lod.coefficients import CoefficientLike, owned_coefficient_values
-from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider
+from dolfinx_lod.correctors import ClassicalCorrectors, CorrectorProvider, OperatorSource
 from dolfinx_lod.grids import NestedGrids, lattice_coordinates
 from dolfinx_lod.indicators import CoefficientIndicator
 from dolfinx_lod.interpolation import local_projection
@@ -127,7 +127,7 @@ class MultiscaleBasis(PETScResource):
         self.with_operators = capacity is not None
         #: The provider gives the local operators itself (learned, from p alone): then B's
         #: correctors are computed only when :meth:`matrix` asks for them.
-        self._learned_operators = self.with_operators and hasattr(self.provider, "local_operators")
+        self._learned_operators = self.with_operators and isinstance(self.provider, OperatorSource)
         self._owed: tuple[npt.NDArray[np.int64], Any] | None = None
         self._c_patches: list[npt.NDArray[np.float64]] = []
         if self.with_operators:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +65,19 @@ class CorrectorProvider(Protocol):
             the order of :func:`~dolfinx_lod.grids.corner_bits` ((0,0), (1,0), (0,1), (1,1),
             then z = 1 in 3D); rows follow the patch's local vertex order.
         """
+        ...
+
+
+@runtime_checkable
+class OperatorSource(Protocol):
+    """A provider that also gives the Petrov–Galerkin local operators (K_T, M_T) from the
+    parameter p alone (learned operators): the basis then takes them instead of computing them
+    from the correctors, and computes the correctors only when B is needed."""
+
+    def local_operators(
+        self, patches: Sequence[Patch], p: Any
+    ) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+        """(K_T, M_T) of each patch for parameter p. Rank-local."""
         ...
 
 

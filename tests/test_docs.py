@@ -1,5 +1,6 @@
 """The README is the entry point: short, its links resolve, its API example runs."""
 
+import json
 import re
 import subprocess
 import sys
@@ -67,6 +68,21 @@ def test_bench_tables_equal_their_results():
 
     assert any(BLOCK.search(path.read_text()) for path in documents())
     assert report(check=True) == []
+
+
+def test_every_result_names_its_commit():
+    """Every JSON in bench/results/ records the commit it measured (``provenance.commit.sha``;
+    an inferred one says so and how), so no quoted number is of unknown code."""
+    from bench.markdown import RESULTS
+
+    files = sorted(RESULTS.glob("*.json"))
+    assert files
+    unknown = []
+    for path in files:
+        commit = json.loads(path.read_text()).get("provenance", {}).get("commit") or {}
+        if len(commit.get("sha", "")) != 40 or (commit.get("inferred") and not commit.get("how")):
+            unknown.append(path.name)
+    assert unknown == []
 
 
 def test_bench_report_rejects_a_table_without_generator():

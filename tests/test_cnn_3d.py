@@ -109,8 +109,8 @@ def test_3d_outputs_hold_the_classical_corrector_exactly(tiny3):
 @pytest.mark.mpi
 def test_train_in_3d_then_elliptic_model(tmp_dir, capsys, comm):
     """train on (K, n_z, n_y, n_x) stacks in 3D: summary.json judges by the solution; the
-    model serves elliptic --model on a 3D coefficient as in the library; --augment is refused
-    in 3D (exit 2, naming the option)."""
+    model serves elliptic --model on a 3D coefficient as in the library and the time loop
+    (parabolic --model); --augment is refused in 3D (exit 2, naming the option)."""
     if comm.rank == 0:
         rng = np.random.default_rng(5)
         np.save(tmp_dir / "train.npy", np.exp(rng.normal(0.0, 1.0, (2, 6, 6, 6))))
@@ -135,5 +135,10 @@ def test_train_in_3d_then_elliptic_model(tmp_dir, capsys, comm):
     if comm.rank == 0:
         u_cli = np.load(tmp_dir / "e" / "solution.npy")
         assert np.abs(u_cli - u).max() <= 1e-10 * np.abs(u).max()
+    loop = ["parabolic", "--coefficients", tmp_dir / "train.npy", "--T", 0.1, "--steps", 2]
+    loop += ["--model", model, "--no-plot", "--coarse", 3, "--layers", 1, "--out", tmp_dir / "p"]
+    assert cli_main(loop, capsys)[0] == 0
+    summary = json.loads((tmp_dir / "p" / "summary.json").read_text())
+    assert (summary["dim"], summary["basis"]) == (3, "learned")
     code, err = cli_main([*train, "--augment", "--out", tmp_dir / "x"], capsys)
     assert code == 2 and (comm.rank or "--augment: the symmetry augmentation" in err), err

@@ -168,7 +168,8 @@ class CoefficientNetworks(torch.nn.Module):
         alpha = P y - B^T (B B^T)^+ B P y,
 
     so that B alpha = 0 to rounding and the Deep Ritz energy's minimizer over such outputs is
-    the classical corrector.
+    the classical corrector. With ``zero_output`` the last convolution starts at zero (alpha = 0,
+    energy 0) instead of a random output.
     """
 
     architecture = "cnn"
@@ -182,6 +183,7 @@ class CoefficientNetworks(torch.nn.Module):
         depth: int = 6,
         log_scale: float = 1.0,
         loads: str = "max",
+        zero_output: bool = False,
     ):
         super().__init__()
         if depth < 2 or width < 1:
@@ -203,6 +205,9 @@ class CoefficientNetworks(torch.nn.Module):
             for d in (dilations[i % len(dilations)] for i in range(depth - 2))
         )
         self.last = conv(width, 2**self.dim, 2, padding=1)
+        if zero_output:  # alpha = 0 at the start: the Deep Ritz energy starts at 0
+            torch.nn.init.zeros_(self.last.weight)
+            torch.nn.init.zeros_(self.last.bias)
         self._geometry: dict[tuple, PatchMaps] = {}
 
     def _window(self, config) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,13 +17,15 @@ LIBRARIES = ("dolfinx_lod", "fenics-dolfinx", "petsc4py", "mpi4py", "numpy", "to
 
 
 def commit() -> dict:
-    """The repository's commit and whether the work tree differed from it."""
+    """The repository's commit and whether the code differed from it (``dirty``: a change
+    outside bench/results/ and docs/, whose result files and tables a run itself rewrites)."""
 
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return out.stdout.strip() if out.returncode == 0 else ""
 
-    return {"sha": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+    changed = git("status", "--porcelain", "--", ".", ":!bench/results", ":!docs")
+    return {"sha": git("rev-parse", "HEAD") or None, "dirty": bool(changed)}
 
 
 def versions() -> dict:

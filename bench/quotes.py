@@ -159,8 +159,8 @@ QUOTES: list[tuple[str, str, tuple[Value, ...], str | tuple[str, ...]]] = [
     ),
     (
         RES,
-        "fell from {} (15 epochs) to {} (`rel_error_final`)",
-        (PN1 + "rel_error_final", PN2H + "rel_error_final"),
+        "at the budget was {} (`rel_error_final`; {} after the {} epochs of the 150 s run",
+        (PN2H + "rel_error_final", PN1 + "rel_error_final", PN1 + "epochs"),
         ".3g",
     ),
     (

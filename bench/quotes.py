@@ -411,6 +411,7 @@ def _lod_ann_online_quotes() -> list:
 #: bench_inclusions.py --dim 3 runs quoted in docs/lod-ann.md: label -> row name.
 BALLS_3D = {
     "first": "balls contrast 100 --network cnn:16x6 --epochs 30 --lr-step 20 (2 ranks)",
+    "zero": "balls contrast 100 --network cnn:16x6 --epochs 20 --lr-step 14 (2 ranks)",
 }
 
 
@@ -445,6 +446,17 @@ def _lod_ann_3d_quotes() -> list:
                 _balls("first", "online_basis_seconds", "classical"),
             ),
             (".1f", ".2f", ".2f"),
+        ),
+        (
+            doc,
+            "no better, {}x (median {}x), again worse than no corrector; its learned update was "
+            "{}x cheaper",
+            (
+                _balls("zero", "ratio_to_classical"),
+                _balls("zero", "ratio_to_classical_median"),
+                _balls("zero", "online_speedup"),
+            ),
+            (".2f", ".2f", ".1f"),
         ),
         (
             doc,

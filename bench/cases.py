@@ -33,6 +33,18 @@ CASES: dict[str, Case] = {
         about="whole time loops with a changing coefficient: LOD vs the fair fine FEM",
         ranks=2,
     ),
+    "patch-solver": Case(
+        "bench_patch_solver.py",
+        "patch-solver-32-512-2.json",
+        about="the patch solver's MUMPS ordering and scaling: factorization + solve per patch",
+    ),
+    "patch-solver-3d": Case(
+        "bench_patch_solver.py",
+        "patch-solver-8-64-1-3d.json",
+        ("--dim", "3", "--coarse", "8", "--fine", "64", "--layers", "1")
+        + ("--patches", "3", "--rounds", "3"),
+        about="the same for 3D patches (3 x 3 x 3 coarse cells, 24^3 fine cells)",
+    ),
     "basis": Case("bench_basis.py", "basis-{ranks}.json", about="classical basis build time"),
     "online": Case("bench_online.py", "online-{ranks}.json", about="online coarse step"),
     "parabolic": Case("bench_parabolic.py", "parabolic-{ranks}.json", about="time loop"),
@@ -72,6 +84,11 @@ CASES: dict[str, Case] = {
         ("--dim", "3", "--coarse", "4", "--fine", "32"),
         about="LOD-ANN in 3D: balls of contrast 100 at (1/4, 1/32, 1), by the solution",
         ranks=2,
+    ),
+    "ann-screen": Case(
+        "bench_ann_screen.py",
+        "ann-contrast-screen.json",
+        about="short screens of the CNN's high-contrast options by the held-out basis error",
     ),
     "operator-fit": Case(
         "bench_operator_fit.py", "operator-fit-32-512-2.json", about="learned operators' fit"

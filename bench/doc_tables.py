@@ -1,7 +1,7 @@
-"""Tables of docs/performance.md, docs/results.md, docs/boundary.md, docs/3d.md and
-docs/lod-ann.md written from the result JSON of bench/results/ (the classical basis, the online
-step, the parabolic updates, the paper's network, the boundary data, the 3D benchmarks,
-LOD-ANN on Example 1 and on balls in 3D)."""
+"""Tables of docs/performance.md, docs/results.md, docs/boundary.md, docs/3d.md,
+docs/lod-ann.md and docs/when-lod-pays-off.md written from the result JSON of bench/results/ (the
+classical basis, the online step, the parabolic updates, the paper's network, the boundary data,
+the 3D benchmarks, LOD-ANN on Example 1 and on balls in 3D and the patch solver's options)."""
 
 from __future__ import annotations
 
@@ -242,8 +242,7 @@ def lod_ann_online_table() -> str:
 def lod_ann_3d_table() -> str:
     """bench_inclusions.py --dim 3 (balls, 2 ranks): per run the LOD-ANN, classical LOD and
     no-corrector energy errors against the fine FEM (mean over the held-out fields), the ratio
-    (mean, and
-    median of the per-field ratios), and one basis update, learned and classical."""
+    (mean, and median of the per-field ratios), and one basis update, learned and classical."""
     header = ["run", "fields (train/test)", "epochs", "train [s]", "LOD-ANN vs FEM"]
     header += ["classical LOD vs FEM", "no corrector vs FEM", "ratio (mean / median)"]
     header += ["learned update [s]"]
@@ -262,6 +261,21 @@ def lod_ann_3d_table() -> str:
     return markdown(header, rows)
 
 
+def patch_solver_table(result: str) -> str:
+    """bench_patch_solver.py: MUMPS ordering and scaling of the patch solver, numeric
+    factorization and solve per patch (the fastest round), nnz(L), difference of the
+    correctors from the first variant's."""
+    data = load(result)
+    header = ["ordering, scaling", "ICNTL(7), ICNTL(8)", "factorization [ms]", "solve [ms]"]
+    header += ["total [ms]", "nnz(L)", "max. rel. difference of C"]
+    rows = [
+        [name, f"{v['icntl_7']}, {v['icntl_8']}", f"{v['factor_ms']:.2f}", f"{v['solve_ms']:.2f}"]
+        + [f"{v['total_ms']:.2f}", str(v["nnz_L"]), f"{v['max_rel_difference']:.1e}"]
+        for name, v in data["variants"].items()
+    ]
+    return markdown(header, rows)
+
+
 #: Table name -> function writing its Markdown (merged into bench.report.TABLES).
 TABLES: dict[str, Callable[[], str]] = {
     "basis": basis_table,
@@ -277,4 +291,6 @@ TABLES: dict[str, Callable[[], str]] = {
     "lod-ann-fields": lod_ann_fields_table,
     "lod-ann-online": lod_ann_online_table,
     "lod-ann-balls-3d": lod_ann_3d_table,
+    "patch-solver-32-512-2": lambda: patch_solver_table("patch-solver-32-512-2.json"),
+    "patch-solver-8-64-1-3d": lambda: patch_solver_table("patch-solver-8-64-1-3d.json"),
 }

@@ -14,7 +14,14 @@ from collections.abc import Callable
 
 from bench.harness import ROOT
 from bench.markdown import load
-from bench.quotes_local import fair_quotes, local_quotes
+from bench.quotes_ann import quotes as ann_quotes
+from bench.quotes_local import (
+    fair_quotes,
+    local_quotes,
+    patch_solver_quotes,
+    sweep_fem_quotes,
+    sweep_quotes,
+)
 
 Value = str | Callable[[], float]
 
@@ -477,6 +484,7 @@ def mismatches(quotes: list | None = None) -> list[str]:
     missing = []
     every = QUOTES + _lod_ann_quotes() + _lod_ann_online_quotes() + _lod_ann_3d_quotes()
     every += local_quotes() + fair_quotes()
+    every += ann_quotes() + patch_solver_quotes() + sweep_quotes() + sweep_fem_quotes()
     for document, text, values, formats in every if quotes is None else quotes:
         specs = (formats,) * len(values) if isinstance(formats, str) else formats
         quoted = text.format(*(format(value(v), f) for v, f in zip(values, specs, strict=True)))

@@ -11,26 +11,42 @@ LOCAL = "time-to-solution-32-512-2-2-local.json"
 WHEN = "docs/when-lod-pays-off.md"
 
 
-def _local(case: str, method: str, key: str) -> Callable[[], float]:
-    """A figure of the local-changes run (method names such as "NAME@0.3" hold a dot)."""
-    return lambda: load(LOCAL)["cases"][case][method][key]
+SWEEP = "time-to-solution-32-512-2-2-local-sweep.json"
+SWEEP_DEFECTS = "time-to-solution-32-512-2-2-local-sweep-defects.json"
+SWEEP_BATTERY = "time-to-solution-32-512-2-2-local-sweep-battery.json"
+PATCH_SOLVER = "patch-solver-32-512-2.json"
 
 
-def _over_full(case: str, method: str) -> Callable[[], float]:
-    """Error at T of ``method`` over the full update's (the local-changes run)."""
+def _local(case: str, method: str, key: str, name: str = LOCAL) -> Callable[[], float]:
+    """A figure of a local-changes run (method names such as "NAME@0.3" hold a dot)."""
+    return lambda: load(name)["cases"][case][method][key]
+
+
+def _over_full(case: str, method: str, name: str = LOCAL) -> Callable[[], float]:
+    """Error at T of ``method`` over the full update's (a local-changes run)."""
     key = "rel_l2_error_T_vs_fem"
-    num, den = _local(case, method, key), _local(case, "petrov_galerkin_full", key)
+    num, den = _local(case, method, key, name), _local(case, "petrov_galerkin_full", key, name)
     return lambda: num() / den()
 
 
-def _later_ms(case: str, method: str, phase: str) -> Callable[[], float]:
-    """Mean over steps 2..M of a phase of the local-changes run, in ms."""
+def _later_ms(case: str, method: str, phase: str, name: str = LOCAL) -> Callable[[], float]:
+    """Mean over steps 2..M of a phase of a local-changes run, in ms."""
 
     def mean() -> float:
-        later = _local(case, method, "phase_seconds_per_step")()[1:]
+        later = _local(case, method, "phase_seconds_per_step", name)()[1:]
         return 1e3 * sum(p[phase] for p in later) / len(later)
 
     return mean
+
+
+def _ms(getter: Callable[[], float]) -> Callable[[], float]:
+    """A figure in seconds, in ms."""
+    return lambda: 1e3 * getter()
+
+
+def _patch_solver(variant: str, key: str, name: str = PATCH_SOLVER) -> Callable[[], float]:
+    """A figure of a bench_patch_solver.py run."""
+    return lambda: load(name)["variants"][variant][key]
 
 
 FAIR = "time-to-solution-32-512-2-2.json"
@@ -131,5 +147,115 @@ def local_quotes() -> list:
                 for k in ("mean_step", "first_step")
             ),
             ".2g",
+        ),
+    ]
+
+
+def patch_solver_quotes() -> list:
+    """docs/when-lod-pays-off.md: the patch solver's options."""
+    new, old = "METIS, no scaling", "AMD, automatic scaling"
+    return [
+        (
+            WHEN,
+            "{} ms per patch against {} ms with the former AMD",
+            (_patch_solver(new, "total_ms"), _patch_solver(old, "total_ms")),
+            ".3g",
+        ),
+        (
+            WHEN,
+            "there METIS without scaling takes {} ms per patch against {} ms with the former",
+            tuple(_patch_solver(v, "total_ms", "patch-solver-8-64-1-3d.json") for v in (new, old)),
+            ".3g",
+        ),
+        (WHEN, "within {} of the former's", (_patch_solver(new, "max_rel_difference"),), ".1e"),
+    ]
+
+
+def sweep_quotes() -> list:
+    """docs/when-lod-pays-off.md: the tolerance sweep."""
+    sel, ratio = "petrov_galerkin_selective", "fem_step_over_lod_step"
+
+    def pair(case: str, tol: str, name: str = SWEEP) -> tuple:
+        method = sel + tol
+        return _local(case, method, ratio, name), _over_full(case, method, name)
+
+    return [
+        (
+            WHEN,
+            "from `tol` = 0.3 on: {}x cheaper than the fair FEM step at {}x the full",
+            pair("battery", "@0.3"),
+            (".2g", ".3g"),
+        ),
+        (
+            WHEN,
+            "({}-{}x at {}x for 0.4-1.0",
+            (*pair("battery", "@0.4")[:1], *pair("battery", "@1.0")),
+            (".2g", ".2g", ".3g"),
+        ),
+        (
+            WHEN,
+            "at 0.9, in the third run, {}x at {}x",
+            pair("battery", "@0.9", SWEEP_BATTERY),
+            (".2g", ".3g"),
+        ),
+        (
+            WHEN,
+            "`tol` = 0.9 is {}x cheaper than the fair FEM step at {}x the full update's",
+            pair("defects", "@0.9", SWEEP_DEFECTS),
+            (".3g", ".4g"),
+        ),
+        (
+            WHEN,
+            "`tol` = 0.8: {}x at {}x; `tol` = 1.0: {}x at {}x, as in the first run's {}x at {}x",
+            (
+                *pair("defects", "@0.8", SWEEP_DEFECTS),
+                *pair("defects", "@1.0", SWEEP_DEFECTS),
+                *pair("defects", "@1.0"),
+            ),
+            (".3g", ".3g", ".3g", ".3g", ".3g", ".4g"),
+        ),
+        (
+            WHEN,
+            "`tol` = 0.7 {}x at {}x and `tol` = 0.5 {}x at {}x",
+            (*pair("defects", "@0.7"), *pair("defects", "@0.5")),
+            (".2g", ".2f", ".2g", ".2f"),
+        ),
+        (
+            WHEN,
+            "the correctors take {} of the {} ms step",
+            (
+                _later_ms("defects", sel + "@0.7", "basis_correctors", SWEEP),
+                _ms(_local("defects", sel + "@0.7", "mean_step", SWEEP)),
+            ),
+            ".0f",
+        ),
+        (
+            WHEN,
+            "({}x at {}x on `defects`, {}x at {}x on `battery`)",
+            (*pair("defects", ""), *pair("battery", "")),
+            (".3g", ".2f", ".3g", ".2f"),
+        ),
+    ]
+
+
+def sweep_fem_quotes() -> list:
+    """docs/when-lod-pays-off.md: the FEM step of the sweep against the first run's."""
+    return [
+        (
+            WHEN,
+            "took {} ms here against {} ms in the run of the previous section, the defects' {} "
+            "ms against {} ms",
+            tuple(
+                _ms(_local(case, "fem", "mean_step", name))
+                for case in ("battery", "defects")
+                for name in (SWEEP, LOCAL)
+            ),
+            ".0f",
+        ),
+        (
+            WHEN,
+            "the first run's FEM step ({} ms)",
+            (_ms(_local("defects", "fem", "mean_step", SWEEP)),),
+            ".0f",
         ),
     ]

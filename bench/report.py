@@ -369,6 +369,18 @@ TABLES: dict[str, Callable[[], str]] = {
     "time-to-solution-32-512-2-2-local-phases": lambda: step_phases_table(
         "time-to-solution-32-512-2-2-local.json"
     ),
+    "time-to-solution-32-512-2-2-local-sweep": lambda: time_to_solution_table(
+        "time-to-solution-32-512-2-2-local-sweep.json"
+    ),
+    "time-to-solution-32-512-2-2-local-sweep-defects": lambda: time_to_solution_table(
+        "time-to-solution-32-512-2-2-local-sweep-defects.json"
+    ),
+    "time-to-solution-32-512-2-2-local-sweep-battery": lambda: time_to_solution_table(
+        "time-to-solution-32-512-2-2-local-sweep-battery.json"
+    ),
+    "time-to-solution-32-512-2-2-local-sweep-phases": lambda: step_phases_table(
+        "time-to-solution-32-512-2-2-local-sweep.json"
+    ),
     "examples": examples_table,
     "step-32-512-2-2-battery-reduced-s40": lambda: step_table(
         "step-32-512-2-2-battery-reduced-s40.json"

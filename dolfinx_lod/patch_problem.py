@@ -141,7 +141,6 @@ class PatchProblem(PETScResource):
         vals = np.concatenate([np.zeros(S_rows.size), b_vals, b_vals])
         order = np.lexsort((cols, rows))
         self._S_position = np.argsort(order)[: S_rows.size]  # where S.data goes
-        self._values = vals[order]
         size = N + self.num_constraints
         self._indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=size))]).astype(
             PETSc.IntType
@@ -150,6 +149,7 @@ class PatchProblem(PETScResource):
         #: K and its factorization (freed while the process holds too many: see
         #: :mod:`dolfinx_lod.patch_solver`).
         self.saddle = SaddleSolver(self._indptr, self._indices, solver)
+        self.saddle.values[:] = vals[order]  # B's entries stay; S's are set per solve
         self.K, self.ksp = self.saddle.K, self.saddle.ksp
 
     def _setup_solver(self) -> None:
@@ -236,11 +236,11 @@ class PatchProblem(PETScResource):
         # and the identity rows of the patch boundary stay balanced for any scale of a. s is a
         # power of two near max(a), so both scalings are exact and s = 1 for max(a) near 1.
         s = scale_of(a_patch)
-        self._values[self._S_position] = np.where(
+        self.saddle.values[self._S_position] = np.where(
             self.space.bc_diagonal, 1.0, self.space.S.data / s
         )
         self.rhs.assemble()
-        failure = self.saddle.factorize(self._values)
+        failure = self.saddle.factorize()
         if failure is None:
             try:
                 self.ksp.matSolve(self.rhs, self.sol)

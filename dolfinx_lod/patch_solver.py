@@ -34,7 +34,10 @@ PATCH_SOLVER_OPTIONS = {
     "ksp_type": "preonly",
     "pc_type": "cholesky",
     "pc_factor_mat_solver_type": "mumps",
-    "mat_mumps_icntl_7": 0,  # AMD ordering: the fastest numeric factorization measured here
+    # METIS ordering, no scaling (S is divided by a power of two near max a before each
+    # factorization): the fastest factorization and solve measured by bench/bench_patch_solver.py
+    "mat_mumps_icntl_7": 5,
+    "mat_mumps_icntl_8": 0,
 }
 
 
@@ -81,10 +84,11 @@ class SaddleSolver(PETScResource):
         self.prefix, self._options = solver.prefix, solver.options
         self._indptr, self._indices = indptr, indices  # K reads these arrays (no copy)
         size = indptr.size - 1
-        #: K's values, shared with PETSc (no copy); explicit zeros keep the whole pattern.
-        self._values = np.zeros(indices.size)
+        #: K's values, shared with PETSc (no copy): the user writes them here before each
+        #: :meth:`factorize`; explicit zeros keep the whole pattern.
+        self.values = np.zeros(indices.size)
         self.K = PETSc.Mat().createAIJWithArrays(
-            (size, size), (indptr, indices, self._values), comm=MPI.COMM_SELF
+            (size, size), (indptr, indices, self.values), comm=MPI.COMM_SELF
         )
         self.K.setOption(PETSc.Mat.Option.SYMMETRIC, True)
         self.ksp = PETSc.KSP().create(MPI.COMM_SELF)
@@ -92,9 +96,10 @@ class SaddleSolver(PETScResource):
         self.ksp.setOperators(self.K)
         self._set_from_options()
 
-    def factorize(self, values: npt.NDArray[np.float64]) -> str | None:
-        """Set K's values (CSR order of the sparsity) and factorize K; freeing the least
-        recently used factorization of the process beyond :data:`MAX_LIVE_FACTORIZATIONS`.
+    def factorize(self) -> str | None:
+        """Factorize K with the values in :attr:`values` (CSR order of the sparsity, written
+        there by the user: K reads them without a copy); freeing the least recently used
+        factorization of the process beyond :data:`MAX_LIVE_FACTORIZATIONS`.
 
         Returns:
             What went wrong (:meth:`failure`), or None.
@@ -106,7 +111,6 @@ class SaddleSolver(PETScResource):
             other = _live.popitem(last=False)[1]()
             if other is not None:
                 other.release()
-        self._values[:] = values
         self.K.stateIncrease()  # new values, same pattern: a numeric factorization only
         try:
             with self._defaults():  # the first set-up creates the factor from the options

@@ -132,7 +132,7 @@ def test_same_patch_coefficient_same_correctors(tiny):
     with torch.no_grad():
         alpha = nets(configs, a)
     assert alpha[0].abs().max() > 0
-    torch.testing.assert_close(alpha[0], alpha[2], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(alpha[0], alpha[2], rtol=1e-5, atol=1e-6)  # float32 rounding
 
 
 def test_nearest_coefficient_baseline(tiny):

@@ -122,21 +122,25 @@ def test_bases_share_solvers_and_keep_their_own_correctors(comm):
 
 
 def test_default_and_database_options_reach_mumps():
-    """The default MUMPS ordering (ICNTL(7) = 0, AMD) is applied to the factor, which MUMPS
-    creates at the first set-up; an option in the database with the prefix wins; none of the
-    defaults is left in the database."""
+    """The default MUMPS ordering and scaling (ICNTL(7) = 5, METIS; ICNTL(8) = 0, none) are
+    applied to the factor, which MUMPS creates at the first set-up; an option in the database
+    with the prefix wins; none of the defaults is left in the database."""
     indptr, indices = np.array([0, 2, 4], np.int32), np.array([0, 1, 0, 1], np.int32)
     values = np.array([2.0, -1.0, -1.0, 2.0])
     opts, prefix = PETSc.Options(), patch_solver.PATCH_OPTIONS_PREFIX
     solver = patch_solver.SaddleSolver(indptr, indices, patch_solver.PatchSolverOptions())
-    assert solver.factorize(values) is None
-    assert solver.ksp.getPC().getFactorMatrix().getMumpsIcntl(7) == 0
+    solver.values[:] = values
+    assert solver.factorize() is None
+    factor = solver.ksp.getPC().getFactorMatrix()
+    assert (factor.getMumpsIcntl(7), factor.getMumpsIcntl(8)) == (5, 0)
     assert not opts.hasName(prefix + "mat_mumps_icntl_7")
+    assert not opts.hasName(prefix + "mat_mumps_icntl_8")
     solver.destroy()
     opts.setValue(prefix + "mat_mumps_icntl_7", 2)  # AMF
     try:
         solver = patch_solver.SaddleSolver(indptr, indices, patch_solver.PatchSolverOptions())
-        assert solver.factorize(values) is None
+        solver.values[:] = values
+        assert solver.factorize() is None
         assert solver.ksp.getPC().getFactorMatrix().getMumpsIcntl(7) == 2
         solver.destroy()
     finally:

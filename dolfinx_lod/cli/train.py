@@ -16,7 +16,20 @@ from dolfinx_lod.progress import interactive
 #: The preset of ``train`` (dolfinx_lod.neural.presets): the defaults of every option below.
 PRESET = "cnn"
 #: Options that override the preset's training settings only where given.
-OVERRIDES = ("constraint", "batch_size", "epochs", "lr", "lr_step", "lr_decay", "augment", "loads")
+OVERRIDES = (
+    "constraint",
+    "batch_size",
+    "epochs",
+    "lr",
+    "lr_step",
+    "lr_decay",
+    "augment",
+    "loads",
+    "contrast",
+    "pool",
+    "output",
+    "energy_scale",
+)
 
 
 def add_parser(sub) -> None:
@@ -91,18 +104,7 @@ def _add_network_options(t: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--epochs", type=int, help=f"Deep Ritz epochs ({default('epochs')})")
     t.add_argument("--warm-start", type=int, default=0, help="supervised epochs first (0)")
-    t.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        help="also train on the 8 symmetries of the square of every interior patch (cnn only; "
-        f"default {'on' if cnn.get('augment') else 'off'})",
-    )
-    t.add_argument(
-        "--loads",
-        choices=("max", "mean"),
-        help="scale the cnn's element-load inputs by their patch maximum (default) or by exp "
-        "of the patch mean of log a",
-    )
+    _add_cnn_options(t, cnn)
     t.add_argument("--lr", type=float, help=f"Adam learning rate ({default('lr')})")
     t.add_argument(
         "--lr-step",
@@ -125,6 +127,48 @@ def _add_network_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument("--threads", type=int, default=1, help="torch threads per MPI rank (1)")
     t.add_argument("--seed", type=int, default=0)
+
+
+def _add_cnn_options(t: argparse.ArgumentParser, cnn: dict) -> None:
+    """The options of the coefficient-aware network (defaults: the preset's ``cnn``)."""
+    from dolfinx_lod.neural.presets import ENERGY_SCALES, OUTPUTS
+
+    t.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="also train on the 8 symmetries of the square of every interior patch (cnn only; "
+        f"default {'on' if cnn.get('augment') else 'off'})",
+    )
+    t.add_argument(
+        "--loads",
+        choices=("max", "mean"),
+        help="scale the cnn's element-load inputs by their patch maximum (default) or by exp "
+        "of the patch mean of log a",
+    )
+    t.add_argument(
+        "--contrast",
+        action=argparse.BooleanOptionalAction,
+        help="cnn input channels a / max a and min a / a on the patch "
+        f"(default {'on' if cnn.get('contrast') else 'off'})",
+    )
+    t.add_argument(
+        "--pool",
+        action=argparse.BooleanOptionalAction,
+        help="cnn hidden layers add a map of the window's channel means "
+        f"(default {'on' if cnn.get('pool') else 'off'})",
+    )
+    t.add_argument(
+        "--energy-scale",
+        choices=ENERGY_SCALES,
+        help="cnn loss weight of a patch: 1 / the energy of the Lambda_j on T (patch) or 1 / its "
+        f"mean over the field's patches (field) ({cnn.get('energy_scale', 'patch')})",
+    )
+    t.add_argument(
+        "--output",
+        choices=OUTPUTS,
+        help="cnn output map before the projection: S_1^-1/2 y (laplacian) or scaled by a's "
+        f"vertex means over its mean on T ({cnn.get('output', 'laplacian')})",
+    )
 
 
 def _given(value, default):

@@ -18,13 +18,21 @@ from dolfinx_lod.neural.export import PatchBatch
 
 #: Scalings of the element-load channels: by exp(m_T) ("mean") or by their patch maximum.
 LOADS = ("max", "mean")
+#: Output maps y -> alpha: P y ("laplacian") or s^{-1/2} P y ("scaled", s the vertex mean of a
+#: over a's mean on T) before the projection onto ker B.
+OUTPUTS = ("laplacian", "scaled")
 _CONV = {2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
+_CONV_FN = {2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
 
 
 def channels(dim: int) -> int:
     """Input channels of :class:`CoefficientNetworks` in d = ``dim``: log a, the mask, the d
     cell-centre coordinates and the d 2^d element-load components (12 in 2D, 29 in 3D)."""
     return 2 + dim + dim * 2**dim
+
+
+#: Input channels in 2D (without the contrast channels).
+CHANNELS = channels(2)
 
 
 def patch_dims(Pi: torch.Tensor) -> tuple[int, int]:
@@ -75,12 +83,14 @@ class PatchMaps:
         out[..., self.free] = z.reshape(*lead, -1)
         return out
 
+    def project(self, alpha: torch.Tensor) -> torch.Tensor:
+        """alpha - B^T (B B^T)^+ B alpha: the orthogonal projection onto ker B."""
+        return alpha - ((alpha @ self.B.T) @ self.gram) @ self.B
+
     def __call__(self, y: torch.Tensor, project: bool) -> torch.Tensor:
         """alpha = P y, and with ``project`` P y - B^T (B B^T)^+ B P y (in ker B)."""
         alpha = self.precondition(y, self.B.shape[1])
-        if not project:
-            return alpha
-        return alpha - ((alpha @ self.B.T) @ self.gram) @ self.B
+        return self.project(alpha) if project else alpha
 
 
 def _along(x: torch.Tensor, A: torch.Tensor, axis: int) -> torch.Tensor:
@@ -168,8 +178,10 @@ class CoefficientNetworks(torch.nn.Module):
         alpha = P y - B^T (B B^T)^+ B P y,
 
     so that B alpha = 0 to rounding and the Deep Ritz energy's minimizer over such outputs is
-    the classical corrector. With ``zero_output`` the last convolution starts at zero (alpha = 0,
-    energy 0) instead of a random output.
+    the classical corrector. With ``contrast`` two more input channels a / max a and min a / a
+    on the patch, with ``pool`` the window's mean added to every hidden layer, with ``output``
+    "scaled" alpha = s^{-1/2} P y before the projection (s the vertex mean of a over a's mean
+    on T); with ``zero_output`` the last convolution starts at zero (alpha = 0, energy 0).
     """
 
     architecture = "cnn"
@@ -183,6 +195,9 @@ class CoefficientNetworks(torch.nn.Module):
         depth: int = 6,
         log_scale: float = 1.0,
         loads: str = "max",
+        contrast: bool = False,
+        pool: bool = False,
+        output: str = "laplacian",
         zero_output: bool = False,
     ):
         super().__init__()
@@ -190,7 +205,10 @@ class CoefficientNetworks(torch.nn.Module):
             raise ValueError(f"cnn width must be >= 1 and depth >= 2, got {width} x {depth}")
         if loads not in LOADS:
             raise ValueError(f"cnn loads must be one of {LOADS}, got {loads!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"cnn output must be one of {OUTPUTS}, got {output!r}")
         self.layers, self.width, self.depth, self.loads = layers, width, depth, loads
+        self.contrast, self.pool, self.output = contrast, pool, output
         self.dim, self.r = patch_dims(Pi)
         if self.dim not in _CONV:
             raise ValueError(f"the cnn network is for 2D and 3D patches, got dimension {self.dim}")
@@ -198,11 +216,14 @@ class CoefficientNetworks(torch.nn.Module):
         self.register_buffer("Pi", Pi.clone())
         self.register_buffer("log_scale", torch.tensor(log_scale))
         conv = _CONV[self.dim]
-        self.first = conv(channels(self.dim), width, 3, padding=1)
+        self.first = conv(channels(self.dim) + 2 * contrast, width, 3, padding=1)
         dilations = [d for d in (1, 2, 4, 8, 16) if 2 * d < self.cells] or [1]
         self.hidden = torch.nn.ModuleList(
             conv(width, width, 3, padding=d, dilation=d)
             for d in (dilations[i % len(dilations)] for i in range(depth - 2))
+        )
+        self.pooled = torch.nn.ModuleList(
+            torch.nn.Linear(width, width) for _ in (self.hidden if pool else ())
         )
         self.last = conv(width, 2**self.dim, 2, padding=1)
         if zero_output:  # alpha = 0 at the start: the Deep Ritz energy starts at 0
@@ -300,10 +321,12 @@ class CoefficientNetworks(torch.nn.Module):
         mask = real[:, None].to(a.dtype)  # (G, 1, M)
         m_T = (loga * mask).sum(2, keepdim=True) / mask.sum(2, keepdim=True).clamp_min(1)
         loga = (loga - m_T) / self.log_scale
-        x = torch.zeros(G, K, 2, W**d, dtype=a.dtype, device=a.device)
-        index = cells.clamp_min(0)[:, None].expand(G, K, M)
+        # padding entries go to a spare slot W^d (dropped), not onto a window cell
+        x = torch.zeros(G, K, 2, W**d + 1, dtype=a.dtype, device=a.device)
+        index = torch.where(real, cells, W**d)[:, None].expand(G, K, M)
         x[:, :, 0].scatter_(2, index, torch.where(real[:, None], loga, 0.0))
         x[:, :, 1].scatter_(2, index, real[:, None].expand(G, K, M).to(a.dtype))
+        x = x[..., : W**d]
         x[:, :, 1] -= self.beyond_neumann(configs).to(a.device, a.dtype)[:, None]
         centre = (torch.arange(W, dtype=a.dtype, device=a.device) + 0.5) * 2 / W - 1
         xyz = torch.stack(torch.meshgrid(*([centre] * d), indexing="ij")[::-1])
@@ -312,8 +335,26 @@ class CoefficientNetworks(torch.nn.Module):
         loads = scaled * self.source_gradients().to(a.device, a.dtype)[None, None]
         if self.loads == "max":
             loads = loads / loads.abs().amax(dim=(2, 3), keepdim=True).clamp_min(1e-30)
-        out = torch.cat([x, xyz, loads], dim=2)
-        return out.reshape((G * K, channels(d)) + (W,) * d)
+        parts = [x, xyz, loads]
+        if self.contrast:  # a / max_patch a and min_patch a / a, in (0, 1] on the patch
+            inside = scaled > 0
+            low = torch.where(inside, scaled, torch.inf).amin(dim=3, keepdim=True)
+            high = scaled.amax(dim=3, keepdim=True)
+            parts.append(scaled / high)
+            parts.append(torch.where(inside, low / scaled.clamp_min(1e-30), 0.0))
+        return torch.cat(parts, dim=2).reshape((G * K, -1) + (W,) * d)
+
+    def vertex_scales(self, x: torch.Tensor) -> torch.Tensor:
+        """s^{-1/2} at the window vertices (G K, (W+1)^d) from the inputs ``x``: s the mean of
+        a over the patch cells at a vertex divided by the mean of a over T."""
+        d, lo, r = self.dim, self.layers * self.r, self.r
+        scaled = torch.exp(x[:, :1] * self.log_scale) * x[:, 1:2].clamp_min(0)
+        ones = torch.ones((1, 1) + (2,) * d, dtype=x.dtype, device=x.device)
+        total = _CONV_FN[d](scaled, ones, padding=1)
+        count = _CONV_FN[d](x[:, 1:2].clamp_min(0), ones, padding=1)
+        on_T = scaled[(slice(None), slice(None)) + (slice(lo, lo + r),) * d].flatten(1).mean(1)
+        s = total / count.clamp_min(1) / on_T.reshape((-1,) + (1,) * (d + 1))
+        return torch.where(count > 0, s, 1.0).rsqrt().flatten(1)
 
     def forward(self, configs: list, a: torch.Tensor, project: bool = True) -> torch.Tensor:
         """Correctors alpha (G, K, N, 2^d) at the patch vertices for a (G, K, M) on the patch
@@ -321,16 +362,26 @@ class CoefficientNetworks(torch.nn.Module):
         with ``project``."""
         _, groups = self.geometry(configs)
         G, K, _ = a.shape
-        h = torch.nn.functional.gelu(self.first(self.inputs(configs, a)))
-        for conv in self.hidden:
-            h = h + torch.nn.functional.gelu(conv(h))
+        x = self.inputs(configs, a)
+        h = torch.nn.functional.gelu(self.first(x))
+        for i, conv in enumerate(self.hidden):
+            z = conv(h)
+            if self.pool:  # the whole window's mean: a global receptive field
+                z = z + self.pooled[i](h.flatten(2).mean(2)).reshape(h.shape[:2] + (1,) * self.dim)
+            h = h + torch.nn.functional.gelu(z)
         y = self.last(h).reshape(G, K, 2**self.dim, -1)  # (G, K, 2^d, (W+1)^d)
+        scales = self.vertex_scales(x).reshape(G, K, 1, -1) if self.output == "scaled" else None
         N = max((v.numel() for _, v, _ in groups), default=1)
         alpha = torch.zeros(G, K, N, 2**self.dim, dtype=a.dtype, device=a.device)
         for index, verts, maps in groups:
             maps = maps.to(a.device, a.dtype)
-            index = index.to(a.device)
-            values = maps(y[index][..., verts.to(a.device)], project)  # (g, K, 2^d, N_c)
+            index, verts = index.to(a.device), verts.to(a.device)
+            if scales is None:
+                values = maps(y[index][..., verts], project)  # (g, K, 2^d, N_c)
+            else:  # alpha = (projection of) s^{-1/2} (.) P y
+                values = maps.precondition(y[index][..., verts], verts.numel())
+                values = values * scales[index][..., verts]
+                values = maps.project(values) if project else values
             alpha[index, :, : verts.numel()] = values.transpose(2, 3)
         return alpha
 

@@ -20,12 +20,16 @@ a): then P = 0, no multiplier is needed and E's minimizer is the classical corre
 training needs the coefficients alone. Their energy is weighted per patch and sample by
 1 / sum_j F_j^T Lambda_j = 1 / sum_j ||Lambda_j||_{a,T}^2 (:func:`energy_weights`, computed
 from a, not from correctors), which leaves the minimizer unchanged and makes every sample count
-alike.
+alike; or (``energy_scale="field"``) by 1 / the mean of that energy over the field's patches
+(:func:`field_energy_weights`): every field counts alike and within it every patch by its
+absolute energy, as in the solution's energy error.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from mpi4py import MPI
 
 from dolfinx_lod.neural.export import PatchBatch
 
@@ -84,6 +88,17 @@ def energy_weights(batch: PatchBatch) -> torch.Tensor:
     """w_{T,k} = 1 / sum_j ||Lambda_j||_{a_k,T}^2 > 0, shape (G, K): from the coefficient
     alone (no corrector)."""
     return 1.0 / batch.energy
+
+
+def field_energy_weights(batch: PatchBatch, comm: MPI.Comm) -> torch.Tensor:
+    """w_{T,k} = 1 / mean_{T'} sum_j ||Lambda_j||_{a_k,T'}^2, the mean over all patches of
+    field k (all ranks), shape (G, K): every field counts alike, its patches by their absolute
+    energy (as in the solution's energy error). Collective."""
+    G, K = batch.energy.shape
+    local = np.concatenate([batch.energy.double().sum(0).cpu().numpy(), [G]])
+    total = comm.allreduce(local, op=MPI.SUM)
+    mean = torch.as_tensor(total[:K] / max(total[K], 1), dtype=batch.energy.dtype)
+    return (1.0 / mean).to(batch.energy.device)[None, :].expand(G, K)
 
 
 def energy_terms(

@@ -252,6 +252,9 @@ def _build_cnn(
             settings.depth,
             stats[1],
             settings.loads,
+            settings.contrast,
+            settings.pool,
+            settings.output,
             zero_output=zero,
         )
     return nets, None
@@ -311,7 +314,14 @@ NETWORKS: dict[str, Architecture] = {
         CoefficientNetworks,
         _build_cnn,
         lambda meta, state, count: CoefficientNetworks(  # models before "loads": "mean"
-            meta["l"], state["Pi"], meta["width"], meta["depth"], loads=meta.get("loads", "mean")
+            meta["l"],
+            state["Pi"],
+            meta["width"],
+            meta["depth"],
+            loads=meta.get("loads", "mean"),
+            contrast=meta.get("contrast", False),
+            pool=meta.get("pool", False),
+            output=meta.get("output", "laplacian"),
         ),
         projection=True,
     ),

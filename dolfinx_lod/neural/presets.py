@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from dolfinx_lod.neural.cnn import LOADS
+from dolfinx_lod.neural.cnn import LOADS, OUTPUTS
 from dolfinx_lod.neural.networks import NETWORKS, architecture, parse_network
 
 #: The default network of ``dolfinx-lod train``, :func:`dolfinx_lod.neural.train` and the
@@ -31,6 +31,8 @@ DEFAULT_NETWORK = "cnn:24x6"
 OPERATOR_FIT: dict[str, Any] = {"fit": "reduced", "modes": 8, "width": 32, "depth": 3}
 #: Adam epochs of the operator MLPs.
 OPERATOR_EPOCHS = 2000
+#: Energy weights of the coefficient-aware networks' loss (TrainingSettings.energy_scale).
+ENERGY_SCALES = ("patch", "field")
 #: Training samples per optimizer step with the exact projection onto ker B.
 PROJECTION_BATCH = 2
 
@@ -70,6 +72,15 @@ class TrainingSettings:
     #: Scaling of the cnn's element-load inputs: "max" (their patch maximum) or "mean"
     #: (exp of the patch mean of log a) (:class:`~dolfinx_lod.neural.cnn.CoefficientNetworks`)
     loads: str = "max"
+    #: cnn only: input channels a / max a and min a / a on the patch
+    contrast: bool = False
+    #: cnn only: every hidden layer adds a linear map of the window's channel means
+    pool: bool = False
+    #: cnn only: the output map, a name of :data:`~dolfinx_lod.neural.cnn.OUTPUTS`
+    output: str = "laplacian"
+    #: cnn only: the energy weight of a patch and field, 1 / sum_j ||Lambda_j||^2_{a,T} of the
+    #: "patch" or 1 / its mean over the "field"'s patches (:mod:`dolfinx_lod.neural.losses`)
+    energy_scale: str = "patch"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -102,6 +113,12 @@ class TrainingSettings:
                 raise ValueError(f"training setting {name} must be >= 1, got {getattr(self, name)}")
         if self.loads not in LOADS:
             raise ValueError(f"loads must be one of {LOADS}, got {self.loads!r}")
+        if self.energy_scale not in ENERGY_SCALES:
+            raise ValueError(
+                f"energy scale must be one of {ENERGY_SCALES}, got {self.energy_scale!r}"
+            )
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.augment and not arch.cls.needs_coefficient:
             raise ValueError(
                 f"augment needs a coefficient-aware network (cnn), got {self.architecture!r}"
@@ -158,11 +175,11 @@ class Preset:
 
 #: The named presets (module docstring).
 PRESETS: dict[str, Preset] = {
-    # dolfinx-lod train's defaults; for mlp / reduced networks 5000 epochs at 1e-2, decaying by
-    # 0.9 every 1000.
+    # dolfinx-lod train's defaults (the cnn's energy weighted per field: docs/lod-ann.md); for
+    # mlp / reduced networks 5000 epochs at 1e-2, decaying by 0.9 every 1000.
     "cnn": Preset(
         DEFAULT_NETWORK,
-        {"epochs": 250, "lr": 1e-2, "lr_decay": 0.3, "lr_step": 170},
+        {"epochs": 250, "lr": 1e-2, "lr_decay": 0.3, "lr_step": 170, "energy_scale": "field"},
         {"epochs": 5000, "lr": 1e-2, "lr_decay": 0.9, "lr_step": 1000},
     ),
     # The paper's network and optimizer (the TrainingSettings defaults; docs/results.md has the

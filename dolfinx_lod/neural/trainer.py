@@ -32,6 +32,7 @@ from dolfinx_lod.neural.losses import (
     deep_ritz_energy,
     energy_terms,
     energy_weights,
+    field_energy_weights,
     network_outputs,
     penalty_terms,
 )
@@ -145,25 +146,45 @@ class DeepRitzTrainer:
             if self.validation is not None:
                 self.validation_system = reduced_system(self.validation[0], V)
 
-        #: Sample chunks of the optimizer steps of an epoch, with their share of the samples.
-        self.chunks: list[tuple[PatchBatch, float]] = [(self.batch, 1.0)]
-        if settings.batch_size and settings.batch_size < K:
-            parts = torch.arange(K).split(settings.batch_size)
-            self.chunks = [(self.batch.select(idx), len(idx) / K) for idx in parts]
+        #: Energy weights w (G, K) of the training samples (coefficient-aware networks).
+        self.weights = self.energy_weights(self.batch)
+        #: Sample chunks of the optimizer steps of an epoch, with their share of the samples
+        #: and their energy weights.
+        self.chunks = self._chunks(K)
         #: Row weights 1 / (N_s^2 N_H^l) of the penalty (16) per chunk size.
         self.penalty_weights = {
-            k: constraint_weights(self.batch, k) for k in {c.shape[1] for c, _ in self.chunks}
+            k: constraint_weights(self.batch, k) for k in {c.shape[1] for c, _, _ in self.chunks}
         }
+
+    def _chunks(self, K: int) -> list[tuple[PatchBatch, float, torch.Tensor | None]]:
+        """The training samples split into chunks of ``batch_size`` (all in one without)."""
+        size = self.settings.batch_size
+        if not size or size >= K:
+            return [(self.batch, 1.0, self.weights)]
+        parts = torch.arange(K).split(size)
+        return [(self.batch.select(i), len(i) / K, _columns(self.weights, i)) for i in parts]
+
+    def energy_weights(self, batch: PatchBatch) -> torch.Tensor | None:
+        """The energy weights of ``batch`` for a coefficient-aware network (else None):
+        :func:`~dolfinx_lod.neural.losses.energy_weights` per patch, or with ``energy_scale``
+        "field" :func:`~dolfinx_lod.neural.losses.field_energy_weights`. Collective."""
+        if not self.nets.needs_coefficient:
+            return None
+        if self.settings.energy_scale == "field":
+            return field_energy_weights(batch, self.comm)
+        return energy_weights(batch)
 
     def outputs(self, batch: PatchBatch | None = None) -> torch.Tensor:
         """Network outputs alpha (G, K, N, 4) for the training samples (or ``batch``)."""
         batch = self.batch if batch is None else batch
         return network_outputs(self.forward, batch, self.params, self.projected)
 
-    def loss_terms(self, batch: PatchBatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_terms(
+        self, batch: PatchBatch | None = None, weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Local (this rank's) energy (14) and self-adaptive penalty (16) (zero with the
         projection) of every network (T, j), shape (G, 2^d) each, on the training samples or
-        the chunk ``batch`` of them."""
+        the chunk ``batch`` of them (with its energy ``weights``)."""
         if self.reduced is not None:
             A, b, BV = self.reduced
             c = self.nets.coordinates(self.params)  # (G, K, q, 2^d)
@@ -171,9 +192,9 @@ class DeepRitzTrainer:
             w = self.penalty_weights[c.shape[1]].reshape(Bc.shape[0], -1, 1, 1)
             mu = self.mu.reshape(Bc.shape)
             return reduced_energy(A, b, c), (w * (mu * Bc) ** 2).sum(dim=(1, 2))
-        batch = self.batch if batch is None else batch
+        if batch is None:
+            batch, weights = self.batch, self.weights
         alpha = self.outputs(batch)
-        weights = energy_weights(batch) if self.nets.needs_coefficient else None
         energy = energy_terms(batch, alpha, weights)
         if self.projected:
             return energy, torch.zeros_like(energy)
@@ -270,10 +291,10 @@ class DeepRitzTrainer:
         and update the early-stopping state. Returns the global (energy, penalty)."""
         stop = self.stopping
         e = p = node_e = node_p = 0.0
-        for chunk, share in self.chunks:
+        for chunk, share, weights in self.chunks:
             self.opt_theta.zero_grad()
             self.opt_mu.zero_grad()
-            terms = self.loss_terms(chunk)
+            terms = self.loss_terms(chunk, weights)
             energy, penalty = (t.sum() for t in terms)
             (energy + penalty).backward()
             self._share_gradients()
@@ -352,7 +373,7 @@ class DeepRitzTrainer:
                 energy = reduced_energy(*self.validation_system, c).sum()
             else:
                 batch = self.validation[0]
-                energy = deep_ritz_energy(batch, self.outputs(batch), energy_weights(batch))
+                energy = deep_ritz_energy(batch, self.outputs(batch), self.energy_weights(batch))
         return self._global(energy.item())[0]
 
     def _validate(self) -> None:
@@ -433,3 +454,8 @@ class DeepRitzTrainer:
         self.best_state = None if best is None else (best[0], best[1], best[2])
         self.checkpoint_epoch = self.epoch
         return True
+
+
+def _columns(weights: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    """The sample columns ``index`` of the weights (G, K), or None."""
+    return None if weights is None else weights[:, index]

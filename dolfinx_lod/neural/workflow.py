@@ -202,7 +202,18 @@ def gather_model(
         "num_params": family.num_params,
         **{
             k: settings[k]
-            for k in ("architecture", "width", "depth", "modes", "seed", "constraint", "loads")
+            for k in (
+                "architecture",
+                "width",
+                "depth",
+                "modes",
+                "seed",
+                "constraint",
+                "loads",
+                "contrast",
+                "pool",
+                "output",
+            )
         },
         "uses_corrector_data": run.trainer.settings.uses_corrector_data,
         **extra,

@@ -1,0 +1,131 @@
+"""docs/lod-ann.md's measured prose on high-contrast fields (lod-ann-inclusions.json and the
+screens of ann-contrast-screen.json), in the :data:`bench.quotes.QUOTES` format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.markdown import load
+
+DOC = "docs/lod-ann.md"
+#: The rows of the default runs per family, and the suffix of the former default's rows.
+FAMILIES = (
+    "contrast 10",
+    "contrast 100",
+    "contrast 1000",
+    "lognormal contrast 100",
+    "channels contrast 100",
+    "checkerboard contrast 100",
+)
+BEFORE = " (before: energy scale patch)"
+
+
+def _row(name: str, *keys: str) -> Callable[[], float]:
+    def get() -> float:
+        data = load("lod-ann-inclusions.json")["runs"][name]
+        for key in keys:
+            data = data[key]
+        return data
+
+    return get
+
+
+def _screen(name: str, which: str = "test") -> Callable[[], float]:
+    return lambda: load("ann-contrast-screen.json")["runs"][name]["stages"][-1][which]
+
+
+def inclusion_quotes() -> list:
+    """Per family: the ratio to the classical LOD with the former and the new default, and
+    the LOD-ANN and classical energy errors against the fine FEM; the screens' errors."""
+    quotes = []
+    for family in FAMILIES:
+        quotes.append(
+            (
+                DOC,
+                f"{family}: {{}}x -> {{}}x ({{}} -> {{}} against the classical {{}})",
+                (
+                    _row(family + BEFORE, "ratio_to_classical"),
+                    _row(family, "ratio_to_classical"),
+                    _row(family + BEFORE, "vs_fine", "learned"),
+                    _row(family, "vs_fine", "learned"),
+                    _row(family, "vs_fine", "classical"),
+                ),
+                (".2f", ".2f", ".3f", ".3f", ".3f"),
+            )
+        )
+    return quotes
+
+
+def _screens(*names: str, which: str = "test") -> tuple[Callable[[], float], ...]:
+    return tuple(_screen(f"inclusions contrast {n}", which) for n in names)
+
+
+#: The screens' prose: (text, screen rows "CONTRAST NAME").
+SCREENS = (
+    (
+        "from {} to {} at contrast 1000 and from {} to {} at contrast 100",
+        ("1000 --energy-scale patch", "1000 field (default)")
+        + ("100 --energy-scale patch", "100 field (default)"),
+    ),
+    (
+        "give {}, the window-mean features (`--pool`) {}, the a-scaled output map (`--output "
+        "scaled`) {}, against {}",
+        ("1000 --contrast", "1000 --pool", "1000 --output scaled", "1000 field (default)"),
+    ),
+    (
+        "{}, {} and {} against {} (contrast 100, scaled output: {} against {})",
+        (
+            "1000 --energy-scale patch --contrast",
+            "1000 --energy-scale patch --pool",
+            "1000 --energy-scale patch --output scaled",
+            "1000 --energy-scale patch",
+            "100 --energy-scale patch --output scaled",
+            "100 --energy-scale patch",
+        ),
+    ),
+    (
+        "{} at 3e-3 and {} at 3e-2 against {} at 1e-2",
+        ("1000 --lr=3e-3", "1000 --lr=3e-2", "1000 field (default)"),
+    ),
+    ("the 8 symmetries (`--augment`, 40 epochs, about the same time) {}", ("1000 --augment",)),
+)
+
+
+def screen_quotes() -> list:
+    """The screens' errors (held-out; training fields where named)."""
+    quotes = [(DOC, text, _screens(*names), ".3f") for text, names in SCREENS]
+    fit = _screens("1000 field (default)") + _screens("1000 field (default)", which="train")
+    fit += _screens("100 field (default)") + _screens("100 field (default)", which="train")
+    text = "(per-field weights: contrast 1000 {} held-out, {} on training fields; 100: {}, {})"
+    return [*quotes, (DOC, text, fit, ".3f")]
+
+
+def _train_seconds(pick: Callable) -> Callable[[], float]:
+    return lambda: pick(_row(f, "train_seconds")() for f in FAMILIES)
+
+
+def default_quotes() -> list:
+    """The default rows' training times and the limits' ratios."""
+    return [
+        (
+            DOC,
+            "training took {} to {} s per run",
+            (_train_seconds(min), _train_seconds(max)),
+            ".0f",
+        ),
+        (
+            DOC,
+            "{}x (channels) to {}x (inclusions at contrast 1000) worse than the classical LOD "
+            "(section above; log-normal fields of the same span: {}x)",
+            tuple(
+                _row(f, "ratio_to_classical")
+                for f in ("channels contrast 100", "contrast 1000", "lognormal contrast 100")
+            ),
+            ".1f",
+        ),
+    ]
+
+
+def quotes() -> list:
+    """Every quote of this module."""
+    return inclusion_quotes() + screen_quotes() + default_quotes()

@@ -1,9 +1,12 @@
 """Benchmark: LOD-ANN on high-contrast fields of a family, judged by the solution.
 
-Run by hand (one rank; under the shared lock), e.g.
+Run by hand (under the shared lock; on one rank, or under ``mpirun -n R``), e.g.
 
     flock /tmp/heavy.lock python -m bench run inclusions -- --contrast 100 \\
         [--kind channels] [--options "TRAIN OPTIONS"]
+
+``--kind balls`` is the 3D family (n^3 cells, ``--dim 3`` picks it): balls of ``--contrast``
+in a matrix of 1; the row then also records the online basis update times.
 
 Draws ``--train`` + ``--test`` fields of the ``--kind`` (:data:`KINDS`; default random elliptic
 inclusions: 4 to 9 per field, semi-axes 0.03 to 0.12, value ``--contrast``, matrix 1) on
@@ -20,6 +23,7 @@ import argparse
 import fcntl
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from harness import provenance
+from mpi4py import MPI
 
 from dolfinx_lod.io import write_json
 
@@ -85,8 +90,24 @@ def lognormal(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
     return np.exp(np.log(contrast) / 6 * g)
 
 
-#: Field families: name -> (n, count, contrast, seed) -> (count, n, n) stack.
+def balls(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
+    """``count`` n x n x n fields: ``contrast`` in 6 to 12 random balls of radius 0.06 to 0.15,
+    1 elsewhere (the 3D inclusions)."""
+    rng = np.random.default_rng(seed)
+    c = (np.arange(n) + 0.5) / n
+    Z, Y, X = np.meshgrid(c, c, c, indexing="ij")
+    out = np.ones((count, n, n, n))
+    for k in range(count):
+        for _ in range(rng.integers(6, 13)):
+            x0, y0, z0 = rng.uniform(0, 1, 3)
+            radius = rng.uniform(0.06, 0.15)
+            out[k][(X - x0) ** 2 + (Y - y0) ** 2 + (Z - z0) ** 2 <= radius**2] = contrast
+    return out
+
+
+#: Field families: name -> (n, count, contrast, seed) -> (count, n, n[, n]) stack.
 KINDS = {
+    "balls": balls,
     "inclusions": inclusions,
     "channels": channels,
     "checkerboard": checkerboard,
@@ -97,7 +118,12 @@ KINDS = {
 def row(summary: dict) -> dict:
     """The numbers of one run (mean over the held-out fields, energy norm unless named)."""
     fine = summary["solution_error_fine_test"]
+    learned, classical = (fine[k]["energy"]["fields"] for k in ("learned", "classical"))
+    ratios = np.asarray(learned) / np.maximum(classical, 1e-300)
     return {
+        "ratio_to_classical_median": float(np.median(ratios)),
+        "online_basis_seconds": summary["online_basis_seconds"],
+        "online_speedup": summary["online_speedup"],
         "lod_ann_vs_classical": summary["solution_error_test"],
         "vs_fine": {k: v["energy"]["mean"] for k, v in fine.items()},
         "vs_fine_l2": {k: v["l2"]["mean"] for k, v in fine.items()},
@@ -121,6 +147,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--contrast", type=float, default=100.0)
     p.add_argument("--kind", choices=tuple(KINDS), default="inclusions")
+    p.add_argument("--dim", type=int, choices=(2, 3), default=2, help="3: --kind balls")
     p.add_argument("--fine", type=int, default=36)
     p.add_argument("--coarse", type=int, default=6)
     p.add_argument("--layers", type=int, default=1)
@@ -130,23 +157,31 @@ def main() -> None:
     p.add_argument("--options", default="", help="train options beside the defaults")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    args.kind = "balls" if args.dim == 3 else args.kind
     extra = shlex.split(args.options)
     from dolfinx_lod.cli import main as cli
 
-    fields = KINDS[args.kind](args.fine, args.train + args.test, args.contrast, args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        np.save(Path(tmp) / "train.npy", fields[: args.train])
-        np.save(Path(tmp) / "test.npy", fields[args.train :])
-        command = ["train", "--coefficients", f"{tmp}/train.npy", "--test-coefficients"]
-        command += [f"{tmp}/test.npy", "--coarse", str(args.coarse), "--fine", str(args.fine)]
-        command += ["--layers", str(args.layers), *extra, "--out", f"{tmp}/run"]
-        t0 = time.perf_counter()
-        if cli(command) != 0:
-            raise SystemExit("train failed")
-        wall = time.perf_counter() - t0
-        summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
+    comm = MPI.COMM_WORLD
+    tmp = Path(comm.bcast(tempfile.mkdtemp() if comm.rank == 0 else None))
+    if comm.rank == 0:
+        fields = KINDS[args.kind](args.fine, args.train + args.test, args.contrast, args.seed)
+        np.save(tmp / "train.npy", fields[: args.train])
+        np.save(tmp / "test.npy", fields[args.train :])
+    comm.Barrier()
+    command = ["train", "--coefficients", f"{tmp}/train.npy", "--test-coefficients"]
+    command += [f"{tmp}/test.npy", "--coarse", str(args.coarse), "--fine", str(args.fine)]
+    command += ["--layers", str(args.layers), *extra, "--out", f"{tmp}/run"]
+    t0 = time.perf_counter()
+    if cli(command) != 0:
+        raise SystemExit("train failed")
+    wall = time.perf_counter() - t0
+    if comm.rank != 0:
+        return
+    summary = json.loads((tmp / "run" / "summary.json").read_text())
+    shutil.rmtree(tmp)
     name = f"contrast {args.contrast:g}" + (f" {' '.join(extra)}" if extra else "")
     name = name if args.kind == "inclusions" else f"{args.kind} {name}"
+    name = f"{name} ({comm.size} ranks)" if comm.size > 1 else name
     lockfile = Path(tempfile.gettempdir()) / f"{args.out.name}.lock"
     with open(lockfile, "w") as lock:  # runs may end at once
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -161,9 +196,12 @@ def add_run(args: argparse.Namespace, name: str, summary: dict, wall: float) -> 
         **row(summary),
         "wall_seconds": wall,
         "problem": {
-            k: getattr(args, k) for k in ("kind", "fine", "coarse", "layers", "train", "test")
+            k: getattr(args, k)
+            for k in ("kind", "dim", "fine", "coarse", "layers", "train", "test")
         },
-        "provenance": provenance(["python", "bench/bench_inclusions.py", *sys.argv[1:]], 1),
+        "provenance": provenance(
+            ["python", "bench/bench_inclusions.py", *sys.argv[1:]], MPI.COMM_WORLD.size
+        ),
     }
     write_json(args.out, result)
     return result

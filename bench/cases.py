@@ -83,6 +83,13 @@ CASES: dict[str, Case] = {
         "operator-samples-16-128-2.json",
         about="learned operators for a user's family given as samples: element interpolation",
     ),
+    "inclusions-3d": Case(
+        "bench_inclusions.py",
+        "lod-ann-balls-3d-{ranks}.json",
+        ("--dim", "3", "--coarse", "4", "--fine", "32"),
+        about="LOD-ANN in 3D: balls of contrast 100 at (1/4, 1/32, 1), by the solution",
+        ranks=2,
+    ),
     "ann-screen": Case(
         "bench_ann_screen.py",
         "ann-contrast-screen.json",

@@ -1,7 +1,7 @@
 """Tables of docs/performance.md, docs/results.md, docs/boundary.md, docs/3d.md,
 docs/lod-ann.md and docs/when-lod-pays-off.md written from the result JSON of bench/results/ (the
 classical basis, the online step, the parabolic updates, the paper's network, the boundary data,
-the 3D benchmarks, LOD-ANN on Example 1 and the patch solver's options)."""
+the 3D benchmarks, LOD-ANN on Example 1 and on balls in 3D and the patch solver's options)."""
 
 from __future__ import annotations
 
@@ -239,6 +239,28 @@ def lod_ann_online_table() -> str:
     return markdown(header, rows)
 
 
+def lod_ann_3d_table() -> str:
+    """bench_inclusions.py --dim 3 (balls, 2 ranks): per run the LOD-ANN, classical LOD and
+    no-corrector energy errors against the fine FEM (mean over the held-out fields), the ratio
+    (mean, and median of the per-field ratios), and one basis update, learned and classical."""
+    header = ["run", "fields (train/test)", "epochs", "train [s]", "LOD-ANN vs FEM"]
+    header += ["classical LOD vs FEM", "no corrector vs FEM", "ratio (mean / median)"]
+    header += ["learned update [s]"]
+    header += ["classical update [s]", "classical / learned"]
+    rows = []
+    for name, r in load("lod-ann-balls-3d-2.json")["runs"].items():
+        online = r["online_basis_seconds"]
+        rows.append(
+            [name, f"{r['problem']['train']}/{r['problem']['test']}", str(r["epochs"])]
+            + [f"{r['train_seconds']:.0f}", f"{r['vs_fine']['learned']:.3f}"]
+            + [f"{r['vs_fine']['classical']:.3f}", f"{r['vs_fine']['none']:.3f}"]
+            + [f"{r['ratio_to_classical']:.2f}x / {r['ratio_to_classical_median']:.2f}x"]
+            + [f"{online['learned']:.3g}", f"{online['classical']:.3g}"]
+            + [f"{r['online_speedup']:.1f}x"]
+        )
+    return markdown(header, rows)
+
+
 def patch_solver_table(result: str) -> str:
     """bench_patch_solver.py: MUMPS ordering and scaling of the patch solver, numeric
     factorization and solve per patch (the fastest round), nnz(L), difference of the
@@ -296,6 +318,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "lod-ann-runs": lod_ann_runs_table,
     "lod-ann-fields": lod_ann_fields_table,
     "lod-ann-online": lod_ann_online_table,
+    "lod-ann-balls-3d": lod_ann_3d_table,
     "patch-solver-32-512-2": lambda: patch_solver_table("patch-solver-32-512-2.json"),
     "patch-solver-8-64-1-3d": lambda: patch_solver_table("patch-solver-8-64-1-3d.json"),
     "operator-samples-16-128-2": lambda: operator_samples_table("operator-samples-16-128-2.json"),

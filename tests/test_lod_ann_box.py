@@ -32,7 +32,8 @@ def test_projected_energy_minimizer_with_neumann_sides():
     nets = CoefficientNetworks(1, batch.Pi.float(), 8, 3).double()
     groups = nets.geometry(batch.configs)[1]
     checked_neumann = 0
-    for index, _, _, Q in groups:
+    for index, verts, maps in groups:
+        Q = maps(torch.eye(verts.numel(), dtype=torch.float64), True).T
         for gi in index.tolist():
             n = int(batch.num_vertices[gi])
             S = batch.stiffness(gi).to_dense()[0]
@@ -99,7 +100,7 @@ def test_train_box_input_errors(tmp_dir, capsys, comm):
     cases = (
         (["--coefficients", tmp_dir / "t.npy", *BOX[:2], "--fine", "8,16", *BOX[4:]],
          "--coefficients fields are 16 x 8"),
-        (["--coefficients", tmp_dir / "t3.npy", *BOX], "--coefficients array must have shape"),
+        (["--coefficients", tmp_dir / "t3.npy", *BOX], "--fine 16,8 has 2 counts; the --coeff"),
         (["--coefficients", tmp_dir / "t.npy", "--coarse", "4,2,2", *BOX[2:]], "--coarse 4,2,2"),
         (["--coefficients", tmp_dir / "t.npy", *BOX[:-1], "front"], "neumann"),
         (["--family", "cont", "--samples", 2, *BOX], "--family cont is defined on n x n"),

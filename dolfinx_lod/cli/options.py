@@ -139,6 +139,7 @@ ARGUMENT_OPTIONS = {
     (None, "g"): "--dirichlet",
     ("elliptic", "p"): "--param",
     ("parabolic", "p"): "--params",
+    ("train", "augment"): "--augment",
 }
 
 

@@ -42,20 +42,21 @@ def add_parser(sub) -> None:
     source.add_argument(
         "--coefficients",
         type=Path,
-        help="(K, n_y, n_x) .npy stack of training coefficients (instead of --family; cnn "
-        "networks only); needs --test-coefficients",
+        help="(K, n_y, n_x) or, in 3D, (K, n_z, n_y, n_x) .npy stack of training coefficients "
+        "(instead of --family; cnn networks only); needs --test-coefficients",
     )
     t.add_argument(
         "--test-coefficients",
         type=Path,
-        help="(K', n_y, n_x) .npy stack of held-out coefficients for the report (default with "
-        "--family: --test-samples parameters of the family)",
+        help="(K', n_y, n_x) or (K', n_z, n_y, n_x) .npy stack of held-out coefficients for "
+        "the report (default with --family: --test-samples parameters of the family)",
     )
     t.add_argument(
         "--fine",
         type=counts,
         required=True,
-        help="n, fine cells per direction: one number or NX,NY (the stacks' n_x, n_y)",
+        help="n, fine cells per direction: one number, NX,NY or NX,NY,NZ (the stacks' n_x, "
+        "n_y[, n_z])",
     )
     add_box_options(t)
     t.add_argument(
@@ -240,37 +241,38 @@ def _problem(args: argparse.Namespace, comm: MPI.Comm):
     from dolfinx_lod.coefficients import family as make_family
     from dolfinx_lod.samples import sample_family
 
-    fine = args.fine if isinstance(args.fine, tuple) else (args.fine,) * 2
-
-    def check_dim() -> None:
-        if len(fine) != 2:
-            raise InputError(
-                f"--fine {','.join(map(str, fine))}: train runs in 2D (the networks are 2D); "
-                "give NX,NY"
-            )
-
-    validate(comm, check_dim)
     stacks = {}
     for option in ("coefficients", "test_coefficients"):
         path = getattr(args, option)
         if path is not None:
-            name = "--" + option.replace("_", "-")
-            stack = load_array(path, name, comm, True, (2,))
-            if stack.shape[1:] != fine[::-1]:  # the same file on every rank: all raise
-                raise InputError(
-                    f"{name} fields are {stack.shape[2]} x {stack.shape[1]} (n_x x n_y) cells; "
-                    f"--fine is {args.fine}"
-                )
-            stacks[option] = stack
+            stacks[option] = load_array(path, "--" + option.replace("_", "-"), comm, True)
+    # The dimension of the stacks (as `elliptic`'s coefficient), else of --fine, else 2.
+    dim = next((s.ndim - 1 for s in stacks.values()), None)
+    dim = dim or (len(args.fine) if isinstance(args.fine, tuple) else 2)
+    fine = args.fine if isinstance(args.fine, tuple) else (args.fine,) * dim
 
-    def check_family() -> None:
+    def check_shapes() -> None:  # the same files on every rank: all raise together
+        for option, stack in stacks.items():
+            name = "--" + option.replace("_", "-")
+            if len(fine) != stack.ndim - 1:
+                raise InputError(
+                    f"--fine {','.join(map(str, fine))} has {len(fine)} counts; the {name} "
+                    f"fields are {stack.ndim - 1}D"
+                )
+            if stack.shape[1:] != fine[::-1]:
+                cells = " x ".join(map(str, stack.shape[1:][::-1]))
+                axes = "n_x x n_y" + " x n_z" * (stack.ndim == 4)
+                raise InputError(
+                    f"{name} fields are {cells} ({axes}) cells; --fine is "
+                    f"{','.join(map(str, fine))}"
+                )
         if args.family is not None and len(set(fine)) > 1:
             raise InputError(
                 f"--family {args.family} is defined on n x n cells; --fine {args.fine} has "
                 "different counts (give the fields with --coefficients)"
             )
 
-    validate(comm, check_family)
+    validate(comm, check_shapes)
     grids = nested_grids(args, comm, fine[::-1])
     named = {k: sample_family(v, getattr(args, k).stem, grids.domain) for k, v in stacks.items()}
     family = named.get("coefficients") or make_family(args.family, fine[0], grids.domain)

@@ -55,10 +55,16 @@ def _interior(batch: PatchBatch) -> list[int]:
 def augment_symmetries(batch: PatchBatch) -> PatchBatch:
     """``batch`` with the 7 non-trivial symmetric copies of each interior patch appended
     (module docstring): a, S, F, C, B transformed; cells, configurations, coordinates, hats,
-    sizes and element energies (invariant) copied. 2D only; a batch without interior patches
-    is returned unchanged."""
+    sizes and element energies (invariant) copied; a batch without interior patches is
+    returned unchanged. 2D only: ``ValueError`` for 3D patches (the 48 symmetries of the cube
+    are not implemented)."""
+    if batch.coords.shape[-1] != 2:
+        raise ValueError(
+            "the symmetry augmentation has the 8 symmetries of the square (2D patches); got "
+            f"{batch.coords.shape[-1]}D patches"
+        )
     interior = _interior(batch)
-    if not interior or batch.coords.shape[-1] != 2:
+    if not interior:
         return batch
     r = int(round(np.sqrt(batch.Pi.shape[1]))) - 1
     side = (2 * batch.layers + 1) * r

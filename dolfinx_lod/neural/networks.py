@@ -19,7 +19,7 @@ each is built for training, rebuilt from a model file and what it needs.
 
 - :class:`~dolfinx_lod.neural.cnn.CoefficientNetworks`: one CNN shared by all patches from
   log a on the patch's fine cells to the correctors, projected exactly onto ker B (needs no p:
-  any coefficient).
+  any coefficient; Conv2d on quadrilateral, Conv3d on hexahedral patches).
 
 Parameters p enter scaled to [-1, 1] by the family's range.
 """
@@ -238,10 +238,11 @@ def _build_reduced(
 def _build_cnn(
     batch: PatchBatch, num_params: int, settings: TrainingSettings, comm: MPI.Comm
 ) -> Built:
-    dim = batch.coords.shape[-1]
-    if dim != 2:
-        raise ValueError(f"the cnn network is for 2D patches, got dimension {dim}")
     stats = log_statistics(batch, comm)
+    # In 3D a random output's energy 1/2 |y|^2 over the (W+1)^3 window vertices dwarfs the
+    # correctors' and training spends its epochs shrinking it: there the output starts at
+    # zero (docs/lod-ann.md). 2D keeps its measured start.
+    zero = batch.coords.shape[-1] == 3
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         nets = CoefficientNetworks(
@@ -254,6 +255,7 @@ def _build_cnn(
             settings.contrast,
             settings.pool,
             settings.output,
+            zero_output=zero,
         )
     return nets, None
 

@@ -24,11 +24,13 @@ WORSE_FACTOR = 2.0
 
 
 def _statistics(values: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """{norm: {"mean", "max"}} of per-coefficient error dicts {norm: value}."""
+    """{norm: {"mean", "max", "fields"}} of per-coefficient error dicts {norm: value}
+    ("fields": the values of the coefficients in order)."""
     return {
         norm: {
             "mean": float(np.mean([v[norm] for v in values])),
             "max": float(np.max([v[norm] for v in values])),
+            "fields": [float(v[norm]) for v in values],
         }
         for norm in values[0]
     }
@@ -50,9 +52,9 @@ def solution_errors(
     - ``vs_fine[name]``: ||u~ - u_h|| / ||u_h|| (u_h: the fine FEM solution), with the
       classical LOD's own error ``vs_fine["classical"]``,
 
-    each in the energy norm of a and in L2, ``{"energy": {"mean", "max"}, "l2": {...}}``
-    over the coefficients, and ``basis[name]``: the mean relative basis errors ``energy`` and
-    ``nodal`` against the classical basis (as
+    each in the energy norm of a and in L2, ``{"energy": {"mean", "max", "fields"}, "l2":
+    {...}}`` over the coefficients, and ``basis[name]``: the mean relative basis errors
+    ``energy`` and ``nodal`` against the classical basis (as
     :func:`~dolfinx_lod.neural.provider.compare_providers`). Collective."""
     reference = MultiscaleBasis(grids, layers)
     bases = {name: MultiscaleBasis(grids, layers, provider=pr) for name, pr in providers.items()}

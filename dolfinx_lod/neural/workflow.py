@@ -53,8 +53,9 @@ def check_network_size(
 ) -> None:
     """Raise ``InputError`` if the reduced networks ask for more patch modes than a patch has
     dimensions, if networks conditioned on p are to be trained on given fields (their
-    index is no parameter), or if the coefficient-aware network cannot serve the grids (it is
-    2D, on square fine cells). Rank-local (the same result on every rank)."""
+    index is no parameter), if the coefficient-aware network cannot serve the grids (it needs
+    square or cubic fine cells) or if the symmetry augmentation is asked for in 3D (it has the
+    8 symmetries of the square only). Rank-local (the same result on every rank)."""
     arch = NETWORKS[settings.architecture]
     if isinstance(family, SampleFamily) and not arch.cls.needs_coefficient:
         raise InputError(
@@ -64,15 +65,15 @@ def check_network_size(
         )
     if arch.cls.needs_coefficient:
         h = grids.h
-        if grids.dim != 2:
+        if settings.augment and grids.dim != 2:
             raise InputError(
-                f"`network` {settings.architecture}: the coefficient-aware network is 2D; the "
-                f"grids are {grids.dim}D"
+                "`augment`: the symmetry augmentation has the 8 symmetries of the square (2D "
+                f"patches); the grids are {grids.dim}D: train without it"
             )
         if not np.allclose(h, h[0], rtol=1e-12) or len(set(grids.refinement)) > 1:
             raise InputError(
-                f"`grids`: the coefficient-aware network needs square fine "
-                f"cells and the same H/h in every direction; got h = {h.tolist()}, H/h = "
+                "`grids`: the coefficient-aware network needs square fine cells (cubic in "
+                f"3D) and the same H/h in every direction; got h = {h.tolist()}, H/h = "
                 f"{grids.refinement.tolist()}"
             )
     dim = patch_dimension(grids, layers)

@@ -50,3 +50,27 @@ def solve_coarse(K: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
     solve_checked(ksp, b, U)
     ksp.destroy()
     return U
+
+
+def negative_eigenvalues(A: PETSc.Mat) -> int:
+    """Number of negative eigenvalues of the symmetric part (A + A^T) / 2 of a small (coarse)
+    matrix: by Sylvester's law of inertia the negative pivots of its LDL^T factorization (MUMPS
+    Cholesky, INFOG(12), the root node factored by MUMPS itself so that every pivot counts).
+    Zero if and only if the symmetric part is positive semi-definite up to null pivots, i.e. A
+    is coercive when also nonsingular. Collective (the same count on every rank)."""
+    S = A.transpose(PETSc.Mat())  # a new matrix (without an argument: in place)
+    S.axpy(1.0, A, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
+    S.scale(0.5)
+    S.setOption(PETSc.Mat.Option.SYMMETRIC, True)
+    pc = PETSc.PC().create(A.getComm())
+    pc.setOperators(S)
+    pc.setType("cholesky")
+    pc.setFactorSolverType("mumps")
+    pc.setFactorSetUpSolverType()
+    F = pc.getFactorMatrix()
+    F.setMumpsIcntl(13, 1)  # no ScaLAPACK root: its negative pivots would not be counted
+    pc.setUp()
+    count = int(F.getMumpsInfog(12))
+    pc.destroy()
+    S.destroy()
+    return count

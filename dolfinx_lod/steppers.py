@@ -18,6 +18,7 @@ reconstruction u~ = B U); what a step costs, by case:
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,7 @@ from dolfinx_lod.basis import FullUpdate, MultiscaleBasis, SelectiveUpdate, Upda
 from dolfinx_lod.boundary import BoundaryData, LiftedLoad, action, owned_mask
 from dolfinx_lod.coarse_update import GalerkinOperator, shifted
 from dolfinx_lod.coefficients import CoefficientLike
-from dolfinx_lod.correctors import CorrectorProvider
+from dolfinx_lod.correctors import CorrectorProvider, OperatorSource
 from dolfinx_lod.grids import NestedGrids
 from dolfinx_lod.lod import (
     FineSystem,
@@ -42,7 +43,13 @@ from dolfinx_lod.lod import (
 from dolfinx_lod.norms import free_stiffness
 from dolfinx_lod.parallel import PETScResource, validate
 from dolfinx_lod.schedule import Source, StepCoefficient, capacity_function, initial_value
-from dolfinx_lod.solvers import coarse_solver, fine_solver, solve_checked, solve_coarse
+from dolfinx_lod.solvers import (
+    coarse_solver,
+    fine_solver,
+    negative_eigenvalues,
+    solve_checked,
+    solve_coarse,
+)
 from dolfinx_lod.updates import DEFAULT_TOL
 
 UPDATES = ("full", "selective")
@@ -341,7 +348,12 @@ class _LODStepper(PETScResource):
 
 class PetrovGalerkinStepper(_LODStepper):
     """LOD backward Euler tested with P: (M_m/tau + K_m) U^m = M_{m-1} U^{m-1}/tau + P^T F
-    from the local operators (K_T, M_T) of the basis (no fine-scale data after step 1)."""
+    from the local operators (K_T, M_T) of the basis (no fine-scale data after step 1).
+
+    Learned operators (an :class:`~dolfinx_lod.correctors.OperatorSource` provider): the first
+    assembly counts the negative eigenvalues of the symmetric part of M_1/tau + K_1
+    (:attr:`negative_eigenvalues`) and warns if any: a non-coercive system that the fitting
+    errors can make nearly singular at some p (docs/performance.md)."""
 
     method = "petrov-galerkin"
     petrov = True
@@ -351,6 +363,7 @@ class PetrovGalerkinStepper(_LODStepper):
         self._local = LocalAssembly(self.basis)
         self._K = self._local.create()  # M/tau + K (system)
         self._M = self._local.create()  # M (history term)
+        self.negative_eigenvalues: int | None = None  # learned operators: of the first system
 
     def _coarse_step(self, coefficient, first: bool, changed: bool, load_changed: bool) -> None:
         """b = M_{m-1} U^{m-1}/tau + P^T F, then (M_m/tau + K_m) from the local operators."""
@@ -366,6 +379,23 @@ class PetrovGalerkinStepper(_LODStepper):
             self._local.assemble(self._M, 0.0, 1.0, 0.0)
             self._local.assemble(self._K, 1.0, 1.0 / self.tau, 1.0)
             self._set_operator(self._K)
+        if first and isinstance(self.basis.provider, OperatorSource):
+            self._check_coercive()
+
+    def _check_coercive(self) -> None:
+        """Count the negative eigenvalues of sym(M_1/tau + K_1); warn if any. Collective."""
+        count = self.negative_eigenvalues = negative_eigenvalues(self._K)
+        if count:
+            warnings.warn(
+                f"the learned Petrov-Galerkin coarse system M/tau + K has {count} negative "
+                "eigenvalues in its symmetric part: it is not coercive, so the local operators' "
+                "fitting errors can make it nearly singular at some p and the time loop's error "
+                "unbounded; the classical operators are then usually not coercive either "
+                "(correctors localized to too few layers l for this contrast): use more layers "
+                "or the Galerkin LOD",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _destroy(self) -> None:
         for obj in (self._K, self._M):

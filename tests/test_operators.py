@@ -2,6 +2,7 @@
 uses them reads no coefficient and computes correctors only for the reconstruction."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -109,6 +110,72 @@ def test_step_with_learned_operators_reads_no_coefficient(fitted):
     assert relative_errors(u.x.petsc_vec, ref.x.petsc_vec, M, M)["l2"] < 2e-2
     for stepper in (learned, classical):
         stepper.destroy()
+
+
+class FixedOperators:
+    """An operator source (learned operators' interface) giving fixed (K_T, M_T) per cell T,
+    with K_T negated on the cells ``flip``."""
+
+    needs_coefficient = False
+
+    def __init__(self, correctors, operators: dict, flip: set):
+        self._correctors, self.ops, self.flip = correctors, operators, flip
+
+    def correctors(self, patches, a_patches, p=None, progress=False):
+        return self._correctors.correctors(patches, a_patches, p, progress)
+
+    def local_operators(self, patches, p):
+        return [
+            (-K if patch.cell in self.flip else K, M)
+            for patch in patches
+            for K, M in [self.ops[patch.cell]]
+        ]
+
+
+def dense_negative_eigenvalues(g, patches, operators, tau: float, comm) -> int:
+    """Negative eigenvalues of the symmetric part of sum_T (M_T / tau + K_T) on the free
+    coarse vertices, assembled densely from all ranks' local operators (numpy)."""
+    NH = g.coarse_sizes
+    parts = [
+        (p.coarse_vertex_keys(NH), p.element_vertex_keys(NH), K, M)
+        for p, (K, M) in zip(patches, operators, strict=True)
+    ]
+    n = int(np.prod(np.asarray(NH) + 1))
+    A = np.zeros((n, n))
+    for rows, cols, K, M in (x for part in comm.allgather(parts) for x in part):
+        A[np.ix_(rows, cols)] += M / tau + K
+    free = ~g.coarse_dirichlet_mask()
+    A = A[np.ix_(free, free)]
+    return int((np.linalg.eigvalsh(0.5 * (A + A.T)) < 0).sum())
+
+
+@pytest.mark.mpi
+def test_learned_step_warns_when_the_system_is_not_coercive(fitted, comm):
+    """The first learned Petrov-Galerkin step counts the negative eigenvalues of the symmetric
+    part of M/tau + K (MUMPS inertia) as a dense eigensolver of the same local operators does,
+    and warns when there are any: none for the classical operators of SMOOTH, some when K_T
+    is negated on a few cells (the failure of learned operators at (1/32, 1/128, 2))."""
+    g, basis, _, _ = fitted
+    p, tau = np.array([0.37]), 1.0
+    basis.update(SMOOTH.a, p, assemble=False)
+    ops = {patch.cell: op for patch, op in zip(basis.patches, basis.operators, strict=True)}
+    schedule = CoefficientSchedule.from_family(SMOOTH.a, lambda t: p)
+    counts = []
+    for flip in (set(), {0, 5, 6}):
+        source = FixedOperators(basis.patch_problems, ops, flip)
+        local = source.local_operators(basis.patches, p)
+        expected = dense_negative_eigenvalues(g, basis.patches, local, tau, comm)
+        with LODStepper(g, 1, tau, "petrov-galerkin", provider=source) as lod:
+            state = StepCoefficient(g, schedule)
+            state.advance(1, tau)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                lod.step(state, tau)
+            assert lod.negative_eigenvalues == expected
+            counts.append(expected)
+            coercivity = [w for w in caught if "not coercive" in str(w.message)]
+            assert len(coercivity) == (1 if expected else 0)
+    assert counts[0] == 0 and counts[1] > 0
 
 
 def family_stack(family: Family, n: int, params: np.ndarray) -> np.ndarray:

@@ -49,12 +49,17 @@ from dolfinx_lod.neural.presets import OPERATOR_FIT, OPERATOR_INTERPOLATION
 from dolfinx_lod.timestepping import CoefficientSchedule, FEMStepper, LODStepper, advance
 
 
+def battery_parameter(battery, t: float) -> np.ndarray:
+    """The battery schedule's p(t): a held-out p_0 moved by 0.2 t in every component."""
+    p0 = battery.test_parameters(1, seed=7)[0]
+    return battery.check(np.clip(p0 + 0.2 * t, -1.0, 1.0))
+
+
 def schedules(n: int, steps: int, changing: int) -> dict:
     """The benchmark's coefficient schedules: name -> (schedule, steps, family or None)."""
     rough = dl.coefficients.random_coefficient(n, 0.01, 1.0, seed=0)
     battery = dl.coefficients.family("battery", n)
     cont = dl.coefficients.family("cont", n)
-    p0 = battery.test_parameters(1, seed=7)[0]
     return {
         "constant": (
             CoefficientSchedule.from_stack(np.repeat(rough[None], steps, 0)),
@@ -62,9 +67,7 @@ def schedules(n: int, steps: int, changing: int) -> dict:
             None,
         ),
         "battery": (
-            CoefficientSchedule.from_family(
-                battery.a, lambda t: battery.check(np.clip(p0 + 0.2 * t, -1.0, 1.0))
-            ),
+            CoefficientSchedule.from_family(battery.a, lambda t: battery_parameter(battery, t)),
             changing,
             battery,
         ),
@@ -174,6 +177,8 @@ def run_case(
         out["lod_learned_operators"]["fit"] = {
             **fit,
             **interpolation_record(nets, family, steps, comm),
+            # of sym(M/tau + K) at the first step (> 0: not coercive, the stepper warned)
+            "negative_eigenvalues": lods["lod_learned_operators"].negative_eigenvalues,
         }
     return out
 

@@ -117,6 +117,11 @@ CASES: dict[str, Case] = {
         + ("--steps", "6"),
         about="learned operators: exact element part, POD, polynomials, greedy vs the MLP",
     ),
+    "coercivity": Case(
+        "bench_coercivity.py",
+        "coercivity-battery-32.json",
+        about="is the classical Petrov-Galerkin coarse system coercive? (battery, H = 1/32)",
+    ),
     "epoch": Case("bench_epoch.py", "epoch-example1.json", about="cost of one training epoch"),
     "example1": Case(
         "demos/example1.py",

@@ -13,6 +13,8 @@ EXACT = "step-32-512-2-2-battery-reduced-s40.json"
 SAMPLES = "operator-samples-16-128-2.json"
 COARSER = "step-32-128-2-2-battery-interpolated-s40.json"
 COARSER_EXACT = "step-32-128-2-2-battery-exact-s40.json"
+COERCIVITY = "coercivity-battery-32.json"
+NEG = "cases.battery.lod_learned_operators.fit.negative_eigenvalues"
 PERF = "docs/performance.md"
 WHEN = "docs/when-lod-pays-off.md"
 
@@ -94,7 +96,7 @@ def _coarser_quotes() -> list:
         (PERF, "the fine FEM step is only {} s", (_fem_step(COARSER),), ".3g"),
         (
             PERF,
-            "is {} against the classical Petrov–Galerkin LOD's {}: at this",
+            "is {} against the classical Petrov–Galerkin LOD's {}. The cause",
             (
                 _learned("rel_l2_error_T_vs_fem", name=COARSER),
                 lambda: _battery(COARSER)["lod_petrov_galerkin"]["rel_l2_error_T_vs_fem"],
@@ -112,6 +114,40 @@ def _coarser_quotes() -> list:
             "the exact element part gives the same, {}",
             (_learned("rel_l2_error_T_vs_fem", name=COARSER_EXACT),),
             ".3g",
+        ),
+        (PERF, "warns naming the cause when there are any (here {},", (f"{COARSER}:{NEG}",), "d"),
+        *_coercivity_quotes(),
+    ]
+
+
+def _coercivity_quotes() -> list:
+    """The quotes of the coercivity run (runs: l = 2 at 1/128, l = 3 at 1/128, l = 2 at
+    1/512; steps 1, 3, 4, 8, 12)."""
+
+    def at(run: int, step: int, key: str) -> str:
+        return f"{COERCIVITY}:runs.{run}.steps.{step}.{key}"
+
+    low, high, sv = "min_eigenvalue", "max_eigenvalue", "min_singular_value"
+    return [
+        (PERF, "finds {} negative", (at(0, 0, "negative_eigenvalues"),), "d"),
+        (
+            PERF,
+            "(the smallest {} at step 12, the largest {})",
+            (at(0, 4, low), at(0, 4, high)),
+            ".3g",
+        ),
+        (PERF, "falls from {} (step 1) to {} (step 8)", (at(0, 0, sv), at(0, 3, sv)), ".3g"),
+        (
+            PERF,
+            "there are none (smallest eigenvalue {}, smallest singular value {} at every step)",
+            (at(2, 4, low), at(2, 4, sv)),
+            ".3g",
+        ),
+        (
+            PERF,
+            "l = 3 leaves {} negative eigenvalue ({} at step 12)",
+            (at(1, 4, "negative_eigenvalues"), at(1, 4, low)),
+            ("d", ".3g"),
         ),
     ]
 

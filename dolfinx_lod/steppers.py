@@ -394,7 +394,7 @@ class PetrovGalerkinStepper(_LODStepper):
                 "(correctors localized to too few layers l for this contrast): use more layers "
                 "or the Galerkin LOD",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def _destroy(self) -> None:

@@ -388,7 +388,7 @@ class PetrovGalerkinStepper(_LODStepper):
         if count:
             warnings.warn(
                 f"the learned Petrov-Galerkin coarse system M/tau + K has {count} negative "
-                "eigenvalues in its symmetric part: it is not coercive, so the local operators' "
+                "eigenvalue(s) in its symmetric part: it is not coercive, so the local operators' "
                 "fitting errors can make it nearly singular at some p and the time loop's error "
                 "unbounded; the classical operators are then usually not coercive either "
                 "(correctors localized to too few layers l for this contrast): use more layers "

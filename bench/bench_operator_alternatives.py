@@ -28,7 +28,6 @@ Petrov–Galerkin LOD's, in the backward Euler loop of ``bench_step.py`` (p(t) f
 p_0, ``--steps`` steps). One rank.
 """
 
-import argparse
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import dolfinx_solver  # noqa: F401
 import numpy as np
 import torch
 from bench_step import schedules
-from harness import machine
+from harness import grid_parser, machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -205,12 +204,7 @@ def classical_samples(args, name: str, basis, train_p, test_p) -> tuple:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--coarse", type=int, default=16)
-    parser.add_argument("--fine", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=2)
+    parser = grid_parser(__doc__, 16, 128, 2)
     parser.add_argument("--families", nargs="+", default=["battery", "cont"])
     parser.add_argument("--train", type=int, default=160, help="training pool (160)")
     parser.add_argument("--test", type=int, default=10, help="held-out parameters (10)")

@@ -23,7 +23,7 @@ from pathlib import Path
 import dolfinx_solver  # noqa: F401
 import numpy as np
 import torch
-from harness import machine
+from harness import grid_parser, machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -57,12 +57,7 @@ def relative_errors(pred: np.ndarray, ref: np.ndarray, half: int) -> dict[str, f
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--coarse", type=int, default=32)
-    parser.add_argument("--fine", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=2)
+    parser = grid_parser(__doc__, 32, 512, 2)
     parser.add_argument("--family", choices=("battery", "cont"), default="battery")
     parser.add_argument("--patches", type=int, default=16, help="random patches (+ 2 corners)")
     parser.add_argument("--train", type=int, default=160, help="training parameters (160)")

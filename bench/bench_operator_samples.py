@@ -21,14 +21,13 @@ the element part for one p exact (a on every fine cell of T) and interpolated, t
 seconds. One rank.
 """
 
-import argparse
 import time
 from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
 import numpy as np
 import torch
-from harness import machine
+from harness import grid_parser, machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -70,12 +69,7 @@ def element_seconds(ops, family, p, repeat: int = 5) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--coarse", type=int, default=16)
-    parser.add_argument("--fine", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=2)
+    parser = grid_parser(__doc__, 16, 128, 2)
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--test", type=int, default=8)
     parser.add_argument("--families", nargs="+", default=["discs", "growing"])

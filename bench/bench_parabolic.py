@@ -12,12 +12,11 @@ assembly, coarse solve) and of the fine FEM (assembly, solve), the patches recom
 and the relative L2/energy errors at T against the fine FEM.
 """
 
-import argparse
 from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
 import numpy as np
-from harness import machine
+from harness import grid_parser, machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -34,12 +33,7 @@ def coefficient_stack(n: int, steps: int, region: int, T: float) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--coarse", type=int, default=16)
-    parser.add_argument("--fine", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=2)
+    parser = grid_parser(__doc__, 16, 128, 2)
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--tols", type=float, nargs="+", default=[0.0, 0.05, 0.2])
     parser.add_argument("--out", type=Path, default=Path("bench/results/parabolic.json"))

@@ -12,13 +12,13 @@ variant's (relative to their maximum). The symbolic analysis is done before timi
 loop reuses it per configuration).
 """
 
-import argparse
 import time
 from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
 import numpy as np
 from bench_time_to_solution import defects_stack
+from harness import grid_parser
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -58,12 +58,7 @@ def factor_and_solve(problem, a: np.ndarray) -> tuple[float, float, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--coarse", type=int, default=32)
-    parser.add_argument("--fine", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=2)
+    parser = grid_parser(__doc__, 32, 512, 2)
     parser.add_argument("--patches", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--dim", type=int, choices=(2, 3), default=2)

@@ -26,7 +26,6 @@ ratio of the fine FEM step to the LOD step, the relative L2 error at T of the LO
 fine FEM (computed after the loop, outside the timed steps) and the peak memory per rank.
 """
 
-import argparse
 import resource
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import dolfinx_solver  # noqa: F401
 import numpy as np
 import torch
-from harness import machine
+from harness import grid_parser, machine
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -184,12 +183,7 @@ def run_case(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--coarse", type=int, default=32)
-    parser.add_argument("--fine", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=2)
+    parser = grid_parser(__doc__, 32, 512, 2)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--changing-steps", type=int, default=12)
     parser.add_argument("--cases", nargs="+", default=["constant", "battery", "cont"])

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import dolfinx_solver  # noqa: F401
 import numpy as np
+from harness import grid_parser
 from mpi4py import MPI
 
 import dolfinx_lod as dl
@@ -168,12 +169,7 @@ def run_case(grids, schedule, steps: int, layers: int, tol: float, methods: list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--coarse", type=int, default=32)
-    parser.add_argument("--fine", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=2)
+    parser = grid_parser(__doc__, 32, 512, 2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--inclusions", type=int, default=64)
     parser.add_argument("--tol", type=float, default=0.1, help="selective update tolerance")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -14,6 +15,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("dolfinx_lod", "fenics-dolfinx", "petsc4py", "mpi4py", "numpy", "torch")
+
+
+def grid_parser(doc: str, coarse: int, fine: int, layers: int) -> argparse.ArgumentParser:
+    """A benchmark's parser with the grid options --coarse (1/H), --fine (1/h) and --layers
+    (l) and their defaults; the script adds its own options."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--coarse", type=int, default=coarse)
+    parser.add_argument("--fine", type=int, default=fine)
+    parser.add_argument("--layers", type=int, default=layers)
+    return parser
 
 
 def commit() -> dict:

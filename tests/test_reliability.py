@@ -257,6 +257,7 @@ def test_cli_network_larger_than_the_patch(tmp_dir, capsys, comm):
     args += ["--samples", 2, "--network", "reduced:1000:4x1", "--out", tmp_dir / "t"]
     code, err = main(args, capsys)
     assert code == 2 and (comm.rank or "Q (1000) patch modes exceed the patch dimension" in err)
+    comm.Barrier()  # rank 0 removes the folder it created: look once every rank has returned
     assert not (tmp_dir / "t").exists()
 
 

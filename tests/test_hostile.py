@@ -372,6 +372,8 @@ def signalled(cmd: list, ready, sig: int, times: int = 1) -> tuple[int, str]:
             if ready() or proc.poll() is not None:
                 break
             time.sleep(0.1)
+        if proc.poll() is not None:
+            pytest.fail(f"the command ended before the signal (make it longer): {cmd}")
         for _ in range(times):
             proc.send_signal(sig)
             time.sleep(0.3)
@@ -394,10 +396,10 @@ def test_cli_signal_during_the_time_loop(tmp_path, ranks, sig, times, code):
     hang, the earlier results and nothing else left."""
     inputs = a_folder(tmp_path / "in")
     A = np.load(inputs / "A.npy")
-    np.save(inputs / "stack.npy", np.stack([A, A.T] * 200))
+    np.save(inputs / "stack.npy", np.stack([A, A.T] * 2000))  # ~30 s: a window under any load
     out = tmp_path / "out"
     args = ["parabolic", "--coefficients", inputs / "stack.npy", *SIZES, "--T", 1]
-    args += ["--steps", 400, "--update", "full", "--no-plot", "--out", out]
+    args += ["--steps", 4000, "--update", "full", "--no-plot", "--out", out]
     cmd = [sys.executable, "-m", "dolfinx_lod.cli", *args]
     if ranks > 1:  # (a second Ctrl-C to mpiexec makes it kill the job itself)
         cmd = [mpirun(), "-n", str(ranks), *cmd]

@@ -9,7 +9,8 @@ Run by hand (under the shared lock; on one rank, or under ``mpirun -n R``), e.g.
 in a matrix of 1; the row then also records the online basis update times.
 
 Draws ``--train`` + ``--test`` fields of the ``--kind`` (:data:`KINDS`; default random elliptic
-inclusions: 4 to 9 per field, semi-axes 0.03 to 0.12, value ``--contrast``, matrix 1) on
+inclusions: 4 to 9 per field, semi-axes 0.03 to 0.12, value ``--contrast``, matrix 1; ``cont``
+and ``battery``: the library's Example 1 and 2 families at random p, their own contrast) on
 ``--fine`` x ``--fine`` cells, trains with
 ``dolfinx-lod train --coefficients`` (the defaults, or the ``--options``) on
 (1/``--coarse``, 1/``--fine``, ``--layers``) and records from its summary.json the LOD-ANN
@@ -33,6 +34,7 @@ import numpy as np
 from harness import provenance
 from mpi4py import MPI
 
+from dolfinx_lod.coefficients import family
 from dolfinx_lod.io import write_json
 
 
@@ -105,8 +107,32 @@ def balls(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
     return out
 
 
+def _parametrised(name: str, n: int, count: int, seed: int) -> np.ndarray:
+    """``count`` n x n fields of the library's family ``name`` at parameters drawn uniformly
+    from its box (the contrast is the family's own)."""
+    fam = family(name, n)
+    rng = np.random.default_rng(seed)
+    c = (np.arange(n) + 0.5) / n
+    X, Y = np.meshgrid(c, c)
+    x = np.stack([X.ravel(), Y.ravel(), np.zeros(n * n)])
+    params = rng.uniform(fam.low, fam.high, (count, fam.num_params))
+    return np.stack([fam.a(x, p).reshape(n, n) for p in params])
+
+
+def cont(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
+    """``count`` fields of Example 1's family (p uniform in [0.01, 1]; contrast 100)."""
+    return _parametrised("cont", n, count, seed)
+
+
+def battery(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
+    """``count`` fields of Example 2's battery family (p uniform in [-1, 1]^4)."""
+    return _parametrised("battery", n, count, seed)
+
+
 #: Field families: name -> (n, count, contrast, seed) -> (count, n, n[, n]) stack.
 KINDS = {
+    "cont": cont,
+    "battery": battery,
     "balls": balls,
     "inclusions": inclusions,
     "channels": channels,
@@ -181,6 +207,8 @@ def main() -> None:
     shutil.rmtree(tmp)
     name = f"contrast {args.contrast:g}" + (f" {' '.join(extra)}" if extra else "")
     name = name if args.kind == "inclusions" else f"{args.kind} {name}"
+    if args.kind in ("cont", "battery"):  # the family's own contrast
+        name = " ".join([args.kind, *extra])
     name = f"{name} ({comm.size} ranks)" if comm.size > 1 else name
     lockfile = Path(tempfile.gettempdir()) / f"{args.out.name}.lock"
     with open(lockfile, "w") as lock:  # runs may end at once

@@ -29,6 +29,7 @@ OVERRIDES = (
     "pool",
     "output",
     "energy_scale",
+    "ritz",
 )
 
 
@@ -162,6 +163,13 @@ def _add_cnn_options(t: argparse.ArgumentParser, cnn: dict) -> None:
         choices=ENERGY_SCALES,
         help="cnn loss weight of a patch: 1 / the energy of the Lambda_j on T (patch) or 1 / its "
         f"mean over the field's patches (field) ({cnn.get('energy_scale', 'patch')})",
+    )
+    t.add_argument(
+        "--ritz",
+        type=int,
+        metavar="M",
+        help="cnn gives M vectors per patch and the correctors are the patch energy's "
+        f"minimisers in their span (0: off; default {cnn.get('ritz', 0)})",
     )
     t.add_argument(
         "--output",

@@ -141,4 +141,5 @@ def _appended(batch: PatchBatch, parts: dict[str, list]) -> PatchBatch:
         energy=copy("energy"),
         layers=batch.layers,
         Pi=batch.Pi,
+        cell=batch.cell,
     )

@@ -15,6 +15,7 @@ from mpi4py import MPI
 from dolfinx_lod.grids import box_points, corner_bits, lattice_keys
 from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.neural.export import PatchBatch
+from dolfinx_lod.neural.ritz import RitzMaps
 
 #: Scalings of the element-load channels: by exp(m_T) ("mean") or by their patch maximum.
 LOADS = ("max", "mean")
@@ -55,6 +56,7 @@ class PatchMaps:
     scale: torch.Tensor
     B: torch.Tensor
     gram: torch.Tensor
+    ritz: RitzMaps | None = None
 
     def to(self, device: torch.device, dtype: torch.dtype) -> PatchMaps:
         """A copy on ``device`` in ``dtype`` (indices unchanged)."""
@@ -67,6 +69,7 @@ class PatchMaps:
             move(self.scale),
             move(self.B),
             move(self.gram),
+            self.ritz,
         )
 
     def precondition(self, y: torch.Tensor, N: int) -> torch.Tensor:
@@ -181,7 +184,10 @@ class CoefficientNetworks(torch.nn.Module):
     the classical corrector. With ``contrast`` two more input channels a / max a and min a / a
     on the patch, with ``pool`` the window's mean added to every hidden layer, with ``output``
     "scaled" alpha = s^{-1/2} P y before the projection (s the vertex mean of a over a's mean
-    on T); with ``zero_output`` the last convolution starts at zero (alpha = 0, energy 0).
+    on T); with ``zero_output`` the last convolution starts at zero (alpha = 0, energy 0). With
+    ``ritz`` = m > 0 the last convolution gives m vectors in ker B and the correctors are the
+    Deep Ritz energy's minimisers in their span (:mod:`dolfinx_lod.neural.ritz`; ``cell``: the
+    fine cell sizes h).
     """
 
     architecture = "cnn"
@@ -199,6 +205,8 @@ class CoefficientNetworks(torch.nn.Module):
         pool: bool = False,
         output: str = "laplacian",
         zero_output: bool = False,
+        ritz: int = 0,
+        cell: tuple[float, ...] | None = None,
     ):
         super().__init__()
         if depth < 2 or width < 1:
@@ -210,6 +218,9 @@ class CoefficientNetworks(torch.nn.Module):
         self.layers, self.width, self.depth, self.loads = layers, width, depth, loads
         self.contrast, self.pool, self.output = contrast, pool, output
         self.dim, self.r = patch_dims(Pi)
+        if ritz < 0 or (ritz and cell is None):
+            raise ValueError(f"cnn ritz must be >= 0 (0: off) and needs the cell sizes, got {ritz}")
+        self.ritz, self.cell = ritz, cell
         if self.dim not in _CONV:
             raise ValueError(f"the cnn network is for 2D and 3D patches, got dimension {self.dim}")
         self.cells = (2 * layers + 1) * self.r  # W
@@ -225,7 +236,7 @@ class CoefficientNetworks(torch.nn.Module):
         self.pooled = torch.nn.ModuleList(
             torch.nn.Linear(width, width) for _ in (self.hidden if pool else ())
         )
-        self.last = conv(width, 2**self.dim, 2, padding=1)
+        self.last = conv(width, ritz or 2**self.dim, 2, padding=1)
         if zero_output:  # alpha = 0 at the start: the Deep Ritz energy starts at 0
             torch.nn.init.zeros_(self.last.weight)
             torch.nn.init.zeros_(self.last.bias)
@@ -255,6 +266,9 @@ class CoefficientNetworks(torch.nn.Module):
             scale=torch.from_numpy(scale),
             B=torch.from_numpy(B),
             gram=torch.linalg.pinv(torch.from_numpy(B @ B.T), hermitian=True),
+            ritz=RitzMaps.build(config.shape, config.element, self.r, self.cell)
+            if self.ritz
+            else None,
         )
 
     def geometry(self, configs: list) -> tuple[torch.Tensor, list[tuple]]:
@@ -359,7 +373,9 @@ class CoefficientNetworks(torch.nn.Module):
     def forward(self, configs: list, a: torch.Tensor, project: bool = True) -> torch.Tensor:
         """Correctors alpha (G, K, N, 2^d) at the patch vertices for a (G, K, M) on the patch
         cells of the patches ``configs``; zero on the patch boundary (and padding), in ker B
-        with ``project``."""
+        with ``project`` (needed by ``ritz``)."""
+        if self.ritz and not project:
+            raise ValueError("the cnn's ritz output needs the projection onto ker B")
         _, groups = self.geometry(configs)
         G, K, _ = a.shape
         x = self.inputs(configs, a)
@@ -369,7 +385,7 @@ class CoefficientNetworks(torch.nn.Module):
             if self.pool:  # the whole window's mean: a global receptive field
                 z = z + self.pooled[i](h.flatten(2).mean(2)).reshape(h.shape[:2] + (1,) * self.dim)
             h = h + torch.nn.functional.gelu(z)
-        y = self.last(h).reshape(G, K, 2**self.dim, -1)  # (G, K, 2^d, (W+1)^d)
+        y = self.last(h).reshape(G, K, self.ritz or 2**self.dim, -1)  # (G, K, m, (W+1)^d)
         scales = self.vertex_scales(x).reshape(G, K, 1, -1) if self.output == "scaled" else None
         N = max((v.numel() for _, v, _ in groups), default=1)
         alpha = torch.zeros(G, K, N, 2**self.dim, dtype=a.dtype, device=a.device)
@@ -382,6 +398,8 @@ class CoefficientNetworks(torch.nn.Module):
                 values = maps.precondition(y[index][..., verts], verts.numel())
                 values = values * scales[index][..., verts]
                 values = maps.project(values) if project else values
+            if maps.ritz is not None:  # (g, K, m, N_c) -> (g, K, 2^d, N_c)
+                values = maps.ritz.combine(values, a[index][..., : maps.ritz.corners.shape[0]])
             alpha[index, :, : verts.numel()] = values.transpose(2, 3)
         return alpha
 

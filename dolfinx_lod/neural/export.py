@@ -63,6 +63,7 @@ class PatchBatch:
     energy: torch.Tensor  # (G, K) sum_j ||Lambda_j||^2_{a_k,T}
     layers: int  # l
     Pi: torch.Tensor  # (2^d, (r+1)^d) local L2 projection Pi_K of I_H
+    cell: tuple[float, ...]  # fine cell sizes h (x first)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -238,4 +239,5 @@ def export_patches(
         energy=torch.tensor(E, dtype=dtype),
         layers=basis.layers,
         Pi=torch.tensor(basis.Pi, dtype=torch.float64),
+        cell=tuple(float(h) for h in basis.grids.h),
     )

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from mpi4py import MPI
 
@@ -242,7 +243,7 @@ def _build_cnn(
     # In 3D a random output's energy 1/2 |y|^2 over the (W+1)^3 window vertices dwarfs the
     # correctors' and training spends its epochs shrinking it: there the output starts at
     # zero (docs/lod-ann.md). 2D keeps its measured start.
-    zero = batch.coords.shape[-1] == 3
+    zero = batch.coords.shape[-1] == 3 and not settings.ritz  # (Ritz: W = 0 is singular)
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         nets = CoefficientNetworks(
@@ -256,12 +257,20 @@ def _build_cnn(
             settings.pool,
             settings.output,
             zero_output=zero,
+            ritz=settings.ritz,
+            cell=batch.cell,
         )
     return nets, None
 
 
 def _dim(metadata: dict[str, Any]) -> int:
     return len(metadata["domain"][0])
+
+
+def _cell(metadata: dict[str, Any]) -> tuple[float, ...]:
+    """The fine cell sizes h of a model's problem (its domain and fine cell counts)."""
+    lo, hi = (np.asarray(c, dtype=np.float64) for c in metadata["domain"])
+    return tuple(float(h) for h in (hi - lo) / np.broadcast_to(metadata["n"], lo.shape))
 
 
 @dataclass(frozen=True)
@@ -322,6 +331,8 @@ NETWORKS: dict[str, Architecture] = {
             contrast=meta.get("contrast", False),
             pool=meta.get("pool", False),
             output=meta.get("output", "laplacian"),
+            ritz=meta.get("ritz", 0),
+            cell=_cell(meta) if meta.get("ritz") else None,
         ),
         projection=True,
     ),

@@ -87,6 +87,9 @@ class TrainingSettings:
     #: cnn only: the energy weight of a patch and field, 1 / sum_j ||Lambda_j||^2_{a,T} of the
     #: "patch" or 1 / its mean over the "field"'s patches (:mod:`dolfinx_lod.neural.losses`)
     energy_scale: str = "patch"
+    #: cnn only: m > 0 vectors per patch whose Deep Ritz minimiser is the corrector (0: the
+    #: 2^d outputs are the correctors) (:mod:`dolfinx_lod.neural.ritz`)
+    ritz: int = 0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -122,6 +125,11 @@ class TrainingSettings:
         if self.energy_scale not in ENERGY_SCALES:
             raise ValueError(
                 f"energy scale must be one of {ENERGY_SCALES}, got {self.energy_scale!r}"
+            )
+        if self.ritz < 0 or (self.ritz and self.constraint != "projection"):
+            raise ValueError(
+                f"ritz must be >= 0 (0: off) and needs constraint 'projection', got {self.ritz} "
+                f"with {self.constraint!r}"
             )
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")

@@ -213,6 +213,7 @@ def gather_model(
                 "contrast",
                 "pool",
                 "output",
+                "ritz",
             )
         },
         "uses_corrector_data": run.trainer.settings.uses_corrector_data,

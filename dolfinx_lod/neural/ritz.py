@@ -1,0 +1,91 @@
+"""The Ritz output of the coefficient-aware network: the network proposes m vectors per patch,
+the patch energy picks the correctors in their span.
+
+For a patch with fine cells t (coefficient a_t, Q1 element stiffness K_e of the fine cell sizes
+h) and m vectors W = [w_1 .. w_m] (patch vertex values in ker B, zero on the patch's Dirichlet
+boundary), the corrector of corner j of T is alpha_j = W c_j with
+
+    (W^T S W) c_j = W^T F_j,   W^T S W = sum_t a_t W_t^T K_e W_t,
+                               F_j^T w = sum_{t in T} a_t Lambda_{j,t}^T K_e w_t,
+
+the minimiser of the Deep Ritz energy 1/2 alpha^T S alpha - F_j^T alpha over span W (W_t: the
+values at the 2^d corners of cell t). The sums are cell-local: no assembled matrix, no fine
+solve; the m x m systems are solved in float64. The correctors do not change when a is scaled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from dolfinx_lod.grids import box_points, corner_bits, lattice_keys, multilinear_weights
+
+#: Relative Tikhonov shift of W^T S W (float64): vectors W that are (nearly) dependent.
+RIDGE = 1e-12
+
+
+def element_stiffness(h: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """K_e = int_t grad phi_c . grad phi_c' of the Q1 cell [0, h_1] x .. x [0, h_d], shape
+    (2^d, 2^d), corners in :func:`~dolfinx_lod.grids.corner_bits` order (x fastest)."""
+    h = np.asarray(h, dtype=np.float64)
+    stiff = [np.array([[1.0, -1.0], [-1.0, 1.0]]) / hk for hk in h]
+    mass = [np.array([[2.0, 1.0], [1.0, 2.0]]) * hk / 6 for hk in h]
+    K = np.zeros((2**h.size,) * 2)
+    for k in range(h.size):
+        factors = [stiff[i] if i == k else mass[i] for i in range(h.size)]
+        term = np.ones((1, 1))
+        for f in factors:  # axis 0 (x) is the fastest: the last Kronecker factor
+            term = np.kron(f, term)
+        K += term
+    return K
+
+
+@dataclass
+class RitzMaps:
+    """The cell-local data of one patch configuration: per patch cell the local indices of its
+    2^d corner vertices (``corners``, (n_t, 2^d)), the patch cells of T (``on_T``) and the hats
+    Lambda_j at their corners (``hats``, (n_T, 2^d corners, 2^d j)), and K_e."""
+
+    corners: torch.Tensor
+    on_T: torch.Tensor
+    hats: torch.Tensor
+    K: torch.Tensor
+
+    @classmethod
+    def build(cls, shape, element, r: int, h: npt.ArrayLike) -> RitzMaps:
+        """The maps of the patch of ``shape`` coarse cells (T at coarse offset ``element``) with
+        ``r`` fine cells per coarse cell of sizes ``h``."""
+        cells = np.asarray(shape) * r
+        d = cells.size
+        lower = box_points(cells)  # lower corner of every patch cell, local cell order
+        bits = corner_bits(d)
+        corners = lattice_keys((lower[:, None, :] + bits[None]).reshape(-1, d), cells + 1)
+        inside = (lower // r == np.asarray(element)).all(axis=1)
+        local = (lower[inside][:, None, :] + bits[None] - np.asarray(element) * r) / r
+        hats = multilinear_weights(local.reshape(-1, d)).reshape(-1, 2**d, 2**d)
+        return cls(
+            torch.from_numpy(corners.reshape(-1, 2**d)),
+            torch.from_numpy(np.nonzero(inside)[0]),
+            torch.from_numpy(hats),
+            torch.from_numpy(element_stiffness(h)),
+        )
+
+    def combine(self, W: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """alpha (..., 2^d, N) = W c from the vectors W (..., m, N) and a (..., n_t) on the patch
+        cells (local order): c = (W^T S W)^{-1} W^T F."""
+        K = self.K.to(W.device, W.dtype)
+        Wt = W[..., self.corners]  # (..., m, n_t, 2^d)
+        KW = Wt @ K
+        aW = Wt * a[..., None, :, None]
+        gram = KW.flatten(-2) @ aW.flatten(-2).transpose(-1, -2)  # (..., m, m)
+        on_T = self.on_T.to(W.device)
+        hats = self.hats.to(W.device, W.dtype)
+        loads = torch.einsum("...mtc,tcj,...t->...mj", KW[..., on_T, :], hats, a[..., on_T])
+        gram = gram.double()
+        scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        c = torch.linalg.solve(gram + RIDGE * scale[..., None, None] * eye, loads.double())
+        return c.to(W.dtype).transpose(-1, -2) @ W

@@ -30,6 +30,7 @@ OVERRIDES = (
     "output",
     "energy_scale",
     "ritz",
+    "ritz_steps",
 )
 
 
@@ -170,6 +171,13 @@ def _add_cnn_options(t: argparse.ArgumentParser, cnn: dict) -> None:
         metavar="M",
         help="cnn gives M vectors per patch and the correctors are the patch energy's "
         f"minimisers in their span (0: off; default {cnn.get('ritz', 0)})",
+    )
+    t.add_argument(
+        "--ritz-steps",
+        type=int,
+        metavar="K",
+        help="with --ritz: K steps that add the preconditioned residuals to the span "
+        f"(default {cnn.get('ritz_steps', 0)})",
     )
     t.add_argument(
         "--output",

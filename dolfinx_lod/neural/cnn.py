@@ -86,6 +86,20 @@ class PatchMaps:
         out[..., self.free] = z.reshape(*lead, -1)
         return out
 
+    def inverse_laplacian(self, r: torch.Tensor) -> torch.Tensor:
+        """S_1^{-1} r = P P^T r for r (..., N) at all patch vertices (:func:`laplacian_whitening`:
+        ((x)_k W_k) D^{-1} ((x)_k W_k)^T on the free vertices, zero elsewhere)."""
+        lead = r.shape[:-1]
+        z = r[..., self.free].reshape(*lead, *self.counts[::-1])
+        for k, W in enumerate(self.W):
+            z = _along(z, W.T, -1 - k)
+        z = z * self.scale**2
+        for k, W in enumerate(self.W):
+            z = _along(z, W, -1 - k)
+        out = torch.zeros_like(r)
+        out[..., self.free] = z.reshape(*lead, -1)
+        return out
+
     def project(self, alpha: torch.Tensor) -> torch.Tensor:
         """alpha - B^T (B B^T)^+ B alpha: the orthogonal projection onto ker B."""
         return alpha - ((alpha @ self.B.T) @ self.gram) @ self.B
@@ -187,7 +201,9 @@ class CoefficientNetworks(torch.nn.Module):
     on T); with ``zero_output`` the last convolution starts at zero (alpha = 0, energy 0). With
     ``ritz`` = m > 0 the last convolution gives m vectors in ker B and the correctors are the
     Deep Ritz energy's minimisers in their span (:mod:`dolfinx_lod.neural.ritz`; ``cell``: the
-    fine cell sizes h).
+    fine cell sizes h); each of ``ritz_steps`` steps then adds to the span the residual
+    F_j - S alpha_j preconditioned by the Laplacian and by diag S (projected onto ker B) and
+    takes the minimisers again: a few steps of a block Krylov solver, unrolled in training.
     """
 
     architecture = "cnn"
@@ -207,6 +223,7 @@ class CoefficientNetworks(torch.nn.Module):
         zero_output: bool = False,
         ritz: int = 0,
         cell: tuple[float, ...] | None = None,
+        ritz_steps: int = 0,
     ):
         super().__init__()
         if depth < 2 or width < 1:
@@ -220,7 +237,9 @@ class CoefficientNetworks(torch.nn.Module):
         self.dim, self.r = patch_dims(Pi)
         if ritz < 0 or (ritz and cell is None):
             raise ValueError(f"cnn ritz must be >= 0 (0: off) and needs the cell sizes, got {ritz}")
-        self.ritz, self.cell = ritz, cell
+        if ritz_steps < 0 or (ritz_steps and not ritz):
+            raise ValueError(f"cnn ritz steps must be >= 0 and need ritz > 0, got {ritz_steps}")
+        self.ritz, self.cell, self.ritz_steps = ritz, cell, ritz_steps
         if self.dim not in _CONV:
             raise ValueError(f"the cnn network is for 2D and 3D patches, got dimension {self.dim}")
         self.cells = (2 * layers + 1) * self.r  # W
@@ -399,8 +418,26 @@ class CoefficientNetworks(torch.nn.Module):
                 values = values * scales[index][..., verts]
                 values = maps.project(values) if project else values
             if maps.ritz is not None:  # (g, K, m, N_c) -> (g, K, 2^d, N_c)
-                values = maps.ritz.combine(values, a[index][..., : maps.ritz.corners.shape[0]])
+                values = self._ritz(maps, values, a[index][..., : maps.ritz.corners.shape[0]])
             alpha[index, :, : verts.numel()] = values.transpose(2, 3)
+        return alpha
+
+
+    def _ritz(self, maps: PatchMaps, W: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The correctors (g, K, 2^d, N) in span W (g, K, m, N), grown by ``ritz_steps``
+        preconditioned residuals, for a (g, K, n_t) on the patch cells."""
+        ritz = maps.ritz
+        alpha = ritz.combine(W, a)
+        if not self.ritz_steps:
+            return alpha
+        F = ritz.loads(a)
+        jacobi = torch.zeros_like(F[..., :1, :])
+        jacobi[..., maps.free] = 1.0 / ritz.diagonal(a)[..., None, maps.free].clamp_min(1e-30)
+        for _ in range(self.ritz_steps):
+            r = F - ritz.apply(alpha, a)
+            z = torch.cat([maps.inverse_laplacian(r), r * jacobi], dim=-2)
+            W = torch.cat([W, maps.project(z)], dim=-2)
+            alpha = ritz.combine(W, a)
         return alpha
 
 

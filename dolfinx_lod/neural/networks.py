@@ -259,6 +259,7 @@ def _build_cnn(
             zero_output=zero,
             ritz=settings.ritz,
             cell=batch.cell,
+            ritz_steps=settings.ritz_steps,
         )
     return nets, None
 
@@ -333,6 +334,7 @@ NETWORKS: dict[str, Architecture] = {
             output=meta.get("output", "laplacian"),
             ritz=meta.get("ritz", 0),
             cell=_cell(meta) if meta.get("ritz") else None,
+            ritz_steps=meta.get("ritz_steps", 0),
         ),
         projection=True,
     ),

@@ -90,6 +90,8 @@ class TrainingSettings:
     #: cnn only: m > 0 vectors per patch whose Deep Ritz minimiser is the corrector (0: the
     #: 2^d outputs are the correctors) (:mod:`dolfinx_lod.neural.ritz`)
     ritz: int = 0
+    #: cnn only: preconditioned residual steps that grow the Ritz span (needs ritz > 0)
+    ritz_steps: int = 0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -131,6 +133,8 @@ class TrainingSettings:
                 f"ritz must be >= 0 (0: off) and needs constraint 'projection', got {self.ritz} "
                 f"with {self.constraint!r}"
             )
+        if self.ritz_steps < 0 or (self.ritz_steps and not self.ritz):
+            raise ValueError(f"ritz steps must be >= 0 and need ritz > 0, got {self.ritz_steps}")
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.augment and not arch.cls.needs_coefficient:

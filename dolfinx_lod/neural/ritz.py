@@ -23,8 +23,9 @@ import torch
 
 from dolfinx_lod.grids import box_points, corner_bits, lattice_keys, multilinear_weights
 
-#: Relative Tikhonov shift of W^T S W (float64): vectors W that are (nearly) dependent.
-RIDGE = 1e-12
+#: Tikhonov shift of W^T S W scaled to a unit diagonal, in units of the vectors' dtype's
+#: epsilon: vectors that are (nearly) dependent.
+RIDGE = 10.0
 
 
 def element_stiffness(h: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -73,9 +74,34 @@ class RitzMaps:
             torch.from_numpy(element_stiffness(h)),
         )
 
+    def apply(self, V: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """S V (..., c, N) for V (..., c, N) and a (..., n_t): sum_t a_t K_e V_t, cell by cell."""
+        K = self.K.to(V.device, V.dtype)
+        local = (V[..., self.corners] @ K) * a[..., None, :, None]  # (..., c, n_t, 2^d)
+        out = torch.zeros_like(V)
+        return out.index_add_(-1, self.corners.to(V.device).flatten(), local.flatten(-2))
+
+    def loads(self, a: torch.Tensor) -> torch.Tensor:
+        """F (..., 2^d, N): F_j = sum_{t in T} a_t K_e Lambda_{j,t} at the patch vertices."""
+        K, hats = self.K.to(a.device, a.dtype), self.hats.to(a.device, a.dtype)
+        on_T = self.on_T.to(a.device)
+        local = (K @ hats).permute(2, 0, 1) * a[..., None, on_T, None]  # (..., j, n_T, 2^d)
+        N = int(self.corners.max()) + 1
+        out = torch.zeros(*a.shape[:-1], hats.shape[-1], N, dtype=a.dtype, device=a.device)
+        return out.index_add_(-1, self.corners[on_T].to(a.device).flatten(), local.flatten(-2))
+
+    def diagonal(self, a: torch.Tensor) -> torch.Tensor:
+        """diag S (..., N): sum_{t at v} a_t (K_e)_{cc}."""
+        K = self.K.to(a.device, a.dtype)
+        local = a[..., :, None] * K.diagonal()  # (..., n_t, 2^d)
+        N = int(self.corners.max()) + 1
+        out = torch.zeros(*a.shape[:-1], N, dtype=a.dtype, device=a.device)
+        return out.index_add_(-1, self.corners.to(a.device).flatten(), local.flatten(-2))
+
     def combine(self, W: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """alpha (..., 2^d, N) = W c from the vectors W (..., m, N) and a (..., n_t) on the patch
-        cells (local order): c = (W^T S W)^{-1} W^T F."""
+        cells (local order): c = (W^T S W)^{-1} W^T F, solved in float64 after scaling the
+        vectors to unit energy (a shift :data:`RIDGE` eps for dependent ones)."""
         K = self.K.to(W.device, W.dtype)
         Wt = W[..., self.corners]  # (..., m, n_t, 2^d)
         KW = Wt @ K
@@ -84,8 +110,10 @@ class RitzMaps:
         on_T = self.on_T.to(W.device)
         hats = self.hats.to(W.device, W.dtype)
         loads = torch.einsum("...mtc,tcj,...t->...mj", KW[..., on_T, :], hats, a[..., on_T])
-        gram = gram.double()
-        scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
+        gram, loads = gram.double(), loads.double()
+        s = gram.diagonal(dim1=-2, dim2=-1).clamp_min(1e-300).rsqrt()  # unit energy
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        c = torch.linalg.solve(gram + RIDGE * scale[..., None, None] * eye, loads.double())
+        ridge = RIDGE * torch.finfo(W.dtype).eps
+        scaled = gram * s[..., :, None] * s[..., None, :] + ridge * eye
+        c = s[..., :, None] * torch.linalg.solve(scaled, loads * s[..., :, None])
         return c.to(W.dtype).transpose(-1, -2) @ W

@@ -214,6 +214,7 @@ def gather_model(
                 "pool",
                 "output",
                 "ritz",
+                "ritz_steps",
             )
         },
         "uses_corrector_data": run.trainer.settings.uses_corrector_data,

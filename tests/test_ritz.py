@@ -145,7 +145,9 @@ def test_ritz_steps_lower_the_energy_towards_the_corrector():
     energies, errors = [], []
     for steps in (0, 1, 2, 8):
         torch.manual_seed(0)
-        nets = CoefficientNetworks(1, batch.Pi.float(), 4, 2, ritz=4, cell=batch.cell, ritz_steps=steps)
+        nets = CoefficientNetworks(
+            1, batch.Pi.float(), 4, 2, ritz=4, cell=batch.cell, ritz_steps=steps
+        )
         with torch.no_grad():
             alpha = nets.double()(batch.configs, batch.a)
         energies.append(float(energy_terms(batch, alpha).sum()))

@@ -422,7 +422,6 @@ class CoefficientNetworks(torch.nn.Module):
             alpha[index, :, : verts.numel()] = values.transpose(2, 3)
         return alpha
 
-
     def _ritz(self, maps: PatchMaps, W: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The correctors (g, K, 2^d, N) in span W (g, K, m, N), grown by ``ritz_steps``
         preconditioned residuals, for a (g, K, n_t) on the patch cells."""

@@ -174,8 +174,9 @@ def test_classical_correctors_through_the_learned_path_give_the_classical_lod(bi
 
 
 def test_train_options_reach_the_settings(tmp_path):
-    """`train`'s default weights the energy per field; --energy-scale, --contrast, --pool and
-    --output reach the training settings."""
+    """`train`'s default weights the energy per field and has the Ritz output (--ritz 0 turns
+    it off); --energy-scale, --contrast, --pool, --output, --ritz and --ritz-steps reach the
+    training settings."""
     from dolfinx_lod.cli.app import build_parser
     from dolfinx_lod.cli.train import _settings
 
@@ -183,7 +184,11 @@ def test_train_options_reach_the_settings(tmp_path):
     base += ["--layers", "1", "--out", str(tmp_path / "run")]
     plain = _settings(build_parser().parse_args(base))
     assert plain.energy_scale == "field" and not plain.contrast and not plain.pool
-    assert plain.output == "laplacian"
+    assert plain.output == "laplacian" and (plain.ritz, plain.ritz_steps) == (8, 4)
+    off = _settings(build_parser().parse_args([*base, "--ritz", "0"]))
+    assert (off.ritz, off.ritz_steps) == (0, 0)
+    more = _settings(build_parser().parse_args([*base, "--ritz", "12", "--ritz-steps", "6"]))
+    assert (more.ritz, more.ritz_steps) == (12, 6)
     extra = ["--energy-scale", "patch", "--contrast", "--pool", "--output", "scaled"]
     given = _settings(build_parser().parse_args([*base, *extra]))
     assert (given.energy_scale, given.contrast, given.pool, given.output) == (

@@ -15,6 +15,7 @@ import dolfinx_lod as dl
 from dolfinx_lod.grids import UNIT_CUBE, box_points, corner_bits, lattice_coordinates
 from dolfinx_lod.neural import LearnedCorrectors, TrainedModel, export_patches
 from dolfinx_lod.neural.cnn import CoefficientNetworks
+from dolfinx_lod.neural.losses import energy_terms
 from dolfinx_lod.neural.networks import build_networks
 from dolfinx_lod.neural.presets import PRESETS
 from dolfinx_lod.samples import sample_family
@@ -147,12 +148,19 @@ def test_train_in_3d_then_elliptic_model(tmp_dir, capsys, comm):
 
 
 def test_3d_network_starts_at_zero_correctors(tiny3):
-    """The 3D network built for training starts at alpha = 0 (Deep Ritz energy 0): a random
-    3D output's energy over the (W+1)^3 window vertices would dwarf the correctors'."""
+    """The 3D network built for training without the Ritz output starts at alpha = 0 (Deep
+    Ritz energy 0): a random 3D output's energy over the (W+1)^3 window vertices would dwarf
+    the correctors'. With it (the default) the start is the minimiser in a random span: every
+    patch's energy is <= 0."""
     _, _, batch = tiny3
-    settings = PRESETS["cnn"].settings("cnn:4x2")
+    settings = PRESETS["cnn"].settings("cnn:4x2", ritz=0)
     nets, _ = build_networks(batch, 0, settings, MPI.COMM_SELF)
     with torch.no_grad():
         alpha = nets.double()(batch.configs, batch.a)
     assert alpha.abs().max() == 0.0
     assert nets.first.weight.abs().max() > 0
+    nets, _ = build_networks(batch, 0, PRESETS["cnn"].settings("cnn:4x2"), MPI.COMM_SELF)
+    with torch.no_grad():
+        alpha = nets.double()(batch.configs, batch.a)
+    energy = energy_terms(batch, alpha)
+    assert alpha.abs().max() > 0 and energy.max() <= 1e-12 and energy.min() < 0

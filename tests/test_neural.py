@@ -377,11 +377,22 @@ def test_presets():
     """Named presets: a p-conditioned network takes the preset's p budget, the projection
     its batch size; settings given on top win."""
     cnn = PRESETS["cnn"].settings()
-    assert (cnn.architecture, cnn.width, cnn.depth) == ("cnn", 24, 6)
-    assert (cnn.constraint, cnn.batch_size, cnn.epochs, cnn.lr_step) == ("projection", 2, 250, 170)
+    assert (cnn.architecture, cnn.width, cnn.depth, cnn.ritz, cnn.ritz_steps) == (
+        "cnn",
+        16,
+        4,
+        8,
+        4,
+    )
+    assert (cnn.constraint, cnn.batch_size, cnn.epochs, cnn.lr_step) == ("projection", 2, 12, 8)
     mlp = PRESETS["cnn"].settings("mlp:8x2")
     assert (mlp.constraint, mlp.batch_size, mlp.epochs, mlp.lr_decay) == ("penalty", 0, 5000, 0.9)
-    assert PRESETS["cnn"].settings(constraint="penalty").batch_size == 0
+    assert mlp.ritz == mlp.ritz_steps == 0
+    penalty = PRESETS["cnn"].settings(constraint="penalty")
+    assert penalty.batch_size == 0 and penalty.ritz == penalty.ritz_steps == 0
+    assert PRESETS["cnn"].settings(ritz=0).ritz_steps == 0  # ritz=0 alone turns it off
+    quick = PRESETS["quick"].settings()
+    assert (quick.width, quick.depth, quick.ritz) == (24, 6, 0)
     assert PRESETS["quick"].settings("reduced:4:8x2").epochs == 3000
     # train's CNN: load inputs scaled by their patch maximum, no augmentation; the demos' CNN
     # keeps the measured exp(m_T) scaling

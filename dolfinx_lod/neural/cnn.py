@@ -426,17 +426,15 @@ class CoefficientNetworks(torch.nn.Module):
         """The correctors (g, K, 2^d, N) in span W (g, K, m, N), grown by ``ritz_steps``
         preconditioned residuals, for a (g, K, n_t) on the patch cells."""
         ritz = maps.ritz
-        alpha = ritz.combine(W, a)
-        if not self.ritz_steps:
-            return alpha
         F = ritz.loads(a)
+        alpha = ritz.combine(W, a, F)
         jacobi = torch.zeros_like(F[..., :1, :])
         jacobi[..., maps.free] = 1.0 / ritz.diagonal(a)[..., None, maps.free].clamp_min(1e-30)
         for _ in range(self.ritz_steps):
             r = F - ritz.apply(alpha, a)
             z = torch.cat([maps.inverse_laplacian(r), r * jacobi], dim=-2)
             W = torch.cat([W, maps.project(z)], dim=-2)
-            alpha = ritz.combine(W, a)
+            alpha = ritz.combine(W, a, F)
         return alpha
 
 

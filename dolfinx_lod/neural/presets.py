@@ -19,9 +19,15 @@ import torch
 from dolfinx_lod.neural.cnn import LOADS, OUTPUTS
 from dolfinx_lod.neural.networks import NETWORKS, architecture, parse_network
 
-#: The default network of ``dolfinx-lod train``, :func:`dolfinx_lod.neural.train` and the
-#: demos (measured in docs/lod-ann.md): the coefficient-aware CNN, 24 channels, 6 convolutions.
-DEFAULT_NETWORK = "cnn:24x6"
+#: The default network of ``dolfinx-lod train`` and :func:`dolfinx_lod.neural.train`
+#: (measured in docs/lod-ann.md): the coefficient-aware CNN, 16 channels, 4 convolutions, with
+#: the Ritz output of :data:`RITZ` (:mod:`dolfinx_lod.neural.ritz`).
+DEFAULT_NETWORK = "cnn:16x4"
+#: The default Ritz output: vectors per patch and preconditioned residual steps.
+RITZ: dict[str, int] = {"ritz": 8, "ritz_steps": 4}
+#: The demos' network (the measured Example 1 and 2 runs of docs/results.md): 24 channels, 6
+#: convolutions, no Ritz output.
+QUICK_NETWORK = "cnn:24x6"
 #: The learned Petrov–Galerkin local operators' fit (``dolfinx-lod operators``,
 #: :func:`~dolfinx_lod.neural.operators.fit_operators`; measured in docs/performance.md):
 #: "reduced" = the exact element part P_T(a) plus one MLP per patch (width x depth, Adam
@@ -175,7 +181,8 @@ class Preset:
         """The settings of this preset for ``network`` (default: the preset's), with
         ``overrides`` (TrainingSettings fields) on top. Constraint: "projection" for a network
         that can be projected onto ker B, else "penalty"; batch size :data:`PROJECTION_BATCH`
-        with the projection, else all samples; ``compile`` only for networks that compile."""
+        with the projection, else all samples; ``compile`` only for networks that compile; the
+        preset's Ritz output only with the projection and unless ``ritz=0`` is given."""
         spec = parse_network(network or self.network)
         arch = NETWORKS[spec["architecture"]]
         fields = dict(self.fields)
@@ -184,6 +191,8 @@ class Preset:
         if not arch.compiles:
             fields.pop("compile", None)
         constraint = overrides.get("constraint") or ("projection" if arch.projection else "penalty")
+        if constraint != "projection" or overrides.get("ritz") == 0:
+            fields.update(ritz=0, ritz_steps=0)
         base = {
             "constraint": constraint,
             "batch_size": PROJECTION_BATCH if constraint == "projection" else 0,
@@ -193,11 +202,13 @@ class Preset:
 
 #: The named presets (module docstring).
 PRESETS: dict[str, Preset] = {
-    # dolfinx-lod train's defaults (the cnn's energy weighted per field: docs/lod-ann.md); for
-    # mlp / reduced networks 5000 epochs at 1e-2, decaying by 0.9 every 1000.
+    # dolfinx-lod train's defaults (the cnn with the Ritz output, its energy weighted per
+    # field, 12 epochs: 48 fields at (1/8, 1/64, 2) train in <= 15 min on 2 ranks;
+    # docs/lod-ann.md); for mlp / reduced networks 5000 epochs at 1e-2, decaying by 0.9 every
+    # 1000.
     "cnn": Preset(
         DEFAULT_NETWORK,
-        {"epochs": 250, "lr": 1e-2, "lr_decay": 0.3, "lr_step": 170, "energy_scale": "field"},
+        {"epochs": 12, "lr": 1e-2, "lr_decay": 0.3, "lr_step": 8, "energy_scale": "field", **RITZ},
         {"epochs": 5000, "lr": 1e-2, "lr_decay": 0.9, "lr_step": 1000},
     ),
     # The paper's network and optimizer (the TrainingSettings defaults; docs/results.md has the
@@ -206,7 +217,7 @@ PRESETS: dict[str, Preset] = {
     # The CNN at a constant rate for 150 epochs, loads scaled by exp(m_T): the setting of the
     # measured demo runs (docs/results.md); for mlp / reduced networks 3000 epochs.
     "quick": Preset(
-        DEFAULT_NETWORK,
+        QUICK_NETWORK,
         {"epochs": 150, "lr": 1e-2, "patience": 1000, "loads": "mean"},
         {"epochs": 3000, "lr": 1e-2},
     ),

@@ -98,19 +98,17 @@ class RitzMaps:
         out = torch.zeros(*a.shape[:-1], N, dtype=a.dtype, device=a.device)
         return out.index_add_(-1, self.corners.to(a.device).flatten(), local.flatten(-2))
 
-    def combine(self, W: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    def combine(self, W: torch.Tensor, a: torch.Tensor, F: torch.Tensor | None = None):
         """alpha (..., 2^d, N) = W c from the vectors W (..., m, N) and a (..., n_t) on the patch
-        cells (local order): c = (W^T S W)^{-1} W^T F, solved in float64 after scaling the
-        vectors to unit energy (a shift :data:`RIDGE` eps for dependent ones)."""
+        cells (local order): c = (W^T S W)^{-1} W^T F (F: :meth:`loads`, computed if not
+        given), solved in float64 after scaling the vectors to unit energy (a shift
+        :data:`RIDGE` eps for dependent ones)."""
         K = self.K.to(W.device, W.dtype)
         Wt = W[..., self.corners]  # (..., m, n_t, 2^d)
-        KW = Wt @ K
         aW = Wt * a[..., None, :, None]
-        gram = KW.flatten(-2) @ aW.flatten(-2).transpose(-1, -2)  # (..., m, m)
-        on_T = self.on_T.to(W.device)
-        hats = self.hats.to(W.device, W.dtype)
-        loads = torch.einsum("...mtc,tcj,...t->...mj", KW[..., on_T, :], hats, a[..., on_T])
-        gram, loads = gram.double(), loads.double()
+        gram = (Wt @ K).flatten(-2) @ aW.flatten(-2).transpose(-1, -2)  # (..., m, m)
+        F = self.loads(a) if F is None else F
+        gram, loads = gram.double(), (W @ F.transpose(-1, -2)).double()  # (..., m, 2^d)
         s = gram.diagonal(dim1=-2, dim2=-1).clamp_min(1e-300).rsqrt()  # unit energy
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
         ridge = RIDGE * torch.finfo(W.dtype).eps

@@ -83,6 +83,13 @@ CASES: dict[str, Case] = {
         "operator-samples-16-128-2.json",
         about="learned operators for a user's family given as samples: element interpolation",
     ),
+    "families": Case(
+        "bench_inclusions.py",
+        "lod-ann-families-8-64-2.json",
+        ("--coarse", "8", "--fine", "64", "--layers", "2", "--train", "48", "--test", "8"),
+        about="LOD-ANN per family (--kind, --contrast) at (1/8, 1/64, 2), 48 fields, by solution",
+        ranks=2,
+    ),
     "inclusions-3d": Case(
         "bench_inclusions.py",
         "lod-ann-balls-3d-{ranks}.json",

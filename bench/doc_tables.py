@@ -239,16 +239,17 @@ def lod_ann_online_table() -> str:
     return markdown(header, rows)
 
 
-def lod_ann_3d_table() -> str:
-    """bench_inclusions.py --dim 3 (balls, 2 ranks): per run the LOD-ANN, classical LOD and
-    no-corrector energy errors against the fine FEM (mean over the held-out fields), the ratio
-    (mean, and median of the per-field ratios), and one basis update, learned and classical."""
+def inclusion_runs_table(result: str) -> str:
+    """bench_inclusions.py's ``result`` (e.g. 3D balls, or the families at (1/8, 1/64, 2)): per
+    run the LOD-ANN, classical LOD and no-corrector energy errors against the fine FEM (mean
+    over the held-out fields), the ratio (mean, and median of the per-field ratios), and one
+    basis update, learned and classical."""
     header = ["run", "fields (train/test)", "epochs", "train [s]", "LOD-ANN vs FEM"]
     header += ["classical LOD vs FEM", "no corrector vs FEM", "ratio (mean / median)"]
     header += ["learned update [s]"]
     header += ["classical update [s]", "classical / learned"]
     rows = []
-    for name, r in load("lod-ann-balls-3d-2.json")["runs"].items():
+    for name, r in load(result)["runs"].items():
         online = r["online_basis_seconds"]
         rows.append(
             [name, f"{r['problem']['train']}/{r['problem']['test']}", str(r["epochs"])]
@@ -318,7 +319,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "lod-ann-runs": lod_ann_runs_table,
     "lod-ann-fields": lod_ann_fields_table,
     "lod-ann-online": lod_ann_online_table,
-    "lod-ann-balls-3d": lod_ann_3d_table,
+    "lod-ann-balls-3d": lambda: inclusion_runs_table("lod-ann-balls-3d-2.json"),
+    "lod-ann-families-8-64-2": lambda: inclusion_runs_table("lod-ann-families-8-64-2.json"),
     "patch-solver-32-512-2": lambda: patch_solver_table("patch-solver-32-512-2.json"),
     "patch-solver-8-64-1-3d": lambda: patch_solver_table("patch-solver-8-64-1-3d.json"),
     "operator-samples-16-128-2": lambda: operator_samples_table("operator-samples-16-128-2.json"),

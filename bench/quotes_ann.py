@@ -126,6 +126,37 @@ def default_quotes() -> list:
     ]
 
 
+def ritz_quotes() -> list:
+    """The Ritz output's development runs (2 ranks) against the rows without it."""
+    run = lambda name: _row(f"contrast {name} (2 ranks)", "ratio_to_classical")  # noqa: E731
+    small = "1000 --network cnn:16x4 --ritz 8 --ritz-steps 4 --epochs 150 --lr-step 100"
+    seconds = lambda name: _row(f"contrast {name} (2 ranks)", "train_seconds")  # noqa: E731
+    return [
+        (
+            DOC,
+            "contrast 1000 (no Ritz\n  output: {}x): M = 8 vectors: {}x; with 2 residual steps "
+            "{}x; with 4 {}x; the smaller\n  `cnn:16x4` with 4 steps and 150 epochs {}x",
+            (_row("contrast 1000", "ratio_to_classical"), run("1000 --ritz 8"))
+            + (run("1000 --ritz 8 --ritz-steps 2"), run("1000 --ritz 8 --ritz-steps 4"))
+            + (run(small),),
+            ".2f",
+        ),
+        (
+            DOC,
+            "in {} s of training (`cnn:24x6`, 250 epochs:\n  {} s)",
+            (seconds(small), seconds("1000 --ritz 8 --ritz-steps 4")),
+            ".0f",
+        ),
+        (
+            DOC,
+            "Contrast 100 (no Ritz output: {}x): M = 8: {}x; with 2 steps {}x",
+            (_row("contrast 100", "ratio_to_classical"), run("100 --ritz 8"))
+            + (run("100 --ritz 8 --ritz-steps 2"),),
+            ".2f",
+        ),
+    ]
+
+
 def quotes() -> list:
     """Every quote of this module."""
-    return inclusion_quotes() + screen_quotes() + default_quotes()
+    return inclusion_quotes() + screen_quotes() + default_quotes() + ritz_quotes()

@@ -427,14 +427,15 @@ class CoefficientNetworks(torch.nn.Module):
         preconditioned residuals, for a (g, K, n_t) on the patch cells."""
         ritz = maps.ritz
         F = ritz.loads(a)
-        alpha = ritz.combine(W, a, F)
+        span = ritz.span(W, a, F)
+        alpha = ritz.solve(span)
         jacobi = torch.zeros_like(F[..., :1, :])
         jacobi[..., maps.free] = 1.0 / ritz.diagonal(a)[..., None, maps.free].clamp_min(1e-30)
         for _ in range(self.ritz_steps):
             r = F - ritz.apply(alpha, a)
             z = torch.cat([maps.inverse_laplacian(r), r * jacobi], dim=-2)
-            W = torch.cat([W, maps.project(z)], dim=-2)
-            alpha = ritz.combine(W, a, F)
+            span = ritz.grow(span, maps.project(z), a, F)
+            alpha = ritz.solve(span)
         return alpha
 
 

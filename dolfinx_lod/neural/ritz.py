@@ -74,44 +74,88 @@ class RitzMaps:
             torch.from_numpy(element_stiffness(h)),
         )
 
+    def _add(self, local: torch.Tensor, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum cell values ``local`` (..., n, 2^d) of the patch cells ``cells`` (default: all)
+        into their corner vertices: (..., N)."""
+        corners = self.corners if cells is None else self.corners[cells]
+        N = int(self.corners.max()) + 1
+        out = torch.zeros(*local.shape[:-2], N, dtype=local.dtype, device=local.device)
+        return out.index_add_(-1, corners.to(local.device).flatten(), local.flatten(-2))
+
     def apply(self, V: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """S V (..., c, N) for V (..., c, N) and a (..., n_t): sum_t a_t K_e V_t, cell by cell."""
         K = self.K.to(V.device, V.dtype)
-        local = (V[..., self.corners] @ K) * a[..., None, :, None]  # (..., c, n_t, 2^d)
-        out = torch.zeros_like(V)
-        return out.index_add_(-1, self.corners.to(V.device).flatten(), local.flatten(-2))
+        return self._add((V[..., self.corners] @ K) * a[..., None, :, None])
 
     def loads(self, a: torch.Tensor) -> torch.Tensor:
         """F (..., 2^d, N): F_j = sum_{t in T} a_t K_e Lambda_{j,t} at the patch vertices."""
         K, hats = self.K.to(a.device, a.dtype), self.hats.to(a.device, a.dtype)
         on_T = self.on_T.to(a.device)
         local = (K @ hats).permute(2, 0, 1) * a[..., None, on_T, None]  # (..., j, n_T, 2^d)
-        N = int(self.corners.max()) + 1
-        out = torch.zeros(*a.shape[:-1], hats.shape[-1], N, dtype=a.dtype, device=a.device)
-        return out.index_add_(-1, self.corners[on_T].to(a.device).flatten(), local.flatten(-2))
+        return self._add(local, self.on_T)
 
     def diagonal(self, a: torch.Tensor) -> torch.Tensor:
         """diag S (..., N): sum_{t at v} a_t (K_e)_{cc}."""
         K = self.K.to(a.device, a.dtype)
-        local = a[..., :, None] * K.diagonal()  # (..., n_t, 2^d)
-        N = int(self.corners.max()) + 1
-        out = torch.zeros(*a.shape[:-1], N, dtype=a.dtype, device=a.device)
-        return out.index_add_(-1, self.corners.to(a.device).flatten(), local.flatten(-2))
+        return self._add(a[..., :, None] * K.diagonal())
 
-    def combine(self, W: torch.Tensor, a: torch.Tensor, F: torch.Tensor | None = None):
-        """alpha (..., 2^d, N) = W c from the vectors W (..., m, N) and a (..., n_t) on the patch
-        cells (local order): c = (W^T S W)^{-1} W^T F (F: :meth:`loads`, computed if not
-        given), solved in float64 after scaling the vectors to unit energy (a shift
-        :data:`RIDGE` eps for dependent ones)."""
+    def span(self, W: torch.Tensor, a: torch.Tensor, F: torch.Tensor) -> RitzSpan:
+        """The :class:`RitzSpan` of the vectors W (..., m, N) for a (..., n_t) on the patch
+        cells (local order) and the loads F (:meth:`loads`)."""
+        empty = W[..., :0, :]
+        span = RitzSpan(empty, *self._cell_terms(empty, a), None, None)
+        return self.grow(span, W, a, F)
+
+    def grow(self, span: RitzSpan, Z: torch.Tensor, a: torch.Tensor, F: torch.Tensor):
+        """``span`` with the vectors Z (..., k, N) appended: only the new rows and columns of
+        W^T S W are computed."""
+        KZ, aZ = self._cell_terms(Z, a)
+        cross = (span.KW @ aZ.transpose(-1, -2)).double()  # (..., m, k)
+        own = (KZ @ aZ.transpose(-1, -2)).double()  # (..., k, k)
+        loads = (Z @ F.transpose(-1, -2)).double()  # (..., k, 2^d)
+        if span.gram is None:
+            gram, all_loads = own, loads
+        else:
+            top = torch.cat([span.gram, cross], dim=-1)
+            gram = torch.cat([top, torch.cat([cross.transpose(-1, -2), own], dim=-1)], dim=-2)
+            all_loads = torch.cat([span.loads, loads], dim=-2)
+        W = torch.cat([span.W, Z], dim=-2)
+        return RitzSpan(
+            W, torch.cat([span.KW, KZ], -2), torch.cat([span.aW, aZ], -2), gram, all_loads
+        )
+
+    def _cell_terms(self, W: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K_e W_t, a_t W_t) of the vectors W (..., m, N), flattened over the cells and their
+        corners: (..., m, n_t 2^d) each, W^T S W = (K_e W_t) (a_t W_t)^T."""
         K = self.K.to(W.device, W.dtype)
         Wt = W[..., self.corners]  # (..., m, n_t, 2^d)
-        aW = Wt * a[..., None, :, None]
-        gram = (Wt @ K).flatten(-2) @ aW.flatten(-2).transpose(-1, -2)  # (..., m, m)
-        F = self.loads(a) if F is None else F
-        gram, loads = gram.double(), (W @ F.transpose(-1, -2)).double()  # (..., m, 2^d)
+        return (Wt @ K).flatten(-2), (Wt * a[..., None, :, None]).flatten(-2)
+
+    @staticmethod
+    def solve(span: RitzSpan) -> torch.Tensor:
+        """alpha (..., 2^d, N) = W c, c = (W^T S W)^{-1} W^T F, solved in float64 after scaling
+        the vectors to unit energy (a shift :data:`RIDGE` eps for dependent ones)."""
+        gram = span.gram
         s = gram.diagonal(dim1=-2, dim2=-1).clamp_min(1e-300).rsqrt()  # unit energy
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        ridge = RIDGE * torch.finfo(W.dtype).eps
+        ridge = RIDGE * torch.finfo(span.W.dtype).eps
         scaled = gram * s[..., :, None] * s[..., None, :] + ridge * eye
-        c = s[..., :, None] * torch.linalg.solve(scaled, loads * s[..., :, None])
-        return c.to(W.dtype).transpose(-1, -2) @ W
+        c = s[..., :, None] * torch.linalg.solve(scaled, span.loads * s[..., :, None])
+        return c.to(span.W.dtype).transpose(-1, -2) @ span.W
+
+    def combine(self, W: torch.Tensor, a: torch.Tensor, F: torch.Tensor | None = None):
+        """alpha (..., 2^d, N): the Deep Ritz minimisers in span W (..., m, N) for a (..., n_t)
+        on the patch cells (F: :meth:`loads`, computed if not given)."""
+        return self.solve(self.span(W, a, self.loads(a) if F is None else F))
+
+
+@dataclass
+class RitzSpan:
+    """Vectors W (..., m, N) with their cell terms (:meth:`RitzMaps._cell_terms`), W^T S W and
+    W^T F (float64; None while empty)."""
+
+    W: torch.Tensor
+    KW: torch.Tensor
+    aW: torch.Tensor
+    gram: torch.Tensor | None
+    loads: torch.Tensor | None

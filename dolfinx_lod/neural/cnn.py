@@ -202,10 +202,8 @@ class CoefficientNetworks(torch.nn.Module):
     ``ritz`` = m > 0 the last convolution gives m vectors in ker B and the correctors are the
     Deep Ritz energy's minimisers in their span (:mod:`dolfinx_lod.neural.ritz`; ``cell``: the
     fine cell sizes h); each of ``ritz_steps`` steps then adds to the span the residual
-    F_j - S alpha_j preconditioned by the Laplacian, S_1^{-1} r, and by the Laplacian scaled
-    by a, D_a^{-1/2} S_1^{-1} D_a^{-1/2} r (D_a = diag S / diag S_1), projected onto ker B,
-    and takes the minimisers again: a few steps of a block Krylov solver, unrolled in
-    training.
+    F_j - S alpha_j preconditioned by the Laplacian and by diag S (projected onto ker B) and
+    takes the minimisers again: a few steps of a block Krylov solver, unrolled in training.
     """
 
     architecture = "cnn"
@@ -431,13 +429,12 @@ class CoefficientNetworks(torch.nn.Module):
         F = ritz.loads(a)
         span = ritz.span(W, a, F)
         alpha = ritz.solve(span)
-        # D_a^{-1/2}: D_a = diag S / diag S_1, a's weighted mean at the vertices
-        scale = (ritz.diagonal(torch.ones_like(a)) / ritz.diagonal(a).clamp_min(1e-30)).sqrt()
-        scale = scale[..., None, :]
+        jacobi = torch.zeros_like(F[..., :1, :])
+        jacobi[..., maps.free] = 1.0 / ritz.diagonal(a)[..., None, maps.free].clamp_min(1e-30)
         for _ in range(self.ritz_steps):
             r = F - ritz.apply(alpha, a)
-            z = [maps.inverse_laplacian(r), scale * maps.inverse_laplacian(scale * r)]
-            span = ritz.grow(span, maps.project(torch.cat(z, dim=-2)), a, F)
+            z = torch.cat([maps.inverse_laplacian(r), r * jacobi], dim=-2)
+            span = ritz.grow(span, maps.project(z), a, F)
             alpha = ritz.solve(span)
         return alpha
 

@@ -71,12 +71,13 @@ def channels(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
 
 
 def checkerboard(n: int, count: int, contrast: float, seed: int) -> np.ndarray:
-    """``count`` n x n fields of blocks of n / 12 cells: ``contrast`` with probability 0.2 to
-    0.5 (drawn per field), else 1."""
+    """``count`` n x n fields of 12 x 12 blocks of ceil(n / 12) cells (cut at n):
+    ``contrast`` with probability 0.2 to 0.5 (drawn per field), else 1."""
     rng = np.random.default_rng(seed)
     blocks = rng.uniform(size=(count, 12, 12)) < rng.uniform(0.2, 0.5, (count, 1, 1))
     fields = np.where(blocks, contrast, 1.0)
-    return np.repeat(np.repeat(fields, n // 12, axis=1), n // 12, axis=2)
+    size = -(-n // 12)
+    return np.repeat(np.repeat(fields, size, axis=1), size, axis=2)[:, :n, :n]
 
 
 def lognormal(n: int, count: int, contrast: float, seed: int) -> np.ndarray:

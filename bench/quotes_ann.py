@@ -157,6 +157,75 @@ def ritz_quotes() -> list:
     ]
 
 
+#: The families at (1/8, 1/64, 2) with `train`'s defaults: (prose name, row name).
+FAMILIES_64 = (
+    ("cont", "cont"),
+    ("log-normal", "lognormal contrast 100"),
+    ("battery", "battery"),
+    ("inclusions at contrast 10", "contrast 10"),
+    ("channels", "channels contrast 100"),
+    ("checkerboards", "checkerboard contrast 100"),
+    ("inclusions at contrast 100", "contrast 100"),
+)
+#: Development rows of the families' contrast 1000 (options on top of the defaults).
+DEVELOPMENT_64 = "contrast 1000 --network cnn:16x4 --ritz 8 --ritz-steps {} --epochs 12 --lr-step 8"
+
+
+def _family(name: str, *keys: str) -> Callable[[], float]:
+    def get() -> float:
+        data = load("lod-ann-families-8-64-2.json")["runs"][f"{name} (2 ranks)"]
+        for key in keys:
+            data = data[key]
+        return data
+
+    return get
+
+
+def families_quotes() -> list:
+    """The per-family medians, the training times, contrast 1000's runs and the online cost."""
+    quotes = [
+        (DOC, f"{prose} {{}}x", (_family(row, "ratio_to_classical_median"),), ".2f")
+        for prose, row in FAMILIES_64
+    ]
+    seconds = [_family(row, "train_seconds") for _, row in FAMILIES_64 + (("", "contrast 1000"),)]
+    quotes.append(
+        (
+            DOC,
+            "training took {} to {} s per family",
+            (lambda: min(f() for f in seconds), lambda: max(f() for f in seconds)),
+            ".0f",
+        )
+    )
+    ratios = ("ratio_to_classical_median", "ratio_to_classical")
+    runs = ("contrast 1000",) + tuple(DEVELOPMENT_64.format(k) for k in (4, 6))
+    runs += ("contrast 1000, scaled-Laplacian steps",)
+    text = "contrast 1000: {}x (mean {}x).** Development rows: an\n  earlier run with the same "
+    text += "settings {}x (mean {}x); 6 steps {}x (mean {}x) in {} s;\n  the scaled Laplacian as "
+    text += "second direction {}x"
+    getters = tuple(_family(run, key) for run in runs[:3] for key in ratios)
+    getters += (_family(runs[2], "train_seconds"), _family(runs[3], ratios[0]))
+    quotes.append((DOC, text, getters, (".2f",) * 6 + (".0f", ".2f")))
+    rows = [row for _, row in FAMILIES_64] + ["contrast 1000"]
+    kinds = ("learned", "classical")
+    online = [_family(row, "online_basis_seconds", k) for row in rows for k in kinds]
+    quotes.append(
+        (
+            DOC,
+            "{} to {} s against {} to {} s",
+            (
+                lambda: min(f() for f in online[::2]),
+                lambda: max(f() for f in online[::2]),
+                lambda: min(f() for f in online[1::2]),
+                lambda: max(f() for f in online[1::2]),
+            ),
+            ".2g",
+        )
+    )
+    return quotes
+
+
 def quotes() -> list:
     """Every quote of this module."""
-    return inclusion_quotes() + screen_quotes() + default_quotes() + ritz_quotes()
+    return (
+        inclusion_quotes() + screen_quotes() + default_quotes() + ritz_quotes() + families_quotes()
+    )

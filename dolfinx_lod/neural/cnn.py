@@ -75,28 +75,24 @@ class PatchMaps:
     def precondition(self, y: torch.Tensor, N: int) -> torch.Tensor:
         """P y for y (..., N) at all patch vertices: zero on the patch boundary but its free
         sides."""
-        lead = y.shape[:-1]
-        z = y[..., self.free].reshape(*lead, *self.counts[::-1])
-        for k, U in enumerate(self.U):
-            z = _along(z, U.T, -1 - k)
-        z = z * self.scale
-        for k, W in enumerate(self.W):
-            z = _along(z, W, -1 - k)
-        out = torch.zeros(*lead, N, dtype=y.dtype, device=y.device)
-        out[..., self.free] = z.reshape(*lead, -1)
-        return out
+        return self._separable(y, N, [U.T for U in self.U], self.scale)
 
     def inverse_laplacian(self, r: torch.Tensor) -> torch.Tensor:
         """S_1^{-1} r = P P^T r for r (..., N) at all patch vertices (:func:`laplacian_whitening`:
         ((x)_k W_k) D^{-1} ((x)_k W_k)^T on the free vertices, zero elsewhere)."""
-        lead = r.shape[:-1]
-        z = r[..., self.free].reshape(*lead, *self.counts[::-1])
-        for k, W in enumerate(self.W):
-            z = _along(z, W.T, -1 - k)
-        z = z * self.scale**2
+        return self._separable(r, r.shape[-1], [W.T for W in self.W], self.scale**2)
+
+    def _separable(self, y: torch.Tensor, N: int, left: list, scale: torch.Tensor):
+        """((x)_k W_k) scale ((x)_k left_k) y on the free vertices of y (..., N), zero
+        elsewhere."""
+        lead = y.shape[:-1]
+        z = y[..., self.free].reshape(*lead, *self.counts[::-1])
+        for k, A in enumerate(left):
+            z = _along(z, A, -1 - k)
+        z = z * scale
         for k, W in enumerate(self.W):
             z = _along(z, W, -1 - k)
-        out = torch.zeros_like(r)
+        out = torch.zeros(*lead, N, dtype=y.dtype, device=y.device)
         out[..., self.free] = z.reshape(*lead, -1)
         return out
 

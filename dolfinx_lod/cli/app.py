@@ -56,6 +56,10 @@ def _all_ranks_failed(comm: MPI.Comm, seconds: float = 5.0) -> bool:
     return True
 
 
+#: Seconds a rank waits after its last message before ``MPI_Abort`` (output forwarding).
+ABORT_GRACE = 0.5
+
+
 def _interrupted(
     args: argparse.Namespace, comm: MPI.Comm, handshake: MPI.Comm, e: KeyboardInterrupt
 ) -> int:
@@ -80,6 +84,7 @@ def _interrupted(
         flush=True,
     )
     release_writers(comm, close=False)
+    time.sleep(ABORT_GRACE)
     comm.Abort(code)
     return code
 
@@ -100,6 +105,7 @@ def _failed(
     print(f"dolfinx-lod {args.command}: error on rank {comm.rank}: {message}", file=sys.stderr)
     sys.stderr.flush()
     release_writers(comm, close=False)
+    time.sleep(ABORT_GRACE)  # mpirun forwards the message before the abort stops its output
     comm.Abort(code)  # the other ranks wait in a collective: stop them rather than hang
     return code
 

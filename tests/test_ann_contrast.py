@@ -175,8 +175,8 @@ def test_classical_correctors_through_the_learned_path_give_the_classical_lod(bi
 
 def test_train_options_reach_the_settings(tmp_path):
     """`train`'s default weights the energy per field and has the Ritz output (--ritz 0 turns
-    it off); --energy-scale, --contrast, --pool, --output, --ritz and --ritz-steps reach the
-    training settings."""
+    it off); --energy-scale, --contrast, --pool, --output, --ritz, --ritz-steps and --ritz-tol
+    reach the training settings."""
     from dolfinx_lod.cli.app import build_parser
     from dolfinx_lod.cli.train import _settings
 
@@ -186,9 +186,11 @@ def test_train_options_reach_the_settings(tmp_path):
     assert plain.energy_scale == "field" and not plain.contrast and not plain.pool
     assert plain.output == "laplacian" and (plain.ritz, plain.ritz_steps) == (8, 4)
     off = _settings(build_parser().parse_args([*base, "--ritz", "0"]))
-    assert (off.ritz, off.ritz_steps) == (0, 0)
-    more = _settings(build_parser().parse_args([*base, "--ritz", "12", "--ritz-steps", "6"]))
-    assert (more.ritz, more.ritz_steps) == (12, 6)
+    assert (off.ritz, off.ritz_steps, off.ritz_tol) == (0, 0, 0.0)
+    more = _settings(
+        build_parser().parse_args([*base, "--ritz", "12", "--ritz-steps", "6", "--ritz-tol", "0"])
+    )
+    assert (more.ritz, more.ritz_steps, more.ritz_tol) == (12, 6, 0.0)
     extra = ["--energy-scale", "patch", "--contrast", "--pool", "--output", "scaled"]
     given = _settings(build_parser().parse_args([*base, *extra]))
     assert (given.energy_scale, given.contrast, given.pool, given.output) == (

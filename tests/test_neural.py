@@ -384,6 +384,7 @@ def test_presets():
         8,
         4,
     )
+    assert cnn.ritz_tol == 1e-3
     assert (cnn.constraint, cnn.batch_size, cnn.epochs, cnn.lr_step) == ("projection", 2, 12, 8)
     mlp = PRESETS["cnn"].settings("mlp:8x2")
     assert (mlp.constraint, mlp.batch_size, mlp.epochs, mlp.lr_decay) == ("penalty", 0, 5000, 0.9)
@@ -391,6 +392,9 @@ def test_presets():
     penalty = PRESETS["cnn"].settings(constraint="penalty")
     assert penalty.batch_size == 0 and penalty.ritz == penalty.ritz_steps == 0
     assert PRESETS["cnn"].settings(ritz=0).ritz_steps == 0  # ritz=0 alone turns it off
+    assert PRESETS["cnn"].settings(ritz=0).ritz_tol == 0.0
+    with pytest.raises(ValueError, match="ritz tol must be in"):
+        PRESETS["cnn"].settings(ritz_tol=1.5).validate()
     quick = PRESETS["quick"].settings()
     assert (quick.width, quick.depth, quick.ritz) == (24, 6, 0)
     assert PRESETS["quick"].settings("reduced:4:8x2").epochs == 3000

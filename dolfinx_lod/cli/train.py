@@ -31,6 +31,7 @@ OVERRIDES = (
     "energy_scale",
     "ritz",
     "ritz_steps",
+    "ritz_tol",
 )
 
 
@@ -133,6 +134,7 @@ def _add_network_options(t: argparse.ArgumentParser) -> None:
 
 def _add_cnn_options(t: argparse.ArgumentParser, cnn: dict) -> None:
     """The options of the coefficient-aware network (defaults: the preset's ``cnn``)."""
+    from dolfinx_lod.neural.cnn import RITZ_MAX_STEPS
     from dolfinx_lod.neural.presets import ENERGY_SCALES, OUTPUTS
 
     t.add_argument(
@@ -178,6 +180,14 @@ def _add_cnn_options(t: argparse.ArgumentParser, cnn: dict) -> None:
         metavar="K",
         help="with --ritz: K steps that add the preconditioned residuals to the span "
         f"(default {cnn.get('ritz_steps', 0)})",
+    )
+    t.add_argument(
+        "--ritz-tol",
+        type=float,
+        metavar="TOL",
+        help=f"with --ritz: out of training, further steps (at most {RITZ_MAX_STEPS} in all) while "
+        f"one lowers a corrector's energy by more than TOL times it (0: exactly K; default "
+        f"{cnn.get('ritz_tol', 0)})",
     )
     t.add_argument(
         "--output",

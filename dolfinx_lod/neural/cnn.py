@@ -200,6 +200,9 @@ class CoefficientNetworks(torch.nn.Module):
     fine cell sizes h); each of ``ritz_steps`` steps then adds to the span the residual
     F_j - S alpha_j preconditioned by the Laplacian and by diag S (projected onto ker B) and
     takes the minimisers again: a few steps of a block Krylov solver, unrolled in training.
+    Out of training (``eval()``) with ``ritz_tol`` > 0 the steps go on while a step lowers the
+    Deep Ritz energy E_j = -1/2 F_j^T alpha_j of some corrector by more than ``ritz_tol``
+    |E_j|, at most :data:`RITZ_MAX_STEPS` in all.
     """
 
     architecture = "cnn"
@@ -220,6 +223,7 @@ class CoefficientNetworks(torch.nn.Module):
         ritz: int = 0,
         cell: tuple[float, ...] | None = None,
         ritz_steps: int = 0,
+        ritz_tol: float = 0.0,
     ):
         super().__init__()
         if depth < 2 or width < 1:
@@ -235,7 +239,9 @@ class CoefficientNetworks(torch.nn.Module):
             raise ValueError(f"cnn ritz must be >= 0 (0: off) and needs the cell sizes, got {ritz}")
         if ritz_steps < 0 or (ritz_steps and not ritz):
             raise ValueError(f"cnn ritz steps must be >= 0 and need ritz > 0, got {ritz_steps}")
-        self.ritz, self.cell, self.ritz_steps = ritz, cell, ritz_steps
+        if not 0 <= ritz_tol < 1 or (ritz_tol and not ritz):
+            raise ValueError(f"cnn ritz tol must be in [0, 1) and needs ritz > 0, got {ritz_tol}")
+        self.ritz, self.cell, self.ritz_steps, self.ritz_tol = ritz, cell, ritz_steps, ritz_tol
         if self.dim not in _CONV:
             raise ValueError(f"the cnn network is for 2D and 3D patches, got dimension {self.dim}")
         self.cells = (2 * layers + 1) * self.r  # W
@@ -427,12 +433,22 @@ class CoefficientNetworks(torch.nn.Module):
         alpha = ritz.solve(span)
         jacobi = torch.zeros_like(F[..., :1, :])
         jacobi[..., maps.free] = 1.0 / ritz.diagonal(a)[..., None, maps.free].clamp_min(1e-30)
-        for _ in range(self.ritz_steps):
+        online = not self.training and self.ritz_tol > 0
+        energy = -0.5 * (F * alpha).sum(-1)  # E_j at the minimiser
+        for step in range(RITZ_MAX_STEPS if online else self.ritz_steps):
             r = F - ritz.apply(alpha, a)
             z = torch.cat([maps.inverse_laplacian(r), r * jacobi], dim=-2)
-            span = ritz.grow(span, maps.project(z), a, F)
+            span = ritz.grow(span, maps.project(z), a, F, maps.project)
             alpha = ritz.solve(span)
+            energy, before = -0.5 * (F * alpha).sum(-1), energy
+            lowered = (before - energy > self.ritz_tol * energy.abs()).any()
+            if online and step + 1 >= self.ritz_steps and not lowered:
+                break
         return alpha
+
+
+#: At most this many Ritz steps out of training (``ritz_tol``).
+RITZ_MAX_STEPS = 32
 
 
 def log_statistics(batch: PatchBatch, comm: MPI.Comm) -> tuple[float, float]:

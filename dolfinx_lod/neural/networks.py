@@ -260,6 +260,7 @@ def _build_cnn(
             ritz=settings.ritz,
             cell=batch.cell,
             ritz_steps=settings.ritz_steps,
+            ritz_tol=settings.ritz_tol,
         )
     return nets, None
 
@@ -335,6 +336,7 @@ NETWORKS: dict[str, Architecture] = {
             ritz=meta.get("ritz", 0),
             cell=_cell(meta) if meta.get("ritz") else None,
             ritz_steps=meta.get("ritz_steps", 0),
+            ritz_tol=meta.get("ritz_tol", 0.0),
         ),
         projection=True,
     ),

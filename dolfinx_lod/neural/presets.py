@@ -23,8 +23,9 @@ from dolfinx_lod.neural.networks import NETWORKS, architecture, parse_network
 #: (measured in docs/lod-ann.md): the coefficient-aware CNN, 16 channels, 4 convolutions, with
 #: the Ritz output of :data:`RITZ` (:mod:`dolfinx_lod.neural.ritz`).
 DEFAULT_NETWORK = "cnn:16x4"
-#: The default Ritz output: vectors per patch and preconditioned residual steps.
-RITZ: dict[str, int] = {"ritz": 8, "ritz_steps": 4}
+#: The default Ritz output: vectors per patch, preconditioned residual steps in training, and
+#: out of training further steps until the energy stalls (docs/lod-ann.md).
+RITZ: dict[str, Any] = {"ritz": 8, "ritz_steps": 4, "ritz_tol": 1e-3}
 #: The demos' network (the measured Example 1 and 2 runs of docs/results.md): 24 channels, 6
 #: convolutions, no Ritz output.
 QUICK_NETWORK = "cnn:24x6"
@@ -98,6 +99,9 @@ class TrainingSettings:
     ritz: int = 0
     #: cnn only: preconditioned residual steps that grow the Ritz span (needs ritz > 0)
     ritz_steps: int = 0
+    #: cnn only: out of training, further steps while one lowers the energy of a corrector by
+    #: more than this fraction (0: exactly ``ritz_steps``; needs ritz > 0)
+    ritz_tol: float = 0.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -141,6 +145,8 @@ class TrainingSettings:
             )
         if self.ritz_steps < 0 or (self.ritz_steps and not self.ritz):
             raise ValueError(f"ritz steps must be >= 0 and need ritz > 0, got {self.ritz_steps}")
+        if not 0 <= self.ritz_tol < 1 or (self.ritz_tol and not self.ritz):
+            raise ValueError(f"ritz tol must be in [0, 1) and needs ritz > 0, got {self.ritz_tol}")
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.augment and not arch.cls.needs_coefficient:
@@ -192,7 +198,7 @@ class Preset:
             fields.pop("compile", None)
         constraint = overrides.get("constraint") or ("projection" if arch.projection else "penalty")
         if constraint != "projection" or overrides.get("ritz") == 0:
-            fields.update(ritz=0, ritz_steps=0)
+            fields.update(ritz=0, ritz_steps=0, ritz_tol=0.0)
         base = {
             "constraint": constraint,
             "batch_size": PROJECTION_BATCH if constraint == "projection" else 0,

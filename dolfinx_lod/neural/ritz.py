@@ -15,6 +15,7 @@ solve; the m x m systems are solved in float64. The correctors do not change whe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,16 +107,31 @@ class RitzMaps:
         span = RitzSpan(empty, *self._cell_terms(empty, a), None, None)
         return self.grow(span, W, a, F)
 
-    def grow(self, span: RitzSpan, Z: torch.Tensor, a: torch.Tensor, F: torch.Tensor):
-        """``span`` with the vectors Z (..., k, N) appended: only the new rows and columns of
-        W^T S W are computed."""
+    def grow(
+        self,
+        span: RitzSpan,
+        Z: torch.Tensor,
+        a: torch.Tensor,
+        F: torch.Tensor,
+        project: Callable[[torch.Tensor], torch.Tensor] = lambda v: v,
+    ) -> RitzSpan:
+        """``span`` with the vectors Z (..., k, N) appended after their S-orthogonal projection
+        out of span W (one block Gram-Schmidt pass: a long span stays well conditioned)
+        followed by ``project`` (onto ker B: what is left of a nearly dependent vector is
+        rounding noise, which must not leave ker B, or the energy would exploit it); only the
+        new rows and columns of W^T S W are computed."""
         KZ, aZ = self._cell_terms(Z, a)
-        cross = (span.KW @ aZ.transpose(-1, -2)).double()  # (..., m, k)
+        if span.gram is not None:
+            cross = span.KW @ aZ.transpose(-1, -2)  # W^T S Z (..., m, k)
+            X = _unit_solve(span.gram, cross.double(), torch.finfo(Z.dtype).eps).to(Z.dtype)
+            Z = project(Z - X.transpose(-1, -2) @ span.W)
+            KZ, aZ = self._cell_terms(Z, a)  # recomputed: consistent with Z after cancellation
         own = (KZ @ aZ.transpose(-1, -2)).double()  # (..., k, k)
         loads = (Z @ F.transpose(-1, -2)).double()  # (..., k, 2^d)
         if span.gram is None:
             gram, all_loads = own, loads
         else:
+            cross = (span.KW @ aZ.transpose(-1, -2)).double()  # ~0 after the projection
             top = torch.cat([span.gram, cross], dim=-1)
             gram = torch.cat([top, torch.cat([cross.transpose(-1, -2), own], dim=-1)], dim=-2)
             all_loads = torch.cat([span.loads, loads], dim=-2)
@@ -133,14 +149,8 @@ class RitzMaps:
 
     @staticmethod
     def solve(span: RitzSpan) -> torch.Tensor:
-        """alpha (..., 2^d, N) = W c, c = (W^T S W)^{-1} W^T F, solved in float64 after scaling
-        the vectors to unit energy (a shift :data:`RIDGE` eps for dependent ones)."""
-        gram = span.gram
-        s = gram.diagonal(dim1=-2, dim2=-1).clamp_min(1e-300).rsqrt()  # unit energy
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        ridge = RIDGE * torch.finfo(span.W.dtype).eps
-        scaled = gram * s[..., :, None] * s[..., None, :] + ridge * eye
-        c = s[..., :, None] * torch.linalg.solve(scaled, span.loads * s[..., :, None])
+        """alpha (..., 2^d, N) = W c, c = (W^T S W)^{-1} W^T F (:func:`_unit_solve`)."""
+        c = _unit_solve(span.gram, span.loads, torch.finfo(span.W.dtype).eps)
         return c.to(span.W.dtype).transpose(-1, -2) @ span.W
 
     def combine(self, W: torch.Tensor, a: torch.Tensor, F: torch.Tensor | None = None):
@@ -159,3 +169,12 @@ class RitzSpan:
     aW: torch.Tensor
     gram: torch.Tensor | None
     loads: torch.Tensor | None
+
+
+def _unit_solve(gram: torch.Tensor, rhs: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """gram^{-1} rhs in float64 after scaling the vectors to unit energy, with a shift of
+    :data:`RIDGE` ``eps`` (the vectors' dtype's epsilon) for (nearly) dependent ones."""
+    s = gram.diagonal(dim1=-2, dim2=-1).clamp_min(1e-300).rsqrt()
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    scaled = gram * s[..., :, None] * s[..., None, :] + RIDGE * eps * eye
+    return s[..., :, None] * torch.linalg.solve(scaled, rhs * s[..., :, None])

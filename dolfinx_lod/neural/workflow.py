@@ -215,6 +215,7 @@ def gather_model(
                 "output",
                 "ritz",
                 "ritz_steps",
+                "ritz_tol",
             )
         },
         "uses_corrector_data": run.trainer.settings.uses_corrector_data,

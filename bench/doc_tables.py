@@ -257,7 +257,7 @@ def inclusion_runs_table(result: str) -> str:
             + [f"{r['vs_fine']['classical']:.3f}", f"{r['vs_fine']['none']:.3f}"]
             + [f"{r['ratio_to_classical']:.2f}x / {r['ratio_to_classical_median']:.2f}x"]
             + [f"{online['learned']:.3g}", f"{online['classical']:.3g}"]
-            + [f"{r['online_speedup']:.1f}x"]
+            + [f"{r['online_speedup']:.2g}x"]
         )
     return markdown(header, rows)
 

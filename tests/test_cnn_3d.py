@@ -164,3 +164,31 @@ def test_3d_network_starts_at_zero_correctors(tiny3):
         alpha = nets.double()(batch.configs, batch.a)
     energy = energy_terms(batch, alpha)
     assert alpha.abs().max() > 0 and energy.max() <= 1e-12 and energy.min() < 0
+
+
+def test_3d_ritz_steps_checkpointed_in_training(tiny3, monkeypatch):
+    """In 3D training the Ritz steps run under gradient checkpointing (memory: one
+    configuration's intermediates at a time): the same loss and gradients as without it."""
+    _, _, batch = tiny3
+    settings = PRESETS["cnn"].settings("cnn:4x2", ritz_steps=2)
+    nets, _ = build_networks(batch, 0, settings, MPI.COMM_SELF)
+    nets = nets.double().train()
+
+    def loss_and_gradients():
+        nets.zero_grad()
+        loss = energy_terms(batch, nets(batch.configs, batch.a)).sum()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in nets.parameters() if p.grad is not None]
+
+    calls = []
+    checkpoint = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(
+        torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k)
+    )
+    loss, grads = loss_and_gradients()
+    assert calls and grads
+    monkeypatch.setattr(CoefficientNetworks, "_ritz_stage", CoefficientNetworks._ritz)
+    plain_loss, plain_grads = loss_and_gradients()
+    assert torch.allclose(loss, plain_loss, rtol=1e-12)
+    for g, p in zip(grads, plain_grads, strict=True):
+        assert torch.allclose(g, p, rtol=1e-9, atol=1e-12)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from mpi4py import MPI
 
 from dolfinx_lod.grids import box_points, corner_bits, lattice_keys
@@ -420,9 +421,17 @@ class CoefficientNetworks(torch.nn.Module):
                 values = values * scales[index][..., verts]
                 values = maps.project(values) if project else values
             if maps.ritz is not None:  # (g, K, m, N_c) -> (g, K, 2^d, N_c)
-                values = self._ritz(maps, values, a[index][..., : maps.ritz.corners.shape[0]])
+                values = self._ritz_stage(maps, values, a[index][..., : maps.ritz.corners.shape[0]])
             alpha[index, :, : verts.numel()] = values.transpose(2, 3)
         return alpha
+
+    def _ritz_stage(self, maps: PatchMaps, W: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """:meth:`_ritz`; in 3D training under gradient checkpointing: the unrolled steps'
+        intermediates (the span's cell terms, (m, n_t 2^d) per patch and field) are then kept
+        for one configuration at a time, recomputed in the backward pass."""
+        if self.dim == 3 and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self._ritz, maps, W, a, use_reentrant=False)
+        return self._ritz(maps, W, a)
 
     def _ritz(self, maps: PatchMaps, W: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The correctors (g, K, 2^d, N) in span W (g, K, m, N), grown by ``ritz_steps``

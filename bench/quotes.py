@@ -417,65 +417,6 @@ def _lod_ann_online_quotes() -> list:
     ]
 
 
-#: bench_inclusions.py --dim 3 runs quoted in docs/lod-ann.md: label -> row name.
-BALLS_3D = {
-    "first": "balls contrast 100 --network cnn:16x6 --epochs 30 --lr-step 20 (2 ranks)",
-    "zero": "balls contrast 100 --network cnn:16x6 --epochs 20 --lr-step 14 (2 ranks)",
-}
-
-
-def _balls(run: str, *keys: str) -> Callable[[], float]:
-    """A number of a 3D balls run (``keys`` into its row)."""
-
-    def get() -> float:
-        data = load("lod-ann-balls-3d-2.json")["runs"][BALLS_3D[run]]
-        for key in keys:
-            data = data[key]
-        return data
-
-    return get
-
-
-def _lod_ann_3d_quotes() -> list:
-    """docs/lod-ann.md's measured prose on the 3D CNN."""
-    doc = "docs/lod-ann.md"
-    return [
-        (
-            doc,
-            "the first run ended {}x worse than the classical LOD",
-            (_balls("first", "ratio_to_classical"),),
-            ".2f",
-        ),
-        (
-            doc,
-            "the learned update was {}x cheaper than the classical recompute ({} s against {} s)",
-            (
-                _balls("first", "online_speedup"),
-                _balls("first", "online_basis_seconds", "learned"),
-                _balls("first", "online_basis_seconds", "classical"),
-            ),
-            (".1f", ".2f", ".2f"),
-        ),
-        (
-            doc,
-            "no better, {}x (median {}x), again worse than no corrector; its learned update was "
-            "{}x cheaper",
-            (
-                _balls("zero", "ratio_to_classical"),
-                _balls("zero", "ratio_to_classical_median"),
-                _balls("zero", "online_speedup"),
-            ),
-            (".2f", ".2f", ".1f"),
-        ),
-        (
-            doc,
-            "Each epoch costs about {} s on 2 ranks",
-            (lambda: _balls("first", "train_seconds")() / _balls("first", "epochs")(),),
-            ".0f",
-        ),
-    ]
-
-
 def _squash(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
@@ -484,7 +425,7 @@ def mismatches(quotes: list | None = None) -> list[str]:
     """The quotes (formatted from the results; all of :data:`QUOTES` by default) that their
     document does not contain."""
     missing = []
-    every = QUOTES + _lod_ann_quotes() + _lod_ann_online_quotes() + _lod_ann_3d_quotes()
+    every = QUOTES + _lod_ann_quotes() + _lod_ann_online_quotes()
     every += local_quotes() + fair_quotes() + ann_quotes() + operator_quotes()
     every += patch_solver_quotes() + sweep_quotes() + sweep_fem_quotes() + global_quotes()
     for document, text, values, formats in every if quotes is None else quotes:

@@ -225,8 +225,113 @@ def families_quotes() -> list:
     return quotes
 
 
+#: bench_inclusions.py --dim 3 runs quoted in docs/lod-ann.md: label -> row name.
+BALLS_3D = {
+    "first": "balls contrast 100 --network cnn:16x6 --epochs 30 --lr-step 20 (2 ranks)",
+    "zero": "balls contrast 100 --network cnn:16x6 --epochs 20 --lr-step 14 (2 ranks)",
+    "ritz": "balls contrast 100 (2 ranks)",
+}
+
+
+def _balls(run: str, *keys: str) -> Callable[[], float]:
+    """A number of a 3D balls run (``keys`` into its row)."""
+
+    def get() -> float:
+        data = load("lod-ann-balls-3d-2.json")["runs"][BALLS_3D[run]]
+        for key in keys:
+            data = data[key]
+        return data
+
+    return get
+
+
+def balls_3d_quotes() -> list:
+    """docs/lod-ann.md's measured prose on the 3D CNN."""
+    doc = "docs/lod-ann.md"
+    return [
+        (
+            doc,
+            "the first run ended {}x worse than the classical LOD",
+            (_balls("first", "ratio_to_classical"),),
+            ".2f",
+        ),
+        (
+            doc,
+            "the learned update was {}x cheaper than the classical recompute ({} s against {} s)",
+            (
+                _balls("first", "online_speedup"),
+                _balls("first", "online_basis_seconds", "learned"),
+                _balls("first", "online_basis_seconds", "classical"),
+            ),
+            (".1f", ".2f", ".2f"),
+        ),
+        (
+            doc,
+            "no better, {}x (median {}x), again worse than no corrector; its learned update was "
+            "{}x cheaper",
+            (
+                _balls("zero", "ratio_to_classical"),
+                _balls("zero", "ratio_to_classical_median"),
+                _balls("zero", "online_speedup"),
+            ),
+            (".2f", ".2f", ".1f"),
+        ),
+        (
+            doc,
+            "Each epoch costs about {} s on 2 ranks (12 fields, 32 patches per rank) with "
+            "`cnn:16x6` and no Ritz output, about {} s with the defaults",
+            tuple(
+                (lambda r=r: _balls(r, "train_seconds")() / _balls(r, "epochs")())
+                for r in ("first", "ritz")
+            ),
+            ".0f",
+        ),
+        (
+            doc,
+            "give {}x the classical LOD's error against the fine FEM (median {}x; the learned "
+            "solution {} from the classical LOD solution, mean over the 4 unseen fields, where no "
+            "corrector is {} away), trained on 8 fields in {} s",
+            (
+                _balls("ritz", "ratio_to_classical"),
+                _balls("ritz", "ratio_to_classical_median"),
+                _balls("ritz", "lod_ann_vs_classical", "energy", "mean"),
+                _balls("ritz", "baselines_vs_classical", "none"),
+                _balls("ritz", "train_seconds"),
+            ),
+            (".2f", ".2f", ".2g", ".2f", ".0f"),
+        ),
+        (
+            doc,
+            "took {} s against {} s for the classical recompute ({}x",
+            (
+                _balls("ritz", "online_basis_seconds", "learned"),
+                _balls("ritz", "online_basis_seconds", "classical"),
+                _balls("ritz", "online_speedup"),
+            ),
+            (".2g", ".2g", ".2f"),
+        ),
+        (
+            doc,
+            "matches the classical LOD at (1/4, 1/32, 1) ({}x)",
+            (_balls("ritz", "ratio_to_classical_median"),),
+            ".2f",
+        ),
+        (
+            "docs/3d.md",
+            "row) the accuracy target is met ({}x)",
+            (_balls("ritz", "ratio_to_classical_median"),),
+            ".2f",
+        ),
+    ]
+
+
 def quotes() -> list:
     """Every quote of this module."""
     return (
-        inclusion_quotes() + screen_quotes() + default_quotes() + ritz_quotes() + families_quotes()
+        inclusion_quotes()
+        + screen_quotes()
+        + default_quotes()
+        + ritz_quotes()
+        + families_quotes()
+        + balls_3d_quotes()
     )

@@ -81,7 +81,8 @@ def test_solution_errors_of_the_classical_and_an_untrained_basis(problem):
 def test_train_judges_by_the_solution(tmp_dir, capsys, comm):
     """train on a small inclusion family (contrast 100) reports the LOD-ANN solution against
     the classical LOD (solution_error_test, mean and max, energy and L2) beside the baselines';
-    trained, its solution error is below the mean corrector's; barely trained (one epoch,
+    trained, its solution error is below the mean corrector's and its error against the fine
+    FEM within 1.5x of the classical LOD's; barely trained (one epoch,
     without the Ritz output), it is reported as worse than classical, with one warning line."""
     if comm.rank == 0:
         fields = inclusions(16, 10, 100.0, 11)
@@ -99,7 +100,8 @@ def test_train_judges_by_the_solution(tmp_dir, capsys, comm):
     mean = summary["baseline_solution_errors_test"]["mean"]["energy"]["mean"]
     assert learned["energy"]["mean"] < mean and summary["beats_baselines"]["mean"]
     fine = summary["solution_error_fine_test"]
-    assert fine["classical"]["energy"]["mean"] < fine["learned"]["energy"]["mean"]
+    # near the classical LOD's error against the fine FEM (either may be the smaller one)
+    assert 0 < fine["learned"]["energy"]["mean"] < 1.5 * fine["classical"]["energy"]["mean"]
     # one epoch of the plain outputs (with the Ritz output one epoch is already close)
     code, err = cli_main([*train, "--ritz", 0, "--epochs", 1, "--out", tmp_dir / "b"], capsys)
     assert code == 0

@@ -443,16 +443,17 @@ class CoefficientNetworks(torch.nn.Module):
         jacobi = torch.zeros_like(F[..., :1, :])
         jacobi[..., maps.free] = 1.0 / ritz.diagonal(a)[..., None, maps.free].clamp_min(1e-30)
         online = not self.training and self.ritz_tol > 0
-        energy = -0.5 * (F * alpha).sum(-1)  # E_j at the minimiser
+        energy = -0.5 * (F * alpha).sum(-1) if online else None  # E_j at the minimiser
         for step in range(RITZ_MAX_STEPS if online else self.ritz_steps):
             r = F - ritz.apply(alpha, a)
             z = torch.cat([maps.inverse_laplacian(r), r * jacobi], dim=-2)
             span = ritz.grow(span, maps.project(z), a, F, maps.project)
             alpha = ritz.solve(span)
-            energy, before = -0.5 * (F * alpha).sum(-1), energy
-            lowered = (before - energy > self.ritz_tol * energy.abs()).any()
-            if online and step + 1 >= self.ritz_steps and not lowered:
-                break
+            if online:  # the stopping rule (no per-step check, no sync, in training)
+                energy, before = -0.5 * (F * alpha).sum(-1), energy
+                lowered = bool((before - energy > self.ritz_tol * energy.abs()).any())
+                if step + 1 >= self.ritz_steps and not lowered:
+                    break
         return alpha
 
 

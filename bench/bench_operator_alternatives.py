@@ -20,6 +20,11 @@ on K of them (:func:`subset`, ``--samples``):
   each next one of the largest prediction variance of the least-squares fit one degree above
   the current one (no classical operator of an unchosen parameter is used).
 
+- ``lod-ann``: no fit in p: the coefficient-aware corrector network of ``dolfinx-lod train``
+  (its defaults, :func:`dolfinx_lod.neural.train`) trained on the fields at K of the
+  family's training parameters (K <= ``--ann-samples``); every step's local operators come
+  from its correctors of the step's coefficient (a forward pass per patch, no patch solve).
+
 (mlp and mlp-element: K <= ``--mlp-samples`` only, their fit is the slowest; greedy: K below
 the pool.) Reported per fit: offline seconds (classical samples at K parameters + fit), the held-out
 relative Frobenius errors of K_T and M_T, and the relative L2 error at T = 1 of the
@@ -63,7 +68,23 @@ KINDS = (
     "poly-element",
     "pod-element",
     "greedy-element",
+    "lod-ann",
 )
+
+
+class AnnOperators:
+    """The local operators of the LOD-ANN correctors (the ``lod-ann`` kind): ``evaluate``
+    gives them at p as the fits do (operator error), ``provider`` serves the time loop."""
+
+    def __init__(self, model, grids, layers: int, family):
+        from dolfinx_lod.neural.provider import LearnedCorrectors
+
+        self.provider = LearnedCorrectors(model, None, grids.r)
+        self.basis = MultiscaleBasis(grids, layers, self.provider, capacity=1.0)
+        self.family = family
+
+    def evaluate(self, p) -> np.ndarray:
+        return operator_samples(self.basis, self.family, np.atleast_2d(p))[:, 0]
 
 
 class ElementMLP:
@@ -131,6 +152,12 @@ def fit(kind, K, basis, family, size, train_p, y_train, modes) -> tuple:
     params, y = train_p[first], y_train[:, first]
     t0 = time.perf_counter()
     record: dict = {}
+    if kind == "lod-ann":
+        from dolfinx_lod.neural import train
+
+        model = train(g, basis.layers, family, K)
+        record["fit_seconds"] = time.perf_counter() - t0
+        return AnnOperators(model, g, basis.layers, family), record
     if kind in ("mlp", "mlp-element"):
         nets = LearnedOperators(cells, sizes, family, size, 32, 3, g.dim)
         target = y if kind == "mlp" else reduced.targets(params, y)
@@ -170,7 +197,9 @@ def solution_errors(g, layers, schedule, steps, family, models: dict) -> dict[st
     classical = ClassicalCorrectors(g, local_projection(g))
     lods = {"classical": LODStepper(g, layers, tau, "petrov-galerkin")}
     for name, model in models.items():
-        provider = OperatorProvider(FamilyCorrectors(classical, family), model)
+        provider = getattr(model, "provider", None) or OperatorProvider(
+            FamilyCorrectors(classical, family), model
+        )
         lods[name] = LODStepper(g, layers, tau, "petrov-galerkin", provider=provider)
     advance(g, schedule, 1.0, steps, [fem, *lods.values()])
     out = {}
@@ -213,6 +242,7 @@ def main() -> None:
     parser.add_argument(
         "--mlp-samples", type=int, default=40, help="largest K of mlp, mlp-element (40)"
     )
+    parser.add_argument("--ann-samples", type=int, default=48, help="largest K of lod-ann (48)")
     parser.add_argument("--modes", type=int, default=8, help="POD modes of pod-element (8)")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument(
@@ -245,15 +275,18 @@ def main() -> None:
             kept = kept_entries(g, basis.patches, size)
             for K in args.samples:
                 for kind in args.kinds:
-                    if (kind in ("mlp", "mlp-element") and K > args.mlp_samples) or (
-                        kind == "greedy-element" and K >= args.train
+                    if (
+                        (kind in ("mlp", "mlp-element") and K > args.mlp_samples)
+                        or (kind == "greedy-element" and K >= args.train)
+                        or (kind == "lod-ann" and K > args.ann_samples)
                     ):
                         continue
                     model, record = fit(kind, K, basis, family, size, train_p, y_train, args.modes)
                     record.update(
                         kind=kind,
                         samples=K,
-                        offline_seconds=K * per_sample + record["fit_seconds"],
+                        offline_seconds=(kind != "lod-ann") * K * per_sample
+                        + record["fit_seconds"],
                         operator_error_test=operator_error(
                             model, test_p, y_test, size * 2**g.dim, kept
                         ),

@@ -16,7 +16,7 @@ from mpi4py import MPI
 from dolfinx_lod.grids import box_points, corner_bits, lattice_keys
 from dolfinx_lod.interpolation import patch_constraints
 from dolfinx_lod.neural.export import PatchBatch
-from dolfinx_lod.neural.ritz import RitzMaps
+from dolfinx_lod.neural.ritz import RitzMaps, RitzSpan
 
 #: Scalings of the element-load channels: by exp(m_T) ("mean") or by their patch maximum.
 LOADS = ("max", "mean")
@@ -427,7 +427,7 @@ class CoefficientNetworks(torch.nn.Module):
 
     def _ritz_stage(self, maps: PatchMaps, W: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """:meth:`_ritz`; in 3D training under gradient checkpointing: the unrolled steps'
-        intermediates (the span's cell terms, (m, n_t 2^d) per patch and field) are then kept
+        intermediates (the span W and S W, (m, N) each per patch and field) are then kept
         for one configuration at a time, recomputed in the backward pass."""
         if self.dim == 3 and self.training and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(self._ritz, maps, W, a, use_reentrant=False)
@@ -439,26 +439,32 @@ class CoefficientNetworks(torch.nn.Module):
         ritz = maps.ritz
         F = ritz.loads(a)
         span = ritz.span(W, a, F)
-        alpha = ritz.solve(span)
+        c = ritz.coefficients(span).transpose(-1, -2)
         jacobi = torch.zeros_like(F[..., :1, :])
         jacobi[..., maps.free] = 1.0 / ritz.diagonal(a)[..., None, maps.free].clamp_min(1e-30)
         online = not self.training and self.ritz_tol > 0
-        energy = -0.5 * (F * alpha).sum(-1) if online else None  # E_j at the minimiser
+        energy = _energies(c, span) if online else None  # E_j at the minimiser
         for step in range(RITZ_MAX_STEPS if online else self.ritz_steps):
-            r = F - ritz.apply(alpha, a)
+            r = F - c @ span.SW  # F - S alpha, alpha = c W
             z = torch.cat([maps.inverse_laplacian(r), r * jacobi], dim=-2)
             span = ritz.grow(span, maps.project(z), a, F, maps.project)
-            alpha = ritz.solve(span)
+            c = ritz.coefficients(span).transpose(-1, -2)
             if online:  # the stopping rule (no per-step check, no sync, in training)
-                energy, before = -0.5 * (F * alpha).sum(-1), energy
+                energy, before = _energies(c, span), energy
                 lowered = bool((before - energy > self.ritz_tol * energy.abs()).any())
                 if step + 1 >= self.ritz_steps and not lowered:
                     break
+        alpha = c @ span.W
         return alpha
 
 
 #: At most this many Ritz steps out of training (``ritz_tol``).
 RITZ_MAX_STEPS = 32
+
+
+def _energies(c: torch.Tensor, span: RitzSpan) -> torch.Tensor:
+    """E_j = -1/2 F_j^T alpha_j (..., 2^d) of alpha_j = c_j^T W from W^T F (float64)."""
+    return -0.5 * (c.double() * span.loads.transpose(-1, -2)).sum(-1)
 
 
 def log_statistics(batch: PatchBatch, comm: MPI.Comm) -> tuple[float, float]:

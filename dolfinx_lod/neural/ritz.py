@@ -24,6 +24,9 @@ import torch
 
 from dolfinx_lod.grids import box_points, corner_bits, lattice_keys, multilinear_weights
 
+_CONV = {2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+_CONV_T = {2: torch.nn.functional.conv_transpose2d, 3: torch.nn.functional.conv_transpose3d}
+
 #: Tikhonov shift of W^T S W scaled to a unit diagonal, in units of the vectors' dtype's
 #: epsilon: vectors that are (nearly) dependent.
 RIDGE = 10.0
@@ -49,12 +52,14 @@ def element_stiffness(h: npt.ArrayLike) -> npt.NDArray[np.float64]:
 class RitzMaps:
     """The cell-local data of one patch configuration: per patch cell the local indices of its
     2^d corner vertices (``corners``, (n_t, 2^d)), the patch cells of T (``on_T``) and the hats
-    Lambda_j at their corners (``hats``, (n_T, 2^d corners, 2^d j)), and K_e."""
+    Lambda_j at their corners (``hats``, (n_T, 2^d corners, 2^d j)), K_e, and the patch's fine
+    cells per direction (``cells``, x first: the vertices are that box's lattice)."""
 
     corners: torch.Tensor
     on_T: torch.Tensor
     hats: torch.Tensor
     K: torch.Tensor
+    cells: tuple[int, ...]
 
     @classmethod
     def build(cls, shape, element, r: int, h: npt.ArrayLike) -> RitzMaps:
@@ -73,6 +78,7 @@ class RitzMaps:
             torch.from_numpy(np.nonzero(inside)[0]),
             torch.from_numpy(hats),
             torch.from_numpy(element_stiffness(h)),
+            tuple(int(c) for c in cells),
         )
 
     def _add(self, local: torch.Tensor, cells: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,9 +90,19 @@ class RitzMaps:
         return out.index_add_(-1, corners.to(local.device).flatten(), local.flatten(-2))
 
     def apply(self, V: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """S V (..., c, N) for V (..., c, N) and a (..., n_t): sum_t a_t K_e V_t, cell by cell."""
-        K = self.K.to(V.device, V.dtype)
-        return self._add((V[..., self.corners] @ K) * a[..., None, :, None])
+        """S V (..., c, N) for V (..., c, N) and a (..., n_t): sum_t a_t K_e V_t, cell by cell,
+        as two convolutions over the patch's box: the 2^d corner values of every cell times
+        K_e (kernel 2^d, one output channel per corner), scaled by a_t, then added back into
+        the corners (the transposed convolution of the corner selection)."""
+        d, lead = len(self.cells), V.shape[:-1]
+        kernel = (2,) * d
+        K = self.K.to(V.device, V.dtype).reshape((2**d, 1) + kernel)  # K[c, c'] at c' = kx..
+        pick = torch.eye(2**d, dtype=V.dtype, device=V.device).reshape((2**d, 1) + kernel)
+        box = tuple(c + 1 for c in reversed(self.cells))  # (z,) y, x: x fastest
+        x = V.reshape((-1, 1) + box)
+        scale = a[..., None, :].expand(*lead, a.shape[-1])
+        local = _CONV[d](x, K) * scale.reshape((-1, 1) + tuple(reversed(self.cells)))
+        return _CONV_T[d](local, pick).reshape(V.shape)
 
     def loads(self, a: torch.Tensor) -> torch.Tensor:
         """F (..., 2^d, N): F_j = sum_{t in T} a_t K_e Lambda_{j,t} at the patch vertices."""
@@ -104,8 +120,7 @@ class RitzMaps:
         """The :class:`RitzSpan` of the vectors W (..., m, N) for a (..., n_t) on the patch
         cells (local order) and the loads F (:meth:`loads`)."""
         empty = W[..., :0, :]
-        span = RitzSpan(empty, *self._cell_terms(empty, a), None, None)
-        return self.grow(span, W, a, F)
+        return self.grow(RitzSpan(empty, empty, None, None), W, a, F)
 
     def grow(
         self,
@@ -119,39 +134,34 @@ class RitzMaps:
         out of span W (one block Gram-Schmidt pass: a long span stays well conditioned)
         followed by ``project`` (onto ker B: what is left of a nearly dependent vector is
         rounding noise, which must not leave ker B, or the energy would exploit it); only the
-        new rows and columns of W^T S W are computed."""
-        KZ, aZ = self._cell_terms(Z, a)
+        new rows and columns of W^T S W are computed, as (S W) Z^T: one cell-local product
+        S Z per new vector, none per old one."""
         if span.gram is not None:
-            cross = span.KW @ aZ.transpose(-1, -2)  # W^T S Z (..., m, k)
+            cross = span.SW @ Z.transpose(-1, -2)  # W^T S Z (..., m, k)
             X = _unit_solve(span.gram, cross.double(), torch.finfo(Z.dtype).eps).to(Z.dtype)
             Z = project(Z - X.transpose(-1, -2) @ span.W)
-            KZ, aZ = self._cell_terms(Z, a)  # recomputed: consistent with Z after cancellation
-        own = (KZ @ aZ.transpose(-1, -2)).double()  # (..., k, k)
+        SZ = self.apply(Z, a)
+        own = (Z @ SZ.transpose(-1, -2)).double()  # (..., k, k)
         loads = (Z @ F.transpose(-1, -2)).double()  # (..., k, 2^d)
         if span.gram is None:
             gram, all_loads = own, loads
-        else:
-            cross = (span.KW @ aZ.transpose(-1, -2)).double()  # ~0 after the projection
+        else:  # W^T S Z again: ~0 after the Gram-Schmidt pass, not after the projection
+            cross = (span.SW @ Z.transpose(-1, -2)).double()
             top = torch.cat([span.gram, cross], dim=-1)
             gram = torch.cat([top, torch.cat([cross.transpose(-1, -2), own], dim=-1)], dim=-2)
             all_loads = torch.cat([span.loads, loads], dim=-2)
-        W = torch.cat([span.W, Z], dim=-2)
-        return RitzSpan(
-            W, torch.cat([span.KW, KZ], -2), torch.cat([span.aW, aZ], -2), gram, all_loads
-        )
-
-    def _cell_terms(self, W: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K_e W_t, a_t W_t) of the vectors W (..., m, N), flattened over the cells and their
-        corners: (..., m, n_t 2^d) each, W^T S W = (K_e W_t) (a_t W_t)^T."""
-        K = self.K.to(W.device, W.dtype)
-        Wt = W[..., self.corners]  # (..., m, n_t, 2^d)
-        return (Wt @ K).flatten(-2), (Wt * a[..., None, :, None]).flatten(-2)
+        return RitzSpan(torch.cat([span.W, Z], -2), torch.cat([span.SW, SZ], -2), gram, all_loads)
 
     @staticmethod
     def solve(span: RitzSpan) -> torch.Tensor:
         """alpha (..., 2^d, N) = W c, c = (W^T S W)^{-1} W^T F (:func:`_unit_solve`)."""
-        c = _unit_solve(span.gram, span.loads, torch.finfo(span.W.dtype).eps)
-        return c.to(span.W.dtype).transpose(-1, -2) @ span.W
+        return RitzMaps.coefficients(span).transpose(-1, -2) @ span.W
+
+    @staticmethod
+    def coefficients(span: RitzSpan) -> torch.Tensor:
+        """c (..., m, 2^d) = (W^T S W)^{-1} W^T F (:func:`_unit_solve`) in the vectors' dtype:
+        alpha = c^T W, and S alpha = c^T (S W) without a product with S."""
+        return _unit_solve(span.gram, span.loads, torch.finfo(span.W.dtype).eps).to(span.W.dtype)
 
     def combine(self, W: torch.Tensor, a: torch.Tensor, F: torch.Tensor | None = None):
         """alpha (..., 2^d, N): the Deep Ritz minimisers in span W (..., m, N) for a (..., n_t)
@@ -161,12 +171,11 @@ class RitzMaps:
 
 @dataclass
 class RitzSpan:
-    """Vectors W (..., m, N) with their cell terms (:meth:`RitzMaps._cell_terms`), W^T S W and
-    W^T F (float64; None while empty)."""
+    """Vectors W (..., m, N) with S W (:meth:`RitzMaps.apply`), W^T S W and W^T F (float64;
+    None while empty)."""
 
     W: torch.Tensor
-    KW: torch.Tensor
-    aW: torch.Tensor
+    SW: torch.Tensor
     gram: torch.Tensor | None
     loads: torch.Tensor | None
 

@@ -24,9 +24,6 @@ import torch
 
 from dolfinx_lod.grids import box_points, corner_bits, lattice_keys, multilinear_weights
 
-_CONV = {2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
-_CONV_T = {2: torch.nn.functional.conv_transpose2d, 3: torch.nn.functional.conv_transpose3d}
-
 #: Tikhonov shift of W^T S W scaled to a unit diagonal, in units of the vectors' dtype's
 #: epsilon: vectors that are (nearly) dependent.
 RIDGE = 10.0
@@ -91,18 +88,28 @@ class RitzMaps:
 
     def apply(self, V: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """S V (..., c, N) for V (..., c, N) and a (..., n_t): sum_t a_t K_e V_t, cell by cell,
-        as two convolutions over the patch's box: the 2^d corner values of every cell times
-        K_e (kernel 2^d, one output channel per corner), scaled by a_t, then added back into
-        the corners (the transposed convolution of the corner selection)."""
-        d, lead = len(self.cells), V.shape[:-1]
-        kernel = (2,) * d
-        K = self.K.to(V.device, V.dtype).reshape((2**d, 1) + kernel)  # K[c, c'] at c' = kx..
-        pick = torch.eye(2**d, dtype=V.dtype, device=V.device).reshape((2**d, 1) + kernel)
-        box = tuple(c + 1 for c in reversed(self.cells))  # (z,) y, x: x fastest
-        x = V.reshape((-1, 1) + box)
-        scale = a[..., None, :].expand(*lead, a.shape[-1])
-        local = _CONV[d](x, K) * scale.reshape((-1, 1) + tuple(reversed(self.cells)))
-        return _CONV_T[d](local, pick).reshape(V.shape)
+        on the patch's box: the values at corner c' of every cell are a strided view of V,
+        one product with K_e maps them to the cells' corner terms, which are added back."""
+        d, cells = len(self.cells), tuple(reversed(self.cells))  # (z,) y, x: x fastest
+        X = V.reshape(V.shape[:-1] + tuple(n + 1 for n in cells))
+        windows = self._windows()
+        views = [X[(...,) + window] for window in windows]
+        K = self.K.to(V.device, V.dtype)
+        local = (K @ torch.stack(views).reshape(2**d, -1)).reshape((2**d,) + X.shape[:-d] + cells)
+        local = local * a.reshape(a.shape[:-1] + (1,) + cells)
+        out = torch.zeros_like(X)
+        for c, window in enumerate(windows):
+            out[(...,) + window] += local[c]
+        return out.reshape(V.shape)
+
+    def _windows(self) -> list[tuple[slice, ...]]:
+        """Per corner c of a cell (:func:`corner_bits` order) the slices (z, y, x order) of the
+        vertex box that hold corner c of every cell."""
+        bits = corner_bits(len(self.cells))
+        cells = tuple(reversed(self.cells))
+        return [
+            tuple(slice(b, b + n) for b, n in zip(bit[::-1], cells, strict=True)) for bit in bits
+        ]
 
     def loads(self, a: torch.Tensor) -> torch.Tensor:
         """F (..., 2^d, N): F_j = sum_{t in T} a_t K_e Lambda_{j,t} at the patch vertices."""

@@ -124,6 +124,14 @@ CASES: dict[str, Case] = {
         + ("--steps", "6"),
         about="learned operators: exact element part, POD, polynomials, greedy vs the MLP",
     ),
+    "operator-alternatives-cont": Case(
+        "bench_operator_alternatives.py",
+        "operator-alternatives-16-64-2-cont-ann.json",
+        ("--coarse", "16", "--fine", "64", "--train", "160", "--samples", "40", "160")
+        + ("--test", "6", "--steps", "6", "--families", "cont", "--ann-samples", "40")
+        + ("--kinds", "mlp-pod-element", "pod-element", "lod-ann"),
+        about="cont: the fits in p against LOD-ANN correctors from the coefficient",
+    ),
     "coercivity": Case(
         "bench_coercivity.py",
         "coercivity-battery-32.json",

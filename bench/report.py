@@ -318,22 +318,31 @@ OPERATOR_FITS = {
     "poly-element": "Legendre least squares, corrector part (P_T exact)",
     "pod-element": "Legendre least squares, POD coordinates (P_T exact): `poly`",
     "greedy-element": "as above, parameters chosen greedily",
+    "lod-ann": "no fit in p: LOD-ANN correctors from a (`train`'s defaults)",
 }
 
 
 def operator_alternatives_table(result: str) -> str:
     """Every fit of bench_operator_alternatives.py's ``result``: family, fit, training
     parameters K, offline seconds (classical samples + fit), held-out operator errors, error at
-    T against the fine FEM and its ratio to the classical Petrov–Galerkin LOD's."""
+    T against the fine FEM and its ratio to the classical Petrov–Galerkin LOD's, and the mean
+    step seconds where the result has them."""
     header = ["family", "fit", "K", "offline [s]", "operator error K / M", "error at T"]
     header.append("/ classical PG")
+    data = load(result)["families"]
+    timed = all("fem_step_seconds" in d for d in data.values())
+    header += ["step [s]"] if timed else []
     rows = []
-    for family, data in load(result)["families"].items():
-        classical = data["classical_rel_l2_error_T_vs_fem"]
+    for family, d in data.items():
+        classical = d["classical_rel_l2_error_T_vs_fem"]
         rows.append(
             [family, "classical Petrov–Galerkin LOD", "-", "-", "-", f"{classical:.3g}", "1"]
         )
-        for fit in data["fits"]:
+        if timed:
+            rows[-1].append(f"{d['classical_step_seconds']:.2g}")
+            rows.append([family, "fine FEM (CG + GAMG, rtol 1e-8)", *"-----"])
+            rows[-1].append(f"{d['fem_step_seconds']:.2g}")
+        for fit in d["fits"]:
             errors = fit["operator_error_test"]
             rows.append(
                 [
@@ -345,6 +354,7 @@ def operator_alternatives_table(result: str) -> str:
                     f"{fit['rel_l2_error_T_vs_fem']:.3g}",
                     f"{fit['error_over_classical']:.2f}",
                 ]
+                + ([f"{fit['step_seconds']:.2g}"] if timed else [])
             )
     return markdown(header, rows)
 
@@ -393,6 +403,9 @@ TABLES: dict[str, Callable[[], str]] = {
     ),
     "operator-alternatives-16-64-2": lambda: operator_alternatives_table(
         "operator-alternatives-16-64-2.json"
+    ),
+    "operator-alternatives-16-64-2-cont-ann": lambda: operator_alternatives_table(
+        "operator-alternatives-16-64-2-cont-ann.json"
     ),
     **doc_tables.TABLES,
 }

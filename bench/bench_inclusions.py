@@ -7,6 +7,9 @@ Run by hand (under the shared lock; on one rank, or under ``mpirun -n R``), e.g.
 
 ``--kind balls`` is the 3D family (n^3 cells, ``--dim 3`` picks it): balls of ``--contrast``
 in a matrix of 1; the row then also records the online basis update times.
+With the Ritz output (train's default) the row also times the learned update with the Ritz
+steps off (``network_only_seconds``: the network's forward pass and the energy minimisers in
+the span of its vectors), the floor of what the learned update costs on this machine.
 
 Draws ``--train`` + ``--test`` fields of the ``--kind`` (:data:`KINDS`; default random elliptic
 inclusions: 4 to 9 per field, semi-axes 0.03 to 0.12, value ``--contrast``, matrix 1; ``cont``
@@ -202,9 +205,11 @@ def main() -> None:
     if cli(command) != 0:
         raise SystemExit("train failed")
     wall = time.perf_counter() - t0
+    network_only = network_seconds(args, tmp)
     if comm.rank != 0:
         return
     summary = json.loads((tmp / "run" / "summary.json").read_text())
+    summary["online_basis_seconds"]["network_only"] = network_only
     shutil.rmtree(tmp)
     name = f"contrast {args.contrast:g}" + (f" {' '.join(extra)}" if extra else "")
     name = name if args.kind == "inclusions" else f"{args.kind} {name}"
@@ -216,6 +221,32 @@ def main() -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         result = add_run(args, name, summary, wall)
     print(name, json.dumps({k: result["runs"][name][k] for k in ("vs_fine", "epochs")}))
+
+
+def network_seconds(args: argparse.Namespace, folder: Path) -> float | None:
+    """Seconds of one learned basis update (the first held-out field, after a warm-up) with
+    the trained model's Ritz steps off; None without the Ritz output. Collective."""
+    import dolfinx_lod as dl
+    from dolfinx_lod.basis import MultiscaleBasis
+    from dolfinx_lod.grids import unit_box
+    from dolfinx_lod.neural import LearnedCorrectors, TrainedModel
+    from dolfinx_lod.samples import sample_family
+
+    model = TrainedModel.load(folder / "run" / "model.pt")
+    if not model.metadata.get("ritz"):
+        return None
+    model.nets.ritz_steps, model.nets.ritz_tol = 0, 0.0
+    comm = MPI.COMM_WORLD
+    grids = dl.create_nested_grids(comm, args.coarse, args.fine, unit_box(args.dim))
+    test = sample_family(np.load(folder / "test.npy"))
+    with MultiscaleBasis(grids, args.layers, LearnedCorrectors(model, None, grids.r)) as basis:
+        basis.update(test.a, [0])  # set-up not timed
+        basis.invalidate()
+        comm.Barrier()
+        t0 = time.perf_counter()
+        basis.update(test.a, [0])
+        comm.Barrier()
+        return time.perf_counter() - t0
 
 
 def add_run(args: argparse.Namespace, name: str, summary: dict, wall: float) -> dict:

@@ -14,6 +14,7 @@ SAMPLES = "operator-samples-16-128-2.json"
 COARSER = "step-32-128-2-2-battery-interpolated-s40.json"
 COARSER_EXACT = "step-32-128-2-2-battery-exact-s40.json"
 COERCIVITY = "coercivity-battery-32.json"
+CONT = "operator-alternatives-16-64-2-cont-ann.json"
 NEG = "cases.battery.lod_learned_operators.fit.negative_eigenvalues"
 PERF = "docs/performance.md"
 WHEN = "docs/when-lod-pays-off.md"
@@ -152,83 +153,162 @@ def _coercivity_quotes() -> list:
     ]
 
 
+def _cont(kind: str | None = None, samples: int = 40, key: str = "") -> Callable[[], float]:
+    """A figure of the `cont` run: of the fit ``kind`` at K = ``samples`` (``key``, dotted),
+    or of the family (``kind`` None)."""
+
+    def get() -> float:
+        data = load(CONT)["families"]["cont"]
+        if kind is not None:
+            data = next(f for f in data["fits"] if (f["kind"], f["samples"]) == (kind, samples))
+        for k in key.split("."):
+            data = data[k]
+        return data
+
+    return get
+
+
+def _cont_quotes() -> list:
+    """docs/performance.md on the `cont` run: the fits in p against LOD-ANN correctors."""
+    corr = "neighbour_field_correlation"
+    return [
+        (
+            PERF,
+            "mean over the held-out p: {} at K = 40, {} at K = 160",
+            (_cont(key=f"{corr}.40"), _cont(key=f"{corr}.160")),
+            ".2f",
+        ),
+        (
+            PERF,
+            "(leave-one-out error of the polynomial fit {} at K = 40 and {} at K = 160",
+            (_cont("pod-element", 40, "loo_error"), _cont("pod-element", 160, "loo_error")),
+            ".2f",
+        ),
+        (
+            PERF,
+            "**LOD-ANN correctors from a: {}x the classical Petrov–Galerkin error at T with 40 "
+            "training fields** (operator error {} against {} for the best fit in p; training {} s)",
+            (
+                _cont("lod-ann", 40, "error_over_classical"),
+                _cont("lod-ann", 40, "operator_error_test.K"),
+                _cont("mlp-pod-element", 160, "operator_error_test.K"),
+                _cont("lod-ann", 40, "offline_seconds"),
+            ),
+            (".2f", ".2g", ".2g", ".0f"),
+        ),
+        (
+            PERF,
+            "**Its step is not cheap**: {} s against {} s for the classical Petrov–Galerkin step "
+            "(patch solves) and {} s for the fit in p, on one rank",
+            (
+                _cont("lod-ann", 40, "step_seconds"),
+                _cont(key="classical_step_seconds"),
+                _cont("mlp-pod-element", 160, "step_seconds"),
+            ),
+            ".2g",
+        ),
+        (PERF, "At this size the fine FEM step is {} s", (_cont(key="fem_step_seconds"),), ".2g"),
+        (
+            WHEN,
+            "give {}x the classical Petrov–Galerkin error at T with 40 training fields, but a "
+            "step of {} s against {} s for the classical one",
+            (
+                _cont("lod-ann", 40, "error_over_classical"),
+                _cont("lod-ann", 40, "step_seconds"),
+                _cont(key="classical_step_seconds"),
+            ),
+            (".2f", ".2g", ".2g"),
+        ),
+    ]
+
+
 def operator_quotes() -> list:
     """The quotes of docs/performance.md and docs/when-lod-pays-off.md on these runs."""
     interp = ("fit", "element_interpolation")
-    return _coarser_quotes() + [
-        (
-            PERF,
-            "**Step: {}x cheaper than the fair FEM step",
-            (_learned("fem_step_over_lod_step"),),
-            ".3g",
-        ),
-        (
-            PERF,
-            "**Error at T {}x the classical Petrov–Galerkin LOD's, target <= 1.2x: met.**",
-            (_error_ratio,),
-            ".3g",
-        ),
-        (
-            PERF,
-            "This run's FEM step ({} s) is slower than the exact run's ({} s;",
-            (_fem_step(STEP), _fem_step(EXACT)),
-            ".3g",
-        ),
-        (PERF, "the learned step would be {}x cheaper", (_against_exact_fem,), ".3g"),
-        (
-            PERF,
-            "basis update {} ms per step (was {} ms",
-            (_ms("mean_step", "basis_update"), _ms("mean_step", "basis_update", name=EXACT)),
-            ".2g",
-        ),
-        (
-            PERF,
-            "coarse assembly {} ms (was {} ms",
+    return (
+        _coarser_quotes()
+        + _cont_quotes()
+        + [
             (
-                _ms("mean_step", "coarse_assembly"),
-                _ms("mean_step", "coarse_assembly", name=EXACT),
+                PERF,
+                "**Step: {}x cheaper than the fair FEM step",
+                (_learned("fem_step_over_lod_step"),),
+                ".3g",
             ),
-            ".2g",
-        ),
-        (PERF, "at most {} points per coarse cell", (_learned(*interp, "points_per_cell"),), "d"),
-        (
-            PERF,
-            "relative error of P_T {} at 5 held-out p",
-            (_learned(*interp, "error_test", "P"),),
-            ".2g",
-        ),
-        (
-            PERF,
-            "fell back in {} of {} cell-steps",
             (
-                _learned(*interp, "fallback_cells_steps"),
-                _learned(*interp, "cells_steps"),
+                PERF,
+                "**Error at T {}x the classical Petrov–Galerkin LOD's, target <= 1.2x: met.**",
+                (_error_ratio,),
+                ".3g",
             ),
-            "d",
-        ),
-        (
-            PERF,
-            "**Offline: {} s**, break-even after {} FEM steps",
-            (_learned("fit", "seconds"), _break_even),
-            ".0f",
-        ),
-        (
-            PERF,
-            "`discs`: error {} of the element part",
-            (_family("discs", "element_interpolation", "error_test", "P"),),
-            ".1g",
-        ),
-        (
-            PERF,
-            "`growing`: {} held out",
-            (_family("growing", "element_interpolation", "error_test", "P"),),
-            ".2g",
-        ),
-        (
-            WHEN,
-            "step {}x cheaper than the fair FEM step at {}x the classical Petrov–Galerkin error",
-            (_learned("fem_step_over_lod_step"), _error_ratio),
-            ".3g",
-        ),
-        (WHEN, "break-even after {} FEM steps", (_break_even,), ".0f"),
-    ]
+            (
+                PERF,
+                "This run's FEM step ({} s) is slower than the exact run's ({} s;",
+                (_fem_step(STEP), _fem_step(EXACT)),
+                ".3g",
+            ),
+            (PERF, "the learned step would be {}x cheaper", (_against_exact_fem,), ".3g"),
+            (
+                PERF,
+                "basis update {} ms per step (was {} ms",
+                (_ms("mean_step", "basis_update"), _ms("mean_step", "basis_update", name=EXACT)),
+                ".2g",
+            ),
+            (
+                PERF,
+                "coarse assembly {} ms (was {} ms",
+                (
+                    _ms("mean_step", "coarse_assembly"),
+                    _ms("mean_step", "coarse_assembly", name=EXACT),
+                ),
+                ".2g",
+            ),
+            (
+                PERF,
+                "at most {} points per coarse cell",
+                (_learned(*interp, "points_per_cell"),),
+                "d",
+            ),
+            (
+                PERF,
+                "relative error of P_T {} at 5 held-out p",
+                (_learned(*interp, "error_test", "P"),),
+                ".2g",
+            ),
+            (
+                PERF,
+                "fell back in {} of {} cell-steps",
+                (
+                    _learned(*interp, "fallback_cells_steps"),
+                    _learned(*interp, "cells_steps"),
+                ),
+                "d",
+            ),
+            (
+                PERF,
+                "**Offline: {} s**, break-even after {} FEM steps",
+                (_learned("fit", "seconds"), _break_even),
+                ".0f",
+            ),
+            (
+                PERF,
+                "`discs`: error {} of the element part",
+                (_family("discs", "element_interpolation", "error_test", "P"),),
+                ".1g",
+            ),
+            (
+                PERF,
+                "`growing`: {} held out",
+                (_family("growing", "element_interpolation", "error_test", "P"),),
+                ".2g",
+            ),
+            (
+                WHEN,
+                "step {}x cheaper than the fair FEM step at {}x the classical "
+                "Petrov–Galerkin error",
+                (_learned("fem_step_over_lod_step"), _error_ratio),
+                ".3g",
+            ),
+            (WHEN, "break-even after {} FEM steps", (_break_even,), ".0f"),
+        ]
+    )

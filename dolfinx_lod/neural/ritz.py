@@ -82,7 +82,7 @@ class RitzMaps:
         """Sum cell values ``local`` (..., n, 2^d) of the patch cells ``cells`` (default: all)
         into their corner vertices: (..., N)."""
         corners = self.corners if cells is None else self.corners[cells]
-        N = int(self.corners.max()) + 1
+        N = int(np.prod([c + 1 for c in self.cells]))  # the vertex box
         out = torch.zeros(*local.shape[:-2], N, dtype=local.dtype, device=local.device)
         return out.index_add_(-1, corners.to(local.device).flatten(), local.flatten(-2))
 

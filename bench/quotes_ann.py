@@ -273,6 +273,18 @@ def _balls_3d_cost_quotes() -> list:
             (".2g", ".2g"),
         ),
         (
+            doc,
+            "The stopping rule's Ritz steps (each a product with S on the window and a span "
+            "growing by 16 vectors) are the other {} s",
+            (
+                lambda: (
+                    _balls("ritz", "online_basis_seconds", "learned")()
+                    - _balls("ritz", "online_basis_seconds", "network_only")()
+                ),
+            ),
+            ".2g",
+        ),
+        (
             "docs/3d.md",
             "with its Ritz steps off, in parentheses, {}x cheaper",
             (

@@ -82,6 +82,23 @@ class Terminated(KeyboardInterrupt):
 
 
 _PENDING: list[int] = []  # signals received on this rank, raised on every rank together
+#: Signals raised at once on one rank (:func:`raise_interrupt`): raised again at the next time
+#: step or epoch should that raise have been lost (the handler ran where a library swallows
+#: exceptions, and the loop went on); forgotten when the command ends.
+_RAISED: list[int] = []
+
+
+def raise_interrupt(signum: int) -> None:
+    """Raise SIGINT / SIGTERM at once (from a signal handler, one rank), remembered by
+    :func:`check_interrupt` in case the exception is swallowed where the handler runs."""
+    _RAISED.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def forget_interrupts() -> None:
+    """Drop the signals recorded on this rank (the command that received them has ended)."""
+    _PENDING.clear()
+    _RAISED.clear()
 
 
 def defer_interrupt(signum: int) -> None:
@@ -94,14 +111,16 @@ def defer_interrupt(signum: int) -> None:
 def _raise_pending(signums: list[int]) -> None:
     signum = next((s for s in signums if s), 0)
     if signum:
-        _PENDING.clear()
+        forget_interrupts()
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def check_interrupt(comm: MPI.Comm) -> None:
-    """Raise a signal received on any rank (:func:`defer_interrupt`) on every rank. Collective:
-    called once per time step and training epoch."""
-    _raise_pending(comm.allgather(_PENDING[0] if _PENDING else 0))
+    """Raise a signal received on any rank (:func:`defer_interrupt`) on every rank, and one
+    whose immediate raise was lost (:func:`raise_interrupt`). Collective: called once per time
+    step and training epoch."""
+    signum = _PENDING[0] if _PENDING else (_RAISED[0] if _RAISED else 0)
+    _raise_pending(comm.allgather(signum))
 
 
 def raise_first(comm: MPI.Comm, failure: tuple[str, str] | None) -> None:

@@ -4,6 +4,7 @@ fault hangs, exit codes as documented, valid scales of a accepted, options valid
 Tests that may hang run the command line in a subprocess with a kill timeout.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -22,8 +23,9 @@ from mpi4py import MPI
 
 import dolfinx_lod as dl
 from dolfinx_lod import cli
+from dolfinx_lod.cli import signals
 from dolfinx_lod.io import OutputSet
-from dolfinx_lod.parallel import InputError, OutputError
+from dolfinx_lod.parallel import InputError, OutputError, Terminated, check_interrupt
 
 
 @pytest.fixture(scope="module")
@@ -432,6 +434,28 @@ def test_cli_full_disk_before_a_vtx_frame(tmp_dir, comm, capsys, monkeypatch, co
     if comm.rank == 0:
         assert err.count("error:") == 1 and "no space left on the device" in err, err
     assert not out.exists() and not list(tmp_dir.glob(".out.tmp-*"))
+
+
+def test_a_lost_interrupt_is_raised_at_the_next_time_step():
+    """On one rank SIGTERM is raised at once where the handler runs; if that exception is
+    swallowed there (a library catching it, the loop going on), the next time step's check
+    raises it again, once; nothing is left after the command. (A fresh-clone run under load
+    once finished a 4000-step loop with exit 0 after its SIGTERM.)"""
+    comm = MPI.COMM_SELF
+    earlier = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with signals.handle_signals():
+            with contextlib.suppress(Terminated):  # the library that swallows it
+                signals._on_signal(signal.SIGTERM, None)
+            with pytest.raises(Terminated):
+                check_interrupt(comm)
+            check_interrupt(comm)  # raised once
+            with contextlib.suppress(KeyboardInterrupt):
+                signals._on_signal(signal.SIGINT, None)
+        check_interrupt(comm)  # the command has ended: forgotten
+    finally:
+        for s, handler in earlier.items():
+            signal.signal(s, handler)
 
 
 DEADLOCK = """

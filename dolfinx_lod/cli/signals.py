@@ -1,7 +1,9 @@
 """SIGINT and SIGTERM in a command: raised as ``KeyboardInterrupt`` /
 :class:`~dolfinx_lod.parallel.Terminated` so that the run unwinds (staging folders removed,
-exit 130 / 143): at once on one rank; on several on every rank together at the next time
-step, training epoch or collective block, so that all ranks unwind from the same point.
+exit 130 / 143): at once on one rank (and again at the next time step or training epoch,
+should the place where the handler ran have swallowed the exception); on several on every rank
+together at the next time step, training epoch or collective block, so that all ranks unwind
+from the same point.
 Further signals are ignored during the clean-up, and a watchdog stops the job when a rank
 cannot unwind.
 
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 
 from mpi4py import MPI
 
-from dolfinx_lod.parallel import Terminated, defer_interrupt
+from dolfinx_lod.parallel import defer_interrupt, forget_interrupts, raise_interrupt
 
 #: Seconds a rank gets to unwind after a signal before the watchdog stops the job.
 CLEANUP_SECONDS = 60.0
@@ -45,7 +47,7 @@ def _on_signal(signum: int, frame: object) -> None:
     if MPI.COMM_WORLD.size > 1:
         defer_interrupt(signum)
         return
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    raise_interrupt(signum)
 
 
 def _watch(pipe: int, done: threading.Event) -> None:
@@ -84,6 +86,7 @@ def handle_signals() -> Iterator[None]:
         yield
     finally:
         done.set()
+        forget_interrupts()
         if signal.getsignal(signal.SIGINT) is _on_signal:
             for s, handler in earlier.items():
                 signal.signal(s, handler)

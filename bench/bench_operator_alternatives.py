@@ -88,6 +88,10 @@ class AnnOperators:
     def evaluate(self, p) -> np.ndarray:
         return operator_samples(self.basis, self.family, np.atleast_2d(p))[:, 0]
 
+    def destroy(self) -> None:
+        """Free the basis of ``evaluate`` (the provider needs none)."""
+        self.basis.destroy()
+
 
 class ElementMLP:
     """MLPs on the corrector part, P_T exact (the ``mlp-element`` fit)."""
@@ -275,9 +279,7 @@ def main() -> None:
     parser.add_argument(  # lod-ann trains a network per family: only where named
         "--kinds", nargs="+", choices=KINDS, default=[k for k in KINDS if k != "lod-ann"]
     )
-    parser.add_argument(
-        "--mlp-samples", type=int, default=40, help="largest K of mlp, mlp-element (40)"
-    )
+    parser.add_argument("--mlp-samples", type=int, default=40, help="largest K of mlp(-element)")
     parser.add_argument("--ann-samples", type=int, default=48, help="largest K of lod-ann (48)")
     parser.add_argument("--modes", type=int, default=8, help="POD modes of pod-element (8)")
     parser.add_argument("--steps", type=int, default=12)
@@ -323,6 +325,8 @@ def main() -> None:
                             model, test_p, y_test, size * 2**g.dim, kept
                         ),
                     )
+                    if isinstance(model, AnnOperators):  # its operators are measured
+                        model.destroy()
                     models[f"{kind}-{K}"] = model
                     fits.append(record)
                     print(name, {k: v for k, v in record.items() if k != "chosen"}, flush=True)

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import signal
 from collections.abc import Callable, Iterator
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -88,7 +88,7 @@ _PENDING: list[int] = []  # signals received on this rank, raised on every rank 
 _RAISED: list[int] = []
 
 
-def raise_interrupt(signum: int) -> None:
+def raise_interrupt(signum: int) -> NoReturn:
     """Raise SIGINT / SIGTERM at once (from a signal handler, one rank), remembered by
     :func:`check_interrupt` in case the exception is swallowed where the handler runs."""
     _RAISED.append(signum)

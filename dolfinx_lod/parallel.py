@@ -88,11 +88,16 @@ _PENDING: list[int] = []  # signals received on this rank, raised on every rank 
 _RAISED: list[int] = []
 
 
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    """The exception of SIGTERM (:class:`Terminated`) or SIGINT (``KeyboardInterrupt``)."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 def raise_interrupt(signum: int) -> NoReturn:
     """Raise SIGINT / SIGTERM at once (from a signal handler, one rank), remembered by
     :func:`check_interrupt` in case the exception is swallowed where the handler runs."""
     _RAISED.append(signum)
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    raise _interrupt(signum)
 
 
 def forget_interrupts() -> None:
@@ -112,7 +117,7 @@ def _raise_pending(signums: list[int]) -> None:
     signum = next((s for s in signums if s), 0)
     if signum:
         forget_interrupts()
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise _interrupt(signum)
 
 
 def check_interrupt(comm: MPI.Comm) -> None:

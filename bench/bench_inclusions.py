@@ -8,8 +8,8 @@ Run by hand (under the shared lock; on one rank, or under ``mpirun -n R``), e.g.
 ``--kind balls`` is the 3D family (n^3 cells, ``--dim 3`` picks it): balls of ``--contrast``
 in a matrix of 1; the row then also records the online basis update times.
 With the Ritz output (train's default) the row also times the learned update with the Ritz
-steps off (``network_only_seconds``: the network's forward pass and the energy minimisers in
-the span of its vectors), the floor of what the learned update costs on this machine.
+steps off (``online_basis_seconds.network_only``: the network's forward pass and the energy
+minimisers in the span of its vectors), the floor of what the learned update costs here.
 
 Draws ``--train`` + ``--test`` fields of the ``--kind`` (:data:`KINDS`; default random elliptic
 inclusions: 4 to 9 per field, semi-axes 0.03 to 0.12, value ``--contrast``, matrix 1; ``cont``

@@ -240,7 +240,7 @@ def lod_ann_online_table() -> str:
 
 
 def _off(seconds: float | None) -> str:
-    """ " (S)" for the learned update with the Ritz steps off, where measured."""
+    """The learned update's seconds S with the Ritz steps off as " (S)"; "" if not measured."""
     return "" if seconds is None else f" ({seconds:.2g})"
 
 
